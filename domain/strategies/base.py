@@ -1,0 +1,176 @@
+"""Common contract of the recommendation strategies and the array helpers they share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+COLLABORATIVE = "collaborative"
+CONTENT_BASED = "content_based"
+TRENDING = "trending"
+FREQUENTLY_BOUGHT_TOGETHER = "frequently_bought_together"
+STRATEGY_NAMES = (COLLABORATIVE, CONTENT_BASED, TRENDING, FREQUENTLY_BOUGHT_TOGETHER)
+
+
+class NotFittedError(RuntimeError):
+    """A model was asked for recommendations before ``fit``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One recommended product, its score and the products that explain it."""
+
+    product_id: str
+    score: float
+    because: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON shape ``{productId, score, because}``."""
+        return {"productId": self.product_id, "score": self.score, "because": list(self.because)}
+
+
+@runtime_checkable
+class UserRecommender(Protocol):
+    """A strategy that recommends products for a user."""
+
+    name: str
+
+    def fit(self, data: Any, /) -> Self:
+        """Learn from one tenant's interactions and return self."""
+        ...
+
+    def recommend(
+        self, *, user: str, n: int = 10, exclude: Iterable[str] = ()
+    ) -> list[Recommendation]:
+        """Return up to ``n`` recommendations for ``user``, best first."""
+        ...
+
+
+@runtime_checkable
+class ItemRecommender(Protocol):
+    """A strategy that recommends products for an anchor product."""
+
+    name: str
+
+    def fit(self, data: Any, /) -> Self:
+        """Learn from one tenant's data and return self."""
+        ...
+
+    def similar_items(
+        self, *, product: str, n: int = 10, exclude: Iterable[str] = ()
+    ) -> list[Recommendation]:
+        """Return up to ``n`` products related to ``product``, best first."""
+        ...
+
+
+def top_k_per_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the column indices and values of the ``k`` best entries of each row, best first.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n_rows, n_cols)
+        Entries equal to ``-inf`` never count as found.
+    k : int
+
+    Returns
+    -------
+    indices : ndarray of shape (n_rows, min(k, n_cols)), int64
+    values : ndarray of shape (n_rows, min(k, n_cols))
+        Padding (fewer than ``k`` finite entries) is ``-inf`` with whatever index.
+    """
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k <= 0 or n_rows == 0:
+        return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), dtype=scores.dtype)
+    if k < n_cols:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.tile(np.arange(n_cols), (n_rows, 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return (
+        np.take_along_axis(part, order, axis=1).astype(np.int64),
+        np.take_along_axis(vals, order, axis=1),
+    )
+
+
+def rows_to_sparse(
+    indices: np.ndarray,
+    values: np.ndarray,
+    n_cols: int,
+    row_ids: np.ndarray | None = None,
+    n_rows: int | None = None,
+) -> sp.csr_matrix:
+    """Pack per-row top-k lists into a CSR matrix, dropping non-finite or non-positive values.
+
+    Parameters
+    ----------
+    indices, values : ndarray of shape (b, k)
+    n_cols : int
+    row_ids : ndarray of shape (b,), optional
+        Row of each list in the output (default ``arange(b)``).
+    n_rows : int, optional
+        Number of output rows (default ``b``).
+
+    Returns
+    -------
+    csr_matrix of shape (n_rows, n_cols), float32
+    """
+    b, k = indices.shape
+    rows = np.repeat(np.arange(b) if row_ids is None else row_ids, k)
+    vals = values.ravel()
+    keep = np.isfinite(vals) & (vals > 0)
+    shape = (b if n_rows is None else n_rows, n_cols)
+    return sp.csr_matrix(
+        (vals[keep].astype(np.float32), (rows[keep], indices.ravel()[keep])), shape=shape
+    )
+
+
+def mask_rows(scores: np.ndarray, mask: sp.csr_matrix) -> None:
+    """Set ``scores[i, j] = -inf`` in place wherever ``mask[i, j]`` is stored.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (b, n_cols)
+    mask : csr_matrix of shape (b, n_cols)
+    """
+    coo = mask.tocoo()
+    scores[coo.row, coo.col] = -np.inf
+
+
+def indices_of(ids: Iterable[str], index: Mapping[str, int]) -> np.ndarray:
+    """Return the indices of the known ids (unknown ids are skipped)."""
+    return np.fromiter((index[i] for i in ids if i in index), dtype=np.int64)
+
+
+def blend_neighbour_lists(
+    *,
+    history: Sequence[tuple[str, float]],
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+    n: int = 10,
+    exclude: Iterable[str] = (),
+) -> list[Recommendation]:
+    """Score products by weighted published neighbour lists of a user's history (serve time).
+
+    Each history product ``h`` with weight ``w_h`` adds ``w_h * sim(h, j)`` to every neighbour
+    ``j`` of ``h``; products in the history or in ``exclude`` are never returned. This is the
+    read-path counterpart of the item-neighbour projections, so a fresh event changes the answer
+    without a retrain.
+    """
+    banned = set(exclude) | {p for p, _ in history}
+    scores: dict[str, float] = {}
+    best_reason: dict[str, tuple[float, str]] = {}
+    for product, weight in history:
+        for other, sim in neighbours.get(product, ()):
+            if other in banned:
+                continue
+            contribution = weight * sim
+            scores[other] = scores.get(other, 0.0) + contribution
+            if contribution > best_reason.get(other, (-np.inf, ""))[0]:
+                best_reason[other] = (contribution, product)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [Recommendation(p, float(s), (best_reason[p][1],)) for p, s in ranked]
