@@ -249,21 +249,26 @@ class ContentModel:
         scores[p] = -np.inf
         return self._top(scores, n, exclude, lambda _j: (product,))
 
-    def profile_scores(self, weights: sp.csr_matrix) -> np.ndarray:
-        """Return the cosine of every product to each weighted profile.
+    def profile_scores(
+        self, weights: sp.csr_matrix, *, candidates: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Return the cosine of every (candidate) product to each weighted profile.
 
         Parameters
         ----------
         weights : csr_matrix of shape (b, n_products)
             Profile weights over this model's products (e.g. aged event weights).
+        candidates : ndarray of shape (c,), int, optional
+            Product indices to score (default: all, c = n_products).
 
         Returns
         -------
-        ndarray of shape (b, n_products), float32
+        ndarray of shape (b, c), float32
         """
         self._check_fitted()
         profiles = _l2_rows(sp.csr_matrix(weights, dtype=np.float32) @ self.features_)
-        return np.asarray((profiles @ self.features_.T).toarray(), dtype=np.float32)
+        targets = self.features_ if candidates is None else self.features_[candidates]
+        return np.asarray((profiles @ targets.T).toarray(), dtype=np.float32)
 
     def recommend_for_history(
         self,

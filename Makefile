@@ -1,0 +1,19 @@
+# The two commands: `make up` brings the platform up, `make test` runs the whole test suite.
+.PHONY: up down test lint bootstrap
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+up: bootstrap
+	@.venv/bin/recomengine up
+
+down:
+	@.venv/bin/recomengine down
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: bootstrap
+	@scripts/test.sh

@@ -1,0 +1,27 @@
+"""One blueprint per area; the app registers them all."""
+
+from api.blueprints import (
+    analytics,
+    api_keys,
+    auth,
+    catalog,
+    events,
+    experiments,
+    health,
+    recommendations,
+    tenants,
+    widgets,
+)
+
+ALL_BLUEPRINTS = [
+    health.bp,
+    auth.bp,
+    tenants.bp,
+    api_keys.bp,
+    events.bp,
+    catalog.bp,
+    recommendations.bp,
+    widgets.bp,
+    experiments.bp,
+    analytics.bp,
+]

@@ -1,0 +1,213 @@
+"""Authentication guards: admin JWTs and tenant API keys, with rate limits."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any
+
+import jwt
+from redis.exceptions import RedisError
+from sanic import Request
+from sanic.response import HTTPResponse
+
+from domain import apikeys
+from domain.errors import Forbidden, RateLimited, Unauthorized, Unavailable
+from store import keys
+from store.api_keys import KeyRecord, find_key_by_hash
+from store.settings import Settings
+
+ALLOWED_JWT_ALGORITHMS = ["HS256"]
+Handler = Callable[..., Awaitable[HTTPResponse]]
+
+
+def issue_access_token(*, admin_id: str, settings: Settings) -> tuple[str, int]:
+    """A signed access token for the admin and its lifetime in seconds."""
+    now = int(time.time())
+    claims = {
+        "sub": admin_id,
+        "aud": settings.jwt_audience,
+        "iss": settings.jwt_issuer,
+        "typ": "access",
+        "iat": now,
+        "nbf": now,
+        "exp": now + settings.access_token_ttl_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, settings.jwt_secret, algorithm=ALLOWED_JWT_ALGORITHMS[0])
+    return token, settings.access_token_ttl_seconds
+
+
+def verify_access_token(token: str, *, settings: Settings) -> str:
+    """The admin id of a valid access token; Unauthorized for anything else."""
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=ALLOWED_JWT_ALGORITHMS,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": ["exp", "iat", "sub", "aud", "iss", "typ"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("The access token has expired.") from exc
+    except jwt.PyJWTError as exc:
+        raise Unauthorized("The access token is invalid.") from exc
+    if claims.get("typ") != "access":
+        raise Unauthorized("The access token is invalid.")
+    try:
+        return str(uuid.UUID(str(claims["sub"])))
+    except ValueError as exc:
+        raise Unauthorized("The access token is invalid.") from exc
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def require_admin(handler: Handler) -> Handler:
+    """Route decorator: a valid admin access token; sets `request.ctx.admin_id`."""
+
+    @wraps(handler)
+    async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+        token = _bearer(request)
+        if token is None or token.startswith("rk_"):
+            raise Unauthorized("An admin access token is required (Authorization: Bearer).")
+        request.ctx.admin_id = verify_access_token(token, settings=request.app.ctx.settings)
+        return await handler(request, *args, **kwargs)
+
+    return guarded
+
+
+@dataclass
+class _CachedKey:
+    record: KeyRecord | None
+    epoch: str
+    fetched_at: float
+
+
+class ApiKeyAuthenticator:
+    """Resolves API keys with an in-process cache that a Redis epoch invalidates at once.
+
+    Every request runs one Lua call that counts the rate limit, reads the tenant's auth epoch
+    and marks the key used. Revoking a key or changing a tenant's status bumps the epoch, so
+    every api worker reloads the key on its very next request instead of waiting for a TTL.
+    """
+
+    CACHE_SECONDS = 300.0
+    DEGRADED_CACHE_SECONDS = 5.0
+
+    def __init__(self, *, settings: Settings, pool: Any, limiter: Any) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._limiter = limiter
+        self._cache: dict[bytes, _CachedKey] = {}
+
+    async def _load(self, key_hash: bytes) -> KeyRecord | None:
+        return await find_key_by_hash(self._pool, key_hash=key_hash)
+
+    async def authenticate(self, raw_key: str, *, write: bool) -> tuple[KeyRecord, dict[str, str]]:
+        """The key's record and rate-limit headers; raises on any refusal."""
+        parsed = apikeys.parse_key(raw_key)
+        if parsed is None:
+            raise Unauthorized("The API key is malformed.")
+        key_hash = apikeys.hash_key(parsed.raw, secret=self._settings.api_key_secret)
+        now = time.monotonic()
+        cached = self._cache.get(key_hash)
+        if cached is None or now - cached.fetched_at > self.CACHE_SECONDS:
+            cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
+            self._cache[key_hash] = cached
+        record = cached.record
+        if record is None:
+            raise Unauthorized("The API key is not valid.")
+        limit = self._limit(record, write=write)
+        scope = "write" if write else "read"
+        try:
+            decision = await self._limiter.hit(
+                key=keys.rate_limit(record.key_id, scope, 60),
+                limit=limit,
+                epoch_key=keys.auth_epoch(record.tenant_id),
+                touch_hash=keys.api_key_last_used(record.tenant_id),
+                touch_field=record.key_id,
+                touch_value=datetime.now(UTC).isoformat(),
+            )
+        except (RedisError, OSError) as exc:
+            # Redis down: writes fail closed; reads go on unmetered with a short-lived cache.
+            if write:
+                raise Unavailable("Rate limiting is unavailable; retry shortly.") from exc
+            if now - cached.fetched_at > self.DEGRADED_CACHE_SECONDS:
+                cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
+                self._cache[key_hash] = cached
+            return self._check(cached.record, write=write), {}
+        if cached.epoch != decision.epoch:
+            if cached.epoch != "":
+                # The tenant's keys or status changed since we cached this key: reload.
+                cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
+            cached.epoch = decision.epoch
+            self._cache[key_hash] = cached
+        record = self._check(cached.record, write=write)
+        if not decision.allowed:
+            raise RateLimited(
+                f"Rate limit of {decision.limit} {scope} requests per minute exceeded.",
+                retry_after=decision.reset_seconds,
+                limit=decision.limit,
+                reset=decision.reset_seconds,
+            )
+        return record, decision.headers
+
+    def _limit(self, record: KeyRecord, *, write: bool) -> int:
+        limits = record.tenant_config.get("rateLimits") or {}
+        if write:
+            return int(limits.get("writesPerMinute") or self._settings.write_limit_per_minute)
+        return int(limits.get("readsPerMinute") or self._settings.read_limit_per_minute)
+
+    @staticmethod
+    def _check(record: KeyRecord | None, *, write: bool) -> KeyRecord:
+        if record is None or record.revoked or record.tenant_deleted:
+            raise Unauthorized("The API key is not valid.")
+        if record.tenant_status != "active":
+            raise Forbidden("The tenant is suspended.")
+        if write and record.permission != "read_write":
+            raise Forbidden("This API key may only read; writing needs a read_write key.")
+        return record
+
+
+def _api_key_from(request: Request) -> str | None:
+    header = request.headers.get("x-api-key")
+    if header:
+        return header.strip()
+    token = _bearer(request)
+    if token and token.startswith("rk_"):
+        return token
+    return None
+
+
+def require_api_key(*, write: bool) -> Callable[[Handler], Handler]:
+    """Route decorator: a tenant API key (read_write when `write`); sets request.ctx.tenant_id."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            raw = _api_key_from(request)
+            if raw is None:
+                raise Unauthorized("An API key is required (X-API-Key header).")
+            authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
+            record, headers = await authenticator.authenticate(raw, write=write)
+            request.ctx.tenant_id = record.tenant_id
+            request.ctx.api_key_id = record.key_id
+            request.ctx.tenant_config = record.tenant_config
+            response = await handler(request, *args, **kwargs)
+            response.headers.update(headers)
+            return response
+
+        return guarded
+
+    return decorate

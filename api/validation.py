@@ -1,0 +1,65 @@
+"""Request parsing with pydantic: malformed JSON is a 400, rule breaks a 422 with field errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+from sanic import Request
+from sanic.exceptions import BadRequest
+
+from domain.errors import FieldError, ValidationFailed
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ApiModel(BaseModel):
+    """Base of request and response bodies: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=False
+    )
+
+
+def field_errors(error: ValidationError, *, prefix: str = "") -> list[FieldError]:
+    """Pydantic's errors as (dotted field, message) pairs."""
+    found = []
+    for item in error.errors(include_url=False):
+        path = ".".join(str(part) for part in item["loc"])
+        found.append(
+            FieldError(field=f"{prefix}{path}" if path else prefix.rstrip("."), message=item["msg"])
+        )
+    return found
+
+
+def read_json(request: Request) -> Any:
+    """The request body as JSON; 400 when it is empty or malformed."""
+    if not request.body:
+        raise BadRequest("The request body is empty; a JSON body is required.")
+    try:
+        return json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("The body is not valid JSON.") from exc
+
+
+def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The JSON body validated into `model`."""
+    return validate(read_json(request), model)
+
+
+def validate(data: Any, model: type[ModelT]) -> ModelT:
+    """`data` validated into `model`, or ValidationFailed listing every bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "The request does not satisfy the schema.", errors=field_errors(exc)
+        ) from exc
+
+
+def parse_query(request: Request, model: type[ModelT]) -> ModelT:
+    """The query string validated into `model` (single values; repeated keys take the last)."""
+    data = {name: values[-1] for name, values in request.args.items()}
+    return validate(data, model)

@@ -1,0 +1,88 @@
+"""`recomengine api|worker|scheduler`: the long-running processes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from functools import partial
+
+from workers.broker import QUEUES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the process subcommands."""
+    api = subparsers.add_parser("api", help="run the HTTP api (Sanic)")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    api.add_argument("--workers", type=int, default=None, help="Sanic worker processes")
+    api.set_defaults(func=run_api)
+
+    worker = subparsers.add_parser("worker", help="run a Dramatiq worker pool")
+    worker.add_argument("--queues", default=",".join(QUEUES), help="comma-separated queue names")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=4)
+    worker.set_defaults(func=run_worker)
+
+    scheduler = subparsers.add_parser("scheduler", help="run the periodic job scheduler")
+    scheduler.set_defaults(func=run_scheduler)
+
+
+def run_api(args: argparse.Namespace) -> int:
+    """Serve the api until stopped."""
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from api.app import create_app
+    from store.settings import get_settings
+
+    settings = get_settings()
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    workers = args.workers or settings.api_workers
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(
+        host=host,
+        port=port,
+        workers=workers,
+        single_process=workers == 1,
+        access_log=False,
+        motd=False,
+    )
+    if workers == 1:
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Replace this process with a Dramatiq worker pool on the given queues."""
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        print(f"unknown queues: {', '.join(unknown)}; known: {', '.join(QUEUES)}", file=sys.stderr)
+        return 2
+    command = [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.main",
+        "--processes",
+        str(args.processes),
+        "--threads",
+        str(args.threads),
+        "--queues",
+        *queues,
+    ]
+    os.execv(sys.executable, command)  # noqa: S606 (fixed argv, no shell)
+    return 0  # not reached
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    """Run the scheduler until stopped."""
+    from scheduler.run import run
+
+    run()
+    return 0

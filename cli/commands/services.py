@@ -1,0 +1,139 @@
+"""`recomengine up|down`: the whole platform on this machine, without Docker."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cli.commands.database import ROOT
+from cli.localservices import PostgresServer, RedisServer
+
+RUN_DIR = ROOT / ".run" / "dev"
+PG_PORT = 15432
+REDIS_PORT = 16379
+API_PORT = 5008
+PROCESSES = {
+    "api": ["api"],
+    "worker": ["worker", "--processes", "1", "--threads", "4"],
+    "scheduler": ["scheduler"],
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `up`, `down` and `status`."""
+    up = subparsers.add_parser("up", help="start PostgreSQL, Redis, api, workers and scheduler")
+    up.set_defaults(func=run_up)
+    down = subparsers.add_parser("down", help="stop everything `up` started")
+    down.set_defaults(func=run_down)
+
+
+def _servers() -> tuple[PostgresServer, RedisServer]:
+    return (
+        PostgresServer(data_dir=RUN_DIR / "postgres", port=PG_PORT),
+        RedisServer(data_dir=RUN_DIR / "redis", port=REDIS_PORT),
+    )
+
+
+def environment() -> dict[str, str]:
+    """The environment the platform's processes run with."""
+    postgres, redis = _servers()
+    env = dict(os.environ)
+    env.update(
+        {
+            "RECOMENGINE_DATABASE_URL": postgres.url,
+            "RECOMENGINE_REDIS_URL": redis.url(1),
+            "RECOMENGINE_BROKER_URL": redis.url(0),
+            "RECOMENGINE_API_PORT": str(API_PORT),
+            "RECOMENGINE_PUBLIC_URL": f"http://localhost:{API_PORT}",
+        }
+    )
+    return env
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+
+
+def _wait_ready(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (localhost)
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def run_up(args: argparse.Namespace) -> int:
+    """Bring the platform up; harmless when it already runs."""
+    postgres, redis = _servers()
+    postgres.start()
+    redis.start()
+    env = environment()
+    command = [sys.executable, "-m", "cli.main"]
+    subprocess.run([*command, "migrate"], env=env, check=True, cwd=ROOT)
+    logs = RUN_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for name, arguments in PROCESSES.items():
+        pid_file = RUN_DIR / f"{name}.pid"
+        if _alive(pid_file):
+            continue
+        with open(logs / f"{name}.log", "ab") as log_file:
+            process = subprocess.Popen(
+                [*command, *arguments],
+                env=env,
+                cwd=ROOT,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        pid_file.write_text(str(process.pid))
+    ready_url = f"http://localhost:{API_PORT}/ready"
+    if not _wait_ready(ready_url, timeout=60):
+        print(f"the api did not become ready; see {logs}/api.log", file=sys.stderr)
+        return 1
+    print(
+        f"""
+RecomEngine is up.
+  API            http://localhost:{API_PORT}/api/v1   (ready: {ready_url})
+  OpenAPI        http://localhost:{API_PORT}/api/v1/openapi.json
+  PostgreSQL     {postgres.url}
+  Redis          {redis.url(0)} (broker), {redis.url(1)} (projections)
+  Logs           .run/dev/logs/
+Stop everything with: make down
+"""
+    )
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    """Stop the processes, then Redis and PostgreSQL."""
+    for name in PROCESSES:
+        pid_file = RUN_DIR / f"{name}.pid"
+        if _alive(pid_file):
+            pid = int(pid_file.read_text().strip())
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while _alive(pid_file) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid_file):
+                os.killpg(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
+    postgres, redis = _servers()
+    redis.stop()
+    postgres.stop()
+    print("RecomEngine is down.")
+    return 0

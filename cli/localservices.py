@@ -1,0 +1,213 @@
+"""Project-local PostgreSQL and Redis servers for development and tests (no Docker needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+POSTGRES_USER = "recomengine"
+POSTGRES_DB = "recomengine"
+
+
+class ServiceError(RuntimeError):
+    """A local server could not be started; the message says what to do."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in ("17", "16", "15"):
+        candidate = Path(f"/usr/lib/postgresql/{version}/bin/{name}")
+        if candidate.exists():
+            return str(candidate)
+    raise ServiceError(f"{name} not found: install PostgreSQL 15+ server binaries")
+
+
+def _as_postgres_user(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root: drop to the system "postgres" account when we are root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *command]
+    return command
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The connection URL of the project database."""
+        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    def start(self) -> None:
+        """Create the cluster if needed and start it; harmless when it already runs."""
+        if _port_open(self.port) and (self.data_dir / "postmaster.pid").exists():
+            return
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(self.data_dir, "postgres", "postgres")
+                os.chmod(self.data_dir.parent, 0o755)  # noqa: S103 (postgres must traverse it)
+            subprocess.run(
+                _as_postgres_user(
+                    [
+                        _postgres_bin("initdb"),
+                        "-D",
+                        str(self.data_dir),
+                        "-U",
+                        POSTGRES_USER,
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--no-instructions",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c max_connections=200 -c shared_buffers=256MB -c fsync=on"
+        )
+        subprocess.run(
+            _as_postgres_user(
+                [
+                    _postgres_bin("pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        self._create_database()
+
+    def _create_database(self) -> None:
+        psql = [_postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER]
+        exists = subprocess.run(
+            [
+                *psql,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname='{POSTGRES_DB}'",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if exists != "1":
+            subprocess.run(
+                [*psql, "-d", "postgres", "-c", f"CREATE DATABASE {POSTGRES_DB}"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the cluster if it runs."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        subprocess.run(
+            _as_postgres_user(
+                [_postgres_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    """A redis-server with its data (AOF on) in `data_dir`, listening on 127.0.0.1:`port`."""
+
+    data_dir: Path
+    port: int
+
+    def url(self, db: int = 0) -> str:
+        """The connection URL of logical database `db`."""
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        """Start the server if it is not running already."""
+        if _port_open(self.port):
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServiceError(
+                "redis-server not found: install it (Debian: apt-get install -y redis-server)"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir.resolve()),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str((self.data_dir / "redis.pid").resolve()),
+                "--logfile",
+                str((self.data_dir / "redis.log").resolve()),
+            ],
+            check=True,
+        )
+        deadline = time.monotonic() + 20
+        while not _port_open(self.port):
+            if time.monotonic() > deadline:
+                raise ServiceError(f"redis-server did not start; see {self.data_dir}/redis.log")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server if it runs (SIGTERM, which flushes the AOF)."""
+        pid_file = self.data_dir / "redis.pid"
+        if not pid_file.exists():
+            return
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 15)
+        except (ValueError, ProcessLookupError):
+            return
+        deadline = time.monotonic() + 10
+        while _port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""Experiments domain: variant assignment, lifecycle rules and user-level statistics (no I/O)."""
