@@ -16,7 +16,7 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from domain import apikeys
-from domain.errors import Forbidden, RateLimited, Unauthorized, Unavailable
+from domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from store import keys
 from store.api_keys import KeyRecord, find_key_by_hash
 from store.settings import Settings
@@ -211,3 +211,18 @@ def require_api_key(*, write: bool) -> Callable[[Handler], Handler]:
         return guarded
 
     return decorate
+
+
+async def owned_tenant(request: Request, tenant_id: str, *, write: bool = False) -> Any:
+    """The caller admin's tenant `tenant_id`: 404 when absent or someone else's; 403 for a write
+    to a suspended tenant's data (reads still work)."""
+    from store.tenants import get_tenant_for_owner
+
+    tenant = await get_tenant_for_owner(
+        request.app.ctx.db, owner_id=request.ctx.admin_id, tenant_id=tenant_id
+    )
+    if tenant is None:
+        raise NotFound("No such tenant.")
+    if write and tenant["status"] != "active":
+        raise Forbidden("The tenant is suspended; reactivate it to change its data.")
+    return tenant

@@ -28,3 +28,14 @@ SCHEDULER_LOCK = f"{PREFIX}:scheduler:lock"
 def auth_epoch(tenant_id: str) -> str:
     """Counter bumped whenever a key of the tenant is revoked or the tenant changes status."""
     return f"{PREFIX}:{tenant_id}:auth:epoch"
+
+
+def catalog_available(tenant_id: str) -> str:
+    """SET of the tenant's available product ids."""
+    return f"{PREFIX}:{tenant_id}:catalog:available"
+
+
+def catalog_cards(tenant_id: str) -> str:
+    """HASH product id -> JSON card {name, price, currency, imageUrl, url, category, available}
+    for every product of the tenant (also unavailable ones), to hydrate in one HMGET."""
+    return f"{PREFIX}:{tenant_id}:catalog:cards"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -20,3 +21,19 @@ async def create_tenant(
     )
     assert row is not None
     return row
+
+
+async def get_tenant_for_owner(
+    pool: asyncpg.Pool, *, owner_id: str, tenant_id: str
+) -> asyncpg.Record | None:
+    """The tenant if it exists, is not deleted and belongs to `owner_id`; else None."""
+    try:
+        tenant_uuid = uuid.UUID(tenant_id)
+    except ValueError:
+        return None
+    return await pool.fetchrow(
+        "SELECT id, owner_id, name, status, config, created_at, updated_at FROM tenants "
+        "WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL",
+        tenant_uuid,
+        owner_id,
+    )
