@@ -41,7 +41,7 @@ Number = int | float | Decimal
 DEFAULT_ALPHA: Final = 0.05
 SRM_P_THRESHOLD: Final = 0.001
 MIN_USERS_PER_VARIANT: Final = 500
-MIN_CONVERSIONS_PER_VARIANT: Final = 25
+MIN_CONVERSIONS_PER_VARIANT: Final = 25  # conversions = buyers (users with a purchase)
 
 
 # --------------------------------------------------------------------------------------------
