@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -49,6 +50,29 @@ def _as_postgres_user(command: list[str]) -> list[str]:
     return command
 
 
+def _reachable_by_postgres(path: Path) -> bool:
+    probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(path)]
+    return subprocess.run(probe, check=False).returncode == 0
+
+
+def postgres_data_dir(wanted: Path) -> Path:
+    """`wanted`, or when we are root and the postgres account cannot reach it (a home folder
+    of mode 700, say), a folder under /var/tmp that it can, linked from `wanted`."""
+    if os.geteuid() != 0 or wanted.is_symlink() or (wanted / "PG_VERSION").exists():
+        return wanted
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    if _reachable_by_postgres(wanted.parent):
+        return wanted
+    digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
+    outside = Path("/var/tmp/recomengine") / digest  # noqa: S108 (fixed, per checkout)
+    outside.mkdir(parents=True, exist_ok=True)
+    for folder in (outside.parent, outside):
+        os.chmod(folder, 0o755)  # noqa: S103 (postgres must traverse it)
+    (outside / "postgres").mkdir(exist_ok=True)
+    wanted.symlink_to(outside / "postgres", target_is_directory=True)
+    return wanted
+
+
 @dataclass(frozen=True)
 class PostgresServer:
     """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
@@ -70,7 +94,6 @@ class PostgresServer:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if os.geteuid() == 0:
                 shutil.chown(self.data_dir, "postgres", "postgres")
-                os.chmod(self.data_dir.parent, 0o755)  # noqa: S103 (postgres must traverse it)
             subprocess.run(
                 _as_postgres_user(
                     [

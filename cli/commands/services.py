@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from cli.commands.database import ROOT
-from cli.localservices import PostgresServer, RedisServer
+from cli.localservices import PostgresServer, RedisServer, postgres_data_dir
 
 RUN_DIR = ROOT / ".run" / "dev"
 PG_PORT = 15432
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _servers() -> tuple[PostgresServer, RedisServer]:
     return (
-        PostgresServer(data_dir=RUN_DIR / "postgres", port=PG_PORT),
+        PostgresServer(data_dir=postgres_data_dir(RUN_DIR / "postgres"), port=PG_PORT),
         RedisServer(data_dir=RUN_DIR / "redis", port=REDIS_PORT),
     )
 
