@@ -57,8 +57,10 @@ def _reachable_by_postgres(path: Path) -> bool:
 
 def postgres_data_dir(wanted: Path) -> Path:
     """`wanted`, or when we are root and the postgres account cannot reach it (a home folder
-    of mode 700, say), a folder under /var/tmp that it can, linked from `wanted`."""
-    if os.geteuid() != 0 or wanted.is_symlink() or (wanted / "PG_VERSION").exists():
+    of mode 700, say), a folder under /var/tmp that it can, which `wanted` then links to."""
+    if wanted.is_symlink():
+        return wanted.resolve()
+    if os.geteuid() != 0 or (wanted / "PG_VERSION").exists():
         return wanted
     wanted.parent.mkdir(parents=True, exist_ok=True)
     if _reachable_by_postgres(wanted.parent):
@@ -70,7 +72,7 @@ def postgres_data_dir(wanted: Path) -> Path:
         os.chmod(folder, 0o755)  # noqa: S103 (postgres must traverse it)
     (outside / "postgres").mkdir(exist_ok=True)
     wanted.symlink_to(outside / "postgres", target_is_directory=True)
-    return wanted
+    return outside / "postgres"
 
 
 @dataclass(frozen=True)
