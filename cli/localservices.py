@@ -52,7 +52,7 @@ def _as_postgres_user(command: list[str]) -> list[str]:
 
 def _reachable_by_postgres(path: Path) -> bool:
     probe = ["runuser", "-u", "postgres", "--", "test", "-x", str(path)]
-    return subprocess.run(probe, check=False).returncode == 0
+    return subprocess.run(probe, check=False, cwd="/").returncode == 0
 
 
 def postgres_data_dir(wanted: Path) -> Path:
@@ -134,6 +134,7 @@ class PostgresServer:
             ),
             check=True,
             stdout=subprocess.DEVNULL,
+            cwd="/",
         )
         self._create_database()
 
@@ -169,6 +170,7 @@ class PostgresServer:
             check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd="/",
         )
 
 
