@@ -111,6 +111,7 @@ class PostgresServer:
                 ),
                 check=True,
                 stdout=subprocess.DEVNULL,
+                cwd="/",
             )
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
