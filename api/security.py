@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,8 +90,9 @@ def require_admin(handler: Handler) -> Handler:
 
 @dataclass
 class _CachedKey:
-    record: KeyRecord | None
-    epoch: str
+    record: KeyRecord
+    # The tenant's auth epoch read BEFORE the row was loaded; None until one is known.
+    epoch: str | None
     fetched_at: float
 
 
@@ -98,21 +100,34 @@ class ApiKeyAuthenticator:
     """Resolves API keys with an in-process cache that a Redis epoch invalidates at once.
 
     Every request runs one Lua call that counts the rate limit, reads the tenant's auth epoch
-    and marks the key used. Revoking a key or changing a tenant's status bumps the epoch, so
-    every api worker reloads the key on its very next request instead of waiting for a TTL.
+    and marks the key used. Revoking a key or changing a tenant's status bumps the epoch after
+    the PostgreSQL commit, so every api worker reloads the key on its very next request
+    instead of waiting for a TTL.
     """
 
     CACHE_SECONDS = 300.0
     DEGRADED_CACHE_SECONDS = 5.0
+    MAX_CACHED_KEYS = 10_000
 
     def __init__(self, *, settings: Settings, pool: Any, limiter: Any) -> None:
         self._settings = settings
         self._pool = pool
         self._limiter = limiter
-        self._cache: dict[bytes, _CachedKey] = {}
+        self._cache: OrderedDict[bytes, _CachedKey] = OrderedDict()
 
-    async def _load(self, key_hash: bytes) -> KeyRecord | None:
-        return await find_key_by_hash(self._pool, key_hash=key_hash)
+    async def _load(self, key_hash: bytes, now: float, *, epoch: str | None) -> _CachedKey | None:
+        """Read the key from PostgreSQL and cache it; unknown keys are not cached, so that
+        well-formed guesses cannot fill the memory of the process."""
+        record = await find_key_by_hash(self._pool, key_hash=key_hash)
+        if record is None:
+            self._cache.pop(key_hash, None)
+            return None
+        cached = _CachedKey(record, epoch=epoch, fetched_at=now)
+        self._cache[key_hash] = cached
+        self._cache.move_to_end(key_hash)
+        while len(self._cache) > self.MAX_CACHED_KEYS:
+            self._cache.popitem(last=False)
+        return cached
 
     async def authenticate(self, raw_key: str, *, write: bool) -> tuple[KeyRecord, dict[str, str]]:
         """The key's record and rate-limit headers; raises on any refusal."""
@@ -123,36 +138,41 @@ class ApiKeyAuthenticator:
         now = time.monotonic()
         cached = self._cache.get(key_hash)
         if cached is None or now - cached.fetched_at > self.CACHE_SECONDS:
-            cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
-            self._cache[key_hash] = cached
-        record = cached.record
-        if record is None:
+            cached = await self._load(key_hash, now, epoch=None)
+        if cached is None:
             raise Unauthorized("The API key is not valid.")
+        record = cached.record
         limit = self._limit(record, write=write)
         scope = "write" if write else "read"
         try:
             decision = await self._limiter.hit(
-                key=keys.rate_limit(record.key_id, scope, 60),
+                key=keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
                 limit=limit,
                 epoch_key=keys.auth_epoch(record.tenant_id),
                 touch_hash=keys.api_key_last_used(record.tenant_id),
                 touch_field=record.key_id,
                 touch_value=datetime.now(UTC).isoformat(),
+                touch_index=keys.API_KEY_LAST_USED_TENANTS,
+                touch_member=record.tenant_id,
             )
         except (RedisError, OSError) as exc:
             # Redis down: writes fail closed; reads go on unmetered with a short-lived cache.
             if write:
                 raise Unavailable("Rate limiting is unavailable; retry shortly.") from exc
             if now - cached.fetched_at > self.DEGRADED_CACHE_SECONDS:
-                cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
-                self._cache[key_hash] = cached
+                cached = await self._load(key_hash, now, epoch=None)
+                if cached is None:
+                    raise Unauthorized("The API key is not valid.") from exc
             return self._check(cached.record, write=write), {}
         if cached.epoch != decision.epoch:
-            if cached.epoch != "":
-                # The tenant's keys or status changed since we cached this key: reload.
-                cached = _CachedKey(await self._load(key_hash), epoch="", fetched_at=now)
-            cached.epoch = decision.epoch
-            self._cache[key_hash] = cached
+            # Either the tenant's keys, status or config changed since this key was cached, or
+            # the row was read before any epoch was known (and may predate a change whose bump
+            # the script has just seen): reload it, now that the epoch was read before the row.
+            reloaded = await self._load(key_hash, now, epoch=decision.epoch)
+            if reloaded is None:
+                raise Unauthorized("The API key is not valid.")
+            cached = reloaded
+            decision = decision.with_limit(self._limit(cached.record, write=write))
         record = self._check(cached.record, write=write)
         if not decision.allowed:
             raise RateLimited(
@@ -170,8 +190,8 @@ class ApiKeyAuthenticator:
         return int(limits.get("readsPerMinute") or self._settings.read_limit_per_minute)
 
     @staticmethod
-    def _check(record: KeyRecord | None, *, write: bool) -> KeyRecord:
-        if record is None or record.revoked or record.tenant_deleted:
+    def _check(record: KeyRecord, *, write: bool) -> KeyRecord:
+        if record.revoked or record.tenant_deleted:
             raise Unauthorized("The API key is not valid.")
         if record.tenant_status != "active":
             raise Forbidden("The tenant is suspended.")

@@ -39,3 +39,8 @@ def catalog_cards(tenant_id: str) -> str:
     """HASH product id -> JSON card {name, price, currency, imageUrl, url, category, available}
     for every product of the tenant (also unavailable ones), to hydrate in one HMGET."""
     return f"{PREFIX}:{tenant_id}:catalog:cards"
+
+
+def api_key_rate_limit(tenant_id: str, key_id: str, scope: str, window: int) -> str:
+    """Sliding-window ZSET of one API key's requests of `scope` (read/write) in `window` s."""
+    return f"{PREFIX}:{tenant_id}:ratelimit:{key_id}:{scope}:{window}"

@@ -1,4 +1,5 @@
 """What `dramatiq workers.main` loads: the broker and every actor module."""
 
 from workers import broker  # noqa: F401
+from workers.actors import housekeeping  # noqa: F401
 from workers.actors import maintenance  # noqa: F401

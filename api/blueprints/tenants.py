@@ -1,7 +1,282 @@
-"""HTTP routes of the tenants area."""
+"""HTTP routes of the tenants area: owner-scoped CRUD, lifecycle and soft delete."""
 
 from __future__ import annotations
 
-from sanic import Blueprint
+import re
+import zoneinfo
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from redis.exceptions import RedisError
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, empty, json
+
+from api.openapi import document
+from api.security import owned_tenant, require_admin
+from api.validation import ApiModel, parse_body
+from domain.errors import Forbidden, NotFound, Unavailable
+from store import tenants as tenant_store
 
 bp = Blueprint("tenants", url_prefix="/api/v1")
+
+STRATEGIES = Literal["collaborative", "content_based", "trending", "frequently_bought_together"]
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class RateLimitsConfig(ApiModel):
+    """Per-tenant override of the per-key limits (requests per minute)."""
+
+    reads_per_minute: int | None = Field(default=None, ge=1, le=100_000)
+    writes_per_minute: int | None = Field(default=None, ge=1, le=50_000)
+
+
+class TenantConfig(ApiModel):
+    """A tenant's settings; unknown keys are refused so typos never pass silently."""
+
+    default_strategy: STRATEGIES | None = None
+    currency: str | None = Field(default=None, description="ISO 4217 code, e.g. EUR")
+    allowed_origins: list[str] | None = Field(default=None, max_length=50)
+    rate_limits: RateLimitsConfig | None = None
+    timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_is_iso_4217(cls, value: str | None) -> str | None:
+        if value is not None and not _CURRENCY.match(value):
+            raise ValueError("must be a three-letter ISO 4217 code in capitals, e.g. EUR")
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins_are_http_origins(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for origin in value:
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.path
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+                or len(origin) > 255
+            ):
+                raise ValueError(f"{origin!r} is not an http(s) origin like https://shop.example")
+            try:
+                _ = parts.port
+            except ValueError as exc:
+                raise ValueError(f"{origin!r} has an invalid port") from exc
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str | None) -> str | None:
+        if value is not None and value not in _timezones():
+            raise ValueError("must be an IANA time zone name, e.g. Europe/Paris")
+        return value
+
+    def stored(self) -> dict[str, Any]:
+        """The config as stored and answered: camelCase, unset fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class TenantCreate(ApiModel):
+    """Body of POST /tenants."""
+
+    name: str = Field(min_length=1, max_length=200)
+    config: TenantConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class TenantUpdate(ApiModel):
+    """Body of PUT/PATCH /tenants/{id}: any of name, config (replaced whole), status."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    config: TenantConfig | None = None
+    status: Literal["active", "suspended"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> TenantUpdate:
+        if self.name is None and self.config is None and self.status is None:
+            raise ValueError("give at least one of name, config, status")
+        return self
+
+
+class TenantRead(ApiModel):
+    """A tenant as answered."""
+
+    id: str
+    name: str
+    status: Literal["active", "suspended"]
+    config: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantUsage(ApiModel):
+    """Cheap counts of what a tenant holds."""
+
+    api_keys: int
+    max_api_keys: int
+    catalog_items: int
+    events_this_month: int
+    running_experiments: int
+    widgets: int
+
+
+class TenantDetail(TenantRead):
+    """A tenant with its usage."""
+
+    usage: TenantUsage
+
+
+class TenantList(ApiModel):
+    """The caller's tenants."""
+
+    data: list[TenantRead]
+
+
+def _tenant(row: Any) -> dict[str, Any]:
+    return TenantRead(
+        id=str(row["id"]),
+        name=row["name"],
+        status=row["status"],
+        config=row["config"] or {},
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    ).model_dump(mode="json", by_alias=True)
+
+
+async def _announce_auth_change(request: Request, tenant_id: str) -> None:
+    """Bump the tenant's auth epoch after the commit so every api worker reloads its keys."""
+    try:
+        await tenant_store.bump_auth_epoch(request.app.ctx.redis, tenant_id=tenant_id)
+    except (RedisError, OSError) as exc:
+        # The change is saved; retrying the same request is harmless and bumps again.
+        raise Unavailable(
+            "The change was saved but could not be announced to the api workers; retry."
+        ) from exc
+
+
+@bp.post("/tenants")
+@document(
+    summary="Create a tenant",
+    tags=["tenants"],
+    body=TenantCreate,
+    responses={201: TenantRead},
+    security="bearer",
+)
+@require_admin
+async def create_tenant(request: Request) -> HTTPResponse:
+    """A new active tenant owned by the caller."""
+    body = parse_body(request, TenantCreate)
+    row = await tenant_store.create_tenant(
+        request.app.ctx.db,
+        owner_id=request.ctx.admin_id,
+        name=body.name,
+        config=body.config.stored() if body.config else {},
+    )
+    # create_tenant answers no updated_at; a new row's is its created_at.
+    return json(_tenant({**dict(row), "updated_at": row["created_at"]}), status=201)
+
+
+@bp.get("/tenants")
+@document(
+    summary="List the caller's tenants",
+    tags=["tenants"],
+    responses={200: TenantList},
+    security="bearer",
+)
+@require_admin
+async def list_tenants(request: Request) -> HTTPResponse:
+    """The caller's tenants that are not deleted."""
+    rows = await tenant_store.list_tenants_for_owner(
+        request.app.ctx.db, owner_id=request.ctx.admin_id
+    )
+    return json({"data": [_tenant(row) for row in rows]})
+
+
+@bp.get("/tenants/<tenant_id:str>")
+@document(
+    summary="A tenant with its usage",
+    tags=["tenants"],
+    responses={200: TenantDetail},
+    security="bearer",
+)
+@require_admin
+async def get_tenant(request: Request, tenant_id: str) -> HTTPResponse:
+    """The caller's tenant and cheap usage counts."""
+    row = await owned_tenant(request, tenant_id)
+    usage = await tenant_store.tenant_usage(request.app.ctx.db, tenant_id=str(row["id"]))
+    return json({**_tenant(row), "usage": usage})
+
+
+@bp.route("/tenants/<tenant_id:str>", methods=["PUT", "PATCH"])
+@document(
+    summary="Change a tenant's name, config or status",
+    tags=["tenants"],
+    body=TenantUpdate,
+    responses={200: TenantRead},
+    security="bearer",
+)
+@require_admin
+async def update_tenant(request: Request, tenant_id: str) -> HTTPResponse:
+    """Rename, reconfigure, suspend or reactivate the caller's tenant."""
+    current = await owned_tenant(request, tenant_id)
+    body = parse_body(request, TenantUpdate)
+    if current["status"] != "active" and body.status != "active":
+        raise Forbidden("The tenant is suspended; reactivate it (status: active) to change it.")
+    row = await tenant_store.update_tenant(
+        request.app.ctx.db,
+        owner_id=request.ctx.admin_id,
+        tenant_id=tenant_id,
+        name=body.name,
+        config=body.config.stored() if body.config is not None else None,
+        status=body.status,
+    )
+    if row is None:  # deleted meanwhile
+        raise NotFound("No such tenant.")
+    if body.status is not None or body.config is not None:
+        await _announce_auth_change(request, str(row["id"]))
+    return json(_tenant(row))
+
+
+@bp.delete("/tenants/<tenant_id:str>")
+@document(
+    summary="Delete a tenant (soft; purged after 30 days)",
+    tags=["tenants"],
+    responses={204: None},
+    security="bearer",
+)
+@require_admin
+async def delete_tenant(request: Request, tenant_id: str) -> HTTPResponse:
+    """Soft-delete the caller's tenant; its keys stop working at once."""
+    deleted = await tenant_store.soft_delete_tenant(
+        request.app.ctx.db, owner_id=request.ctx.admin_id, tenant_id=tenant_id
+    )
+    if deleted is None:
+        raise NotFound("No such tenant.")
+    await _announce_auth_change(request, deleted)
+    return empty(status=204)
