@@ -34,3 +34,26 @@ async def create_admin(
         raise Conflict("An account with this email already exists.") from exc
     assert row is not None
     return AdminRecord(id=str(row["id"]), email=row["email"], name=row["name"])
+
+
+def _record(row: asyncpg.Record) -> AdminRecord:
+    return AdminRecord(id=str(row["id"]), email=row["email"], name=row["name"])
+
+
+async def find_admin_credentials(
+    pool: asyncpg.Pool, *, email: str
+) -> tuple[AdminRecord, str] | None:
+    """The admin with this email (case-insensitive) and its password hash, or None."""
+    row = await pool.fetchrow(
+        "SELECT id, email, name, password_hash FROM admins WHERE lower(email) = lower($1)",
+        email,
+    )
+    if row is None:
+        return None
+    return _record(row), row["password_hash"]
+
+
+async def get_admin(pool: asyncpg.Pool, *, admin_id: str) -> AdminRecord | None:
+    """The admin with this id, or None."""
+    row = await pool.fetchrow("SELECT id, email, name FROM admins WHERE id = $1", admin_id)
+    return _record(row) if row is not None else None

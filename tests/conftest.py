@@ -70,6 +70,9 @@ def settings(services: Services) -> Settings:
         jwt_secret="test-jwt-secret-" + "x" * 32,
         api_key_secret="test-api-key-secret-" + "y" * 32,
         bcrypt_rounds=4,
+        # The whole suite signs in from 127.0.0.1; the per-IP throttle has its own api in
+        # tests/integration/test_auth.py.
+        auth_limit_per_minute=100_000,
         api_port=free_port(),
         log_level="WARNING",
     )

@@ -2,4 +2,5 @@
 
 from workers import broker  # noqa: F401
 from workers.actors import housekeeping  # noqa: F401
+from workers.actors import mail  # noqa: F401
 from workers.actors import maintenance  # noqa: F401
