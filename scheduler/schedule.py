@@ -19,6 +19,12 @@ class Job:
 
 JOBS: list[Job] = [
     Job("create-event-partitions", "create_event_partitions", "cron", {"hour": 1, "minute": 5}),
+    Job(
+        "reconcile-revenue-attributions",
+        "reconcile_revenue_attributions",
+        "interval",
+        {"minutes": 2},
+    ),
     Job("send-pending-mail", "send_pending_mail", "interval", {"minutes": 1}),
     Job("flush-api-key-last-used", "flush_api_key_last_used", "interval", {"minutes": 1}),
     Job("purge-deleted-tenants", "purge_deleted_tenants", "cron", {"hour": 3, "minute": 17}),

@@ -44,3 +44,71 @@ def catalog_cards(tenant_id: str) -> str:
 def api_key_rate_limit(tenant_id: str, key_id: str, scope: str, window: int) -> str:
     """Sliding-window ZSET of one API key's requests of `scope` (read/write) in `window` s."""
     return f"{PREFIX}:{tenant_id}:ratelimit:{key_id}:{scope}:{window}"
+
+
+def events_seen(tenant_id: str, day: str) -> str:
+    """SET of 16-byte dedupe digests of events of UTC day `day` (YYYYMMDD) already applied to
+    the projections: the guard against double counting and the api's duplicate pre-check."""
+    return f"{PREFIX}:{tenant_id}:events:seen:{day}"
+
+
+def event_client_ids(tenant_id: str, day: str) -> str:
+    """SET of client eventIds applied on processing day `day` (YYYYMMDD), for the pre-check."""
+    return f"{PREFIX}:{tenant_id}:events:ids:{day}"
+
+
+def attributions_applied(tenant_id: str, day: str) -> str:
+    """SET of purchase event ids (UTC day `day`) whose attribution is already counted."""
+    return f"{PREFIX}:{tenant_id}:attributed:{day}"
+
+
+def realtime_counters(tenant_id: str, day: str) -> str:
+    """HASH of real-time counters of UTC day `day` (YYYYMMDD): fields `metric`,
+    `metric|placementId|strategy` and `exp|experimentId|variant|metric`."""
+    return f"{PREFIX}:{tenant_id}:counters:{day}"
+
+
+def active_users(tenant_id: str, day: str) -> str:
+    """HyperLogLog of the user ids active on UTC day `day` (YYYYMMDD)."""
+    return f"{PREFIX}:{tenant_id}:users:{day}"
+
+
+def user_history(tenant_id: str, user_id: str) -> str:
+    """ZSET `eventType|productId` -> unix time of the user's last ~100 interactions."""
+    return f"{PREFIX}:{tenant_id}:history:{user_id}"
+
+
+def user_purchased(tenant_id: str, user_id: str) -> str:
+    """SET of product ids the user has bought."""
+    return f"{PREFIX}:{tenant_id}:purchased:{user_id}"
+
+
+def trending_hour(tenant_id: str, hour: str) -> str:
+    """ZSET product id -> weighted interactions in UTC hour `hour` (YYYYMMDDHH)."""
+    return f"{PREFIX}:{tenant_id}:trending:{hour}"
+
+
+def model_current(tenant_id: str) -> str:
+    """STRING: the version of the tenant's published models that readers use."""
+    return f"{PREFIX}:{tenant_id}:model:current"
+
+
+def model_prefix(tenant_id: str) -> str:
+    """Prefix of one published model version's keys: `<prefix><version>:<part>`."""
+    return f"{PREFIX}:{tenant_id}:m:"
+
+
+def touched_users(tenant_id: str) -> str:
+    """SET of users with new events since the last incremental retrain."""
+    return f"{PREFIX}:{tenant_id}:touched:users"
+
+
+def widget_config(tenant_id: str, placement_id: str) -> str:
+    """STRING: JSON widget config of one placement (read by the recommendations endpoint)."""
+    return f"{PREFIX}:{tenant_id}:widget:{placement_id}"
+
+
+def running_experiment(tenant_id: str, placement_id: str) -> str:
+    """STRING: JSON {experimentId, controlStrategy, variantStrategy, trafficSplit} of the
+    experiment running on one placement, absent when none runs."""
+    return f"{PREFIX}:{tenant_id}:experiment:running:{placement_id}"

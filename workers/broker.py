@@ -24,9 +24,15 @@ from store.settings import get_settings
 QUEUES = ("ingest", "catalog", "projections", "training", "maintenance")
 
 # A killed worker's unacked messages are requeued once its heartbeat is this old; the default
-# (60 s) would leave them waiting a minute, so keep it short and run maintenance often.
+# (60 s) would leave them waiting a minute. Every worker process heartbeats at least once a
+# second (its idle delay-queue consumers poll), so 10 s never mistakes a busy worker for dead.
 HEARTBEAT_TIMEOUT_MS = 10_000
-MAINTENANCE_CHANCE = 1000  # out of 100,000 fetches
+# Out of 1,000,000 broker commands. Maintenance (requeueing dead workers' messages) only runs on
+# one of these; each worker process polls ~10 queues about once a second, so 5 % finds a dead
+# worker within a second or two of its heartbeat expiring. It costs two sorted-set range reads.
+MAINTENANCE_CHANCE = 50_000
+# Dead-lettered messages are kept a week for `recomengine dlq list|replay`.
+DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 def build_broker(url: str) -> RedisBroker:
@@ -35,12 +41,15 @@ def build_broker(url: str) -> RedisBroker:
         url=url,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,
+        dead_message_ttl=DEAD_MESSAGE_TTL_MS,
         middleware=[
             AgeLimit(),
             TimeLimit(),
             ShutdownNotifications(),
             Callbacks(),
             Pipelines(),
+            # A message failing this often is poison: it goes to the dead-letter queue at once
+            # instead of after Dramatiq's default 20 tries spread over a month.
             Retries(max_retries=3, min_backoff=500, max_backoff=10_000),
             CurrentMessage(),
             AsyncIO(),

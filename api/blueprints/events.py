@@ -1,7 +1,345 @@
-"""HTTP routes of the events area."""
+"""HTTP routes of the events area: ingestion (API key) and the event viewer (admin)."""
 
 from __future__ import annotations
 
-from sanic import Blueprint
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+from redis.exceptions import RedisError
+from sanic import Blueprint, Request, Sanic
+from sanic.response import HTTPResponse, json
+
+from api.openapi import document
+from api.security import owned_tenant, require_admin, require_api_key
+from api.validation import ApiModel, parse_query, read_json
+from domain.errors import FieldError, Unavailable, ValidationFailed
+from domain.events import (
+    EVENT_TYPES,
+    WARNING_UNKNOWN_PRODUCT,
+    Event,
+    batch_items,
+    check_event,
+    parse_event,
+)
+from store.events import decode_cursor, encode_cursor, known_products, list_events, seen_before
 
 bp = Blueprint("events", url_prefix="/api/v1")
+
+# Single events posted within this many seconds share one queue message: one message (and one
+# worker transaction) per event caps a worker near 1,000 events/s.
+COALESCE_SECONDS = 0.002
+COALESCE_MAX_EVENTS = 100
+
+
+class EventCreate(ApiModel):
+    """One behavioural event."""
+
+    event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
+    user_id: str = Field(min_length=1, max_length=256)
+    product_id: str = Field(min_length=1, max_length=256)
+    timestamp: datetime | None = None
+    session_id: str | None = Field(default=None, min_length=1, max_length=256)
+    metadata: dict[str, Any] | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class EventBatchCreate(ApiModel):
+    """Up to 100 events."""
+
+    events: list[EventCreate] = Field(min_length=1, max_length=100)
+
+
+class EventAccepted(ApiModel):
+    """The answer to one posted event."""
+
+    status: Literal["accepted", "duplicate"]
+    event_id: str
+    warnings: list[str] = []
+
+
+class BatchItemResult(ApiModel):
+    """What happened to one event of a batch."""
+
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    event_id: str | None = None
+    warnings: list[str] | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class EventBatchResult(ApiModel):
+    """The answer to a batch."""
+
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class EventQuery(ApiModel):
+    """Filters and page of the event viewer."""
+
+    event_type: Literal[EVENT_TYPES] | None = None  # type: ignore[valid-type]
+    user_id: str | None = Field(default=None, min_length=1, max_length=256)
+    product_id: str | None = Field(default=None, min_length=1, max_length=256)
+    since: datetime | None = Field(default=None, alias="from")
+    until: datetime | None = Field(default=None, alias="to")
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=512)
+
+
+class EventRead(ApiModel):
+    """One stored event."""
+
+    event_id: str
+    event_type: str
+    user_id: str
+    product_id: str
+    session_id: str | None
+    metadata: dict[str, Any]
+    flags: list[str]
+    timestamp: datetime
+    received_at: datetime
+
+
+class EventPage(ApiModel):
+    """A page of events, newest first."""
+
+    items: list[EventRead]
+    next_cursor: str | None
+
+
+Send = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+
+
+class _Pending:
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self.future = future
+        self.events: list[dict[str, Any]] = []
+
+
+class IngestEnqueuer:
+    """Puts events on the ingest queue: a batch as one message, single events coalesced per
+    tenant for a few milliseconds. Every call returns only once the broker holds its events."""
+
+    def __init__(self, send: Send, *, window: float = COALESCE_SECONDS) -> None:
+        self._send = send
+        self._window = window
+        self._pending: dict[str, _Pending] = {}
+
+    async def enqueue_batch(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
+        """One message for the batch."""
+        await self._send(tenant_id, events)
+
+    async def enqueue_one(self, tenant_id: str, event: dict[str, Any]) -> None:
+        """Join the tenant's pending message (flushed after the window or when full)."""
+        pending = self._pending.get(tenant_id)
+        if pending is None:
+            pending = _Pending(asyncio.get_running_loop().create_future())
+            self._pending[tenant_id] = pending
+            asyncio.get_running_loop().call_later(self._window, self._flush, tenant_id, pending)
+        pending.events.append(event)
+        if len(pending.events) >= COALESCE_MAX_EVENTS:
+            self._flush(tenant_id, pending)
+        await asyncio.shield(pending.future)
+
+    def _flush(self, tenant_id: str, pending: _Pending) -> None:
+        if self._pending.get(tenant_id) is not pending:
+            return  # already flushed because it filled up
+        del self._pending[tenant_id]
+        task = asyncio.get_running_loop().create_task(self._send(tenant_id, pending.events))
+
+        def settle(done: asyncio.Task[None]) -> None:
+            if pending.future.done():
+                return
+            if done.cancelled():
+                pending.future.set_exception(Unavailable("The event queue is unavailable."))
+            elif done.exception() is not None:
+                pending.future.set_exception(done.exception())  # type: ignore[arg-type]
+            else:
+                pending.future.set_result(None)
+
+        task.add_done_callback(settle)
+
+
+@bp.before_server_start
+async def build_enqueuer(app: Sanic) -> None:
+    """The process's enqueuer, sending through Dramatiq's (blocking) Redis broker in a thread."""
+    from workers.actors.ingest import ingest_events
+
+    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        try:
+            await asyncio.to_thread(ingest_events.send, tenant_id, events)
+        except (RedisError, OSError) as exc:
+            raise Unavailable("The event queue is unavailable; retry shortly.") from exc
+
+    app.ctx.ingest = IngestEnqueuer(send)
+
+
+async def _screen(request: Request, events: list[Event]) -> tuple[list[Event], list[bool]]:
+    """Add warning flags; mark events already ingested (fast Redis pre-check)."""
+    tenant_id = request.ctx.tenant_id
+    redis = request.app.ctx.redis
+    try:
+        known, (seen, seen_ids) = await asyncio.gather(
+            known_products(redis, tenant_id=tenant_id, product_ids=[e.product_id for e in events]),
+            seen_before(
+                redis,
+                tenant_id=tenant_id,
+                digests=[(e.digest, e.occurred_at) for e in events],
+                client_ids=[e.event_id for e in events if e.client_event_id],
+            ),
+        )
+    except (RedisError, OSError) as exc:
+        raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
+    client_seen = iter(seen_ids)
+    duplicate = []
+    flagged = []
+    for event, is_known, is_seen in zip(events, known, seen, strict=True):
+        by_client = next(client_seen) if event.client_event_id else False
+        duplicate.append(is_seen or by_client)
+        flagged.append(event if is_known else event.with_flag(WARNING_UNKNOWN_PRODUCT))
+    return flagged, duplicate
+
+
+@bp.post("/events")
+@document(
+    summary="Ingest one event",
+    tags=["events"],
+    body=EventCreate,
+    responses={202: EventAccepted, 200: EventAccepted},
+    security="apiKey",
+)
+@require_api_key(write=True)
+async def post_event(request: Request) -> HTTPResponse:
+    """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
+    event = parse_event(read_json(request), tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
+    (event,), (duplicate,) = await _screen(request, [event])
+    if duplicate:
+        return json({"status": "duplicate", "eventId": event.event_id}, status=200)
+    await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, event.to_message())
+    return json(
+        {"status": "accepted", "eventId": event.event_id, "warnings": list(event.flags)},
+        status=202,
+    )
+
+
+@bp.post("/events/batch")
+@document(
+    summary="Ingest up to 100 events",
+    tags=["events"],
+    body=EventBatchCreate,
+    responses={202: EventBatchResult},
+    security="apiKey",
+)
+@require_api_key(write=True)
+async def post_event_batch(request: Request) -> HTTPResponse:
+    """Validate each event, queue the valid new ones as one message, report per event."""
+    items = batch_items(read_json(request))
+    now = datetime.now(UTC)
+    results: list[dict[str, Any]] = [{} for _ in items]
+    valid: list[tuple[int, Event]] = []
+    for index, raw in enumerate(items):
+        event, errors = check_event(raw, tenant_id=request.ctx.tenant_id, now=now)
+        if event is None:
+            results[index] = {
+                "index": index,
+                "status": "rejected",
+                "errors": [{"field": e.field, "message": e.message} for e in errors],
+            }
+        else:
+            valid.append((index, event))
+    to_send: list[dict[str, Any]] = []
+    if valid:
+        flagged, duplicates = await _screen(request, [event for _, event in valid])
+        in_batch: set[str] = set()
+        for (index, _), event, duplicate in zip(valid, flagged, duplicates, strict=True):
+            # The same event twice in one batch is a duplicate of itself.
+            repeated = event.digest in in_batch or event.event_id in in_batch
+            in_batch.update((event.digest, event.event_id))
+            if duplicate or repeated:
+                results[index] = {"index": index, "status": "duplicate", "eventId": event.event_id}
+                continue
+            results[index] = {
+                "index": index,
+                "status": "accepted",
+                "eventId": event.event_id,
+                "warnings": list(event.flags),
+            }
+            to_send.append(event.to_message())
+    if to_send:
+        await request.app.ctx.ingest.enqueue_batch(request.ctx.tenant_id, to_send)
+    counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
+    for result in results:
+        counts[result["status"]] += 1
+    return json(
+        {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": results,
+        },
+        status=202,
+    )
+
+
+@bp.get("/tenants/<tenant_id:str>/events")
+@document(
+    summary="Browse a tenant's events, newest first",
+    tags=["events"],
+    query=EventQuery,
+    responses={200: EventPage},
+    security="bearer",
+)
+@require_admin
+async def browse_events(request: Request, tenant_id: str) -> HTTPResponse:
+    """One page of the tenant's events matching the filters."""
+    tenant = await owned_tenant(request, tenant_id)
+    query = parse_query(request, EventQuery)
+    after = None
+    if query.cursor is not None:
+        after = decode_cursor(query.cursor)
+        if after is None:
+            raise ValidationFailed(
+                "The cursor is not valid.", errors=[FieldError("cursor", "Not a valid cursor")]
+            )
+    for name, moment in (("from", query.since), ("to", query.until)):
+        if moment is not None and moment.tzinfo is None:
+            raise ValidationFailed(
+                "Times need a time zone.", errors=[FieldError(name, "Must include an offset")]
+            )
+    rows = await list_events(
+        request.app.ctx.db,
+        tenant_id=str(tenant["id"]),
+        event_type=query.event_type,
+        user_id=query.user_id,
+        product_id=query.product_id,
+        since=query.since,
+        until=query.until,
+        after=after,
+        limit=query.limit + 1,
+    )
+    page = rows[: query.limit]
+    next_cursor = (
+        encode_cursor(page[-1]["occurred_at"], page[-1]["event_id"])
+        if len(rows) > query.limit
+        else None
+    )
+    items = [
+        {
+            "eventId": r["event_id"],
+            "eventType": r["event_type"],
+            "userId": r["user_id"],
+            "productId": r["product_id"],
+            "sessionId": r["session_id"],
+            "metadata": r["metadata"],
+            "flags": list(r["flags"]),
+            "timestamp": r["occurred_at"].isoformat(),
+            "receivedAt": r["received_at"].isoformat(),
+        }
+        for r in page
+    ]
+    return json({"items": items, "nextCursor": next_cursor})

@@ -1,0 +1,449 @@
+"""Events in PostgreSQL (dedupe on insert, attribution, viewer, partitions) and the projections
+they feed in Redis, applied at most once per event."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute, dedupe_digest
+from store import keys
+from store.counters import (
+    COUNTER_TTL_SECONDS,
+    Op,
+    attribution_counter_ops,
+    day_of,
+    event_counter_ops,
+)
+from store.history import event_history_ops, ttl_of
+
+SEEN_TTL_SECONDS = 8 * 24 * 3600
+CLIENT_ID_TTL_SECONDS = 2 * 24 * 3600
+
+_ROW_COLUMNS = """
+    event_id, event_type, user_id, product_id, occurred_at, price::float8 AS price, placement_id,
+    metadata->>'strategy' AS strategy, metadata->>'experimentId' AS experiment_id,
+    metadata->>'variant' AS variant
+"""
+
+_INSERT_EVENTS = f"""
+INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, session_id, metadata,
+                    placement_id, recommendation_id, price, flags, occurred_at)
+SELECT $1, e.id, e.type, e.user_id, e.product_id, e.session_id, e.meta::jsonb, e.placement,
+       e.rec, e.price::numeric,
+       CASE WHEN e.flags = '' THEN '{{}}'::text[] ELSE string_to_array(e.flags, ',') END, e.ts
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::timestamptz[])
+     AS e(id, type, user_id, product_id, session_id, meta, placement, rec, price, flags, ts)
+ON CONFLICT DO NOTHING
+RETURNING {_ROW_COLUMNS}
+"""
+
+_CANDIDATE_CLICKS = """
+SELECT c.event_id, c.user_id, c.product_id, c.occurred_at
+FROM events c
+JOIN unnest($2::text[], $3::text[]) AS p(user_id, product_id)
+  ON c.user_id = p.user_id AND c.product_id = p.product_id
+WHERE c.tenant_id = $1 AND c.event_type = 'recommendation_clicked'
+  AND c.occurred_at BETWEEN $4 AND $5
+  AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
+                  WHERE r.tenant_id = $1 AND r.click_event_id = c.event_id)
+"""
+
+_INSERT_ATTRIBUTIONS = """
+INSERT INTO revenue_attributions (tenant_id, user_id, product_id, click_event_id,
+    purchase_event_id, revenue, clicked_at, purchased_at, placement_id, strategy,
+    recommendation_id, experiment_id, variant)
+SELECT $1, p.user_id, p.product_id, c.event_id, p.event_id, coalesce(p.price, 0),
+       c.occurred_at, p.occurred_at, c.placement_id, c.metadata->>'strategy',
+       c.recommendation_id,
+       CASE WHEN c.metadata->>'experimentId' ~* '^[0-9a-f-]{36}$'
+            THEN (c.metadata->>'experimentId')::uuid END,
+       c.metadata->>'variant'
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS x(purchase_id,
+     click_id, purchased_at, clicked_at)
+JOIN events p ON p.tenant_id = $1 AND p.event_id = x.purchase_id AND p.occurred_at = x.purchased_at
+JOIN events c ON c.tenant_id = $1 AND c.event_id = x.click_id AND c.occurred_at = x.clicked_at
+ON CONFLICT DO NOTHING
+"""
+
+_ATTRIBUTION_COLUMNS = """
+    purchase_event_id, click_event_id, revenue::float8 AS revenue, purchased_at, placement_id,
+    strategy, experiment_id::text AS experiment_id, variant
+"""
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    """What one ingest call stored: rows whose side effects are due, and their attributions."""
+
+    inserted: int
+    rows: list[dict[str, Any]]
+    attributions: list[dict[str, Any]]
+
+
+def _columns(events: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [e["id"] for e in events],
+        [e["type"] for e in events],
+        [e["user"] for e in events],
+        [e["product"] for e in events],
+        [e.get("session") for e in events],
+        [json.dumps(e.get("meta") or {}, separators=(",", ":")) for e in events],
+        [e.get("placement") for e in events],
+        [e.get("rec") for e in events],
+        [None if e.get("price") is None else repr(float(e["price"])) for e in events],
+        [",".join(e.get("flags") or ()) for e in events],
+        [datetime.fromisoformat(e["ts"]) for e in events],
+    ]
+
+
+async def insert_events(
+    pool: asyncpg.Pool, *, tenant_id: str, events: Sequence[dict[str, Any]]
+) -> IngestOutcome:
+    """Store message-form events once (dedupe key and client eventId) and attribute the new
+    purchases, in one transaction. `rows` also holds this message's events stored earlier (a
+    redelivery), so that side effects lost to a crash can still be applied; the Redis guard
+    makes applying them twice harmless."""
+    async with pool.acquire() as connection, connection.transaction():
+        with_client_id = [e for e in events if e.get("client")]
+        fresh = list(events)
+        if with_client_id:
+            claimed = await connection.fetch(
+                """INSERT INTO event_ids (tenant_id, event_id, occurred_at)
+                   SELECT $1, i, t FROM unnest($2::text[], $3::timestamptz[]) AS x(i, t)
+                   ON CONFLICT DO NOTHING RETURNING event_id""",
+                tenant_id,
+                [e["id"] for e in with_client_id],
+                [datetime.fromisoformat(e["ts"]) for e in with_client_id],
+            )
+            new_ids = {r["event_id"] for r in claimed}
+            fresh = [e for e in events if not e.get("client") or e["id"] in new_ids]
+        inserted = (
+            [dict(r) for r in await connection.fetch(_INSERT_EVENTS, tenant_id, *_columns(fresh))]
+            if fresh
+            else []
+        )
+        rows = list(inserted)
+        missing = {e["id"] for e in events} - {r["event_id"] for r in inserted}
+        if missing:
+            stored = await connection.fetch(
+                f"SELECT {_ROW_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = ANY($2)",
+                tenant_id,
+                sorted(missing),
+            )
+            rows.extend(dict(r) for r in stored)
+        purchases = [r for r in inserted if r["event_type"] == "purchase"]
+        if purchases:
+            await _attribute(connection, tenant_id=tenant_id, purchases=purchases)
+    attributions = await _attributions_of(
+        pool, tenant_id=tenant_id, rows=[r for r in rows if r["event_type"] == "purchase"]
+    )
+    return IngestOutcome(inserted=len(inserted), rows=rows, attributions=attributions)
+
+
+async def _attribute(
+    connection: asyncpg.Connection, *, tenant_id: str, purchases: Sequence[dict[str, Any]]
+) -> int:
+    """Attribute purchases to their last free click (the domain rule); returns rows made."""
+    earliest = min(p["occurred_at"] for p in purchases) - ATTRIBUTION_WINDOW
+    latest = max(p["occurred_at"] for p in purchases)
+    clicks = await connection.fetch(
+        _CANDIDATE_CLICKS,
+        tenant_id,
+        [p["user_id"] for p in purchases],
+        [p["product_id"] for p in purchases],
+        earliest,
+        latest,
+    )
+    if not clicks:
+        return 0
+    pairs = attribute(
+        [
+            Purchase(p["event_id"], p["user_id"], p["product_id"], p["occurred_at"])
+            for p in purchases
+        ],
+        [Click(c["event_id"], c["user_id"], c["product_id"], c["occurred_at"]) for c in clicks],
+    )
+    if not pairs:
+        return 0
+    status = await connection.execute(
+        _INSERT_ATTRIBUTIONS,
+        tenant_id,
+        [p.event_id for p, _ in pairs],
+        [c.event_id for _, c in pairs],
+        [p.purchased_at for p, _ in pairs],
+        [c.clicked_at for _, c in pairs],
+    )
+    return int(status.split()[-1])
+
+
+async def _attributions_of(
+    pool: asyncpg.Pool, *, tenant_id: str, rows: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    if not rows:
+        return []
+    found = await pool.fetch(
+        f"""SELECT {_ATTRIBUTION_COLUMNS} FROM revenue_attributions
+            WHERE tenant_id = $1 AND purchase_event_id = ANY($2)""",
+        tenant_id,
+        [r["event_id"] for r in rows],
+    )
+    return [dict(r) for r in found]
+
+
+async def reconcile_attributions(
+    pool: asyncpg.Pool, *, since: datetime, limit: int = 5000
+) -> list[tuple[str, dict[str, Any]]]:
+    """Attribute purchases since `since` that have a free click now (it arrived late); returns
+    (tenant id, attribution) of every attribution made."""
+    async with pool.acquire() as connection, connection.transaction():
+        waiting = await connection.fetch(
+            f"""SELECT tenant_id::text AS tenant_id, {_ROW_COLUMNS} FROM events p
+                WHERE p.event_type = 'purchase' AND p.occurred_at >= $1
+                  AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
+                                  WHERE r.tenant_id = p.tenant_id
+                                    AND r.purchase_event_id = p.event_id)
+                  AND EXISTS (SELECT 1 FROM events c
+                              WHERE c.tenant_id = p.tenant_id
+                                AND c.event_type = 'recommendation_clicked'
+                                AND c.user_id = p.user_id AND c.product_id = p.product_id
+                                AND c.occurred_at BETWEEN p.occurred_at - $2 AND p.occurred_at)
+                ORDER BY p.occurred_at LIMIT $3""",
+            since,
+            ATTRIBUTION_WINDOW,
+            limit,
+        )
+        by_tenant: dict[str, list[dict[str, Any]]] = {}
+        for row in waiting:
+            by_tenant.setdefault(row["tenant_id"], []).append(dict(row))
+        made: list[tuple[str, dict[str, Any]]] = []
+        for tenant_id, purchases in by_tenant.items():
+            if await _attribute(connection, tenant_id=tenant_id, purchases=purchases):
+                found = await connection.fetch(
+                    f"""SELECT {_ATTRIBUTION_COLUMNS} FROM revenue_attributions
+                        WHERE tenant_id = $1 AND purchase_event_id = ANY($2)""",
+                    tenant_id,
+                    [p["event_id"] for p in purchases],
+                )
+                made.extend((tenant_id, dict(r)) for r in found)
+    return made
+
+
+# Applies each event's operations only if its guard member was new to its guard set, in one
+# atomic script: a crash can never leave an event half applied, and a redelivered event whose
+# guard is already set changes nothing. Trailing (key, seconds) pairs refresh expiries.
+_APPLY_GUARDED = """
+local i = 2
+local applied = 0
+for e = 1, tonumber(ARGV[1]) do
+  local fresh = redis.call('SADD', ARGV[i], ARGV[i + 1]) == 1
+  local n = tonumber(ARGV[i + 2])
+  i = i + 3
+  if fresh then applied = applied + 1 end
+  for o = 1, n do
+    if fresh then
+      local op, key, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+      if op == 'hincrby' then redis.call('HINCRBY', key, a, b)
+      elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
+      elseif op == 'pfadd' then redis.call('PFADD', key, a)
+      elseif op == 'zincrby' then redis.call('ZINCRBY', key, b, a)
+      elseif op == 'zaddgt' then redis.call('ZADD', key, 'GT', b, a)
+      elseif op == 'ztrim' then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(a) + 1))
+      elseif op == 'sadd' then redis.call('SADD', key, a)
+      end
+    end
+    i = i + 4
+  end
+end
+while i <= #ARGV do
+  redis.call('EXPIRE', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return applied
+"""
+
+
+@dataclass(frozen=True)
+class GuardedEffects:
+    """Operations to apply once per guard (set key, member)."""
+
+    guard_key: str
+    guard_member: bytes | str
+    ops: list[Op]
+
+
+async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
+    """Apply every guarded batch of operations whose guard is new; returns how many applied."""
+    if not effects:
+        return 0
+    args: list[Any] = [len(effects)]
+    expiries: dict[str, int] = {}
+    for effect in effects:
+        args.extend((effect.guard_key, effect.guard_member, len(effect.ops)))
+        expiries[effect.guard_key] = SEEN_TTL_SECONDS
+        for op in effect.ops:
+            args.extend(op)
+            expiries.setdefault(op[1], _ttl(op[1]))
+    for key, seconds in expiries.items():
+        args.extend((key, seconds))
+    return int(await redis.eval(_APPLY_GUARDED, 0, *args))
+
+
+def _ttl(key: str) -> int:
+    if ":counters:" in key or ":users:" in key:
+        return COUNTER_TTL_SECONDS
+    if ":events:ids:" in key:
+        return CLIENT_ID_TTL_SECONDS
+    return ttl_of(key)
+
+
+def event_effects(
+    *, tenant_id: str, rows: Sequence[dict[str, Any]], client_ids: set[str] | None = None
+) -> list[GuardedEffects]:
+    """Counter, history and trending effects of stored events, guarded by their dedupe digest."""
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    found = []
+    for row in rows:
+        digest = dedupe_digest(
+            tenant_id=tenant_id,
+            user_id=row["user_id"],
+            event_type=row["event_type"],
+            product_id=row["product_id"],
+            occurred_at=row["occurred_at"],
+        )
+        ops = event_counter_ops(tenant_id=tenant_id, row=row)
+        ops.extend(event_history_ops(tenant_id=tenant_id, row=row))
+        if client_ids and row["event_id"] in client_ids:
+            ops.append(("sadd", keys.event_client_ids(tenant_id, today), row["event_id"], ""))
+        found.append(
+            GuardedEffects(
+                guard_key=keys.events_seen(tenant_id, day_of(row["occurred_at"])),
+                guard_member=bytes.fromhex(digest),
+                ops=ops,
+            )
+        )
+    return found
+
+
+def attribution_effects(
+    *, tenant_id: str, attributions: Sequence[dict[str, Any]]
+) -> list[GuardedEffects]:
+    """Attributed-revenue counter effects, guarded by the purchase event id."""
+    return [
+        GuardedEffects(
+            guard_key=keys.attributions_applied(tenant_id, day_of(a["purchased_at"])),
+            guard_member=a["purchase_event_id"],
+            ops=attribution_counter_ops(tenant_id=tenant_id, attribution=a),
+        )
+        for a in attributions
+    ]
+
+
+async def seen_before(
+    redis: Redis,
+    *,
+    tenant_id: str,
+    digests: Sequence[tuple[str, datetime]],
+    client_ids: Sequence[str],
+) -> tuple[list[bool], list[bool]]:
+    """Whether each (digest, time) and each client eventId was already ingested (fast check)."""
+    now = datetime.now(UTC)
+    days = [now.strftime("%Y%m%d"), (now - timedelta(days=1)).strftime("%Y%m%d")]
+    async with redis.pipeline(transaction=False) as pipe:
+        for digest, moment in digests:
+            pipe.sismember(keys.events_seen(tenant_id, day_of(moment)), bytes.fromhex(digest))
+        for client_id in client_ids:
+            for day in days:
+                pipe.sismember(keys.event_client_ids(tenant_id, day), client_id)
+        answers = await pipe.execute()
+    by_digest = [bool(a) for a in answers[: len(digests)]]
+    rest = answers[len(digests) :]
+    by_client = [bool(rest[2 * i] or rest[2 * i + 1]) for i in range(len(client_ids))]
+    return by_digest, by_client
+
+
+async def known_products(redis: Redis, *, tenant_id: str, product_ids: Sequence[str]) -> list[bool]:
+    """Whether each product id is in the tenant's catalog projection."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for product_id in product_ids:
+            pipe.hexists(keys.catalog_cards(tenant_id), product_id)
+        return [bool(found) for found in await pipe.execute()]
+
+
+def encode_cursor(occurred_at: datetime, event_id: str) -> str:
+    """An opaque cursor after one event of the newest-first listing."""
+    raw = json.dumps([occurred_at.isoformat(), event_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
+    """The position a cursor points after, or None when it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        moment, event_id = json.loads(raw)
+        parsed = datetime.fromisoformat(moment)
+    except (ValueError, TypeError):
+        return None
+    if parsed.tzinfo is None or not isinstance(event_id, str):
+        return None
+    return parsed, event_id
+
+
+async def list_events(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    event_type: str | None = None,
+    user_id: str | None = None,
+    product_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The tenant's events matching the filters, newest first, after a cursor position."""
+    conditions = ["tenant_id = $1"]
+    params: list[Any] = [tenant_id]
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if event_type is not None:
+        conditions.append(f"event_type = {bind(event_type)}")
+    if user_id is not None:
+        conditions.append(f"user_id = {bind(user_id)}")
+    if product_id is not None:
+        conditions.append(f"product_id = {bind(product_id)}")
+    if since is not None:
+        conditions.append(f"occurred_at >= {bind(since)}")
+    if until is not None:
+        conditions.append(f"occurred_at < {bind(until)}")
+    if after is not None:
+        conditions.append(f"(occurred_at, event_id) < ({bind(after[0])}, {bind(after[1])})")
+    rows = await pool.fetch(
+        f"""SELECT event_id, event_type, user_id, product_id, session_id, metadata, flags,
+                   occurred_at, received_at
+            FROM events WHERE {" AND ".join(conditions)}
+            ORDER BY occurred_at DESC, event_id DESC LIMIT {bind(limit)}""",
+        *params,
+    )
+    return [dict(r) for r in rows]
+
+
+async def ensure_partitions(pool: asyncpg.Pool, *, first_month: datetime, months: int) -> int:
+    """Create the monthly events partitions from `first_month` on; returns how many were new."""
+    created = await pool.fetchval(
+        "SELECT ensure_event_partitions(date_trunc('month', $1::timestamptz)::date, $2)",
+        first_month,
+        months,
+    )
+    return int(created or 0)

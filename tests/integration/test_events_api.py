@@ -1,0 +1,324 @@
+"""Event ingestion over real HTTP with a real worker: validation, dedupe, counters, viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import Process, TenantContext
+from redis.asyncio import Redis
+
+from store import keys
+from store.counters import read_counters
+
+
+def _event(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "eventType": "product_viewed",
+        "userId": f"user-{uuid.uuid4().hex[:8]}",
+        "productId": "sku-1",
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    event.update(overrides)
+    return event
+
+
+async def _count(db: asyncpg.Pool, tenant_id: str) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id))
+
+
+async def _wait_rows(db: asyncpg.Pool, tenant_id: str, expected: int, timeout: float = 15) -> int:
+    deadline = asyncio.get_running_loop().time() + timeout
+    count = await _count(db, tenant_id)
+    while count < expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        count = await _count(db, tenant_id)
+    return count
+
+
+@pytest.fixture
+def worker(worker_process: Process) -> Process:
+    """The session worker (ingestion needs it)."""
+    return worker_process
+
+
+BAD_EVENTS = {
+    "unknown event type": _event(eventType="product_liked"),
+    "missing userId": {k: v for k, v in _event().items() if k != "userId"},
+    "missing productId": {k: v for k, v in _event().items() if k != "productId"},
+    "purchase without price": _event(eventType="purchase", metadata={}),
+    "purchase with a negative price": _event(eventType="purchase", metadata={"price": -1}),
+    "purchase with a text price": _event(eventType="purchase", metadata={"price": "9.99"}),
+    "click without placementId": _event(eventType="recommendation_clicked", metadata={}),
+    "impression without placementId": _event(eventType="recommendation_impressed"),
+    "257-char userId": _event(userId="u" * 257),
+    "257-char productId": _event(productId="p" * 257),
+    "empty userId": _event(userId=""),
+    "5 KB metadata": _event(metadata={"blob": "x" * 5000}),
+    "metadata not an object": _event(metadata=[1, 2]),
+    "timestamp not ISO 8601": _event(timestamp="yesterday at noon"),
+    "timestamp without zone": _event(timestamp="2026-01-01T10:00:00"),
+    "timestamp in the future": _event(
+        timestamp=(datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    ),
+    "129-char eventId": _event(eventId="e" * 129),
+    "unknown field": _event(color="red"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EVENTS))
+async def test_an_invalid_event_is_a_422_problem_and_stores_nothing(
+    case: str, client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    response = client.post("/api/v1/events", json=BAD_EVENTS[case], headers=tenant.write_headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["errors"]
+    batch = client.post(
+        "/api/v1/events/batch", json={"events": [BAD_EVENTS[case]]}, headers=tenant.write_headers
+    )
+    assert batch.status_code == 202
+    assert batch.json()["rejected"] == 1 and batch.json()["results"][0]["errors"]
+    await asyncio.sleep(0.3)
+    assert await _count(db, tenant.tenant_id) == 0
+
+
+async def test_malformed_json_is_a_400_problem(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool
+) -> None:
+    for path in ("/api/v1/events", "/api/v1/events/batch"):
+        response = client.post(
+            path,
+            content=b'{"eventType": "product_viewed",',
+            headers={**tenant.write_headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("application/problem+json")
+    assert await _count(db, tenant.tenant_id) == 0
+
+
+async def test_a_batch_of_101_events_is_refused_whole(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    events = [_event(productId=f"sku-{i}") for i in range(101)]
+    response = client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    await asyncio.sleep(0.5)
+    assert await _count(db, tenant.tenant_id) == 0
+
+
+async def test_a_read_key_may_not_post_events(client: httpx.Client, tenant: TenantContext) -> None:
+    response = client.post("/api/v1/events", json=_event(), headers=tenant.read_headers)
+    assert response.status_code == 403
+
+
+async def test_an_accepted_event_lands_with_its_warnings_as_flags(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    old = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    response = client.post(
+        "/api/v1/events",
+        json=_event(productId="not-in-catalog", timestamp=old),
+        headers=tenant.write_headers,
+    )
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "accepted"
+    assert set(body["warnings"]) == {"unknown_product", "stale_timestamp"}
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+    flags = await db.fetchval(
+        "SELECT flags FROM events WHERE tenant_id = $1 AND event_id = $2",
+        tenant.tenant_id,
+        body["eventId"],
+    )
+    assert set(flags) == {"unknown_product", "stale_timestamp"}
+
+
+async def test_a_product_in_the_catalog_gets_no_unknown_product_warning(
+    client: httpx.Client, tenant: TenantContext, redis: Redis
+) -> None:
+    await redis.hset(keys.catalog_cards(tenant.tenant_id), "sku-known", '{"name": "Known"}')
+    response = client.post(
+        "/api/v1/events", json=_event(productId="sku-known"), headers=tenant.write_headers
+    )
+    assert response.status_code == 202
+    assert response.json()["warnings"] == []
+
+
+async def test_the_same_event_posted_again_is_a_duplicate_and_stored_once(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    event = _event()
+    first = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert first.status_code == 202
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+    await asyncio.sleep(0.3)  # the worker marks it seen right after the insert
+    again = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert again.status_code == 200
+    assert again.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
+    await asyncio.sleep(0.3)
+    assert await _count(db, tenant.tenant_id) == 1
+
+
+async def test_a_client_event_id_dedupes_retries_without_a_timestamp(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    event = _event(eventId="order-42-view")
+    del event["timestamp"]
+    first = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert first.status_code == 202 and first.json()["eventId"] == "order-42-view"
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+    await asyncio.sleep(0.3)
+    again = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    await asyncio.sleep(0.3)
+    assert await _count(db, tenant.tenant_id) == 1
+
+
+async def test_the_same_batch_posted_twice_stores_and_counts_each_event_once(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        _event(
+            userId="u1", productId=f"sku-{i}", timestamp=(now - timedelta(seconds=i)).isoformat()
+        )
+        for i in range(30)
+    ]
+    events.append(
+        _event(
+            eventType="recommendation_impressed",
+            userId="u1",
+            productId="sku-x",
+            metadata={"placementId": "home", "strategy": "trending"},
+        )
+    )
+    first = client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
+    )
+    # Posted again at once, before the worker has run: the database dedupes.
+    second = client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
+    )
+    assert first.status_code == second.status_code == 202
+    assert first.json()["accepted"] == 31
+    assert await _wait_rows(db, tenant.tenant_id, 31) == 31
+    await asyncio.sleep(0.5)
+    third = client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
+    )
+    assert third.json()["duplicates"] == 31
+    await asyncio.sleep(0.5)
+    assert await _count(db, tenant.tenant_id) == 31
+    counters = await read_counters(redis, tenant_id=tenant.tenant_id, day=now.strftime("%Y%m%d"))
+    assert counters["events"] == 31
+    assert counters["impressions"] == 1
+    assert counters["impressions|home|trending"] == 1
+    assert counters["active_users"] == 1
+
+
+async def test_an_event_repeated_inside_one_batch_is_reported_duplicate(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    event = _event()
+    response = client.post(
+        "/api/v1/events/batch", json={"events": [event, event]}, headers=tenant.write_headers
+    )
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "duplicate"]
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+
+
+async def test_ingestion_feeds_history_purchased_set_and_trending(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        _event(userId="shopper", productId="sku-a", timestamp=now.isoformat()),
+        _event(
+            eventType="purchase",
+            userId="shopper",
+            productId="sku-b",
+            metadata={"price": 20.5},
+            timestamp=(now - timedelta(seconds=5)).isoformat(),
+        ),
+    ]
+    client.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
+    assert await _wait_rows(db, tenant.tenant_id, 2) == 2
+    await asyncio.sleep(0.3)
+    from store.history import purchased, recent_history, trending_scores
+
+    history = await recent_history(redis, tenant_id=tenant.tenant_id, user_id="shopper")
+    assert [(p, t) for p, t, _ in history] == [("sku-a", "product_viewed"), ("sku-b", "purchase")]
+    assert await purchased(redis, tenant_id=tenant.tenant_id, user_id="shopper") == {"sku-b"}
+    scores = await trending_scores(
+        redis, tenant_id=tenant.tenant_id, hours=[now.strftime("%Y%m%d%H")]
+    )
+    assert dict(scores) == {"sku-b": 5.0, "sku-a": 1.0}
+
+
+async def test_the_event_viewer_pages_newest_first_with_filters(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    now = datetime.now(UTC)
+    events = [
+        _event(
+            userId="viewer",
+            productId=f"sku-{i}",
+            timestamp=(now - timedelta(minutes=i)).isoformat(),
+        )
+        for i in range(5)
+    ]
+    events.append(_event(userId="someone-else", productId="sku-9"))
+    client.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
+    assert await _wait_rows(db, tenant.tenant_id, 6) == 6
+    url = f"/api/v1/tenants/{tenant.tenant_id}/events"
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"userId": "viewer", "limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = client.get(url, params=params, headers=tenant.admin_headers)
+        assert page.status_code == 200, page.text
+        seen += [item["productId"] for item in page.json()["items"]]
+        cursor = page.json()["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [f"sku-{i}" for i in range(5)]
+    ranged = client.get(
+        url,
+        params={
+            "from": (now - timedelta(minutes=2, seconds=30)).isoformat(),
+            "to": (now - timedelta(seconds=30)).isoformat(),
+            "eventType": "product_viewed",
+        },
+        headers=tenant.admin_headers,
+    )
+    assert [item["productId"] for item in ranged.json()["items"]] == ["sku-1", "sku-2"]
+    bad = client.get(url, params={"cursor": "nonsense"}, headers=tenant.admin_headers)
+    assert bad.status_code == 422
+
+
+async def test_the_event_viewer_hides_other_tenants_events(
+    client: httpx.Client, tenant: TenantContext, other_tenant: TenantContext
+) -> None:
+    response = client.get(
+        f"/api/v1/tenants/{other_tenant.tenant_id}/events", headers=tenant.admin_headers
+    )
+    assert response.status_code == 404
+    unauthenticated = client.get(f"/api/v1/tenants/{tenant.tenant_id}/events")
+    assert unauthenticated.status_code == 401
+
+
+async def test_the_events_routes_are_in_the_openapi_document(client: httpx.Client) -> None:
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert "post" in paths["/api/v1/events"]
+    assert "post" in paths["/api/v1/events/batch"]
+    assert "get" in paths["/api/v1/tenants/{tenant_id}/events"]
