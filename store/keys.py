@@ -112,3 +112,23 @@ def running_experiment(tenant_id: str, placement_id: str) -> str:
     """STRING: JSON {experimentId, controlStrategy, variantStrategy, trafficSplit} of the
     experiment running on one placement, absent when none runs."""
     return f"{PREFIX}:{tenant_id}:experiment:running:{placement_id}"
+
+
+def recommendation_cache(tenant_id: str, user_id: str, strategy: str, placement: str | None) -> str:
+    """STRING: a cached recommendation list of one user, strategy and placement (TTL'd)."""
+    return f"{PREFIX}:{tenant_id}:reccache:{strategy}:{placement or '-'}:{user_id}"
+
+
+def recommendation_cache_by_product(tenant_id: str, product_id: str) -> str:
+    """SET of the recommendation_cache keys whose list contains the product (reverse index)."""
+    return f"{PREFIX}:{tenant_id}:reccache:byproduct:{product_id}"
+
+
+def content_model_dirty(tenant_id: str) -> str:
+    """STRING: unix time of the latest catalog change the content model has not absorbed yet."""
+    return f"{PREFIX}:{tenant_id}:model:content:dirty"
+
+
+def content_refresh_pending(tenant_id: str) -> str:
+    """STRING set NX with a TTL: a content-model refresh is already queued for the tenant."""
+    return f"{PREFIX}:{tenant_id}:model:content:refresh-pending"

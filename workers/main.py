@@ -2,6 +2,7 @@
 
 from workers import broker  # noqa: F401
 from workers.actors import attribution  # noqa: F401
+from workers.actors import catalog  # noqa: F401
 from workers.actors import housekeeping  # noqa: F401
 from workers.actors import ingest  # noqa: F401
 from workers.actors import mail  # noqa: F401
