@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "cli.commands.database",
     "cli.commands.admins",
     "cli.commands.services",
+    "cli.commands.models",
     "cli.commands.imports",
 ]
 

@@ -19,6 +19,8 @@ class Job:
 
 JOBS: list[Job] = [
     Job("create-event-partitions", "create_event_partitions", "cron", {"hour": 1, "minute": 5}),
+    Job("retrain-touched-tenants", "retrain_touched_tenants", "interval", {"minutes": 15}),
+    Job("retrain-all-tenants", "retrain_all_tenants", "cron", {"hour": 2, "minute": 30}),
     Job(
         "reconcile-revenue-attributions",
         "reconcile_revenue_attributions",

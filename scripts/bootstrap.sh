@@ -16,7 +16,7 @@ fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[dev,demo]"
   touch "$stamp"
 fi
 

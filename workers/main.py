@@ -7,3 +7,4 @@ from workers.actors import housekeeping  # noqa: F401
 from workers.actors import ingest  # noqa: F401
 from workers.actors import mail  # noqa: F401
 from workers.actors import maintenance  # noqa: F401
+from workers.actors import training  # noqa: F401

@@ -1,7 +1,175 @@
-"""HTTP routes of the recommendations area."""
+"""GET /recommendations (API key, read): served from Redis projections in one Lua call."""
 
 from __future__ import annotations
 
-from sanic import Blueprint
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import Field, field_validator
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from api.openapi import document
+from api.security import owned_tenant, require_admin, require_api_key
+from api.validation import ApiModel, parse_query
+from domain.serving import MAX_LIMIT, ServingRequest, serve
+from domain.strategies.base import STRATEGY_NAMES
+from store.models import ServingReader, read_meta, to_serving_context
 
 bp = Blueprint("recommendations", url_prefix="/api/v1")
+
+Strategy = str
+ID_FIELD = Field(min_length=1, max_length=256)
+
+
+class RecommendationsQuery(ApiModel):
+    """Query of GET /recommendations."""
+
+    user_id: str = ID_FIELD
+    strategy: Strategy | None = None
+    product_id: str | None = Field(default=None, min_length=1, max_length=256)
+    placement_id: str | None = Field(default=None, min_length=1, max_length=128)
+    limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)
+    exclude: str | None = Field(default=None, max_length=10_000)
+    category: str | None = Field(default=None, min_length=1, max_length=200)
+    include_purchased: bool = False
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str | None) -> str | None:
+        if value is not None and value not in STRATEGY_NAMES:
+            raise ValueError(f"must be one of {', '.join(STRATEGY_NAMES)}")
+        return value
+
+
+class RecommendationReason(ApiModel):
+    """Why an item is recommended."""
+
+    strategy: str
+    because: list[str]
+
+
+class RecommendedItem(ApiModel):
+    """One recommended product."""
+
+    product_id: str
+    score: float
+    name: str | None
+    price: float | None
+    currency: str | None
+    image_url: str | None
+    url: str | None
+    category: str | None
+    reason: RecommendationReason
+
+
+class RecommendationsMeta(ApiModel):
+    """How the answer was made."""
+
+    strategy: str
+    requested_strategy: str
+    is_fallback: bool
+    fallback_reason: str | None
+    placement_id: str | None
+    experiment_id: str | None
+    variant: str | None
+    recommendation_id: str
+    model_version: str | None
+    generated_at: str
+
+
+class RecommendationsRead(ApiModel):
+    """Answer of GET /recommendations."""
+
+    data: list[RecommendedItem]
+    meta: RecommendationsMeta
+
+
+class ReadinessRead(ApiModel):
+    """Readiness of every strategy of a tenant and the published model version."""
+
+    model_version: str | None
+    trained_at: str | None
+    strategies: dict[str, Any]
+    counts: dict[str, Any]
+
+
+def _live_hours(now: datetime) -> list[str]:
+    return [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
+
+
+@bp.get("/recommendations")
+@document(
+    summary="Personalised recommendations for a user, a product or a placement",
+    tags=["recommendations"],
+    query=RecommendationsQuery,
+    responses={200: RecommendationsRead},
+    security="apiKey",
+)
+@require_api_key(write=False)
+async def recommendations(request: Request) -> HTTPResponse:
+    """Serve recommendations from the published models and live projections."""
+    query = parse_query(request, RecommendationsQuery)
+    tenant_id = request.ctx.tenant_id
+    reader: ServingReader = request.app.ctx.serving_reader
+    now = datetime.now(UTC)
+    raw = await reader.read(
+        tenant_id=tenant_id,
+        user_id=query.user_id,
+        product_id=query.product_id,
+        placement_id=query.placement_id,
+        live_hours=_live_hours(now),
+    )
+    context = to_serving_context(raw)
+    exclude = frozenset(p.strip() for p in (query.exclude or "").split(",") if p.strip())
+    decision, items = serve(
+        ServingRequest(
+            user_id=query.user_id,
+            strategy=query.strategy,
+            product_id=query.product_id,
+            placement_id=query.placement_id,
+            limit=query.limit,
+            exclude=exclude,
+            category=query.category,
+            include_purchased=query.include_purchased,
+            tenant_default_strategy=(request.ctx.tenant_config or {}).get("defaultStrategy"),
+        ),
+        context,
+    )
+    meta = {
+        **decision.choice.to_meta(),
+        "requestedStrategy": decision.requested,
+        "placementId": query.placement_id,
+        "experimentId": decision.experiment_id,
+        "variant": decision.variant,
+        "recommendationId": uuid.uuid4().hex,
+        "modelVersion": context.model_version,
+        "generatedAt": now.isoformat().replace("+00:00", "Z"),
+    }
+    return json(
+        {"data": [item.to_dict() for item in items], "meta": meta},
+        headers={"Cache-Control": "private, no-store"},
+    )
+
+
+@bp.get("/tenants/<tenant_id>/recommendations/readiness")
+@document(
+    summary="Readiness of each strategy (minimum data) and the published model",
+    tags=["recommendations"],
+    responses={200: ReadinessRead},
+    security="bearer",
+)
+@require_admin
+async def readiness(request: Request, tenant_id: str) -> HTTPResponse:
+    """What the last training run found: which strategies have enough data."""
+    tenant = await owned_tenant(request, tenant_id)
+    meta = await read_meta(request.app.ctx.redis, tenant_id=str(tenant["id"]))
+    return json(
+        {
+            "modelVersion": meta.get("version"),
+            "trainedAt": meta.get("trainedAt"),
+            "strategies": meta.get("readiness") or {},
+            "counts": meta.get("counts") or {},
+        }
+    )

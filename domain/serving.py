@@ -1,0 +1,241 @@
+"""Serving rules: which strategy answers a request, which candidates survive the filters, and
+the shape of each recommended item. Pure: the context is read from projections by the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from domain.cold_start import (
+    ReadinessReport,
+    StrategyChoice,
+    StrategyReadiness,
+    choose_strategy,
+)
+from domain.experiments.assignment import assign_variant
+from domain.interactions import EVENT_WEIGHTS
+from domain.strategies.base import (
+    COLLABORATIVE,
+    CONTENT_BASED,
+    FREQUENTLY_BOUGHT_TOGETHER,
+    STRATEGY_NAMES,
+    TRENDING,
+)
+
+DEFAULT_STRATEGY = COLLABORATIVE
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 50
+NO_MODEL = "no_model_yet"
+USER_NOT_IN_MODEL = "user_not_in_model_yet"
+
+# (productId, score, because)
+Candidate = tuple[str, float, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """What the projections say about one request (all read in one round trip)."""
+
+    model_version: str | None
+    readiness: ReadinessReport
+    widget: Mapping[str, Any] | None
+    experiment: Mapping[str, Any] | None
+    history: Sequence[tuple[str, str, float]]  # (eventType, productId, unix time), newest first
+    history_count: int
+    purchased: frozenset[str]
+    lists: Mapping[str, Sequence[Candidate]]
+    recent_content: Mapping[str, Sequence[Candidate]]  # recent product -> content neighbours
+    live_trending: Sequence[tuple[str, float]]  # this and the last hour, summed
+    product_interactions: int | None
+    cards: Mapping[str, Mapping[str, Any]]
+    available: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ServingRequest:
+    """A validated recommendations request."""
+
+    user_id: str
+    strategy: str | None = None
+    product_id: str | None = None
+    placement_id: str | None = None
+    limit: int | None = None
+    exclude: frozenset[str] = frozenset()
+    category: str | None = None
+    include_purchased: bool = False
+    tenant_default_strategy: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """The strategy chosen for a request and why."""
+
+    requested: str
+    choice: StrategyChoice
+    experiment_id: str | None = None
+    variant: str | None = None
+    limit: int = DEFAULT_LIMIT
+
+
+@dataclass
+class ServedItem:
+    """One recommended product with its card and the reason it is there."""
+
+    product_id: str
+    score: float
+    strategy: str
+    because: tuple[str, ...]
+    card: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The API shape of a recommended item."""
+        return {
+            "productId": self.product_id,
+            "score": round(self.score, 6),
+            "name": self.card.get("name"),
+            "price": self.card.get("price"),
+            "currency": self.card.get("currency"),
+            "imageUrl": self.card.get("imageUrl"),
+            "url": self.card.get("url"),
+            "category": self.card.get("category"),
+            "reason": {"strategy": self.strategy, "because": list(self.because)},
+        }
+
+
+def readiness_from_meta(meta: Mapping[str, Any] | None) -> ReadinessReport:
+    """The readiness report a training run published (nothing is ready before training)."""
+    strategies = {}
+    for name, entry in (meta or {}).items():
+        if name in STRATEGY_NAMES and isinstance(entry, Mapping):
+            strategies[name] = StrategyReadiness(
+                name,
+                bool(entry.get("ready")),
+                dict(entry.get("counts") or {}),
+                dict(entry.get("thresholds") or {}),
+            )
+    return ReadinessReport(strategies)
+
+
+def decide(request: ServingRequest, context: ServingContext) -> ServingDecision:
+    """Pick the strategy: query, else running experiment, else widget, else tenant default."""
+    experiment_id = variant = None
+    requested = request.strategy
+    experiment = context.experiment
+    if requested is None and experiment:
+        experiment_id = str(experiment["experimentId"])
+        variant = assign_variant(
+            experiment_id=experiment_id,
+            user_id=request.user_id,
+            traffic_split=int(experiment["trafficSplit"]),
+        )
+        key = "variantStrategy" if variant == "variant" else "controlStrategy"
+        requested = str(experiment[key])
+    widget = context.widget or {}
+    if requested is None and widget.get("strategy") in STRATEGY_NAMES:
+        requested = str(widget["strategy"])
+    if requested is None and request.tenant_default_strategy in STRATEGY_NAMES:
+        requested = request.tenant_default_strategy
+    requested = requested or DEFAULT_STRATEGY
+    limit = request.limit or int(widget.get("maxItems") or DEFAULT_LIMIT)
+    trending_available = bool(context.lists.get(TRENDING) or context.live_trending)
+    readiness = context.readiness
+    if trending_available and not readiness.is_ready(TRENDING):
+        # Live counters exist even before the first training run.
+        readiness = ReadinessReport(
+            {**readiness.strategies, TRENDING: StrategyReadiness(TRENDING, True, {}, {})}
+        )
+    choice = choose_strategy(
+        requested=requested,
+        readiness=readiness,
+        user_event_count=context.history_count,
+        product_id=request.product_id,
+        product_interaction_count=context.product_interactions,
+    )
+    return ServingDecision(requested, choice, experiment_id, variant, min(limit, MAX_LIMIT))
+
+
+def _merge_content(context: ServingContext) -> list[Candidate]:
+    """Content neighbours of the user's recent products, weighted by event type and recency."""
+    weight_of: dict[str, float] = {}
+    for rank, (event_type, product_id, _) in enumerate(context.history):
+        weight = max(EVENT_WEIGHTS.get(event_type, 0.0), 0.0) * 0.8**rank
+        weight_of[product_id] = max(weight_of.get(product_id, 0.0), weight)
+    scores: dict[str, float] = {}
+    because: dict[str, list[str]] = {}
+    for source, neighbours in context.recent_content.items():
+        for product_id, score, _ in neighbours:
+            scores[product_id] = scores.get(product_id, 0.0) + score * weight_of.get(source, 0.5)
+            because.setdefault(product_id, []).append(source)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(pid, score, tuple(because[pid][:3])) for pid, score in ranked]
+
+
+def _trending(context: ServingContext) -> list[Candidate]:
+    """The trained 24 h velocity plus this and last hour's live counters (fresh within seconds)."""
+    scores: dict[str, float] = {pid: score for pid, score, _ in context.lists.get(TRENDING, [])}
+    for product_id, live in context.live_trending:
+        scores[product_id] = scores.get(product_id, 0.0) + live / 24.0
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(pid, score, ()) for pid, score in ranked]
+
+
+def candidates_for(choice: StrategyChoice, context: ServingContext) -> list[Candidate]:
+    """The ranked candidates of the chosen strategy, before filtering."""
+    if choice.strategy == TRENDING:
+        return _trending(context)
+    if choice.mode == "product":
+        part = {
+            COLLABORATIVE: "collaborativeItem",
+            CONTENT_BASED: "contentItem",
+            FREQUENTLY_BOUGHT_TOGETHER: "fbtItem",
+        }[choice.strategy]
+        return list(context.lists.get(part, []))
+    if choice.strategy == CONTENT_BASED:
+        return _merge_content(context)
+    return list(context.lists.get(COLLABORATIVE, []))
+
+
+def serve(
+    request: ServingRequest, context: ServingContext
+) -> tuple[ServingDecision, list[ServedItem]]:
+    """Decide, rank, filter and hydrate; backfill with trending when a list runs short."""
+    decision = decide(request, context)
+    choice = decision.choice
+    primary = candidates_for(choice, context)
+    if not primary and choice.strategy != TRENDING:
+        # Ready strategy, but this user or product is not in the published model yet.
+        reason = NO_MODEL if context.model_version is None else USER_NOT_IN_MODEL
+        fallback_strategy = CONTENT_BASED if context.recent_content else TRENDING
+        choice = StrategyChoice(fallback_strategy, True, reason, "user")
+        decision = ServingDecision(
+            decision.requested, choice, decision.experiment_id, decision.variant, decision.limit
+        )
+        primary = candidates_for(choice, context)
+    banned = set(request.exclude)
+    if not request.include_purchased:
+        banned |= context.purchased
+    if request.product_id:
+        banned.add(request.product_id)
+    category = request.category.casefold() if request.category else None
+    chosen: list[ServedItem] = []
+    seen: set[str] = set()
+
+    def take(candidates: Sequence[Candidate], strategy: str) -> None:
+        for product_id, score, because in candidates:
+            if len(chosen) >= decision.limit:
+                return
+            if product_id in seen or product_id in banned or product_id not in context.available:
+                continue
+            card = context.cards.get(product_id)
+            if card is None:
+                continue
+            if category is not None and str(card.get("category") or "").casefold() != category:
+                continue
+            seen.add(product_id)
+            chosen.append(ServedItem(product_id, float(score), strategy, because, card))
+
+    take(primary, choice.strategy)
+    if len(chosen) < decision.limit and choice.strategy != TRENDING:
+        take(_trending(context), TRENDING)
+    return decision, chosen

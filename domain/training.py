@@ -1,0 +1,162 @@
+"""One training run of a tenant: fit every strategy and turn the fitted models into the
+per-user and per-product lists that serving reads. Pure: the caller loads and publishes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from domain.cold_start import assess_readiness
+from domain.interactions import InteractionData, build_interactions
+from domain.strategies.collaborative import CollaborativeModel
+from domain.strategies.content import ContentModel
+from domain.strategies.fbt import FrequentlyBoughtTogetherModel
+from domain.strategies.trending import TrendingModel
+
+USER_LIST_LENGTH = 30
+ITEM_LIST_LENGTH = 30
+TRENDING_LENGTH = 200
+# Explanations cost a sparse look-up per item; past this many users only scores are published.
+EXPLAIN_USERS_UP_TO = 20_000
+
+Entry = list[Any]  # [productId, score, [because...]]
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class EventColumns:
+    """A tenant's events as parallel columns, shape (n_events,) each."""
+
+    user_ids: Sequence[str]
+    product_ids: Sequence[str]
+    event_types: Sequence[str]
+    timestamps: Sequence[float]
+    session_ids: Sequence[str | None]
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The lists a training run publishes, with readiness and counts."""
+
+    user_lists: dict[str, list[Entry]]
+    collaborative_item_lists: dict[str, list[Entry]]
+    content_item_lists: dict[str, list[Entry]]
+    fbt_item_lists: dict[str, list[Entry]]
+    trending: list[Entry]
+    product_interactions: dict[str, int]
+    readiness: dict[str, Any]
+    counts: dict[str, int]
+
+
+def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dict[str, list[Entry]]:
+    """Per-row top lists of a (n_products, n_products) neighbour matrix, keyed by product id."""
+    lists: dict[str, list[Entry]] = {}
+    for row in range(matrix.shape[0]):
+        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
+        if lo == hi:
+            continue
+        cols, vals = matrix.indices[lo:hi], matrix.data[lo:hi]
+        order = np.argsort(-vals, kind="stable")[:length]
+        anchor = str(ids[row])
+        lists[anchor] = [[str(ids[cols[o]]), round(float(vals[o]), 6), [anchor]] for o in order]
+    return lists
+
+
+def _user_lists(model: CollaborativeModel, data: InteractionData) -> dict[str, list[Entry]]:
+    """Top unseen products of every user with interactions."""
+    users = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
+    if users.size == 0:
+        return {}
+    indices, scores = model.recommend_indices(users, n=USER_LIST_LENGTH)
+    explain = users.size <= EXPLAIN_USERS_UP_TO
+    lists: dict[str, list[Entry]] = {}
+    for row, user in enumerate(users):
+        history = model.values_[user] if explain else None
+        entries = []
+        for j, score in zip(indices[row], scores[row], strict=True):
+            if not np.isfinite(score) or score <= 0:
+                break
+            because = list(model._because(history, int(j))) if history is not None else []
+            entries.append([str(data.product_ids[j]), round(float(score), 6), because])
+        if entries:
+            lists[str(data.user_ids[user])] = entries
+    return lists
+
+
+def train(
+    *,
+    events: EventColumns,
+    catalog: Sequence[Mapping[str, Any]],
+    now: float,
+    progress: Progress = lambda _step: None,
+) -> TrainingResult:
+    """Fit the four strategies on one tenant's events and catalog and build the lists.
+
+    Parameters
+    ----------
+    events : EventColumns
+        Parallel columns of shape (n_events,).
+    catalog : sequence of mappings
+        Catalog items in API shape (productId, name, category, description, price,
+        attributes, available); unavailable products are still modelled so that they can
+        explain others, and are filtered at serving time.
+    now : float
+        Unix time of the run (trending window, decay).
+    progress : callable
+        Called with the name of each finished step.
+    """
+    data = build_interactions(
+        events.user_ids,
+        events.product_ids,
+        events.event_types,
+        events.timestamps,
+        session_ids=events.session_ids,
+        now=now,
+        known_products=[str(item["productId"]) for item in catalog],
+    )
+    progress("interactions")
+    readiness = assess_readiness(data=data, catalog_products=len(catalog), now=now)
+    collaborative = CollaborativeModel().fit(data)
+    user_lists = _user_lists(collaborative, data)
+    collaborative_items = _neighbour_lists(
+        collaborative.item_neighbours_, data.product_ids, ITEM_LIST_LENGTH
+    )
+    progress("collaborative")
+    content_items: dict[str, list[Entry]] = {}
+    if catalog:
+        content = ContentModel().fit(catalog)
+        content_items = _neighbour_lists(
+            content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH
+        )
+    progress("content_based")
+    fbt = FrequentlyBoughtTogetherModel().fit(data)
+    fbt_items = _neighbour_lists(fbt.neighbours_, data.product_ids, ITEM_LIST_LENGTH)
+    progress("frequently_bought_together")
+    trending = TrendingModel().fit(data, now=now)
+    trending_list: list[Entry] = [
+        [r.product_id, round(r.score, 6), []] for r in trending.top(n=TRENDING_LENGTH)
+    ]
+    progress("trending")
+    per_product = data.interactions_per_product()
+    product_interactions = {
+        str(data.product_ids[j]): int(per_product[j]) for j in np.flatnonzero(per_product)
+    }
+    return TrainingResult(
+        user_lists=user_lists,
+        collaborative_item_lists=collaborative_items,
+        content_item_lists=content_items,
+        fbt_item_lists=fbt_items,
+        trending=trending_list,
+        product_interactions=product_interactions,
+        readiness=readiness.to_dict(),
+        counts={
+            "events": data.n_events,
+            "users": data.n_users,
+            "products": data.n_products,
+            "catalogProducts": len(catalog),
+        },
+    )

@@ -1,0 +1,65 @@
+"""What a training run reads from PostgreSQL: a tenant's recent events and its catalog."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from domain.interactions import EVENT_WEIGHTS
+from domain.training import EventColumns
+
+HISTORY_DAYS = 365
+
+
+async def load_events(pool: asyncpg.Pool, *, tenant_id: str, days: int = HISTORY_DAYS) -> EventColumns:
+    """The tenant's weighted events of the last `days` days, oldest first."""
+    rows = await pool.fetch(
+        """
+        SELECT user_id, product_id, event_type, extract(epoch FROM occurred_at)::float8 AS ts,
+               session_id
+        FROM events
+        WHERE tenant_id = $1 AND occurred_at >= now() - make_interval(days => $2)
+          AND event_type = ANY($3::text[])
+        ORDER BY occurred_at
+        """,
+        tenant_id,
+        days,
+        [name for name, weight in EVENT_WEIGHTS.items() if weight != 0],
+    )
+    return EventColumns(
+        user_ids=[r["user_id"] for r in rows],
+        product_ids=[r["product_id"] for r in rows],
+        event_types=[r["event_type"] for r in rows],
+        timestamps=[r["ts"] for r in rows],
+        session_ids=[r["session_id"] for r in rows],
+    )
+
+
+async def load_catalog(pool: asyncpg.Pool, *, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's catalog items in the shape the content model reads."""
+    rows = await pool.fetch(
+        "SELECT product_id, name, category, description, price, attributes, available "
+        "FROM catalog_items WHERE tenant_id = $1 ORDER BY product_id",
+        tenant_id,
+    )
+    return [
+        {
+            "productId": r["product_id"],
+            "name": r["name"],
+            "category": r["category"],
+            "description": r["description"] or "",
+            "price": float(r["price"]),
+            "attributes": r["attributes"] or {},
+            "available": r["available"],
+        }
+        for r in rows
+    ]
+
+
+async def active_tenant_ids(pool: asyncpg.Pool) -> list[str]:
+    """Tenants that are active and not deleted (the ones worth retraining)."""
+    rows = await pool.fetch(
+        "SELECT id FROM tenants WHERE status = 'active' AND deleted_at IS NULL ORDER BY id"
+    )
+    return [str(r["id"]) for r in rows]

@@ -1,0 +1,88 @@
+"""Training actors (queue `training`): fit a tenant's models and publish them atomically."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import dramatiq
+
+from domain.training import Progress, train
+from store import keys
+from store.models import PublishedModel, publish_model
+from store.training import active_tenant_ids, load_catalog, load_events
+from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
+from workers.runtime import db_pool, redis_client
+
+log = logging.getLogger("recomengine.training")
+
+
+def new_version() -> str:
+    """A sortable, unique model version."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+async def train_and_publish(
+    *, tenant_id: str, progress: Progress = lambda _step: None
+) -> dict[str, object]:
+    """Load, fit, publish; returns the published version and counts."""
+    started = time.perf_counter()
+    pool = await db_pool()
+    redis = redis_client()
+    events = await load_events(pool, tenant_id=tenant_id)
+    catalog = await load_catalog(pool, tenant_id=tenant_id)
+    progress("loaded")
+    result = train(events=events, catalog=catalog, now=time.time(), progress=progress)
+    version = new_version()
+    await publish_model(
+        redis,
+        tenant_id=tenant_id,
+        model=PublishedModel(
+            version=version,
+            user_lists=result.user_lists,
+            collaborative_item_lists=result.collaborative_item_lists,
+            content_item_lists=result.content_item_lists,
+            fbt_item_lists=result.fbt_item_lists,
+            trending=result.trending,
+            product_interactions=result.product_interactions,
+            meta={
+                "readiness": result.readiness,
+                "counts": result.counts,
+                "trainedAt": datetime.now(UTC).isoformat(),
+                "version": version,
+            },
+        ),
+    )
+    await redis.delete(keys.touched_users(tenant_id))
+    progress("published")
+    summary = {
+        "version": version,
+        "seconds": round(time.perf_counter() - started, 3),
+        **result.counts,
+    }
+    log.info("model published", extra={"tenant_id": tenant_id, **summary})
+    return summary
+
+
+@dramatiq.actor(queue_name="training", max_retries=2, time_limit=30 * 60_000)
+async def train_tenant(tenant_id: str) -> None:
+    """Retrain and republish every strategy of one tenant (idempotent: a new version each time)."""
+    await train_and_publish(tenant_id=tenant_id)
+
+
+@dramatiq.actor(queue_name="training", max_retries=1, time_limit=60_000)
+async def retrain_touched_tenants() -> None:
+    """Every 15 min: retrain the tenants with new events since their last run."""
+    redis = redis_client()
+    for tenant_id in await active_tenant_ids(await db_pool()):
+        if await redis.scard(keys.touched_users(tenant_id)):
+            train_tenant.send(tenant_id)
+
+
+@dramatiq.actor(queue_name="training", max_retries=1, time_limit=60_000)
+async def retrain_all_tenants() -> None:
+    """Daily: retrain every active tenant."""
+    for tenant_id in await active_tenant_ids(await db_pool()):
+        train_tenant.send(tenant_id)
