@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socketserver
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 from conftest import Process, Services, settings_env, wait_for
 
 from cli.localservices import free_port
+from store.mail import OutboxMail, send_smtp
 from store.settings import Settings
 
 AUTH = "/api/v1/auth"
@@ -497,3 +500,94 @@ def test_auth_calls_past_the_per_ip_budget_get_a_429_with_retry_after(
         assert 0 < int(refused.headers["retry-after"]) <= 60
         # Calls that are not sign-in attempts are not throttled by it.
         assert me(http, "not-a-token").status_code == 401
+
+
+async def test_an_expired_refresh_token_is_a_401(
+    client: httpx.Client, db: asyncpg.Pool, admin_session: dict[str, Any]
+) -> None:
+    await db.execute(
+        "UPDATE refresh_tokens SET expires_at = now() - interval '1 second' WHERE admin_id = $1",
+        uuid.UUID(admin_session["id"]),
+    )
+    refused = cookie_call(client, "refresh", admin_session["refresh"], admin_session["csrf"])
+    assert_problem(refused, 401)
+
+
+def test_the_openapi_document_describes_every_auth_route(client: httpx.Client) -> None:
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    for name in ("signup", "login", "refresh", "logout", "forgot-password", "reset-password"):
+        assert "post" in paths[f"/api/v1/auth/{name}"], name
+    assert paths["/api/v1/auth/me"]["get"]["security"] == [{"bearer": []}]
+    signup_doc = paths["/api/v1/auth/signup"]["post"]
+    assert "201" in signup_doc["responses"] and "requestBody" in signup_doc
+
+
+class FakeSmtpServer(socketserver.ThreadingTCPServer):
+    """Just enough SMTP to accept mails, kept in `received` (no extensions, no auth)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeSmtpHandler)
+        self.received: list[dict[str, Any]] = []
+
+
+class FakeSmtpHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        server = self.server
+        assert isinstance(server, FakeSmtpServer)
+        envelope: dict[str, Any] = {"rcpt": []}
+        self.wfile.write(b"220 fake ESMTP\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.wfile.write(b"250 fake\r\n")
+            elif verb == b"MAIL":
+                envelope["from"] = line.decode().split(":", 1)[1].strip()
+                self.wfile.write(b"250 ok\r\n")
+            elif verb == b"RCPT":
+                envelope["rcpt"].append(line.decode().split(":", 1)[1].strip())
+                self.wfile.write(b"250 ok\r\n")
+            elif verb == b"DATA":
+                self.wfile.write(b"354 go ahead\r\n")
+                data = b""
+                while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                    data += chunk
+                envelope["data"] = data.decode()
+                server.received.append(envelope)
+                envelope = {"rcpt": []}
+                self.wfile.write(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"250 ok\r\n")
+
+
+def test_the_smtp_adapter_delivers_the_outbox_mail() -> None:
+    with FakeSmtpServer() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            port = server.server_address[1]
+            mail = OutboxMail(
+                id=1,
+                to_address="ada@example.com",
+                subject="Reset your RecomEngine password",
+                body="open https://dash.example/reset-password?token=abc\n",
+                attempts=0,
+            )
+            send_smtp(f"smtp://127.0.0.1:{port}", sender="no-reply@example.com", mail=mail)
+        finally:
+            server.shutdown()
+    [envelope] = server.received
+    assert envelope["from"] == "<no-reply@example.com>"
+    assert envelope["rcpt"] == ["<ada@example.com>"]
+    assert "Subject: Reset your RecomEngine password" in envelope["data"]
+    assert "reset-password?token=abc" in envelope["data"]
+
+
+def test_the_smtp_adapter_refuses_a_url_that_is_not_smtp() -> None:
+    mail = OutboxMail(id=1, to_address="a@example.com", subject="s", body="b", attempts=0)
+    with pytest.raises(ValueError):
+        send_smtp("http://127.0.0.1:25", sender="x@example.com", mail=mail)
