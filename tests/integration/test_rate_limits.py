@@ -1,0 +1,153 @@
+"""Rate limits per API key in Redis: sliding window, atomic, per-tenant overrides, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+from conftest import make_tenant
+from redis.asyncio import Redis
+
+from api.security import ApiKeyAuthenticator
+from cli.localservices import free_port
+from domain.errors import RateLimited, Unavailable
+from store import keys
+from store.ratelimit import RateLimiter
+from store.settings import Settings
+
+
+def _authenticator(db: asyncpg.Pool, redis: Redis, settings: Settings) -> ApiKeyAuthenticator:
+    return ApiKeyAuthenticator(settings=settings, pool=db, limiter=RateLimiter(redis))
+
+
+async def _key_id(db: asyncpg.Pool, tenant_id: str, permission: str) -> str:
+    value = await db.fetchval(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = $2",
+        uuid.UUID(tenant_id),
+        permission,
+    )
+    return str(value)
+
+
+async def test_the_1001st_read_within_a_minute_is_refused_with_retry_after(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated)
+    authenticator = _authenticator(db, redis, migrated)
+    assert migrated.read_limit_per_minute == 1000
+    remaining = []
+    for _ in range(1000):
+        _, headers = await authenticator.authenticate(shop.read_key, write=False)
+        remaining.append(int(headers["RateLimit-Remaining"]))
+    assert remaining[0] == 999 and remaining[-1] == 0
+    assert remaining == sorted(remaining, reverse=True)
+    with pytest.raises(RateLimited) as refused:
+        await authenticator.authenticate(shop.read_key, write=False)
+    assert refused.value.limit == 1000
+    assert 1 <= refused.value.retry_after <= 60
+    # Writes are counted apart from reads.
+    _, headers = await authenticator.authenticate(shop.write_key, write=True)
+    assert headers["RateLimit-Limit"] == "500"
+
+
+async def test_the_501st_write_within_a_minute_is_refused(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated)
+    authenticator = _authenticator(db, redis, migrated)
+    for _ in range(500):
+        await authenticator.authenticate(shop.write_key, write=True)
+    with pytest.raises(RateLimited) as refused:
+        await authenticator.authenticate(shop.write_key, write=True)
+    assert refused.value.limit == 500
+    # The same key may still read: its reads have their own budget.
+    _, headers = await authenticator.authenticate(shop.write_key, write=False)
+    assert headers["RateLimit-Remaining"] == "999"
+
+
+async def test_a_tenant_override_sets_the_limits_of_its_keys(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(
+        db, migrated, config={"rateLimits": {"readsPerMinute": 5, "writesPerMinute": 3}}
+    )
+    authenticator = _authenticator(db, redis, migrated)
+    for _ in range(5):
+        await authenticator.authenticate(shop.read_key, write=False)
+    with pytest.raises(RateLimited):
+        await authenticator.authenticate(shop.read_key, write=False)
+    for _ in range(3):
+        await authenticator.authenticate(shop.write_key, write=True)
+    with pytest.raises(RateLimited) as refused:
+        await authenticator.authenticate(shop.write_key, write=True)
+    assert refused.value.limit == 3
+
+
+async def test_limits_count_per_key_and_across_api_workers(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"readsPerMinute": 5}})
+    first, second = _authenticator(db, redis, migrated), _authenticator(db, redis, migrated)
+    for _ in range(3):
+        await first.authenticate(shop.read_key, write=False)
+    for _ in range(2):
+        await second.authenticate(shop.read_key, write=False)
+    with pytest.raises(RateLimited):
+        await first.authenticate(shop.read_key, write=False)
+    # The tenant's other key has its own window.
+    _, headers = await second.authenticate(shop.write_key, write=False)
+    assert headers["RateLimit-Remaining"] == "4"
+
+
+async def test_concurrent_requests_never_pass_the_limit(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"readsPerMinute": 20}})
+    authenticator = _authenticator(db, redis, migrated)
+    await authenticator.authenticate(shop.read_key, write=False)  # warm the cache
+    results = await asyncio.gather(
+        *(authenticator.authenticate(shop.read_key, write=False) for _ in range(60)),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, RateLimited)]
+    assert len(results) - len(refused) == 19 and len(refused) == 41
+
+
+async def test_requests_older_than_a_minute_leave_the_window(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"readsPerMinute": 3}})
+    authenticator = _authenticator(db, redis, migrated)
+    key_id = await _key_id(db, shop.tenant_id, "read")
+    window = keys.api_key_rate_limit(shop.tenant_id, key_id, "read", 60)
+    now_ms = int(time.time() * 1000)
+    # Three requests 61 s ago and none since: the budget is whole again.
+    await redis.zadd(window, {f"old{i}": now_ms - 61_000 for i in range(3)})
+    _, headers = await authenticator.authenticate(shop.read_key, write=False)
+    assert headers["RateLimit-Remaining"] == "2"
+    # Two requests 30 s ago still count, and the refusal says when the older one leaves.
+    await redis.zadd(window, {f"recent{i}": now_ms - 30_000 for i in range(2)})
+    with pytest.raises(RateLimited) as refused:
+        await authenticator.authenticate(shop.read_key, write=False)
+    assert 25 <= refused.value.retry_after <= 31
+
+
+async def test_with_redis_down_writes_fail_closed_and_reads_go_on_unmetered(
+    db: asyncpg.Pool, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated)
+    # A real client on a port where nothing listens: every call fails to connect.
+    dead = Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1, socket_connect_timeout=1
+    )
+    try:
+        authenticator = _authenticator(db, dead, migrated)
+        with pytest.raises(Unavailable):
+            await authenticator.authenticate(shop.write_key, write=True)
+        record, headers = await authenticator.authenticate(shop.read_key, write=False)
+        assert record.tenant_id == shop.tenant_id and headers == {}
+    finally:
+        await dead.aclose()

@@ -1,0 +1,85 @@
+"""The scheduler's lock: however many schedulers fire a job for one slot, it is enqueued once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+
+from conftest import ROOT, settings_env
+from redis import Redis
+
+from scheduler.schedule import JOBS
+from store.settings import Settings
+
+# One scheduler process: declares a probe actor on its own queue (no worker consumes it, so the
+# enqueued messages stay countable) and fires the probe job for each slot given.
+_SCHEDULER = textwrap.dedent(
+    """
+    import json, sys
+    from datetime import datetime
+
+    import dramatiq
+    from redis import Redis
+
+    import workers.main  # noqa: F401  (the real broker and actors, as the scheduler loads them)
+    from scheduler.run import fire
+    from scheduler.schedule import Job
+    from store.settings import get_settings
+
+    queue, actor_name, *slots = sys.argv[1:]
+
+    @dramatiq.actor(queue_name=queue, actor_name=actor_name, max_retries=0, time_limit=1000)
+    def probe(**kwargs):
+        pass
+
+    redis = Redis.from_url(get_settings().redis_url)
+    job = Job("lock-probe-" + queue, actor_name, "interval", {"minutes": 1}, {"marker": queue})
+    print(json.dumps([fire(job, redis, slot=datetime.fromisoformat(s)) for s in slots]))
+    """
+)
+
+
+def _scheduler(settings: Settings, queue: str, actor: str, *slots: str) -> list[bool]:
+    done = subprocess.run(
+        [sys.executable, "-c", _SCHEDULER, queue, actor, *slots],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_two_fires_of_one_job_and_slot_enqueue_once_across_schedulers(
+    migrated: Settings,
+) -> None:
+    queue = f"schedtest{uuid.uuid4().hex[:10]}"
+    actor = f"probe_{queue}"
+    first_slot, second_slot = "2026-01-01T03:17:00+00:00", "2026-01-01T03:18:00+00:00"
+    # Seconds within the minute are the same slot.
+    assert _scheduler(migrated, queue, actor, first_slot, "2026-01-01T03:17:40+00:00") == [
+        True,
+        False,
+    ]
+    # A second scheduler process: the slot already fired stays fired; the next one fires.
+    assert _scheduler(migrated, queue, actor, first_slot, second_slot) == [False, True]
+    broker = Redis.from_url(migrated.broker_url)
+    try:
+        messages = [json.loads(m) for m in broker.hvals(f"dramatiq:{queue}.msgs")]
+    finally:
+        broker.close()
+    assert len(messages) == 2
+    assert {m["actor_name"] for m in messages} == {actor}
+    assert all(m["kwargs"] == {"marker": queue} for m in messages)
+
+
+def test_the_housekeeping_jobs_are_scheduled() -> None:
+    scheduled = {job.name: job.actor for job in JOBS}
+    assert scheduled["flush-api-key-last-used"] == "flush_api_key_last_used"
+    assert scheduled["purge-deleted-tenants"] == "purge_deleted_tenants"
