@@ -207,7 +207,7 @@ async def reconcile_attributions(
     async with pool.acquire() as connection, connection.transaction():
         waiting = await connection.fetch(
             f"""SELECT tenant_id::text AS tenant_id, {_ROW_COLUMNS} FROM events p
-                WHERE p.event_type = 'purchase' AND p.occurred_at >= $1
+                WHERE p.event_type = 'purchase' AND p.occurred_at >= $1::timestamptz
                   AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
                                   WHERE r.tenant_id = p.tenant_id
                                     AND r.purchase_event_id = p.event_id)
@@ -215,7 +215,8 @@ async def reconcile_attributions(
                               WHERE c.tenant_id = p.tenant_id
                                 AND c.event_type = 'recommendation_clicked'
                                 AND c.user_id = p.user_id AND c.product_id = p.product_id
-                                AND c.occurred_at BETWEEN p.occurred_at - $2 AND p.occurred_at)
+                                AND c.occurred_at
+                                    BETWEEN p.occurred_at - $2::interval AND p.occurred_at)
                 ORDER BY p.occurred_at LIMIT $3""",
             since,
             ATTRIBUTION_WINDOW,

@@ -1,0 +1,214 @@
+"""The ingest and reconciliation actors called directly on the real PostgreSQL and Redis:
+redelivery, crash between commit and projections, attribution, partitions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import TenantContext
+from redis.asyncio import Redis
+
+from domain.events import parse_event
+from store import keys
+from store.counters import read_counters
+from store.events import insert_events, list_events
+from workers import runtime
+from workers.actors.attribution import reconcile_revenue_attributions
+from workers.actors.ingest import MalformedMessage, ingest_events
+
+# Dramatiq wraps async actors to run on its worker loop; the tests await the function itself.
+ingest = ingest_events.fn.__wrapped__
+reconcile = reconcile_revenue_attributions.fn.__wrapped__
+
+
+@pytest.fixture
+def actors(db: asyncpg.Pool, redis: Redis) -> Iterator[None]:
+    """The actors' per-process pool and Redis client pointed at the test servers."""
+    saved = runtime._pool, runtime._redis
+    runtime._pool, runtime._redis = db, redis
+    yield
+    runtime._pool, runtime._redis = saved
+
+
+def _message(tenant_id: str, **fields: Any) -> dict[str, Any]:
+    raw = {"eventType": "product_viewed", "userId": "u1", "productId": "sku-1", **fields}
+    return parse_event(raw, tenant_id=tenant_id, now=datetime.now(UTC)).to_message()
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+async def _counters(redis: Redis, tenant_id: str, moment: datetime) -> dict[str, float]:
+    return await read_counters(redis, tenant_id=tenant_id, day=moment.strftime("%Y%m%d"))
+
+
+async def _attributions(db: asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT click_event_id, purchase_event_id, revenue::float8 AS revenue, placement_id"
+        " FROM revenue_attributions WHERE tenant_id = $1",
+        tenant_id,
+    )
+
+
+async def test_the_same_message_delivered_twice_stores_counts_and_attributes_once(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    click = _message(
+        t,
+        eventType="recommendation_clicked",
+        timestamp=_at(now - timedelta(minutes=10)),
+        metadata={"placementId": "pdp", "strategy": "collaborative"},
+    )
+    purchase = _message(
+        t, eventType="purchase", timestamp=_at(now - timedelta(minutes=1)), metadata={"price": 42}
+    )
+    events = [click, purchase]
+    assert await ingest(t, events) == 2
+    assert await ingest(t, events) == 0
+    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 2
+    counters = await _counters(redis, t, now)
+    assert counters["events"] == 2 and counters["clicks"] == 1 and counters["conversions"] == 1
+    assert counters["revenue"] == 42 and counters["attributed_revenue"] == 42
+    assert counters["conversions|pdp|collaborative"] == 1
+    found = await _attributions(db, t)
+    assert [(a["click_event_id"], a["purchase_event_id"]) for a in found] == [
+        (click["id"], purchase["id"])
+    ]
+
+
+async def test_a_crash_after_the_commit_is_healed_by_the_redelivery(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    events = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
+    # The worker died right after the commit: rows exist, projections were never touched.
+    await insert_events(db, tenant_id=t, events=events)
+    assert "events" not in await _counters(redis, t, now)
+    await ingest(t, events)
+    await ingest(t, events)
+    assert (await _counters(redis, t, now))["events"] == 3
+
+
+async def test_a_client_event_id_is_stored_once_even_with_another_timestamp(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    first = _message(t, eventId="retry-1", timestamp=_at(now - timedelta(seconds=5)))
+    retry = _message(t, eventId="retry-1", timestamp=_at(now))
+    await ingest(t, [first])
+    await ingest(t, [retry])
+    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 1
+    assert (await _counters(redis, t, now))["events"] == 1
+
+
+async def test_a_malformed_message_is_refused_without_retries(actors: None) -> None:
+    with pytest.raises(MalformedMessage):
+        await ingest(str(uuid.uuid4()), [{"id": 1}])
+
+
+@pytest.mark.parametrize(
+    ("click_minutes_before", "attributed"), [(29, True), (31, False)], ids=["inside", "outside"]
+)
+async def test_a_purchase_is_attributed_only_within_30_minutes_of_the_click(
+    click_minutes_before: int,
+    attributed: bool,
+    actors: None,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    click = _message(
+        t,
+        eventType="recommendation_clicked",
+        timestamp=_at(now - timedelta(minutes=click_minutes_before)),
+        metadata={"placementId": "home"},
+    )
+    purchase = _message(t, eventType="purchase", timestamp=_at(now), metadata={"price": 10})
+    await ingest(t, [click])
+    await ingest(t, [purchase])
+    assert len(await _attributions(db, t)) == (1 if attributed else 0)
+
+
+async def test_two_clicks_and_one_purchase_attribute_to_the_last_click_only(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    clicks = [
+        _message(
+            t,
+            eventType="recommendation_clicked",
+            timestamp=_at(now - timedelta(minutes=minutes)),
+            metadata={"placementId": placement},
+        )
+        for minutes, placement in ((20, "home"), (5, "cart"))
+    ]
+    purchase = _message(t, eventType="purchase", timestamp=_at(now), metadata={"price": 7.5})
+    await ingest(t, clicks)
+    await ingest(t, [purchase])
+    found = await _attributions(db, t)
+    assert [(a["click_event_id"], a["placement_id"]) for a in found] == [(clicks[1]["id"], "cart")]
+    assert (await _counters(redis, t, now))["attributed_revenue"] == 7.5
+
+
+async def test_a_purchase_before_its_click_arrives_is_attributed_by_reconciliation(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    purchase = _message(t, eventType="purchase", timestamp=_at(now), metadata={"price": 99})
+    late_click = _message(
+        t,
+        eventType="recommendation_clicked",
+        timestamp=_at(now - timedelta(minutes=3)),
+        metadata={"placementId": "home"},
+    )
+    await ingest(t, [purchase])
+    await ingest(t, [late_click])
+    assert await _attributions(db, t) == []
+    assert await reconcile() >= 1
+    assert await reconcile() == 0  # nothing left to do, nothing twice
+    found = await _attributions(db, t)
+    assert [(a["click_event_id"], a["revenue"]) for a in found] == [(late_click["id"], 99.0)]
+    assert (await _counters(redis, t, now))["attributed_revenue"] == 99
+
+
+async def test_events_outside_the_partitions_land_in_the_default_and_are_found(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool
+) -> None:
+    t = tenant.tenant_id
+    ancient = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+    event = _message(t, timestamp=_at(ancient))
+    await ingest(t, [event])
+    partition = await db.fetchval(
+        "SELECT tableoid::regclass::text FROM events WHERE tenant_id = $1", t
+    )
+    assert partition == "events_default"
+    rows = await list_events(db, tenant_id=t, since=ancient - timedelta(days=1))
+    assert [r["event_id"] for r in rows] == [event["id"]]
+
+
+async def test_the_partition_job_creates_months_ahead_idempotently(
+    actors: None, db: asyncpg.Pool
+) -> None:
+    from workers.actors.maintenance import create_event_partitions
+
+    await create_event_partitions.fn.__wrapped__(months_ahead=5)
+    assert await create_event_partitions.fn.__wrapped__(months_ahead=5) == 0
+    ahead = (datetime.now(UTC).replace(day=1) + timedelta(days=5 * 31)).strftime("events_%Y_%m")
+    assert await db.fetchval("SELECT to_regclass($1) IS NOT NULL", ahead)
+
+
+async def test_the_seen_marker_key_contains_the_tenant(tenant: TenantContext) -> None:
+    assert tenant.tenant_id in keys.events_seen(tenant.tenant_id, "20260101")
