@@ -141,7 +141,7 @@ class InteractionData:
 
 
 def _index(
-    values: Sequence[Any] | np.ndarray, known: Sequence[Any] | None
+    values: Sequence[Any] | np.ndarray, known: Sequence[Any] | np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Map values to dense indices; ``known`` ids come first, in their order."""
     arr = np.asarray(values).astype(str).astype(object)
@@ -166,7 +166,7 @@ def build_interactions(
     session_ids: Sequence[Any] | np.ndarray | None = None,
     half_life_days: float | None = None,
     now: float | None = None,
-    known_products: Sequence[Any] | None = None,
+    known_products: Sequence[Any] | np.ndarray | None = None,
     weights: Mapping[str, float] = EVENT_WEIGHTS,
 ) -> InteractionData:
     """Build one tenant's :class:`InteractionData` from parallel event arrays.
