@@ -199,7 +199,7 @@ def candidates_for(choice: StrategyChoice, context: ServingContext) -> list[Cand
 def serve(
     request: ServingRequest, context: ServingContext
 ) -> tuple[ServingDecision, list[ServedItem]]:
-    """Decide, rank, filter and hydrate; backfill with trending when a list runs short."""
+    """Decide, rank, filter and hydrate; backfill a short list with similar, then trending."""
     decision = decide(request, context)
     choice = decision.choice
     primary = candidates_for(choice, context)
@@ -236,6 +236,9 @@ def serve(
             chosen.append(ServedItem(product_id, float(score), strategy, because, card))
 
     take(primary, choice.strategy)
-    if len(chosen) < decision.limit and choice.strategy != TRENDING:
+    # Short list: fill with what is most like the context before falling back to trending.
+    if choice.mode == "product" and choice.strategy != CONTENT_BASED:
+        take(context.lists.get("contentItem", []), CONTENT_BASED)
+    if choice.strategy != TRENDING:
         take(_trending(context), TRENDING)
     return decision, chosen

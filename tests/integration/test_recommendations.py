@@ -1,0 +1,359 @@
+"""Recommendations end to end: data in through the public API, a training run, answers out of
+the real api, with fallbacks, filters, isolation, atomic publishing and freshness."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
+from redis.asyncio import Redis
+
+from store.models import PublishedModel, ServingReader, publish_model, to_serving_context
+from store.settings import Settings
+
+USERS_PER_BLOCK = 500
+PRODUCTS_PER_BLOCK = 30
+BLOCKS = {"a": "Shoes", "b": "Bags"}
+
+
+def catalog_items() -> list[dict[str, Any]]:
+    items = []
+    for block, category in BLOCKS.items():
+        for i in range(PRODUCTS_PER_BLOCK):
+            items.append(
+                {
+                    "productId": f"{block}{i}",
+                    "name": f"{category} model {i}",
+                    "category": category,
+                    "price": 10 + i,
+                    "description": f"A fine {category.lower()} item number {i}",
+                    "available": True,
+                }
+            )
+    return items
+
+
+def block_events() -> list[dict[str, Any]]:
+    """Users of block a view and buy a-products, users of block b b-products; every user
+    buys two products in one session, so co-purchases stay inside a block."""
+    start = datetime.now(UTC) - timedelta(hours=6)
+    events = []
+    for block in BLOCKS:
+        for u in range(USERS_PER_BLOCK):
+            user = f"{block}-user-{u}"
+            picks = [(u + k * 7) % PRODUCTS_PER_BLOCK for k in range(4)]
+            for k, product in enumerate(picks):
+                moment = start + timedelta(seconds=u * 10 + k)
+                events.append(
+                    {
+                        "eventType": "product_viewed",
+                        "userId": user,
+                        "productId": f"{block}{product}",
+                        "timestamp": moment.isoformat(),
+                    }
+                )
+            for k, product in enumerate(picks[:2]):
+                events.append(
+                    {
+                        "eventType": "purchase",
+                        "userId": user,
+                        "productId": f"{block}{product}",
+                        "sessionId": f"{user}-basket",
+                        "timestamp": (start + timedelta(seconds=u * 10 + 5 + k)).isoformat(),
+                        "metadata": {"price": 10 + product},
+                    }
+                )
+    return events
+
+
+def post_in_chunks(
+    client: httpx.Client, path: str, field: str, items: list, size: int, headers: dict[str, str]
+) -> None:
+    for start in range(0, len(items), size):
+        response = client.post(path, json={field: items[start : start + size]}, headers=headers)
+        assert response.status_code == 202, response.text
+
+
+async def wait_until(check: Any, *, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+
+
+def train(settings: Settings, tenant_id: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "train", "--tenant", tenant_id],
+        env=settings_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def trained_shop(
+    migrated: Settings, api_url: str, worker_process: Process, db: asyncpg.Pool
+) -> Iterator[TenantContext]:
+    """A tenant with a block-structured catalog and history, trained once."""
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    shop = loop.run_until_complete(make_tenant(db, migrated))
+    events = block_events()
+    with httpx.Client(base_url=api_url, timeout=60) as http:
+        post_in_chunks(
+            http, "/api/v1/catalog/batch", "items", catalog_items(), 1000, shop.write_headers
+        )
+        post_in_chunks(http, "/api/v1/events/batch", "events", events, 100, shop.write_headers)
+
+    async def landed() -> bool:
+        count = await db.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1", shop.tenant_id
+        )
+        cards = await db.fetchval(
+            "SELECT count(*) FROM catalog_items WHERE tenant_id = $1", shop.tenant_id
+        )
+        return count == len(events) and cards == len(catalog_items())
+
+    loop.run_until_complete(wait_until(landed, within=60))
+    train(migrated, shop.tenant_id)
+    yield shop
+
+
+@pytest.fixture
+async def async_client(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An asyncio HTTP client for the api."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        yield http
+
+
+def recommend(client: httpx.Client, shop: TenantContext, **params: Any) -> dict[str, Any]:
+    response = client.get("/api/v1/recommendations", params=params, headers=shop.read_headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_collaborative_recommends_unbought_products_of_the_users_own_block(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    answer = recommend(client, trained_shop, userId="a-user-3", strategy="collaborative", limit=5)
+    assert answer["meta"]["strategy"] == "collaborative"
+    assert answer["meta"]["isFallback"] is False
+    assert answer["meta"]["modelVersion"] and answer["meta"]["recommendationId"]
+    products = [item["productId"] for item in answer["data"]]
+    assert len(products) == 5 and all(p.startswith("a") for p in products)
+    bought = {f"a{(3 + k * 7) % PRODUCTS_PER_BLOCK}" for k in range(2)}
+    assert not bought & set(products)
+    first = answer["data"][0]
+    assert first["name"] and first["category"] == "Shoes" and first["price"] is not None
+    assert first["reason"]["strategy"] == "collaborative"
+
+
+def test_frequently_bought_together_returns_the_co_purchases_then_similar_products(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    answer = recommend(
+        client,
+        trained_shop,
+        userId="anyone",
+        productId="b4",
+        strategy="frequently_bought_together",
+        limit=5,
+    )
+    assert answer["meta"]["strategy"] == "frequently_bought_together"
+    by_reason = [(i["productId"], i["reason"]["strategy"]) for i in answer["data"]]
+    # Every basket with b4 also held b11 or b27 (users buy products p and p + 7).
+    co_purchased = [p for p, why in by_reason if why == "frequently_bought_together"]
+    assert sorted(co_purchased) == ["b11", "b27"]
+    assert by_reason[:2] == [(p, "frequently_bought_together") for p in co_purchased]
+    assert all(p.startswith("b") and p != "b4" for p, _ in by_reason)
+    assert len(by_reason) == 5
+
+
+def test_content_based_for_a_product_finds_its_category(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    answer = recommend(
+        client, trained_shop, userId="anyone", productId="a1", strategy="content_based", limit=5
+    )
+    assert all(item["category"] == "Shoes" for item in answer["data"])
+
+
+def test_a_new_user_gets_trending_as_a_labelled_fallback(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    answer = recommend(client, trained_shop, userId="never-seen", strategy="collaborative")
+    assert answer["meta"]["strategy"] == "trending"
+    assert answer["meta"]["isFallback"] is True
+    assert answer["meta"]["fallbackReason"] == "cold_start_user"
+    assert len(answer["data"]) == 10
+
+
+def test_filters_exclude_category_and_limit_apply(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    answer = recommend(
+        client,
+        trained_shop,
+        userId="never-seen",
+        strategy="trending",
+        category="bags",
+        exclude="b1,b2",
+        limit=7,
+    )
+    products = [item["productId"] for item in answer["data"]]
+    assert len(products) == 7
+    assert all(p.startswith("b") for p in products) and not {"b1", "b2"} & set(products)
+
+
+def test_bad_parameters_are_problems(client: httpx.Client, trained_shop: TenantContext) -> None:
+    for params in (
+        {},
+        {"userId": "u", "limit": 51},
+        {"userId": "u", "strategy": "magic"},
+        {"userId": "u" * 257},
+    ):
+        response = client.get(
+            "/api/v1/recommendations", params=params, headers=trained_shop.read_headers
+        )
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_readiness_is_visible_to_the_owner_only(
+    client: httpx.Client, trained_shop: TenantContext, other_tenant: TenantContext
+) -> None:
+    path = f"/api/v1/tenants/{trained_shop.tenant_id}/recommendations/readiness"
+    answer = client.get(path, headers=trained_shop.admin_headers)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["strategies"]["collaborative"]["ready"] is True
+    assert body["strategies"]["frequently_bought_together"]["ready"] is True
+    assert body["modelVersion"]
+    assert client.get(path, headers=other_tenant.admin_headers).status_code == 404
+
+
+def test_another_tenant_never_sees_this_tenants_models(
+    client: httpx.Client, trained_shop: TenantContext, other_tenant: TenantContext
+) -> None:
+    answer = recommend(client, other_tenant, userId="a-user-3", strategy="collaborative")
+    assert answer["data"] == []
+    assert answer["meta"]["modelVersion"] is None
+
+
+def test_an_unavailable_product_is_never_served(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    before = recommend(client, trained_shop, userId="a-user-3", strategy="collaborative", limit=3)
+    victim = before["data"][0]["productId"]
+    item = next(i for i in catalog_items() if i["productId"] == victim)
+    response = client.put(
+        f"/api/v1/catalog/{victim}",
+        json={**item, "available": False},
+        headers=trained_shop.write_headers,
+    )
+    assert response.status_code == 200
+    after = recommend(client, trained_shop, userId="a-user-3", strategy="collaborative", limit=10)
+    assert victim not in [i["productId"] for i in after["data"]]
+    client.put(f"/api/v1/catalog/{victim}", json=item, headers=trained_shop.write_headers)
+
+
+async def test_a_purchase_removes_the_product_within_two_seconds(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    user = "a-user-11"
+    before = recommend(client, trained_shop, userId=user, strategy="collaborative", limit=3)
+    target = before["data"][0]["productId"]
+    sent = time.monotonic()
+    response = await async_client.post(
+        "/api/v1/events",
+        json={
+            "eventType": "purchase",
+            "userId": user,
+            "productId": target,
+            "metadata": {"price": 12},
+        },
+        headers=trained_shop.write_headers,
+    )
+    assert response.status_code == 202
+
+    async def gone() -> bool:
+        answer = recommend(client, trained_shop, userId=user, strategy="collaborative", limit=10)
+        return target not in [i["productId"] for i in answer["data"]]
+
+    await wait_until(gone, within=2)
+    assert time.monotonic() - sent < 2
+
+
+async def test_content_based_follows_fresh_views_within_two_seconds(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    user = "a-user-20"
+    for product in ("b10", "b11", "b12"):
+        response = await async_client.post(
+            "/api/v1/events",
+            json={"eventType": "add_to_cart", "userId": user, "productId": product},
+            headers=trained_shop.write_headers,
+        )
+        assert response.status_code == 202
+
+    async def follows() -> bool:
+        answer = recommend(client, trained_shop, userId=user, strategy="content_based", limit=3)
+        return bool(answer["data"]) and answer["data"][0]["category"] == "Bags"
+
+    await wait_until(follows, within=2)
+
+
+async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) -> None:
+    tenant_id = "atomic-publish-tenant"
+    reader = ServingReader(redis)
+    users = {f"u{i}": [[f"old{i}", 1.0, []]] for i in range(200)}
+
+    def model(version: str, prefix: str) -> PublishedModel:
+        return PublishedModel(
+            version=version,
+            user_lists={u: [[f"{prefix}{u}", 1.0, []]] for u in users},
+            collaborative_item_lists={},
+            content_item_lists={},
+            fbt_item_lists={},
+            trending=[[f"{prefix}-trending", 1.0, []]],
+            product_interactions={},
+            meta={"readiness": {}},
+        )
+
+    await publish_model(redis, tenant_id=tenant_id, model=model("v1", "old"))
+    seen: list[tuple[str | None, str, str]] = []
+    publishing = asyncio.create_task(
+        publish_model(redis, tenant_id=tenant_id, model=model("v2", "new"))
+    )
+    while not publishing.done():
+        raw = await reader.read(
+            tenant_id=tenant_id,
+            user_id="u150",
+            product_id=None,
+            placement_id=None,
+            live_hours=["x", "y"],
+        )
+        context = to_serving_context(raw)
+        seen.append(
+            (
+                context.model_version,
+                context.lists["collaborative"][0][0],
+                context.lists["trending"][0][0],
+            )
+        )
+        await asyncio.sleep(0)
+    await publishing
+    for version, user_item, trending_item in seen:
+        prefix = "old" if version == "v1" else "new"
+        assert user_item == f"{prefix}u150" and trending_item == f"{prefix}-trending"
