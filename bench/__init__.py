@@ -1,0 +1,1 @@
+"""Benchmarks and offline evaluation (not run by the tests)."""
