@@ -310,12 +310,15 @@ async def change_experiment_status(
 
 async def reproject_running_experiments(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str) -> int:
     """Write the tenant's running experiments to Redis again (after a Redis loss); how many."""
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM experiments WHERE tenant_id = $1 AND status = 'running'",
-        tenant_id,
-    )
-    for row in rows:
-        await _project(redis, tenant_id=tenant_id, row=row)
+    async with pool.acquire() as conn, conn.transaction():
+        # FOR SHARE holds off a pause or completion until the copy is written.
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM experiments WHERE tenant_id = $1 AND status = 'running' "
+            "FOR SHARE",
+            tenant_id,
+        )
+        for row in rows:
+            await _project(redis, tenant_id=tenant_id, row=row)
     return len(rows)
 
 

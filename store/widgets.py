@@ -231,13 +231,17 @@ async def load_public_widget(
 
 async def reproject_widgets(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str) -> int:
     """Write every config of the tenant to Redis again (after a Redis loss); how many."""
-    rows = await pool.fetch(
-        f"SELECT {_COLUMNS} FROM widget_configs WHERE tenant_id = $1", tenant_id
-    )
-    if rows:
-        async with redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                config = widget_config_from_row(row)
-                pipe.set(keys.widget_config(tenant_id, row["placement_id"]), _projection(config))
-            await pipe.execute()
+    async with pool.acquire() as conn, conn.transaction():
+        # FOR SHARE: a change committing meanwhile would otherwise be overwritten by this copy.
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM widget_configs WHERE tenant_id = $1 FOR SHARE", tenant_id
+        )
+        if rows:
+            async with redis.pipeline(transaction=False) as pipe:
+                for row in rows:
+                    config = widget_config_from_row(row)
+                    pipe.set(
+                        keys.widget_config(tenant_id, row["placement_id"]), _projection(config)
+                    )
+                await pipe.execute()
     return len(rows)

@@ -28,6 +28,7 @@ from store.experiments import (
     SEQUENTIAL_PLANNED_USERS_PER_VARIANT,
     read_running_experiment,
     record_experiment_exposure,
+    reproject_running_experiments,
 )
 
 EXPERIMENT = {
@@ -562,3 +563,28 @@ def test_the_openapi_document_lists_every_experiment_route(client: httpx.Client)
         "/api/v1/tenants/{tenant_id}/experiments/{experiment_id}"
     ].keys()
     assert "get" in paths["/api/v1/tenants/{tenant_id}/experiments/{experiment_id}/results"]
+
+
+async def test_reprojecting_a_tenant_restores_only_its_running_experiments(
+    aclient: httpx.AsyncClient, tenant: TenantContext, redis: Redis, db: asyncpg.Pool
+) -> None:
+    headers = tenant.admin_headers
+    running = (await aclient.post(_base(tenant), json=EXPERIMENT, headers=headers)).json()
+    paused = (
+        await aclient.post(
+            _base(tenant), json={**EXPERIMENT, "placementId": "cart"}, headers=headers
+        )
+    ).json()
+    for exp, steps in ((running, ["running"]), (paused, ["running", "paused"])):
+        for step in steps:
+            await aclient.patch(
+                f"{_base(tenant)}/{exp['id']}", json={"status": step}, headers=headers
+            )
+    await redis.delete(keys.running_experiment(tenant.tenant_id, "home"))
+    assert await reproject_running_experiments(db, redis, tenant_id=tenant.tenant_id) == 1
+    home = await read_running_experiment(redis, tenant_id=tenant.tenant_id, placement_id="home")
+    assert home is not None and home["experimentId"] == running["id"]
+    assert (
+        await read_running_experiment(redis, tenant_id=tenant.tenant_id, placement_id="cart")
+        is None
+    )

@@ -14,6 +14,7 @@ from conftest import TenantContext
 from redis.asyncio import Redis
 
 from store import keys
+from store.widgets import reproject_widgets
 
 DEFAULTS = {
     "layout": "grid",
@@ -316,3 +317,19 @@ def test_the_openapi_document_lists_every_widget_route(client: httpx.Client) -> 
         "/api/v1/tenants/{tenant_id}/widgets/{placement_id}"
     ].keys()
     assert "get" in paths["/api/v1/widgets/{placement_id}"]
+
+
+async def test_reprojecting_a_tenant_restores_every_lost_widget_projection(
+    aclient: httpx.AsyncClient, tenant: TenantContext, redis: Redis, db: asyncpg.Pool
+) -> None:
+    made = []
+    for placement in ("home", "cart"):
+        response = await aclient.post(
+            _widgets(tenant), json={"placementId": placement}, headers=tenant.admin_headers
+        )
+        made.append(response.json())
+    for config in made:
+        await redis.delete(keys.widget_config(tenant.tenant_id, config["placementId"]))
+    assert await reproject_widgets(db, redis, tenant_id=tenant.tenant_id) == 2
+    for config in made:
+        assert await _projection(redis, tenant, config["placementId"]) == config
