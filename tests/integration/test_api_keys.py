@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
-from conftest import TenantContext
+from conftest import Process, Services, TenantContext, settings_env, wait_for
 from redis.asyncio import Redis
 
 from api.security import ApiKeyAuthenticator
+from cli.localservices import free_port
 from domain import apikeys
 from domain.errors import Forbidden, Unauthorized
 from store import keys
@@ -244,3 +246,114 @@ def test_revoking_an_unknown_or_malformed_key_id_is_a_404(
     )
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def _enqueue(settings: Settings, actor_name: str, **kwargs: object) -> None:
+    """Send one message to the real broker, as the scheduler would."""
+    import dramatiq
+
+    from workers.broker import build_broker
+
+    broker = build_broker(settings.broker_url)
+    try:
+        broker.declare_queue("maintenance")
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name="maintenance",
+                actor_name=actor_name,
+                args=(),
+                kwargs=kwargs,
+                options={},
+            )
+        )
+    finally:
+        broker.close()
+
+
+async def test_the_last_used_flush_job_writes_last_used_at(
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    migrated: Settings,
+    worker_process: Process,
+) -> None:
+    await _authenticator(db, redis, migrated).authenticate(tenant.write_key, write=True)
+    _enqueue(migrated, "flush_api_key_last_used")
+    deadline = time.monotonic() + 30
+    written = None
+    while written is None and time.monotonic() < deadline:
+        written = await db.fetchval(
+            "SELECT last_used_at FROM api_keys WHERE tenant_id = $1 AND permission = 'read_write'",
+            uuid.UUID(tenant.tenant_id),
+        )
+        await asyncio.sleep(0.2)
+    assert written is not None, worker_process.log()[-3000:]
+    assert written > datetime.now(UTC) - timedelta(minutes=1)
+
+
+async def test_over_http_a_read_key_on_a_write_route_is_a_403(
+    http: httpx.AsyncClient, tenant: TenantContext
+) -> None:
+    event = {"eventType": "product_viewed", "userId": "u1", "productId": "p1"}
+    refused = await http.post("/api/v1/events", json=event, headers=tenant.read_headers)
+    assert refused.status_code == 403
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    allowed = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert allowed.status_code in (200, 202), allowed.text
+
+
+@pytest.fixture
+def two_worker_api(migrated: Settings, services: Services) -> Iterator[str]:
+    """A second api, started with `--workers 2`, on a free port of its own."""
+    port = free_port()
+    env = {**settings_env(migrated), "RECOMENGINE_API_PORT": str(port)}
+    process = Process(["api", "--workers", "2"], env, services.workdir / "api-2workers.log")
+    process.start()
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ready", timeout=60, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
+
+
+def _fresh_connection_get(base_url: str, headers: dict[str, str]) -> httpx.Response:
+    # A new connection per call lets the kernel hand it to either Sanic worker.
+    with httpx.Client(base_url=base_url, timeout=10) as one_shot:
+        return one_shot.get("/api/v1/catalog", headers={**headers, "Connection": "close"})
+
+
+async def test_over_http_a_revoked_key_fails_on_the_very_next_call_with_two_api_workers(
+    two_worker_api: str, tenant: TenantContext, db: asyncpg.Pool
+) -> None:
+    def hits(count: int) -> list[int]:
+        return [
+            _fresh_connection_get(two_worker_api, tenant.read_headers).status_code
+            for _ in range(count)
+        ]
+
+    # Warm the key into the cache of both workers.
+    assert await asyncio.to_thread(hits, 30) == [200] * 30
+    key_id = await db.fetchval(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = 'read'",
+        uuid.UUID(tenant.tenant_id),
+    )
+
+    def revoke_then_hit() -> tuple[int, list[int]]:
+        with httpx.Client(base_url=two_worker_api, timeout=10) as admin:
+            revoked = admin.delete(
+                f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key_id}",
+                headers=tenant.admin_headers,
+            )
+        return revoked.status_code, hits(30)
+
+    status, after = await asyncio.to_thread(revoke_then_hit)
+    assert status == 204
+    assert after == [401] * 30
+    # The tenant's other key still works in both workers.
+    others = await asyncio.to_thread(
+        lambda: [
+            _fresh_connection_get(two_worker_api, tenant.write_headers).status_code
+            for _ in range(10)
+        ]
+    )
+    assert others == [200] * 10

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import pytest
 from conftest import make_tenant
 from redis.asyncio import Redis
@@ -151,3 +153,50 @@ async def test_with_redis_down_writes_fail_closed_and_reads_go_on_unmetered(
         assert record.tenant_id == shop.tenant_id and headers == {}
     finally:
         await dead.aclose()
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An async HTTP client for the api."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+async def test_over_http_the_1001st_read_is_a_429_with_retry_after_and_ratelimit_headers(
+    http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated)
+    first = await http.get("/api/v1/catalog", headers=shop.read_headers)
+    assert first.status_code == 200, first.text
+    assert first.headers["RateLimit-Limit"] == "1000"
+    assert first.headers["RateLimit-Remaining"] == "999"
+    assert 1 <= int(first.headers["RateLimit-Reset"]) <= 60
+    for _ in range(999):
+        response = await http.get("/api/v1/catalog", headers=shop.read_headers)
+        assert response.status_code == 200
+    assert response.headers["RateLimit-Remaining"] == "0"
+    refused = await http.get("/api/v1/catalog", headers=shop.read_headers)
+    assert refused.status_code == 429
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["RateLimit-Limit"] == "1000"
+    assert refused.headers["RateLimit-Remaining"] == "0"
+    assert refused.json()["status"] == 429
+
+
+async def test_over_http_the_write_limit_of_a_tenant_override_answers_429(
+    http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"writesPerMinute": 3}})
+    event = {"eventType": "product_viewed", "userId": "u1", "productId": "p1"}
+    statuses = []
+    for i in range(4):
+        response = await http.post(
+            "/api/v1/events", json={**event, "eventId": f"e{i}"}, headers=shop.write_headers
+        )
+        statuses.append(response.status_code)
+    assert all(s in (200, 202) for s in statuses[:3]), statuses
+    assert statuses[3] == 429
+    assert response.headers["RateLimit-Limit"] == "3" and "Retry-After" in response.headers
+    # Reads of the same key are still within their own budget.
+    assert (await http.get("/api/v1/catalog", headers=shop.write_headers)).status_code == 200

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
-from conftest import TenantContext, make_tenant
+from conftest import Process, TenantContext, make_tenant
 from redis.asyncio import Redis
 
 from api.security import ApiKeyAuthenticator
@@ -274,3 +275,113 @@ async def test_a_config_change_of_rate_limits_applies_on_the_next_call(
     assert response.status_code == 200, response.text
     _, headers = await authenticator.authenticate(shop.read_key, write=False)
     assert headers["RateLimit-Limit"] == "7"
+
+
+def _enqueue(settings: Settings, actor_name: str, **kwargs: object) -> None:
+    """Send one message to the real broker, as the scheduler would."""
+    import dramatiq
+
+    from workers.broker import build_broker
+
+    broker = build_broker(settings.broker_url)
+    try:
+        broker.declare_queue("maintenance")
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name="maintenance", actor_name=actor_name, args=(), kwargs=kwargs, options={}
+            )
+        )
+    finally:
+        broker.close()
+
+
+async def _fill(db: asyncpg.Pool, redis: Redis, tenant_id: str) -> None:
+    """Rows in several tables and a few Redis keys for the tenant."""
+    tid = uuid.UUID(tenant_id)
+    await db.execute(
+        "INSERT INTO catalog_items (tenant_id, product_id, name, price) VALUES ($1, 'p1', 'A', 1)",
+        tid,
+    )
+    await db.execute(
+        "INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, occurred_at) "
+        "VALUES ($1, 'e1', 'product_viewed', 'u1', 'p1', now()), "
+        "($1, 'e2', 'product_viewed', 'u1', 'p1', '2001-01-01')",
+        tid,
+    )
+    await db.execute(
+        "INSERT INTO widget_configs (tenant_id, placement_id) VALUES ($1, 'home')", tid
+    )
+    await db.execute("INSERT INTO analytics_daily (tenant_id, day) VALUES ($1, '2026-01-01')", tid)
+    await db.execute(
+        "INSERT INTO experiments (tenant_id, name, placement_id, control_strategy, "
+        "variant_strategy, traffic_split, metric) "
+        "VALUES ($1, 'x', 'home', 'trending', 'collaborative', 50, 'ctr')",
+        tid,
+    )
+    await redis.sadd(keys.catalog_available(tenant_id), "p1")
+    await redis.set(f"{keys.PREFIX}:{tenant_id}:anything", "1")
+
+
+async def _rows(db: asyncpg.Pool, tenant_id: str) -> dict[str, int]:
+    tid = uuid.UUID(tenant_id)
+    counts = {}
+    for table in (
+        "tenants",
+        "api_keys",
+        "catalog_items",
+        "events",
+        "widget_configs",
+        "analytics_daily",
+        "experiments",
+    ):
+        column = "id" if table == "tenants" else "tenant_id"
+        counts[table] = await db.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column} = $1",
+            tid,
+        )
+    return counts
+
+
+async def test_the_purge_job_deletes_a_tenant_deleted_31_days_ago_and_keeps_a_29_day_one(
+    db: asyncpg.Pool, redis: Redis, migrated: Settings, worker_process: Process
+) -> None:
+    old = await make_tenant(db, migrated)
+    young = await make_tenant(db, migrated)
+    for shop, days in ((old, 31), (young, 29)):
+        await _fill(db, redis, shop.tenant_id)
+        await db.execute(
+            "UPDATE tenants SET deleted_at = now() - make_interval(days => $2) WHERE id = $1",
+            uuid.UUID(shop.tenant_id),
+            days,
+        )
+    young_before = await _rows(db, young.tenant_id)
+    assert all(count >= 1 for count in young_before.values())
+
+    _enqueue(migrated, "purge_deleted_tenants")
+    for _ in range(150):
+        if not (await _rows(db, old.tenant_id))["tenants"]:
+            break
+        await asyncio.sleep(0.2)
+
+    assert all(count == 0 for count in (await _rows(db, old.tenant_id)).values()), (
+        worker_process.log()[-3000:]
+    )
+    assert [k async for k in redis.scan_iter(match=f"reco:{old.tenant_id}:*")] == []
+    assert await _rows(db, young.tenant_id) == young_before
+    assert await redis.sismember(keys.catalog_available(young.tenant_id), "p1")
+    assert await redis.get(f"{keys.PREFIX}:{young.tenant_id}:anything") == b"1"
+
+
+async def test_over_http_a_suspended_tenants_keys_get_403_until_it_is_reactivated(
+    http: httpx.AsyncClient, tenant: TenantContext
+) -> None:
+    event = {"eventType": "product_viewed", "userId": "u1", "productId": "p1"}
+    assert (await http.get("/api/v1/catalog", headers=tenant.read_headers)).status_code == 200
+    url = f"/api/v1/tenants/{tenant.tenant_id}"
+    await http.patch(url, json={"status": "suspended"}, headers=tenant.admin_headers)
+    _is_problem(await http.get("/api/v1/catalog", headers=tenant.read_headers), 403)
+    _is_problem(await http.post("/api/v1/events", json=event, headers=tenant.write_headers), 403)
+    await http.patch(url, json={"status": "active"}, headers=tenant.admin_headers)
+    assert (await http.get("/api/v1/catalog", headers=tenant.read_headers)).status_code == 200
+    accepted = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    assert accepted.status_code in (200, 202), accepted.text
