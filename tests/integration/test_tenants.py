@@ -385,3 +385,13 @@ async def test_over_http_a_suspended_tenants_keys_get_403_until_it_is_reactivate
     assert (await http.get("/api/v1/catalog", headers=tenant.read_headers)).status_code == 200
     accepted = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
     assert accepted.status_code in (200, 202), accepted.text
+
+
+def test_the_openapi_document_lists_every_tenant_and_key_route(client: httpx.Client) -> None:
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    assert {"get", "post"} <= paths["/api/v1/tenants"].keys()
+    assert {"get", "put", "patch", "delete"} <= paths["/api/v1/tenants/{tenant_id}"].keys()
+    assert {"get", "post"} <= paths["/api/v1/tenants/{tenant_id}/api-keys"].keys()
+    assert "delete" in paths["/api/v1/tenants/{tenant_id}/api-keys/{key_id}"]
+    created = paths["/api/v1/tenants/{tenant_id}/api-keys"]["post"]
+    assert created["security"] == [{"bearer": []}] and "201" in created["responses"]
