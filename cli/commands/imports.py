@@ -105,8 +105,12 @@ def _csv_row_to_item(row: dict[str | Any, Any]) -> dict[str, Any]:
 
 def _read_csv(handle: TextIO) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(handle)
+    # A quoted cell may span lines: report a record by the line it starts on.
+    previous_end = 1
     for row in reader:
-        yield reader.line_num, _csv_row_to_item(row)
+        start = previous_end + 1
+        previous_end = reader.line_num
+        yield start, _csv_row_to_item(row)
 
 
 def _read_jsonl(handle: TextIO) -> Iterator[tuple[int, Any]]:
