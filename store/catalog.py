@@ -214,6 +214,11 @@ async def claim_content_refresh(
     return bool(claimed)
 
 
+async def release_content_refresh(redis: Redis, *, tenant_id: str) -> None:
+    """Give up a claimed refresh window (the refresh could not be queued)."""
+    await redis.delete(keys.content_refresh_pending(tenant_id))
+
+
 async def mark_content_model_dirty(redis: Redis, *, tenant_id: str) -> None:
     """Record that the tenant's content model is older than its catalog."""
     await redis.set(keys.content_model_dirty(tenant_id), str(time.time()))

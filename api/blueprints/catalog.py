@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from dramatiq.errors import DramatiqError
 from pydantic import Field
+from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
@@ -13,11 +16,12 @@ from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json, validate
 from domain import catalog as rules
-from domain.errors import FieldError, NotFound
+from domain.errors import FieldError, NotFound, Unavailable
 from store import catalog as catalog_store
 from workers.actors.catalog import apply_catalog_batch, queue_content_refresh
 
 bp = Blueprint("catalog", url_prefix="/api/v1")
+log = logging.getLogger("recomengine.catalog")
 
 
 class CatalogItemWrite(ApiModel):
@@ -144,7 +148,16 @@ def _default_currency(request: Request) -> str:
 
 
 async def _after_change(request: Request, tenant_id: str) -> None:
-    await queue_content_refresh(request.app.ctx.redis, tenant_id=tenant_id)
+    # The product is already saved and projected: a broker or Redis hiccup here only delays the
+    # content model until the next change, so it must not turn the answer into an error.
+    try:
+        await queue_content_refresh(request.app.ctx.redis, tenant_id=tenant_id)
+    except (RedisError, OSError, DramatiqError):
+        log.warning(
+            "content-model refresh not queued",
+            extra={"tenant_id": tenant_id, "request_id": getattr(request.ctx, "request_id", None)},
+            exc_info=True,
+        )
 
 
 async def _page(request: Request, tenant_id: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -222,7 +235,11 @@ async def upsert_products_batch(request: Request) -> HTTPResponse:
         accepted.append(rules.to_message(item))
         results.append({"index": index, "status": "accepted"})
     if accepted:
-        apply_catalog_batch.send(request.ctx.tenant_id, accepted)
+        try:
+            apply_catalog_batch.send(request.ctx.tenant_id, accepted)
+        except (RedisError, OSError, DramatiqError) as exc:
+            # Nothing is acknowledged before it is queued: the client retries the whole batch.
+            raise Unavailable("The catalog queue is unavailable; retry shortly.") from exc
     return json(
         {"accepted": len(accepted), "rejected": len(results) - len(accepted), "results": results},
         status=202,

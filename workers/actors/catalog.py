@@ -34,9 +34,14 @@ async def queue_content_refresh(redis: Any, *, tenant_id: str) -> bool:
     """Queue one content-model refresh per tenant and window; True when this call queued it."""
     if not await catalog_store.claim_content_refresh(redis, tenant_id=tenant_id):
         return False
-    refresh_content_model.send_with_options(
-        args=(tenant_id,), delay=request_content_refresh_delay_ms()
-    )
+    try:
+        refresh_content_model.send_with_options(
+            args=(tenant_id,), delay=request_content_refresh_delay_ms()
+        )
+    except Exception:
+        # Not queued: free the window so that the next catalog change queues the refresh.
+        await catalog_store.release_content_refresh(redis, tenant_id=tenant_id)
+        raise
     return True
 
 
