@@ -27,7 +27,8 @@ TRAIN_STEPS = [
     "published",
 ]
 DEMO_STATE = ROOT / ".run" / "dev" / "demo.json"
-DEMO_EMAIL = "demo@recomengine.local"
+DEMO_CREDENTIALS = ROOT / ".run" / "dev" / "demo-admin.json"
+DEMO_EMAIL = "demo@example.com"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -151,16 +152,21 @@ async def _post_all(
 
 async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
     catalog, events = _load_complete_journey(weeks, max_events)
-    password = os.environ.get("RECOMENGINE_DEMO_PASSWORD") or secrets.token_urlsafe(12)
+    # The password is kept before signing up, so that an interrupted demo can log in again.
+    saved = json.loads(DEMO_CREDENTIALS.read_text()) if DEMO_CREDENTIALS.exists() else {}
+    password = (
+        saved.get("adminPassword")
+        or os.environ.get("RECOMENGINE_DEMO_PASSWORD")
+        or secrets.token_urlsafe(12)
+    )
+    DEMO_CREDENTIALS.parent.mkdir(parents=True, exist_ok=True)
+    DEMO_CREDENTIALS.write_text(json.dumps({"adminPassword": password}))
+    os.chmod(DEMO_CREDENTIALS, 0o600)
     async with httpx.AsyncClient(base_url=f"{api}/api/v1", timeout=120) as client:
-        signup = await client.post(
-            "/auth/signup", json={"email": DEMO_EMAIL, "password": password, "name": "Demo Admin"}
-        )
+        credentials = {"email": DEMO_EMAIL, "password": password}
+        signup = await client.post("/auth/signup", json={**credentials, "name": "Demo Admin"})
         if signup.status_code == 409:
-            raise SystemExit(
-                f"{DEMO_EMAIL} exists already; use --force only on a fresh database, "
-                "or log in with the password printed when it was created"
-            )
+            signup = await client.post("/auth/login", json=credentials)
         signup.raise_for_status()
         admin = {"Authorization": f"Bearer {signup.json()['accessToken']}"}
         tenant = (
@@ -170,7 +176,7 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
                     headers=admin,
                     json={
                         "name": "Complete Journey Grocery (demo)",
-                        "config": {"currency": "USD", "rateLimits": {"writesPerMinute": 100_000}},
+                        "config": {"currency": "USD", "rateLimits": {"writesPerMinute": 50_000}},
                     },
                 )
             )
