@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "cli.commands.services",
     "cli.commands.models",
     "cli.commands.imports",
+    "cli.commands.dlq",
 ]
 
 

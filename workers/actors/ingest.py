@@ -33,6 +33,8 @@ def _is_outage(exception: BaseException) -> bool:
         OSError
         | asyncpg.PostgresConnectionError
         | asyncpg.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.CrashShutdownError
         | asyncpg.InterfaceError
         | RedisConnectionError
         | RedisTimeoutError

@@ -1,0 +1,288 @@
+"""Ingestion when processes die: a SIGKILLed worker, a stopped PostgreSQL, a poison message."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from conftest import ROOT, Process, Services, make_tenant, settings_env, wait_for
+from dramatiq import Message
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis as SyncRedis
+
+from cli.commands.database import upgrade
+from cli.localservices import PostgresServer, free_port
+from domain.events import parse_event
+from store.db import create_pool
+from store.settings import Settings
+
+FAST_WRITES = {"rateLimits": {"writesPerMinute": 1_000_000}}
+
+
+def _settings(base: Settings, services: Services, *, broker_db: int, redis_db: int) -> Settings:
+    # Own broker and projection databases: the session worker must not take these messages.
+    return base.model_copy(
+        update={
+            "broker_url": services.redis.url(broker_db),
+            "redis_url": services.redis.url(redis_db),
+            "api_port": free_port(),
+        }
+    )
+
+
+def _start(settings: Settings, args: list[str], log: Path) -> Process:
+    return Process(args, settings_env(settings), log).start()
+
+
+def _stop(process: Process) -> None:
+    """SIGTERM to the main process only: Dramatiq forwards it to its worker processes, and a
+    second copy of the signal (as a process-group kill sends) makes them hang until killed."""
+    if process.popen is None or process.popen.poll() is not None:
+        return
+    process.popen.send_signal(signal.SIGTERM)
+    try:
+        process.popen.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.stop(kill=True)
+
+
+def _start_api(settings: Settings, log: Path) -> Process:
+    api = _start(settings, ["api"], log)
+    wait_for(f"http://127.0.0.1:{settings.api_port}/health", timeout=60, process=api)
+    return api
+
+
+def _batch(run: str, number: int, size: int = 100) -> list[dict[str, Any]]:
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    return [
+        {
+            "eventType": "product_viewed",
+            "userId": f"{run}-u{number}",
+            "productId": f"sku-{i}",
+            "timestamp": (now - timedelta(milliseconds=i)).isoformat(),
+        }
+        for i in range(size)
+    ]
+
+
+async def _landed(pool: asyncpg.Pool, tenant_id: str) -> tuple[int, int]:
+    row = await pool.fetchrow(
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events WHERE tenant_id = $1",
+        tenant_id,
+    )
+    assert row is not None
+    return int(row["n"]), int(row["d"])
+
+
+async def _wait_landed(pool: asyncpg.Pool, tenant_id: str, expected: int, within: float) -> int:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            count, _ = await _landed(pool, tenant_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            count = -1
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.25)
+
+
+async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
+    migrated: Settings, services: Services, db: asyncpg.Pool
+) -> None:
+    settings = _settings(migrated, services, broker_db=6, redis_db=7)
+    tenant = await make_tenant(db, settings, config=FAST_WRITES)
+    api = _start_api(settings, services.workdir / "kill-api.log")
+    worker_args = ["worker", "--queues", "ingest", "--processes", "1", "--threads", "2"]
+    worker = _start(settings, worker_args, services.workdir / "kill-worker.log")
+    accepted = 0
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+
+            async def post(number: int) -> int:
+                response = await http.post(
+                    "/api/v1/events/batch",
+                    json={"events": _batch("kill", number)},
+                    headers=tenant.write_headers,
+                )
+                assert response.status_code == 202, response.text
+                return int(response.json()["accepted"])
+
+            for number in range(20):
+                accepted += await post(number)
+            # Kill the worker while it works through the backlog, keep posting, restart it.
+            for _ in range(1000):
+                if await _landed(db, tenant.tenant_id) != (0, 0):
+                    break
+                await asyncio.sleep(0.02)
+            worker.stop(kill=True)
+            landed_at_kill, _ = await _landed(db, tenant.tenant_id)
+            for number in range(20, 40):
+                accepted += await post(number)
+        assert 0 < landed_at_kill < accepted, "the kill must come in the middle of the stream"
+        started = time.monotonic()
+        worker = _start(settings, worker_args, services.workdir / "kill-worker-2.log")
+        landed = await _wait_landed(db, tenant.tenant_id, accepted, within=60)
+        await asyncio.sleep(1)  # anything redelivered late would show up as an extra row
+        assert await _landed(db, tenant.tenant_id) == (accepted, accepted)
+        assert landed == accepted
+        # Redelivery of the dead worker's messages takes seconds (heartbeat), not minutes.
+        assert time.monotonic() - started < 45
+    finally:
+        _stop(worker)
+        _stop(api)
+
+
+@pytest.fixture
+def own_postgres(services: Services) -> Iterator[PostgresServer]:
+    """A PostgreSQL of this test alone, so stopping it never disturbs the session cluster."""
+    folder = Path(tempfile.mkdtemp(prefix="recomengine-pgstop-", dir=services.workdir))
+    os.chmod(folder, 0o755)  # noqa: S103 (the postgres account must reach it when run as root)
+    server = PostgresServer(data_dir=folder / "postgres", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_lands_later(
+    migrated: Settings, services: Services, own_postgres: PostgresServer
+) -> None:
+    settings = _settings(migrated, services, broker_db=8, redis_db=9).model_copy(
+        update={"database_url": own_postgres.url}
+    )
+    await asyncio.to_thread(upgrade, settings.database_url)
+    pool = await create_pool(settings, min_size=1, max_size=2)
+    tenant = await make_tenant(pool, settings, config=FAST_WRITES)
+    await pool.close()
+    api = _start_api(settings, services.workdir / "pgstop-api.log")
+    worker = _start(settings, ["worker", "--queues", "ingest"], services.workdir / "pgstop-w.log")
+    accepted = 0
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+
+            async def post(number: int) -> None:
+                nonlocal accepted
+                response = await http.post(
+                    "/api/v1/events/batch",
+                    json={"events": _batch("pgstop", number, size=50)},
+                    headers=tenant.write_headers,
+                )
+                assert response.status_code == 202, response.text
+                accepted += response.json()["accepted"]
+
+            await post(0)  # also warms the api's key cache, as in normal operation
+            own_postgres.stop(mode="fast")
+            for number in range(1, 11):
+                await post(number)
+            single = await http.post(
+                "/api/v1/events",
+                json={"eventType": "add_to_cart", "userId": "pgstop", "productId": "sku-s"},
+                headers=tenant.write_headers,
+            )
+            assert single.status_code == 202
+            accepted += 1
+            await asyncio.sleep(3)  # the worker fails and retries meanwhile
+        own_postgres.start()
+        pool = await create_pool(settings, min_size=1, max_size=2)
+        try:
+            assert await _wait_landed(pool, tenant.tenant_id, accepted, within=90) == accepted
+            assert await _landed(pool, tenant.tenant_id) == (accepted, accepted)
+        finally:
+            await pool.close()
+    finally:
+        _stop(worker)
+        _stop(api)
+
+
+def _dead(client: SyncRedis, queue: str = "ingest") -> list[bytes]:
+    return list(client.zrange(f"dramatiq:{queue}.XQ", 0, -1))
+
+
+def test_a_poison_message_is_dead_lettered_after_a_few_tries_and_replay_requeues_it(
+    migrated: Settings, worker_process: Process
+) -> None:
+    tenant_id = str(uuid.uuid4())
+    event = parse_event(
+        {"eventType": "product_viewed", "userId": "u", "productId": "p"},
+        tenant_id=tenant_id,
+        now=datetime.now(UTC),
+    ).to_message()
+    event["user"] = "nul\x00byte"  # PostgreSQL refuses it on every try
+    broker = RedisBroker(url=migrated.broker_url)
+    client = SyncRedis.from_url(migrated.broker_url)
+    try:
+        message = Message(
+            queue_name="ingest",
+            actor_name="ingest_events",
+            args=(tenant_id, [event]),
+            kwargs={},
+            options={},
+        )
+        broker.enqueue(message)
+        deadline = time.monotonic() + 40
+        dead: list[bytes] = []
+        while time.monotonic() < deadline and not dead:
+            dead = [
+                d
+                for d in _dead(client)
+                if Message.decode(client.hget("dramatiq:ingest.XQ.msgs", d)).message_id
+                == message.message_id
+            ]
+            time.sleep(0.25)
+        assert dead, "the poison message never reached the dead-letter queue"
+        stored = Message.decode(client.hget("dramatiq:ingest.XQ.msgs", dead[0]))
+        assert stored.options["retries"] >= 3
+        env = settings_env(migrated)
+        listing = subprocess.run(
+            [sys.executable, "-m", "cli.main", "dlq", "list", "--queue", "ingest"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert dead[0].decode() in listing.stdout and "ingest_events" in listing.stdout
+        replayed = subprocess.run(
+            [sys.executable, "-m", "cli.main", "dlq", "replay", "--queue", "ingest"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "1 message(s) replayed" in replayed.stdout
+        assert dead[0] not in _dead(client)
+        # Back in circulation: the worker tries it again from a reset retry count.
+        seen_again = threading.Event()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not seen_again.is_set():
+            for queue_key in ("dramatiq:ingest.msgs", "dramatiq:ingest.DQ.msgs"):
+                for body in client.hvals(queue_key):
+                    again = Message.decode(body)
+                    if again.message_id == message.message_id:
+                        assert again.options.get("retries", 0) < stored.options["retries"]
+                        seen_again.set()
+            time.sleep(0.05)
+        assert seen_again.is_set()
+    finally:
+        client.close()
+        broker.close()
