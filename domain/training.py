@@ -87,6 +87,14 @@ def _user_lists(model: CollaborativeModel, data: InteractionData) -> dict[str, l
     return lists
 
 
+def content_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, list[Entry]]:
+    """Content neighbours of every catalog product (needs no interaction: serves new ones)."""
+    if not catalog:
+        return {}
+    content = ContentModel().fit(catalog)
+    return _neighbour_lists(content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH)
+
+
 def train(
     *,
     events: EventColumns,
@@ -126,12 +134,7 @@ def train(
         collaborative.item_neighbours_, data.product_ids, ITEM_LIST_LENGTH
     )
     progress("collaborative")
-    content_items: dict[str, list[Entry]] = {}
-    if catalog:
-        content = ContentModel().fit(catalog)
-        content_items = _neighbour_lists(
-            content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH
-        )
+    content_items = content_lists(catalog)
     progress("content_based")
     fbt = FrequentlyBoughtTogetherModel().fit(data)
     fbt_items = _neighbour_lists(fbt.neighbours_, data.product_ids, ITEM_LIST_LENGTH)

@@ -96,6 +96,24 @@ async def update_user_lists(
     return version
 
 
+async def replace_content_lists(
+    redis: Redis, *, tenant_id: str, content_item_lists: Mapping[str, list[ListEntry]]
+) -> str | None:
+    """Swap the current version's content lists after a catalog change (None: no model yet)."""
+    version = _text(await redis.get(keys.model_current(tenant_id)))
+    if version is None:
+        return None
+    key = f"{keys.model_prefix(tenant_id)}{version}:content"
+    staging = f"{key}:staging"
+    await redis.delete(staging)
+    await _hset_chunks(redis, staging, {p: _encode(v) for p, v in content_item_lists.items()})
+    if content_item_lists:
+        await redis.rename(staging, key)  # atomic: readers see the old or the new lists
+    else:
+        await redis.delete(key)
+    return version
+
+
 async def current_version(redis: Redis, *, tenant_id: str) -> str | None:
     """The published version, or None before the first training."""
     return _text(await redis.get(keys.model_current(tenant_id)))

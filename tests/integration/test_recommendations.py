@@ -357,3 +357,29 @@ async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) ->
     for version, user_item, trending_item in seen:
         prefix = "old" if version == "v1" else "new"
         assert user_item == f"{prefix}u150" and trending_item == f"{prefix}-trending"
+
+
+async def test_a_new_product_gets_content_neighbours_without_a_retrain(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    product = {
+        "productId": "a-new-boot",
+        "name": "Shoes model new",
+        "category": "Shoes",
+        "price": 20,
+        "description": "A fine shoes item, brand new",
+    }
+    response = client.post("/api/v1/catalog", json=product, headers=trained_shop.write_headers)
+    assert response.status_code == 201
+
+    async def neighbours() -> list[dict[str, Any]]:
+        answer = recommend(
+            client, trained_shop, userId="x", productId="a-new-boot", strategy="content_based"
+        )
+        return [i for i in answer["data"] if i["reason"]["strategy"] == "content_based"]
+
+    async def served() -> bool:
+        return bool(await neighbours())
+
+    await wait_until(served, within=20)
+    assert all(item["category"] == "Shoes" for item in await neighbours())

@@ -11,18 +11,20 @@ from domain.catalog import from_message
 from domain.errors import ValidationFailed
 from store import catalog as catalog_store
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
+from workers.actors.training import refresh_content
 from workers.runtime import db_pool, redis_client
 
 
 @dramatiq.actor(
     queue_name="training",
     max_retries=3,
-    time_limit=60_000,
+    time_limit=30 * 60_000,
     throws=(ValueError,),
 )
 async def refresh_content_model(tenant_id: str) -> None:
-    """Refresh the tenant's content model after catalog changes (for now: record the request)."""
+    """Refresh the tenant's content neighbours after catalog changes (coalesced per window)."""
     await catalog_store.mark_content_model_dirty(redis_client(), tenant_id=tenant_id)
+    await refresh_content(tenant_id=tenant_id)
 
 
 def request_content_refresh_delay_ms() -> int:

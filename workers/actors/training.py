@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from domain.training import Progress, train
+from domain.training import Progress, content_lists, train
 from store import keys
-from store.models import PublishedModel, publish_model
+from store.models import PublishedModel, publish_model, replace_content_lists
 from store.training import active_tenant_ids, load_catalog, load_events
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
@@ -64,6 +64,16 @@ async def train_and_publish(
     }
     log.info("model published", extra={"tenant_id": tenant_id, **summary})
     return summary
+
+
+async def refresh_content(*, tenant_id: str) -> None:
+    """After catalog changes: new content lists in the current version, or a first training."""
+    catalog = await load_catalog(await db_pool(), tenant_id=tenant_id)
+    version = await replace_content_lists(
+        redis_client(), tenant_id=tenant_id, content_item_lists=content_lists(catalog)
+    )
+    if version is None:
+        await train_and_publish(tenant_id=tenant_id)
 
 
 @dramatiq.actor(queue_name="training", max_retries=2, time_limit=30 * 60_000)
