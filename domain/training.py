@@ -163,3 +163,50 @@ def train(
             "catalogProducts": len(catalog),
         },
     )
+
+
+def refresh_user_lists(
+    *,
+    histories: Mapping[str, Mapping[str, float]],
+    item_lists: Mapping[str, Sequence[Entry]],
+    length: int = USER_LIST_LENGTH,
+) -> dict[str, list[Entry]]:
+    """Collaborative lists of touched users from the published item neighbours.
+
+    The incremental retrain cannot afford new user neighbourhoods for everyone, so touched
+    users are rescored with the item-item half of the collaborative model:
+    ``s(u, j) = sum_h log1p(w_uh) * sim(h, j)`` over the user's products ``h`` and their
+    published neighbours ``j``, leaving out products the user already has. The daily full
+    retrain brings the user-user half back.
+
+    Parameters
+    ----------
+    histories : mapping user -> {productId: summed event weight}
+    item_lists : mapping productId -> published neighbour entries [productId, sim, because]
+    length : int
+        Entries kept per user.
+
+    Returns
+    -------
+    dict user -> list of [productId, score, because]
+    """
+    lists: dict[str, list[Entry]] = {}
+    for user, weights in histories.items():
+        scores: dict[str, float] = {}
+        because: dict[str, tuple[float, str]] = {}
+        for product, weight in weights.items():
+            if weight <= 0:
+                continue
+            strength = float(np.log1p(weight))
+            for neighbour, similarity, *_ in item_lists.get(product, ()):
+                if neighbour in weights:
+                    continue
+                contribution = strength * float(similarity)
+                scores[neighbour] = scores.get(neighbour, 0.0) + contribution
+                if contribution > because.get(neighbour, (0.0, ""))[0]:
+                    because[neighbour] = (contribution, product)
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:length]
+        if ranked:
+            top = ranked[0][1]
+            lists[user] = [[pid, round(score / top, 6), [because[pid][1]]] for pid, score in ranked]
+    return lists

@@ -114,6 +114,17 @@ async def replace_content_lists(
     return version
 
 
+async def read_item_lists(
+    redis: Redis, *, tenant_id: str, version: str, product_ids: list[str]
+) -> dict[str, list[ListEntry]]:
+    """The current version's collaborative neighbour lists of some products."""
+    if not product_ids:
+        return {}
+    key = f"{keys.model_prefix(tenant_id)}{version}:cfitem"
+    raw = await redis.hmget(key, product_ids)
+    return {p: json.loads(v) for p, v in zip(product_ids, raw, strict=True) if v is not None}
+
+
 async def current_version(redis: Redis, *, tenant_id: str) -> str | None:
     """The published version, or None before the first training."""
     return _text(await redis.get(keys.model_current(tenant_id)))

@@ -12,7 +12,9 @@ from domain.training import EventColumns
 HISTORY_DAYS = 365
 
 
-async def load_events(pool: asyncpg.Pool, *, tenant_id: str, days: int = HISTORY_DAYS) -> EventColumns:
+async def load_events(
+    pool: asyncpg.Pool, *, tenant_id: str, days: int = HISTORY_DAYS
+) -> EventColumns:
     """The tenant's weighted events of the last `days` days, oldest first."""
     rows = await pool.fetch(
         """
@@ -63,3 +65,31 @@ async def active_tenant_ids(pool: asyncpg.Pool) -> list[str]:
         "SELECT id FROM tenants WHERE status = 'active' AND deleted_at IS NULL ORDER BY id"
     )
     return [str(r["id"]) for r in rows]
+
+
+async def load_user_weights(
+    pool: asyncpg.Pool, *, tenant_id: str, user_ids: list[str], days: int = HISTORY_DAYS
+) -> dict[str, dict[str, float]]:
+    """Summed event weight per product of each given user, floored at 0."""
+    rows = await pool.fetch(
+        """
+        SELECT user_id, product_id, event_type, count(*) AS n
+        FROM events
+        WHERE tenant_id = $1 AND user_id = ANY($2::text[])
+          AND occurred_at >= now() - make_interval(days => $3)
+        GROUP BY user_id, product_id, event_type
+        """,
+        tenant_id,
+        user_ids,
+        days,
+    )
+    weights: dict[str, dict[str, float]] = {user: {} for user in user_ids}
+    for row in rows:
+        per_user = weights[row["user_id"]]
+        product = row["product_id"]
+        per_user[product] = per_user.get(product, 0.0) + EVENT_WEIGHTS.get(
+            row["event_type"], 0.0
+        ) * int(row["n"])
+    return {
+        user: {p: w for p, w in products.items() if w > 0} for user, products in weights.items()
+    }

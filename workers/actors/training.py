@@ -9,10 +9,17 @@ from datetime import UTC, datetime
 
 import dramatiq
 
-from domain.training import Progress, content_lists, train
+from domain.training import Progress, content_lists, refresh_user_lists, train
 from store import keys
-from store.models import PublishedModel, publish_model, replace_content_lists
-from store.training import active_tenant_ids, load_catalog, load_events
+from store.models import (
+    PublishedModel,
+    current_version,
+    publish_model,
+    read_item_lists,
+    replace_content_lists,
+    update_user_lists,
+)
+from store.training import active_tenant_ids, load_catalog, load_events, load_user_weights
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
 
@@ -31,6 +38,8 @@ async def train_and_publish(
     started = time.perf_counter()
     pool = await db_pool()
     redis = redis_client()
+    # Users touched from here on wait for the next run; those before are in this one's data.
+    await redis.delete(keys.touched_users(tenant_id))
     events = await load_events(pool, tenant_id=tenant_id)
     catalog = await load_catalog(pool, tenant_id=tenant_id)
     progress("loaded")
@@ -55,7 +64,6 @@ async def train_and_publish(
             },
         ),
     )
-    await redis.delete(keys.touched_users(tenant_id))
     progress("published")
     summary = {
         "version": version,
@@ -82,13 +90,42 @@ async def train_tenant(tenant_id: str) -> None:
     await train_and_publish(tenant_id=tenant_id)
 
 
+async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> int:
+    """Incremental retrain: rescore only the users with new events since the last run."""
+    redis = redis_client()
+    version = await current_version(redis, tenant_id=tenant_id)
+    if version is None:
+        await train_and_publish(tenant_id=tenant_id)
+        return 0
+    refreshed = 0
+    while True:
+        popped = await redis.spop(keys.touched_users(tenant_id), batch)
+        users = [u.decode() if isinstance(u, bytes) else str(u) for u in popped or []]
+        if not users:
+            return refreshed
+        histories = await load_user_weights(await db_pool(), tenant_id=tenant_id, user_ids=users)
+        products = sorted({p for weights in histories.values() for p in weights})
+        item_lists = await read_item_lists(
+            redis, tenant_id=tenant_id, version=version, product_ids=products
+        )
+        lists = refresh_user_lists(histories=histories, item_lists=item_lists)
+        await update_user_lists(redis, tenant_id=tenant_id, user_lists=lists)
+        refreshed += len(users)
+
+
+@dramatiq.actor(queue_name="training", max_retries=2, time_limit=10 * 60_000)
+async def retrain_touched_users(tenant_id: str) -> None:
+    """Incremental retrain of one tenant (idempotent: rescoring a user twice is harmless)."""
+    await refresh_touched_users(tenant_id=tenant_id)
+
+
 @dramatiq.actor(queue_name="training", max_retries=1, time_limit=60_000)
 async def retrain_touched_tenants() -> None:
-    """Every 15 min: retrain the tenants with new events since their last run."""
+    """Every 15 min: incremental retrain of the tenants with new events since the last run."""
     redis = redis_client()
     for tenant_id in await active_tenant_ids(await db_pool()):
         if await redis.scard(keys.touched_users(tenant_id)):
-            train_tenant.send(tenant_id)
+            retrain_touched_users.send(tenant_id)
 
 
 @dramatiq.actor(queue_name="training", max_retries=1, time_limit=60_000)
