@@ -46,7 +46,7 @@ def block_events() -> list[dict[str, Any]]:
     """Users of block a view and buy a-products, users of block b b-products; every user
     buys two products in one session, so co-purchases stay inside a block."""
     start = datetime.now(UTC) - timedelta(hours=6)
-    events = []
+    events: list[dict[str, Any]] = []
     for block in BLOCKS:
         for u in range(USERS_PER_BLOCK):
             user = f"{block}-user-{u}"
@@ -217,12 +217,13 @@ def test_filters_exclude_category_and_limit_apply(
 
 
 def test_bad_parameters_are_problems(client: httpx.Client, trained_shop: TenantContext) -> None:
-    for params in (
+    bad_queries: list[dict[str, Any]] = [
         {},
         {"userId": "u", "limit": 51},
         {"userId": "u", "strategy": "magic"},
         {"userId": "u" * 257},
-    ):
+    ]
+    for params in bad_queries:
         response = client.get(
             "/api/v1/recommendations", params=params, headers=trained_shop.read_headers
         )
@@ -360,7 +361,7 @@ async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) ->
 
 
 async def test_a_new_product_gets_content_neighbours_without_a_retrain(
-    client: httpx.Client, trained_shop: TenantContext
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
 ) -> None:
     product = {
         "productId": "a-new-boot",
@@ -369,7 +370,9 @@ async def test_a_new_product_gets_content_neighbours_without_a_retrain(
         "price": 20,
         "description": "A fine shoes item, brand new",
     }
-    response = client.post("/api/v1/catalog", json=product, headers=trained_shop.write_headers)
+    response = await async_client.post(
+        "/api/v1/catalog", json=product, headers=trained_shop.write_headers
+    )
     assert response.status_code == 201
 
     async def neighbours() -> list[dict[str, Any]]:
