@@ -348,6 +348,19 @@ def attribution_effects(
     ]
 
 
+async def ingest_and_project(
+    pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, events: Sequence[dict[str, Any]]
+) -> int:
+    """Store message-form events once, then apply their projections at most once each; returns
+    how many rows were new. Safe to repeat with the same events (redelivery, resumed import)."""
+    outcome = await insert_events(pool, tenant_id=tenant_id, events=events)
+    client_ids = {e["id"] for e in events if e.get("client")}
+    effects = event_effects(tenant_id=tenant_id, rows=outcome.rows, client_ids=client_ids)
+    effects += attribution_effects(tenant_id=tenant_id, attributions=outcome.attributions)
+    await apply_guarded(redis, effects)
+    return outcome.inserted
+
+
 async def seen_before(
     redis: Redis,
     *,
@@ -360,7 +373,8 @@ async def seen_before(
     days = [now.strftime("%Y%m%d"), (now - timedelta(days=1)).strftime("%Y%m%d")]
     async with redis.pipeline(transaction=False) as pipe:
         for digest, moment in digests:
-            pipe.sismember(keys.events_seen(tenant_id, day_of(moment)), bytes.fromhex(digest))
+            member: Any = bytes.fromhex(digest)
+            pipe.sismember(keys.events_seen(tenant_id, day_of(moment)), member)
         for client_id in client_ids:
             for day in days:
                 pipe.sismember(keys.event_client_ids(tenant_id, day), client_id)

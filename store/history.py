@@ -61,7 +61,7 @@ async def recent_history(
     redis: Redis, *, tenant_id: str, user_id: str, limit: int = HISTORY_LENGTH
 ) -> list[tuple[str, str, float]]:
     """The user's latest interactions as (productId, eventType, unix time), newest first."""
-    raw = await redis.zrevrange(
+    raw: list[Any] = await redis.zrevrange(
         keys.user_history(tenant_id, user_id), 0, limit - 1, withscores=True
     )
     found = []

@@ -20,6 +20,7 @@ from dramatiq.middleware import (
 )
 
 from store.settings import get_settings
+from workers.metrics import WorkerMetrics
 
 QUEUES = ("ingest", "catalog", "projections", "training", "maintenance")
 
@@ -53,6 +54,7 @@ def build_broker(url: str) -> RedisBroker:
             Retries(max_retries=3, min_backoff=500, max_backoff=10_000),
             CurrentMessage(),
             AsyncIO(),
+            WorkerMetrics(QUEUES),
         ],
     )
     return broker

@@ -19,6 +19,7 @@ ALL_BLUEPRINTS = [
     tenants.bp,
     api_keys.bp,
     events.bp,
+    events.metrics_bp,
     catalog.bp,
     recommendations.bp,
     widgets.bp,

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import Field
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request, Sanic
-from sanic.response import HTTPResponse, json
+from sanic.response import HTTPResponse, json, raw
 
 from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
@@ -25,8 +26,12 @@ from domain.events import (
     parse_event,
 )
 from store.events import decode_cursor, encode_cursor, known_products, list_events, seen_before
+from workers.broker import QUEUES
+from workers.metrics import queue_families, queue_stats_async
 
 bp = Blueprint("events", url_prefix="/api/v1")
+# Prometheus scrapes /metrics at the root, outside the versioned api.
+metrics_bp = Blueprint("queue_metrics")
 
 # Single events posted within this many seconds share one queue message: one message (and one
 # worker transaction) per event caps a worker near 1,000 events/s.
@@ -112,7 +117,7 @@ class EventPage(ApiModel):
     next_cursor: str | None
 
 
-Send = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+Send = Callable[[str, list[dict[str, Any]]], Coroutine[Any, Any, None]]
 
 
 class _Pending:
@@ -242,8 +247,8 @@ async def post_event_batch(request: Request) -> HTTPResponse:
     now = datetime.now(UTC)
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, Event]] = []
-    for index, raw in enumerate(items):
-        event, errors = check_event(raw, tenant_id=request.ctx.tenant_id, now=now)
+    for index, item in enumerate(items):
+        event, errors = check_event(item, tenant_id=request.ctx.tenant_id, now=now)
         if event is None:
             results[index] = {
                 "index": index,
@@ -343,3 +348,29 @@ async def browse_events(request: Request, tenant_id: str) -> HTTPResponse:
         for r in page
     ]
     return json({"items": items, "nextCursor": next_cursor})
+
+
+class _Families:
+    def __init__(self, families: list[Any]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Any]:
+        return self._families
+
+
+@metrics_bp.get("/metrics")
+@document(
+    summary="Queue depth, lag and dead letters (Prometheus text format)",
+    tags=["operations"],
+    responses={200: None},
+    content_type="text/plain",
+)
+async def queue_metrics(request: Request) -> HTTPResponse:
+    """Prometheus gauges of every queue, read from the broker."""
+    try:
+        stats = await queue_stats_async(request.app.ctx.broker_redis, QUEUES)
+    except (RedisError, OSError) as exc:
+        raise Unavailable("The broker cannot be read.") from exc
+    registry = CollectorRegistry()
+    registry.register(_Families(queue_families(stats)))
+    return raw(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

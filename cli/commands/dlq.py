@@ -49,10 +49,11 @@ def dead_messages(client: Redis, *, queue: str, limit: int) -> list[DeadMessage]
     from dramatiq import Message
 
     xqueue = f"{NAMESPACE}:{queue}.XQ"
-    entries = client.zrange(xqueue, 0, limit - 1, withscores=True)
+    entries: list[Any] = client.zrange(xqueue, 0, limit - 1, withscores=True)
     if not entries:
         return []
-    bodies = client.hmget(f"{xqueue}.msgs", [redis_id for redis_id, _ in entries])
+    ids = [redis_id for redis_id, _ in entries]
+    bodies: list[Any] = client.hmget(f"{xqueue}.msgs", ids)
     found = []
     for (redis_id, score), body in zip(entries, bodies, strict=True):
         if body is None:
@@ -99,7 +100,7 @@ def replay(client: Redis, broker: Any, *, queue: str, limit: int) -> int:
             for k, v in dead.message.options.items()
             if k not in {"retries", "traceback", "redis_message_id", "eta"}
         }
-        fresh = Message(
+        fresh: Message[Any] = Message(
             queue_name=q_name(dead.message.queue_name),
             actor_name=dead.message.actor_name,
             args=dead.message.args,

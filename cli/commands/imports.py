@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from cli.commands.events_import import register_events_import
 from domain import catalog as rules
 from domain.errors import FieldError
 from store import catalog as catalog_store
@@ -59,6 +60,7 @@ def register_import_commands(kinds: argparse._SubParsersAction) -> None:
     catalog.add_argument("--chunk-size", type=int, default=CHUNK_SIZE)
     catalog.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     catalog.set_defaults(func=run_catalog_import)
+    register_events_import(kinds)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,13 +33,20 @@ async def _count(db: asyncpg.Pool, tenant_id: str) -> int:
     return int(await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id))
 
 
-async def _wait_rows(db: asyncpg.Pool, tenant_id: str, expected: int, timeout: float = 15) -> int:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_rows(db: asyncpg.Pool, tenant_id: str, expected: int, within: float = 15) -> int:
+    deadline = asyncio.get_running_loop().time() + within
     count = await _count(db, tenant_id)
     while count < expected and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
         count = await _count(db, tenant_id)
     return count
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An asyncio HTTP client for the api."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture
@@ -73,13 +81,15 @@ BAD_EVENTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_EVENTS))
 async def test_an_invalid_event_is_a_422_problem_and_stores_nothing(
-    case: str, client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    case: str, http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
-    response = client.post("/api/v1/events", json=BAD_EVENTS[case], headers=tenant.write_headers)
+    response = await http.post(
+        "/api/v1/events", json=BAD_EVENTS[case], headers=tenant.write_headers
+    )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["errors"]
-    batch = client.post(
+    batch = await http.post(
         "/api/v1/events/batch", json={"events": [BAD_EVENTS[case]]}, headers=tenant.write_headers
     )
     assert batch.status_code == 202
@@ -89,10 +99,10 @@ async def test_an_invalid_event_is_a_422_problem_and_stores_nothing(
 
 
 async def test_malformed_json_is_a_400_problem(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool
 ) -> None:
     for path in ("/api/v1/events", "/api/v1/events/batch"):
-        response = client.post(
+        response = await http.post(
             path,
             content=b'{"eventType": "product_viewed",',
             headers={**tenant.write_headers, "Content-Type": "application/json"},
@@ -103,10 +113,10 @@ async def test_malformed_json_is_a_400_problem(
 
 
 async def test_a_batch_of_101_events_is_refused_whole(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     events = [_event(productId=f"sku-{i}") for i in range(101)]
-    response = client.post(
+    response = await http.post(
         "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
     )
     assert response.status_code == 422
@@ -115,16 +125,18 @@ async def test_a_batch_of_101_events_is_refused_whole(
     assert await _count(db, tenant.tenant_id) == 0
 
 
-async def test_a_read_key_may_not_post_events(client: httpx.Client, tenant: TenantContext) -> None:
-    response = client.post("/api/v1/events", json=_event(), headers=tenant.read_headers)
+async def test_a_read_key_may_not_post_events(
+    http: httpx.AsyncClient, tenant: TenantContext
+) -> None:
+    response = await http.post("/api/v1/events", json=_event(), headers=tenant.read_headers)
     assert response.status_code == 403
 
 
 async def test_an_accepted_event_lands_with_its_warnings_as_flags(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     old = (datetime.now(UTC) - timedelta(days=2)).isoformat()
-    response = client.post(
+    response = await http.post(
         "/api/v1/events",
         json=_event(productId="not-in-catalog", timestamp=old),
         headers=tenant.write_headers,
@@ -143,10 +155,10 @@ async def test_an_accepted_event_lands_with_its_warnings_as_flags(
 
 
 async def test_a_product_in_the_catalog_gets_no_unknown_product_warning(
-    client: httpx.Client, tenant: TenantContext, redis: Redis
+    http: httpx.AsyncClient, tenant: TenantContext, redis: Redis
 ) -> None:
     await redis.hset(keys.catalog_cards(tenant.tenant_id), "sku-known", '{"name": "Known"}')
-    response = client.post(
+    response = await http.post(
         "/api/v1/events", json=_event(productId="sku-known"), headers=tenant.write_headers
     )
     assert response.status_code == 202
@@ -154,14 +166,14 @@ async def test_a_product_in_the_catalog_gets_no_unknown_product_warning(
 
 
 async def test_the_same_event_posted_again_is_a_duplicate_and_stored_once(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     event = _event()
-    first = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    first = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
     assert first.status_code == 202
     assert await _wait_rows(db, tenant.tenant_id, 1) == 1
     await asyncio.sleep(0.3)  # the worker marks it seen right after the insert
-    again = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    again = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
     assert again.status_code == 200
     assert again.json() == {"status": "duplicate", "eventId": first.json()["eventId"]}
     await asyncio.sleep(0.3)
@@ -169,22 +181,22 @@ async def test_the_same_event_posted_again_is_a_duplicate_and_stored_once(
 
 
 async def test_a_client_event_id_dedupes_retries_without_a_timestamp(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     event = _event(eventId="order-42-view")
     del event["timestamp"]
-    first = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    first = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
     assert first.status_code == 202 and first.json()["eventId"] == "order-42-view"
     assert await _wait_rows(db, tenant.tenant_id, 1) == 1
     await asyncio.sleep(0.3)
-    again = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+    again = await http.post("/api/v1/events", json=event, headers=tenant.write_headers)
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     await asyncio.sleep(0.3)
     assert await _count(db, tenant.tenant_id) == 1
 
 
 async def test_the_same_batch_posted_twice_stores_and_counts_each_event_once(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
     now = datetime.now(UTC)
     events = [
@@ -201,18 +213,18 @@ async def test_the_same_batch_posted_twice_stores_and_counts_each_event_once(
             metadata={"placementId": "home", "strategy": "trending"},
         )
     )
-    first = client.post(
+    first = await http.post(
         "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
     )
     # Posted again at once, before the worker has run: the database dedupes.
-    second = client.post(
+    second = await http.post(
         "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
     )
     assert first.status_code == second.status_code == 202
     assert first.json()["accepted"] == 31
     assert await _wait_rows(db, tenant.tenant_id, 31) == 31
     await asyncio.sleep(0.5)
-    third = client.post(
+    third = await http.post(
         "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
     )
     assert third.json()["duplicates"] == 31
@@ -226,10 +238,10 @@ async def test_the_same_batch_posted_twice_stores_and_counts_each_event_once(
 
 
 async def test_an_event_repeated_inside_one_batch_is_reported_duplicate(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     event = _event()
-    response = client.post(
+    response = await http.post(
         "/api/v1/events/batch", json={"events": [event, event]}, headers=tenant.write_headers
     )
     body = response.json()
@@ -238,7 +250,7 @@ async def test_an_event_repeated_inside_one_batch_is_reported_duplicate(
 
 
 async def test_ingestion_feeds_history_purchased_set_and_trending(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
     now = datetime.now(UTC)
     events = [
@@ -251,7 +263,7 @@ async def test_ingestion_feeds_history_purchased_set_and_trending(
             timestamp=(now - timedelta(seconds=5)).isoformat(),
         ),
     ]
-    client.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
+    await http.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
     assert await _wait_rows(db, tenant.tenant_id, 2) == 2
     await asyncio.sleep(0.3)
     from store.history import purchased, recent_history, trending_scores
@@ -266,7 +278,7 @@ async def test_ingestion_feeds_history_purchased_set_and_trending(
 
 
 async def test_the_event_viewer_pages_newest_first_with_filters(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
     now = datetime.now(UTC)
     events = [
@@ -278,21 +290,21 @@ async def test_the_event_viewer_pages_newest_first_with_filters(
         for i in range(5)
     ]
     events.append(_event(userId="someone-else", productId="sku-9"))
-    client.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
+    await http.post("/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers)
     assert await _wait_rows(db, tenant.tenant_id, 6) == 6
     url = f"/api/v1/tenants/{tenant.tenant_id}/events"
     seen: list[str] = []
     cursor = None
     while True:
         params = {"userId": "viewer", "limit": "2", **({"cursor": cursor} if cursor else {})}
-        page = client.get(url, params=params, headers=tenant.admin_headers)
+        page = await http.get(url, params=params, headers=tenant.admin_headers)
         assert page.status_code == 200, page.text
         seen += [item["productId"] for item in page.json()["items"]]
         cursor = page.json()["nextCursor"]
         if cursor is None:
             break
     assert seen == [f"sku-{i}" for i in range(5)]
-    ranged = client.get(
+    ranged = await http.get(
         url,
         params={
             "from": (now - timedelta(minutes=2, seconds=30)).isoformat(),
@@ -302,23 +314,23 @@ async def test_the_event_viewer_pages_newest_first_with_filters(
         headers=tenant.admin_headers,
     )
     assert [item["productId"] for item in ranged.json()["items"]] == ["sku-1", "sku-2"]
-    bad = client.get(url, params={"cursor": "nonsense"}, headers=tenant.admin_headers)
+    bad = await http.get(url, params={"cursor": "nonsense"}, headers=tenant.admin_headers)
     assert bad.status_code == 422
 
 
 async def test_the_event_viewer_hides_other_tenants_events(
-    client: httpx.Client, tenant: TenantContext, other_tenant: TenantContext
+    http: httpx.AsyncClient, tenant: TenantContext, other_tenant: TenantContext
 ) -> None:
-    response = client.get(
+    response = await http.get(
         f"/api/v1/tenants/{other_tenant.tenant_id}/events", headers=tenant.admin_headers
     )
     assert response.status_code == 404
-    unauthenticated = client.get(f"/api/v1/tenants/{tenant.tenant_id}/events")
+    unauthenticated = await http.get(f"/api/v1/tenants/{tenant.tenant_id}/events")
     assert unauthenticated.status_code == 401
 
 
-async def test_the_events_routes_are_in_the_openapi_document(client: httpx.Client) -> None:
-    paths = client.get("/api/v1/openapi.json").json()["paths"]
+async def test_the_events_routes_are_in_the_openapi_document(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/api/v1/openapi.json")).json()["paths"]
     assert "post" in paths["/api/v1/events"]
     assert "post" in paths["/api/v1/events/batch"]
     assert "get" in paths["/api/v1/tenants/{tenant_id}/events"]

@@ -22,8 +22,8 @@ from workers.actors.attribution import reconcile_revenue_attributions
 from workers.actors.ingest import MalformedMessage, ingest_events
 
 # Dramatiq wraps async actors to run on its worker loop; the tests await the function itself.
-ingest = ingest_events.fn.__wrapped__
-reconcile = reconcile_revenue_attributions.fn.__wrapped__
+ingest: Any = getattr(ingest_events.fn, "__wrapped__")  # noqa: B009
+reconcile: Any = getattr(reconcile_revenue_attributions.fn, "__wrapped__")  # noqa: B009
 
 
 @pytest.fixture
@@ -204,8 +204,10 @@ async def test_the_partition_job_creates_months_ahead_idempotently(
 ) -> None:
     from workers.actors.maintenance import create_event_partitions
 
-    await create_event_partitions.fn.__wrapped__(months_ahead=5)
-    assert await create_event_partitions.fn.__wrapped__(months_ahead=5) == 0
+    partitions: Any = getattr(create_event_partitions.fn, "__wrapped__")  # noqa: B009
+
+    await partitions(months_ahead=5)
+    assert await partitions(months_ahead=5) == 0
     ahead = (datetime.now(UTC).replace(day=1) + timedelta(days=5 * 31)).strftime("events_%Y_%m")
     assert await db.fetchval("SELECT to_regclass($1) IS NOT NULL", ahead)
 

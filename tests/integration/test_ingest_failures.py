@@ -213,7 +213,7 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
         _stop(api)
 
 
-def _dead(client: SyncRedis, queue: str = "ingest") -> list[bytes]:
+def _dead(client: Any, queue: str = "ingest") -> list[bytes]:
     return list(client.zrange(f"dramatiq:{queue}.XQ", 0, -1))
 
 
@@ -228,9 +228,9 @@ def test_a_poison_message_is_dead_lettered_after_a_few_tries_and_replay_requeues
     ).to_message()
     event["user"] = "nul\x00byte"  # PostgreSQL refuses it on every try
     broker = RedisBroker(url=migrated.broker_url)
-    client = SyncRedis.from_url(migrated.broker_url)
+    client: Any = SyncRedis.from_url(migrated.broker_url)
     try:
-        message = Message(
+        message: Message[Any] = Message(
             queue_name="ingest",
             actor_name="ingest_events",
             args=(tenant_id, [event]),

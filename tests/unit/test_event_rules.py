@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,12 @@ def test_timestamps_are_normalised_to_utc_so_equal_moments_dedupe() -> None:
 
 
 def test_the_digest_changes_with_each_part_of_the_dedupe_key() -> None:
-    base = {"user_id": "u", "event_type": "purchase", "product_id": "p", "occurred_at": NOW}
+    base: dict[str, Any] = {
+        "user_id": "u",
+        "event_type": "purchase",
+        "product_id": "p",
+        "occurred_at": NOW,
+    }
     digests = {dedupe_digest(tenant_id=TENANT, **base)}
     for name, value in [
         ("user_id", "v"),
@@ -90,13 +96,14 @@ def test_nul_characters_are_refused_because_postgresql_cannot_store_them() -> No
 
 def test_a_batch_envelope_needs_one_to_a_hundred_events() -> None:
     assert len(batch_items({"events": [{}] * 100})) == 100
-    for body in (
+    bodies: list[Any] = [
         {"events": []},
         {"events": [{}] * 101},
         {"events": {}},
         [],
         {"events": [], "x": 1},
-    ):
+    ]
+    for body in bodies:
         with pytest.raises(ValidationFailed):
             batch_items(body)
 

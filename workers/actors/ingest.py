@@ -10,7 +10,7 @@ import dramatiq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from store.events import apply_guarded, attribution_effects, event_effects, insert_events
+from store.events import ingest_and_project
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
 
@@ -70,9 +70,6 @@ def _check(events: Any) -> list[dict[str, Any]]:
 )
 async def ingest_events(tenant_id: str, events: list[dict[str, Any]]) -> int:
     """Store the tenant's events (dedupe), then apply their side effects at most once each."""
-    outcome = await insert_events(await db_pool(), tenant_id=tenant_id, events=_check(events))
-    client_ids = {e["id"] for e in events if e.get("client")}
-    effects = event_effects(tenant_id=tenant_id, rows=outcome.rows, client_ids=client_ids)
-    effects += attribution_effects(tenant_id=tenant_id, attributions=outcome.attributions)
-    await apply_guarded(redis_client(), effects)
-    return outcome.inserted
+    return await ingest_and_project(
+        await db_pool(), redis_client(), tenant_id=tenant_id, events=_check(events)
+    )

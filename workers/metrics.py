@@ -1,0 +1,185 @@
+"""Prometheus metrics of the queues (depth, lag, dead letters) and of the workers (processed and
+failed messages, processing time). The worker exports them on its own port; the api serves the
+queue metrics at GET /metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+from dramatiq import Message
+from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("recomengine.metrics")
+
+NAMESPACE = "dramatiq"
+# The first worker process listens here, the next ones on the following ports.
+DEFAULT_METRICS_PORT = 9191
+METRICS_PORT_ENV = "RECOMENGINE_WORKER_METRICS_PORT"
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """How one queue stands right now."""
+
+    queue: str
+    ready: int
+    unacked: int
+    delayed: int
+    dead: int
+    lag_seconds: float
+
+
+def _keys(queue: str) -> tuple[str, str, str, str, str]:
+    base = f"{NAMESPACE}:{queue}"
+    return base, f"{base}.msgs", f"{base}.DQ", f"{base}.DQ.msgs", f"{base}.XQ"
+
+
+def _stats(queue: str, raw: list[Any], oldest: bytes | None, now: float) -> QueueStats:
+    ready, pending, delayed, dead = (int(v or 0) for v in raw)
+    lag = 0.0
+    if oldest is not None:
+        # Age of the oldest waiting message: what a new event waits before a worker sees it.
+        lag = max(0.0, now - Message.decode(oldest).message_timestamp / 1000)
+    return QueueStats(queue, ready, max(0, pending - ready), delayed, dead, lag)
+
+
+def queue_stats(client: Any, queues: Iterable[str]) -> list[QueueStats]:
+    """Depth, delayed, dead and lag of each queue, read with a synchronous Redis client."""
+    found = []
+    for queue in queues:
+        base, msgs, delayed, _, dead = _keys(queue)
+        pipe = client.pipeline(transaction=False)
+        pipe.llen(base).hlen(msgs).llen(delayed).zcard(dead).lindex(base, 0)
+        *raw, head = pipe.execute()
+        oldest = client.hget(msgs, head) if head is not None else None
+        found.append(_stats(queue, raw, oldest, time.time()))
+    return found
+
+
+async def queue_stats_async(client: Any, queues: Iterable[str]) -> list[QueueStats]:
+    """The same as `queue_stats`, with an asyncio Redis client."""
+    found = []
+    for queue in queues:
+        base, msgs, delayed, _, dead = _keys(queue)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.llen(base).hlen(msgs).llen(delayed).zcard(dead).lindex(base, 0)
+            *raw, head = await pipe.execute()
+        oldest = await client.hget(msgs, head) if head is not None else None
+        found.append(_stats(queue, raw, oldest, time.time()))
+    return found
+
+
+def queue_families(stats: Iterable[QueueStats]) -> list[GaugeMetricFamily]:
+    """Prometheus gauges of queue stats."""
+    families = {
+        "ready": GaugeMetricFamily(
+            "recomengine_queue_depth", "Messages waiting on the queue", labels=["queue"]
+        ),
+        "unacked": GaugeMetricFamily(
+            "recomengine_queue_in_progress",
+            "Messages taken by workers, not acked",
+            labels=["queue"],
+        ),
+        "delayed": GaugeMetricFamily(
+            "recomengine_queue_delayed", "Messages waiting for a retry", labels=["queue"]
+        ),
+        "dead": GaugeMetricFamily(
+            "recomengine_queue_dead_letters", "Messages in the dead-letter queue", labels=["queue"]
+        ),
+        "lag_seconds": GaugeMetricFamily(
+            "recomengine_queue_lag_seconds", "Age of the oldest waiting message", labels=["queue"]
+        ),
+    }
+    for item in stats:
+        for name, family in families.items():
+            family.add_metric([item.queue], getattr(item, name))
+    return list(families.values())
+
+
+class QueueCollector(Collector):
+    """Collects queue gauges from the broker's Redis at scrape time."""
+
+    def __init__(self, client: Any, queues: Iterable[str]) -> None:
+        self._client = client
+        self._queues = list(queues)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The current gauges (none when Redis cannot be read)."""
+        try:
+            yield from queue_families(queue_stats(self._client, self._queues))
+        except Exception:  # a scrape must not fail because the broker blinked
+            log.warning("could not read queue stats", exc_info=True)
+
+
+class WorkerMetrics(Middleware):
+    """Counts processed and failed messages per queue and actor, times them, and serves
+    everything (with the queue gauges) over HTTP from each worker process."""
+
+    def __init__(self, queues: Iterable[str]) -> None:
+        self.registry = CollectorRegistry()
+        self._queues = list(queues)
+        self.processed = Counter(
+            "recomengine_messages_processed",
+            "Messages processed successfully",
+            ["queue", "actor"],
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "recomengine_messages_failed",
+            "Messages whose processing raised",
+            ["queue", "actor"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "recomengine_message_seconds",
+            "Processing time",
+            ["queue", "actor"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+        )
+        self._started: dict[str, float] = {}
+        self.port: int | None = None
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        """Serve /metrics on the first free port from the configured one."""
+        self.registry.register(QueueCollector(broker.client, self._queues))  # type: ignore[attr-defined]
+        base = int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT))
+        for port in range(base, base + 32):
+            try:
+                start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
+            except OSError:
+                continue
+            self.port = port
+            log.info("worker metrics on port %d", port)
+            return
+        log.warning("no free port for worker metrics from %d", base)
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        """Remember when the message started."""
+        self._started[message.message_id] = time.perf_counter()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Count and time the message."""
+        labels = (message.queue_name, message.actor_name)
+        started = self._started.pop(message.message_id, None)
+        if started is not None:
+            self.seconds.labels(*labels).observe(time.perf_counter() - started)
+        (self.failed if exception is not None else self.processed).labels(*labels).inc()
+
+    after_skip_message = after_process_message
