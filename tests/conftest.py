@@ -115,10 +115,15 @@ class Process:
         return self
 
     def stop(self, *, kill: bool = False) -> None:
-        """SIGTERM (or SIGKILL) the whole process group and wait for it."""
+        """SIGTERM the process (it stops its own children), or SIGKILL the whole group."""
         if self.popen is None or self.popen.poll() is not None:
             return
-        os.killpg(self.popen.pid, 9 if kill else 15)
+        if kill:
+            os.killpg(self.popen.pid, 9)
+        else:
+            # Only the parent: a Dramatiq pool forwards the signal to its workers itself, and
+            # a second SIGTERM straight to a worker process stalls its graceful shutdown.
+            os.kill(self.popen.pid, 15)
         try:
             self.popen.wait(timeout=20)
         except subprocess.TimeoutExpired:

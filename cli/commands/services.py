@@ -132,7 +132,8 @@ def run_down(args: argparse.Namespace) -> int:
         pid_file = RUN_DIR / f"{name}.pid"
         if _alive(pid_file):
             pid = int(pid_file.read_text().strip())
-            os.killpg(pid, signal.SIGTERM)
+            # The parent stops its own children (a second signal would stall Dramatiq's).
+            os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
             while _alive(pid_file) and time.monotonic() < deadline:
                 time.sleep(0.2)
