@@ -30,4 +30,15 @@ JOBS: list[Job] = [
     Job("send-pending-mail", "send_pending_mail", "interval", {"minutes": 1}),
     Job("flush-api-key-last-used", "flush_api_key_last_used", "interval", {"minutes": 1}),
     Job("purge-deleted-tenants", "purge_deleted_tenants", "cron", {"hour": 3, "minute": 17}),
+    Job("refresh-analytics", "refresh_analytics", "interval", {"minutes": 5}),
+    Job(
+        "refresh-analytics-nightly",
+        "refresh_analytics",
+        "cron",
+        {"hour": 0, "minute": 20},
+        {"lookback_minutes": 26 * 60},
+    ),
+    Job(
+        "apply-analytics-retention", "apply_analytics_retention", "cron", {"hour": 3, "minute": 47}
+    ),
 ]

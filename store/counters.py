@@ -1,5 +1,5 @@
 """Real-time counters in Redis: per tenant and day, per placement and strategy, per experiment
-variant; active users as a HyperLogLog. Kept 8 days (the spec keeps real-time counters 7)."""
+variant; active users as a HyperLogLog. Kept 7 days, as the spec keeps real-time counters."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from store import keys
 
-COUNTER_TTL_SECONDS = 8 * 24 * 3600
+COUNTER_TTL_SECONDS = 7 * 24 * 3600
 METRICS = ("events", "impressions", "clicks", "conversions", "revenue")
 
 # One Redis operation: (command, key, first argument, second argument).

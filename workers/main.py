@@ -2,6 +2,7 @@
 
 from workers import broker  # noqa: F401
 from workers.actors import (
+    analytics,  # noqa: F401
     attribution,  # noqa: F401
     catalog,  # noqa: F401
     housekeeping,  # noqa: F401

@@ -1,7 +1,299 @@
-"""HTTP routes of the analytics area."""
+"""HTTP routes of the analytics area: KPIs, time series, top products and a CSV export per
+tenant, and the overview over every tenant of the admin."""
 
 from __future__ import annotations
 
-from sanic import Blueprint
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import Field
+from sanic import Blueprint, Request
+from sanic.response import HTTPResponse, json
+
+from api.openapi import document
+from api.security import owned_tenant, require_admin
+from api.validation import ApiModel, parse_query
+from domain import analytics as rules
+from domain.errors import FieldError, ValidationFailed
+from store import analytics as analytics_store
 
 bp = Blueprint("analytics", url_prefix="/api/v1")
+
+Metric = Literal[
+    "impressions",
+    "clicks",
+    "ctr",
+    "conversions",
+    "conversionRate",
+    "revenue",
+    "attributedRevenue",
+    "events",
+    "activeUsers",
+]
+CSV_COLUMNS = ["day", *rules.METRICS]
+
+
+class PeriodQuery(ApiModel):
+    """The period: ISO dates (whole UTC days, `to` included) or date-times with a zone (`to`
+    excluded); by default the last 30 UTC days including today; at most 400 days."""
+
+    from_: str | None = Field(default=None, alias="from", max_length=64)
+    to: str | None = Field(default=None, max_length=64)
+
+
+class TimeseriesQuery(PeriodQuery):
+    """A metric per UTC day, or per hour for periods of at most 7 days."""
+
+    metric: Metric = "impressions"
+    interval: Literal["day", "hour"] = "day"
+
+
+class TopProductsQuery(PeriodQuery):
+    """Products ranked by one figure."""
+
+    sort: Literal["clicks", "impressions", "conversions", "revenue", "attributedRevenue"] = "clicks"
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class ExportQuery(PeriodQuery):
+    """Daily rows of every overview figure."""
+
+    format: Literal["csv"] = "csv"
+
+
+class OverviewRead(ApiModel):
+    """KPIs of a period; a ratio is null when its denominator is 0."""
+
+    impressions: int
+    clicks: int
+    ctr: float | None = Field(description="clicks / impressions")
+    conversions: int = Field(description="purchase events")
+    conversion_rate: float | None = Field(description="conversions / activeUsers")
+    revenue: float = Field(description="sum of purchase prices")
+    attributed_revenue: float = Field(description="revenue attributed to recommendation clicks")
+    events: int
+    active_users: int = Field(description="distinct users over the whole period")
+
+
+class PeriodRead(ApiModel):
+    """The period an answer covers, [from, to)."""
+
+    from_: str = Field(alias="from")
+    to: str
+
+
+class TenantOverviewRead(OverviewRead):
+    """One tenant's overview."""
+
+    period: PeriodRead
+
+
+class TenantFigures(OverviewRead):
+    """One tenant's share of the all-tenants overview."""
+
+    tenant_id: str
+    name: str
+
+
+class AllTenantsOverviewRead(OverviewRead):
+    """The overview summed over the admin's tenants, with each tenant's figures."""
+
+    period: PeriodRead
+    tenants: list[TenantFigures]
+
+
+class SeriesPoint(ApiModel):
+    """One bucket, starting at `start` (the period's start for a partial first bucket)."""
+
+    start: str
+    value: float | None
+
+
+class TimeseriesRead(ApiModel):
+    """A metric over time."""
+
+    metric: Metric
+    interval: Literal["day", "hour"]
+    period: PeriodRead
+    points: list[SeriesPoint]
+
+
+class ProductFigures(ApiModel):
+    """One product's figures over the period."""
+
+    product_id: str
+    name: str | None
+    impressions: int
+    clicks: int
+    ctr: float | None
+    conversions: int
+    revenue: float
+    attributed_revenue: float
+
+
+class TopProductsRead(ApiModel):
+    """Products with a non-zero `sort` figure, best first."""
+
+    sort: str
+    period: PeriodRead
+    data: list[ProductFigures]
+
+
+def _period(query: PeriodQuery, *, interval: str | None = None) -> rules.Period:
+    try:
+        period = rules.resolve_period(from_raw=query.from_, to_raw=query.to, now=datetime.now(UTC))
+        if interval is not None:
+            rules.check_interval(period, interval)
+    except rules.PeriodError as exc:
+        raise ValidationFailed(
+            "The period is not valid.", errors=[FieldError(exc.field, exc.message)]
+        ) from exc
+    return period
+
+
+def _period_read(period: rules.Period) -> dict[str, str]:
+    return {"from": period.start.isoformat(), "to": period.end.isoformat()}
+
+
+async def _tenant_key(request: Request, tenant_id: str) -> str:
+    tenant = await owned_tenant(request, tenant_id)
+    return str(tenant["id"])
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/overview")
+@document(
+    summary="A tenant's KPIs over a period",
+    tags=["analytics"],
+    query=PeriodQuery,
+    responses={200: TenantOverviewRead},
+    security="bearer",
+)
+@require_admin
+async def tenant_overview(request: Request, tenant_id: str) -> HTTPResponse:
+    """Impressions, clicks, CTR, conversions, revenue, attributed revenue, users."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    period = _period(parse_query(request, PeriodQuery))
+    figures = await analytics_store.tenant_overview(
+        request.app.ctx.db, tenant_id=tenant_key, period=period, now=datetime.now(UTC)
+    )
+    return json({**figures, "period": _period_read(period)})
+
+
+@bp.get("/analytics/overview")
+@document(
+    summary="KPIs summed over every tenant of the admin",
+    tags=["analytics"],
+    query=PeriodQuery,
+    responses={200: AllTenantsOverviewRead},
+    security="bearer",
+)
+@require_admin
+async def all_tenants_overview(request: Request) -> HTTPResponse:
+    """The caller's tenants only, summed, with each tenant's own figures."""
+    period = _period(parse_query(request, PeriodQuery))
+    figures = await analytics_store.owner_overview(
+        request.app.ctx.db, owner_id=request.ctx.admin_id, period=period, now=datetime.now(UTC)
+    )
+    return json({**figures, "period": _period_read(period)})
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/timeseries")
+@document(
+    summary="One metric of a tenant per day or hour",
+    tags=["analytics"],
+    query=TimeseriesQuery,
+    responses={200: TimeseriesRead},
+    security="bearer",
+)
+@require_admin
+async def timeseries(request: Request, tenant_id: str) -> HTTPResponse:
+    """Every bucket of the period, empty ones included."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    query = parse_query(request, TimeseriesQuery)
+    period = _period(query, interval=query.interval)
+    points = await analytics_store.series(
+        request.app.ctx.db,
+        tenant_id=tenant_key,
+        period=period,
+        interval=query.interval,
+        now=datetime.now(UTC),
+    )
+    return json(
+        {
+            "metric": query.metric,
+            "interval": query.interval,
+            "period": _period_read(period),
+            "points": [
+                {"start": point["start"].isoformat(), "value": point[query.metric]}
+                for point in points
+            ],
+        }
+    )
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/top-products")
+@document(
+    summary="A tenant's top products over a period",
+    tags=["analytics"],
+    query=TopProductsQuery,
+    responses={200: TopProductsRead},
+    security="bearer",
+)
+@require_admin
+async def top_products(request: Request, tenant_id: str) -> HTTPResponse:
+    """Products by clicks, impressions, conversions, revenue or attributed revenue."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    query = parse_query(request, TopProductsQuery)
+    period = _period(query)
+    found = await analytics_store.top_products(
+        request.app.ctx.db,
+        tenant_id=tenant_key,
+        period=period,
+        sort=query.sort,
+        limit=query.limit,
+        now=datetime.now(UTC),
+    )
+    return json({"sort": query.sort, "period": _period_read(period), "data": found})
+
+
+def _csv_lines(points: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for point in points:
+        writer.writerow(
+            [point["start"].date().isoformat()]
+            + ["" if point[name] is None else point[name] for name in rules.METRICS]
+        )
+    return buffer.getvalue()
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/export")
+@document(
+    summary="A tenant's daily figures as CSV (streamed)",
+    tags=["analytics"],
+    query=ExportQuery,
+    responses={200: None},
+    security="bearer",
+    content_type="text/csv",
+)
+@require_admin
+async def export(request: Request, tenant_id: str) -> HTTPResponse:
+    """A header line, then one row per UTC day of the period, sent a month at a time."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    period = _period(parse_query(request, ExportQuery))
+    now = datetime.now(UTC)
+    name = f"analytics-{tenant_key}-{period.start.date()}-{period.end.date()}.csv"
+    response = await request.respond(
+        content_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+    await response.send(",".join(CSV_COLUMNS) + "\n")
+    for piece in analytics_store.daily_chunks(period):
+        points = await analytics_store.series(
+            request.app.ctx.db, tenant_id=tenant_key, period=piece, interval="day", now=now
+        )
+        await response.send(_csv_lines(points))
+    await response.eof()
+    return response

@@ -1,0 +1,291 @@
+"""Analytics rules: reporting periods, how a period splits into pre-aggregated days and raw
+slices, KPI formulas, and exact distinct-user unions over per-day user bitmaps.
+
+Definitions (per tenant, over a half-open period [start, end) of event time `occurred_at`):
+
+- impressions: `recommendation_impressed` events; clicks: `recommendation_clicked` events;
+- conversions: `purchase` events; revenue: the sum of their price (`metadata.price`);
+- attributedRevenue: the sum of revenue attributions whose purchase lies in the period;
+- events: every event; activeUsers: users with at least one event in the period, counted once
+  over the whole period (not a sum of daily counts);
+- ctr = clicks / impressions; conversionRate = conversions / activeUsers (purchases per active
+  user); a ratio is None when its denominator is 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import numpy as np
+
+MAX_PERIOD = timedelta(days=400)
+MAX_HOURLY_PERIOD = timedelta(days=7)
+DEFAULT_DAYS = 30
+ADDITIVE = ("impressions", "clicks", "conversions", "revenue", "attributed_revenue", "events")
+METRICS = {
+    "impressions": "impressions",
+    "clicks": "clicks",
+    "ctr": "ctr",
+    "conversions": "conversions",
+    "conversionRate": "conversion_rate",
+    "revenue": "revenue",
+    "attributedRevenue": "attributed_revenue",
+    "events": "events",
+    "activeUsers": "active_users",
+}
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+ONE_DAY = timedelta(days=1)
+
+
+class PeriodError(ValueError):
+    """A period parameter is malformed or out of bounds; `field` names the parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open UTC interval [start, end) of event time."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def length(self) -> timedelta:
+        """How long the period is."""
+        return self.end - self.start
+
+
+def day_start(day: date) -> datetime:
+    """Midnight UTC at the start of `day`."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _parse_bound(raw: str, *, field: str, is_end: bool) -> datetime:
+    text = raw.strip()
+    if _DATE_ONLY.match(text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError as exc:
+            raise PeriodError(field, "Not a valid date") from exc
+        # A date as `to` includes that whole UTC day.
+        return day_start(day + ONE_DAY) if is_end else day_start(day)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise PeriodError(field, "Must be an ISO 8601 date or date-time") from exc
+    if moment.tzinfo is None:
+        raise PeriodError(field, "A date-time needs a time zone (e.g. Z or +00:00)")
+    return moment.astimezone(UTC)
+
+
+def resolve_period(
+    *, from_raw: str | None, to_raw: str | None, now: datetime, max_length: timedelta = MAX_PERIOD
+) -> Period:
+    """The period a request names: a date covers its whole UTC day, a date-time is an instant
+    (to is exclusive); by default the last 30 UTC days including today."""
+    end = (
+        _parse_bound(to_raw, field="to", is_end=True)
+        if to_raw
+        else day_start(now.astimezone(UTC).date() + ONE_DAY)
+    )
+    start = (
+        _parse_bound(from_raw, field="from", is_end=False)
+        if from_raw
+        else day_start(end.date() - timedelta(days=DEFAULT_DAYS))
+        if end.time() == time(0)
+        else day_start(end.date() - timedelta(days=DEFAULT_DAYS - 1))
+    )
+    # from <= to as written: a date `to` is compared by its first instant.
+    if start > end or (to_raw and start > _parse_bound(to_raw, field="to", is_end=False)):
+        raise PeriodError("from", "Must not be after to")
+    if end - start > max_length:
+        raise PeriodError("to", f"The period may span at most {max_length.days} days")
+    return period_checked(Period(start, end))
+
+
+def period_checked(period: Period) -> Period:
+    """The period, refusing bounds outside the years PostgreSQL dates handle sensibly."""
+    for field, moment in (("from", period.start), ("to", period.end)):
+        if not 1970 <= moment.year <= 9998:
+            raise PeriodError(field, "Must lie between the years 1970 and 9998")
+    return period
+
+
+def check_interval(period: Period, interval: str) -> None:
+    """Hourly series only for periods of at most 7 days."""
+    if interval == "hour" and period.length > MAX_HOURLY_PERIOD:
+        raise PeriodError("interval", "interval=hour needs a period of at most 7 days")
+
+
+def whole_days(period: Period) -> list[date]:
+    """The UTC days lying entirely inside the period, in order."""
+    first = period.start.date() if period.start.time() == time(0) else period.start.date() + ONE_DAY
+    days = []
+    day = first
+    while day_start(day + ONE_DAY) <= period.end:
+        days.append(day)
+        day += ONE_DAY
+    return days
+
+
+def raw_ranges(period: Period, aggregated: Iterable[date]) -> list[Period]:
+    """What of the period is not covered by the aggregated whole days, as few ranges as
+    possible (adjacent pieces merged), in order."""
+    covered = sorted(set(aggregated))
+    pieces: list[Period] = []
+    cursor = period.start
+    for day in covered:
+        start, end = day_start(day), day_start(day + ONE_DAY)
+        if start < period.start or end > period.end:
+            raise ValueError(f"{day} is not a whole day of the period")
+        if cursor < start:
+            pieces.append(Period(cursor, start))
+        cursor = max(cursor, end)
+    if cursor < period.end:
+        pieces.append(Period(cursor, period.end))
+    return pieces
+
+
+def servable_days(
+    candidates: Iterable[date], refreshed_at: dict[date, datetime], *, today: date
+) -> list[date]:
+    """Whole days whose daily aggregate can stand for the raw events: days before today whose
+    refresh ran after the day had ended (a refresh during the day misses its later events)."""
+    return sorted(
+        day
+        for day in candidates
+        if day < today and day in refreshed_at and refreshed_at[day] >= day_start(day + ONE_DAY)
+    )
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """numerator / denominator, or None when there is nothing to divide by."""
+    return None if not denominator else numerator / denominator
+
+
+def empty_figures() -> dict[str, float]:
+    """Additive figures of a period with nothing in it."""
+    return dict.fromkeys(ADDITIVE, 0)
+
+
+def add_figures(total: dict[str, float], part: dict[str, Any]) -> dict[str, float]:
+    """Add the additive figures of `part` into `total` (in place) and return it."""
+    for name in ADDITIVE:
+        total[name] = total[name] + (part.get(name) or 0)
+    return total
+
+
+def overview(figures: dict[str, Any], active_users: int) -> dict[str, Any]:
+    """The API's overview object from additive figures and the distinct user count."""
+    revenue = round(float(figures["revenue"]), 4)
+    attributed = round(float(figures["attributed_revenue"]), 4)
+    return {
+        "impressions": int(figures["impressions"]),
+        "clicks": int(figures["clicks"]),
+        "ctr": ratio(figures["clicks"], figures["impressions"]),
+        "conversions": int(figures["conversions"]),
+        "conversionRate": ratio(figures["conversions"], active_users),
+        "revenue": revenue,
+        "attributedRevenue": attributed,
+        "events": int(figures["events"]),
+        "activeUsers": int(active_users),
+    }
+
+
+def metric_value(metric: str, figures: dict[str, Any], active_users: int) -> float | int | None:
+    """One API metric (camelCase name) of a bucket."""
+    return overview(figures, active_users)[metric]
+
+
+def bucket_starts(period: Period, interval: str) -> list[datetime]:
+    """Start of each bucket of the series: the period's start, then every UTC midnight (day)
+    or full hour (hour) inside the period."""
+    if period.start >= period.end:
+        return []
+    step = ONE_DAY if interval == "day" else timedelta(hours=1)
+    first = truncate(period.start, interval)
+    starts = [period.start]
+    moment = first + step
+    while moment < period.end:
+        starts.append(moment)
+        moment += step
+    return starts
+
+
+def truncate(moment: datetime, interval: str) -> datetime:
+    """The start of the UTC day or hour containing `moment`."""
+    moment = moment.astimezone(UTC)
+    if interval == "day":
+        return day_start(moment.date())
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def bitmap_of(indices: Sequence[int] | np.ndarray) -> bytes:
+    """A little-endian bitmap with bit i set for each user index i."""
+    values = np.asarray(indices, dtype=np.int64)
+    if values.size == 0:
+        return b""
+    if values.min() < 0:
+        raise ValueError("user indices must be non-negative")
+    bits = np.zeros(int(values.max()) + 1, dtype=bool)
+    bits[values] = True
+    return np.packbits(bits, bitorder="little").tobytes()
+
+
+def bitmap_union(bitmaps: Iterable[bytes]) -> bytes:
+    """One bitmap holding every user set in any of `bitmaps`."""
+    arrays = [np.frombuffer(b, dtype=np.uint8) for b in bitmaps if b]
+    if not arrays:
+        return b""
+    union = np.zeros(max(a.size for a in arrays), dtype=np.uint8)
+    for array in arrays:
+        union[: array.size] |= array
+    return union.tobytes()
+
+
+def union_count(bitmaps: Iterable[bytes], extra_indices: Iterable[int] = ()) -> int:
+    """How many distinct users are set in any bitmap or listed in `extra_indices`."""
+    arrays = [np.frombuffer(b, dtype=np.uint8) for b in bitmaps if b]
+    extra = np.fromiter(extra_indices, dtype=np.int64)
+    if extra.size:
+        arrays.append(np.frombuffer(bitmap_of(extra), dtype=np.uint8))
+    if not arrays:
+        return 0
+    width = max(a.size for a in arrays)
+    union = np.zeros(width, dtype=np.uint8)
+    for array in arrays:
+        union[: array.size] |= array
+    return int(np.unpackbits(union).sum())
+
+
+def bitmap_count(bitmap: bytes) -> int:
+    """How many users one bitmap holds."""
+    return int(np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8)).sum()) if bitmap else 0
+
+
+def retention_cutoffs(now: datetime) -> dict[str, date]:
+    """First day kept of each store: raw events 90 days, daily aggregates 1 year (365 days)."""
+    today = now.astimezone(UTC).date()
+    return {"events": today - timedelta(days=90), "daily": today - timedelta(days=365)}
+
+
+def partition_bounds(name: str) -> tuple[date, date] | None:
+    """The month [first day, first day of next month) of a monthly partition named
+    events_YYYY_MM, or None for any other name (the default partition among them)."""
+    found = re.fullmatch(r"events_(\d{4})_(\d{2})", name)
+    if not found:
+        return None
+    year, month = int(found.group(1)), int(found.group(2))
+    if not 1 <= month <= 12:
+        return None
+    first = date(year, month, 1)
+    following = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    return first, following

@@ -1,0 +1,620 @@
+"""Analytics in PostgreSQL: daily aggregates (refresh, late arrivals, retention) and the reads
+the analytics endpoints make, which merge aggregated whole days with raw-event slices.
+
+A whole UTC day is read from `analytics_daily` (totals row: placement '' and strategy ''),
+`analytics_product_daily` and `analytics_daily_users` once a refresh has run after the day
+ended; everything else in a period (today, partial days at its edges, days not refreshed yet)
+is counted from the raw events, so an answer equals a direct count over the raw events. Today's
+figures come from the raw events, not the Redis counters: the ingest actor commits an event to
+PostgreSQL before it bumps the counters, so the table is at least as fresh, and it is exact
+(the counters' distinct users are a HyperLogLog estimate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from domain import analytics as rules
+from domain.analytics import ONE_DAY, Period, day_start
+
+_FIGURES = """
+    count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
+    count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
+    count(*) FILTER (WHERE event_type = 'purchase') AS conversions,
+    coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS revenue,
+    count(*) AS events
+"""
+_COUNTED_TYPES = "('recommendation_impressed', 'recommendation_clicked', 'purchase')"
+SORTS = {
+    "clicks": "clicks",
+    "impressions": "impressions",
+    "conversions": "conversions",
+    "revenue": "revenue",
+    "attributedRevenue": "attributed_revenue",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Refresh
+
+
+async def _lock_tenant(connection: asyncpg.Connection, tenant_id: str) -> None:
+    # One refresh of a tenant at a time: user numbering reads max(idx) and then inserts.
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('analytics'), hashtext($1))", str(tenant_id)
+    )
+
+
+async def _user_indices(
+    connection: asyncpg.Connection, *, tenant_id: str, source: str, start: datetime, end: datetime
+) -> list[int]:
+    """Number the day's new users, then return the numbers of every user active that day."""
+    await connection.execute(
+        f"""
+        INSERT INTO analytics_users (tenant_id, user_id, idx)
+        SELECT $1, n.user_id,
+               (SELECT coalesce(max(idx), -1) FROM analytics_users WHERE tenant_id = $1)
+               + row_number() OVER (ORDER BY n.user_id)
+        FROM (SELECT DISTINCT user_id FROM {source}
+              WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+        WHERE NOT EXISTS (SELECT 1 FROM analytics_users u
+                          WHERE u.tenant_id = $1 AND u.user_id = n.user_id)
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+    rows = await connection.fetch(
+        f"""
+        SELECT u.idx
+        FROM (SELECT DISTINCT user_id FROM {source}
+              WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+        JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+    return [row["idx"] for row in rows]
+
+
+async def summarise_day(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    day: date,
+    source: str = "events",
+    before: datetime | None = None,
+    add: bool = False,
+) -> None:
+    """Write the day's aggregates from the raw rows of `source` (events or one partition).
+
+    By default the aggregates are replaced (the source holds the whole day). With `add` the
+    source's rows are added to what is stored: the default partition's rows older than the
+    retention window, folded in just before they are deleted. Run inside a transaction."""
+    if source not in ("events", "events_default"):
+        raise ValueError(f"unknown source {source!r}")
+    await _lock_tenant(connection, tenant_id)
+    start, end = day_start(day), day_start(day + ONE_DAY)
+    if before is not None:
+        end = min(end, before)
+    indices = await _user_indices(
+        connection, tenant_id=tenant_id, source=source, start=start, end=end
+    )
+    stored = await connection.fetchval(
+        "SELECT users FROM analytics_daily_users WHERE tenant_id = $1 AND day = $2",
+        tenant_id,
+        day,
+    )
+    users = rules.bitmap_of(indices)
+    if add and stored:
+        users = rules.bitmap_union([stored, users])
+    if not add:
+        await connection.execute(
+            "DELETE FROM analytics_daily WHERE tenant_id = $1 AND day = $2", tenant_id, day
+        )
+        await connection.execute(
+            "DELETE FROM analytics_product_daily WHERE tenant_id = $1 AND day = $2", tenant_id, day
+        )
+    # Attributions are not raw events: they are kept as long as the daily aggregates, so a
+    # replace recounts the day's and an add (of old raw rows only) leaves them as they are.
+    attributed = (
+        "0"
+        if add
+        else """(SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
+                 WHERE tenant_id = $1 AND purchased_at >= $3 AND purchased_at < $4)"""
+    )
+    await connection.execute(
+        f"""
+        INSERT INTO analytics_daily AS d (tenant_id, day, impressions, clicks, conversions,
+            revenue, attributed_revenue, events, active_users, refreshed_at)
+        SELECT $1, $2, f.impressions, f.clicks, f.conversions, f.revenue, {attributed},
+               f.events, $5, now()
+        FROM (SELECT {_FIGURES} FROM {source}
+              WHERE tenant_id = $1 AND occurred_at >= $3 AND occurred_at < $4) f
+        ON CONFLICT (tenant_id, day, placement_id, strategy) DO UPDATE SET
+            impressions = d.impressions + EXCLUDED.impressions,
+            clicks = d.clicks + EXCLUDED.clicks,
+            conversions = d.conversions + EXCLUDED.conversions,
+            revenue = d.revenue + EXCLUDED.revenue,
+            events = d.events + EXCLUDED.events,
+            active_users = EXCLUDED.active_users,
+            refreshed_at = EXCLUDED.refreshed_at
+        """,
+        tenant_id,
+        day,
+        start,
+        end,
+        rules.bitmap_count(users),
+    )
+    product_attributions = (
+        ""
+        if add
+        else """
+        UNION ALL
+        SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
+        WHERE tenant_id = $1 AND purchased_at >= $3 AND purchased_at < $4
+        GROUP BY product_id"""
+    )
+    await connection.execute(
+        f"""
+        INSERT INTO analytics_product_daily AS p (tenant_id, day, product_id, impressions, clicks,
+            conversions, revenue, attributed_revenue)
+        SELECT $1, $2, product_id, sum(i), sum(c), sum(v), sum(r), sum(a)
+        FROM (
+            SELECT product_id,
+                   count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
+                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
+                   count(*) FILTER (WHERE event_type = 'purchase') AS v,
+                   coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS r,
+                   0::numeric AS a
+            FROM {source}
+            WHERE tenant_id = $1 AND occurred_at >= $3 AND occurred_at < $4
+              AND event_type IN {_COUNTED_TYPES}
+            GROUP BY product_id
+            {product_attributions}
+        ) x
+        GROUP BY product_id
+        ON CONFLICT (tenant_id, day, product_id) DO UPDATE SET
+            impressions = p.impressions + EXCLUDED.impressions,
+            clicks = p.clicks + EXCLUDED.clicks,
+            conversions = p.conversions + EXCLUDED.conversions,
+            revenue = p.revenue + EXCLUDED.revenue,
+            attributed_revenue = p.attributed_revenue + EXCLUDED.attributed_revenue
+        """,
+        tenant_id,
+        day,
+        start,
+        end,
+    )
+    await connection.execute(
+        """INSERT INTO analytics_daily_users (tenant_id, day, users) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, day) DO UPDATE SET users = EXCLUDED.users""",
+        tenant_id,
+        day,
+        users,
+    )
+
+
+async def refresh_tenant_days(pool: asyncpg.Pool, *, tenant_id: str, days: Sequence[date]) -> int:
+    """Recompute the tenant's aggregates of each day (one transaction per day); days refreshed."""
+    for day in sorted(set(days)):
+        async with pool.acquire() as connection, connection.transaction():
+            await summarise_day(connection, tenant_id=tenant_id, day=day)
+    return len(set(days))
+
+
+async def days_due(
+    pool: asyncpg.Pool, *, now: datetime, late_since: datetime
+) -> list[tuple[str, date]]:
+    """(tenant, day) pairs to refresh: today of every tenant with events today, yesterday
+    where it was last refreshed before it ended, and every day inside the raw-event window
+    that received events or attributions since `late_since` (late arrivals)."""
+    today = now.astimezone(UTC).date()
+    oldest = rules.retention_cutoffs(now)["events"]
+    rows = await pool.fetch(
+        """
+        SELECT t.id::text AS tenant_id, d.day
+        FROM tenants t
+        CROSS JOIN (VALUES ($1::date), ($1::date - 1)) AS d(day)
+        WHERE EXISTS (SELECT 1 FROM events e
+                      WHERE e.tenant_id = t.id
+                        AND e.occurred_at >= d.day::timestamp AT TIME ZONE 'UTC'
+                        AND e.occurred_at < (d.day + 1)::timestamp AT TIME ZONE 'UTC')
+          AND (d.day = $1 OR NOT EXISTS (
+                SELECT 1 FROM analytics_daily a
+                WHERE a.tenant_id = t.id AND a.day = d.day AND a.placement_id = ''
+                  AND a.strategy = ''
+                  AND a.refreshed_at >= (d.day + 1)::timestamp AT TIME ZONE 'UTC'))
+        UNION
+        SELECT tenant_id::text, (occurred_at AT TIME ZONE 'UTC')::date FROM events
+        WHERE received_at >= $2 AND occurred_at >= $3
+        UNION
+        SELECT tenant_id::text, (purchased_at AT TIME ZONE 'UTC')::date FROM revenue_attributions
+        WHERE created_at >= $2 AND purchased_at >= $3
+        """,
+        today,
+        late_since,
+        day_start(oldest),
+    )
+    return sorted((row["tenant_id"], row["day"]) for row in rows if row["day"] <= today)
+
+
+async def refresh_due(pool: asyncpg.Pool, *, now: datetime, late_since: datetime) -> int:
+    """Refresh every (tenant, day) that `days_due` names; how many were refreshed."""
+    due = await days_due(pool, now=now, late_since=late_since)
+    for tenant_id, day in due:
+        await refresh_tenant_days(pool, tenant_id=tenant_id, days=[day])
+    return len(due)
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention
+
+
+@dataclass(frozen=True)
+class RetentionOutcome:
+    """What one retention run removed."""
+
+    partitions_dropped: list[str]
+    default_rows_deleted: int
+    daily_rows_deleted: int
+
+
+async def _partitions(connection: asyncpg.Connection) -> list[str]:
+    rows = await connection.fetch(
+        """SELECT c.relname FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+           WHERE p.relname = 'events' ORDER BY c.relname"""
+    )
+    return [row["relname"] for row in rows]
+
+
+async def _tenant_days(
+    connection: asyncpg.Connection, *, table: str, before: datetime | None = None
+) -> list[tuple[str, date]]:
+    condition = "WHERE occurred_at < $1" if before is not None else ""
+    args = [before] if before is not None else []
+    rows = await connection.fetch(
+        f"""SELECT DISTINCT tenant_id::text AS tenant_id,
+                   (occurred_at AT TIME ZONE 'UTC')::date AS day
+            FROM "{table}" {condition} ORDER BY 1, 2""",
+        *args,
+    )
+    return [(row["tenant_id"], row["day"]) for row in rows]
+
+
+async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutcome:
+    """Raw events 90 days: summarise, then detach and drop every monthly partition that lies
+    wholly before the window and fold the default partition's older rows into the summaries
+    before deleting them. Daily aggregates 1 year."""
+    cutoffs = rules.retention_cutoffs(now)
+    events_cutoff = day_start(cutoffs["events"])
+    dropped: list[str] = []
+    async with pool.acquire() as connection:
+        for name in await _partitions(connection):
+            bounds = rules.partition_bounds(name)
+            if bounds is None or day_start(bounds[1]) > events_cutoff:
+                continue
+            async with connection.transaction():
+                # Late arrivals into this month wait until it is gone; none can slip between
+                # the summary and the drop.
+                await connection.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
+                for tenant_id, day in await _tenant_days(connection, table=name):
+                    await summarise_day(connection, tenant_id=tenant_id, day=day)
+                await connection.execute(f'ALTER TABLE events DETACH PARTITION "{name}"')
+                await connection.execute(f'DROP TABLE "{name}"')
+            dropped.append(name)
+        async with connection.transaction():
+            await connection.execute("LOCK TABLE events_default IN SHARE ROW EXCLUSIVE MODE")
+            for tenant_id, day in await _tenant_days(
+                connection, table="events_default", before=events_cutoff
+            ):
+                await summarise_day(
+                    connection,
+                    tenant_id=tenant_id,
+                    day=day,
+                    source="events_default",
+                    before=events_cutoff,
+                    add=True,
+                )
+            status = await connection.execute(
+                "DELETE FROM events_default WHERE occurred_at < $1", events_cutoff
+            )
+            default_deleted = int(status.split()[-1])
+        daily_deleted = 0
+        async with connection.transaction():
+            for table in ("analytics_daily", "analytics_product_daily", "analytics_daily_users"):
+                status = await connection.execute(
+                    f"DELETE FROM {table} WHERE day < $1", cutoffs["daily"]
+                )
+                if table == "analytics_daily":
+                    daily_deleted = int(status.split()[-1])
+            await connection.execute(
+                "DELETE FROM revenue_attributions WHERE purchased_at < $1",
+                day_start(cutoffs["daily"]),
+            )
+    return RetentionOutcome(dropped, default_deleted, daily_deleted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads
+
+
+@dataclass
+class _Plan:
+    """Which whole days come from aggregates, and which ranges from raw events."""
+
+    aggregated: dict[date, asyncpg.Record]
+    raw: list[Period]
+
+
+async def _plan(
+    connection: asyncpg.Connection, *, tenant_id: str, period: Period, today: date
+) -> _Plan:
+    candidates = rules.whole_days(period)
+    rows: dict[date, asyncpg.Record] = {}
+    if candidates:
+        found = await connection.fetch(
+            """SELECT day, impressions, clicks, conversions, revenue, attributed_revenue,
+                      events, active_users, refreshed_at
+               FROM analytics_daily
+               WHERE tenant_id = $1 AND placement_id = '' AND strategy = ''
+                 AND day >= $2 AND day <= $3""",
+            tenant_id,
+            candidates[0],
+            candidates[-1],
+        )
+        rows = {row["day"]: row for row in found}
+    servable = rules.servable_days(
+        candidates, {day: row["refreshed_at"] for day, row in rows.items()}, today=today
+    )
+    return _Plan(
+        aggregated={day: rows[day] for day in servable},
+        raw=rules.raw_ranges(period, servable),
+    )
+
+
+async def _raw_figures(
+    connection: asyncpg.Connection, *, tenant_id: str, ranges: Sequence[Period]
+) -> dict[str, Any]:
+    total = rules.empty_figures()
+    for piece in ranges:
+        row = await connection.fetchrow(
+            f"""SELECT {_FIGURES},
+                   (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
+                    WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3)
+                   AS attributed_revenue
+                FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+            tenant_id,
+            piece.start,
+            piece.end,
+        )
+        rules.add_figures(total, dict(row))
+    return total
+
+
+async def _distinct_users(connection: asyncpg.Connection, *, tenant_id: str, plan: _Plan) -> int:
+    bitmaps: list[bytes] = []
+    if plan.aggregated:
+        rows = await connection.fetch(
+            "SELECT users FROM analytics_daily_users WHERE tenant_id = $1 AND day = ANY($2)",
+            tenant_id,
+            sorted(plan.aggregated),
+        )
+        bitmaps = [row["users"] for row in rows]
+    known: list[int] = []
+    unnumbered = 0
+    if plan.raw:
+        selects = " UNION ".join(
+            f"SELECT user_id FROM events WHERE tenant_id = $1 "
+            f"AND occurred_at >= ${2 + 2 * i} AND occurred_at < ${3 + 2 * i}"
+            for i in range(len(plan.raw))
+        )
+        rows = await connection.fetch(
+            f"""SELECT u.idx FROM (SELECT DISTINCT user_id FROM ({selects}) r) n
+                LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
+            tenant_id,
+            *[moment for piece in plan.raw for moment in (piece.start, piece.end)],
+        )
+        for row in rows:
+            if row["idx"] is None:
+                # Never numbered, so in no bitmap: a user of the raw slices only.
+                unnumbered += 1
+            else:
+                known.append(row["idx"])
+    return rules.union_count(bitmaps, known) + unnumbered
+
+
+def _today(now: datetime) -> date:
+    return now.astimezone(UTC).date()
+
+
+async def tenant_overview(
+    pool: asyncpg.Pool, *, tenant_id: str, period: Period, now: datetime
+) -> dict[str, Any]:
+    """The overview figures of one tenant over the period."""
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+        figures = rules.empty_figures()
+        for row in plan.aggregated.values():
+            rules.add_figures(figures, dict(row))
+        rules.add_figures(
+            figures, await _raw_figures(connection, tenant_id=tenant_id, ranges=plan.raw)
+        )
+        users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan)
+    return rules.overview(figures, users)
+
+
+async def owner_overview(
+    pool: asyncpg.Pool, *, owner_id: str, period: Period, now: datetime
+) -> dict[str, Any]:
+    """The overview summed over every tenant of the admin, with each tenant's own figures
+    (user ids belong to one tenant, so active users add up across tenants)."""
+    tenants = await pool.fetch(
+        "SELECT id::text AS id, name FROM tenants WHERE owner_id = $1 AND deleted_at IS NULL "
+        "ORDER BY created_at, id",
+        owner_id,
+    )
+    figures = rules.empty_figures()
+    users = 0
+    per_tenant = []
+    for tenant in tenants:
+        found = await tenant_overview(pool, tenant_id=tenant["id"], period=period, now=now)
+        per_tenant.append({"tenantId": tenant["id"], "name": tenant["name"], **found})
+        rules.add_figures(
+            figures,
+            {
+                "impressions": found["impressions"],
+                "clicks": found["clicks"],
+                "conversions": found["conversions"],
+                "revenue": Decimal(str(found["revenue"])),
+                "attributed_revenue": Decimal(str(found["attributedRevenue"])),
+                "events": found["events"],
+            },
+        )
+        users += found["activeUsers"]
+    return {**rules.overview(figures, users), "tenants": per_tenant}
+
+
+async def _raw_buckets(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    piece: Period,
+    interval: str,
+) -> dict[datetime, dict[str, Any]]:
+    unit = "day" if interval == "day" else "hour"
+    rows = await connection.fetch(
+        f"""SELECT date_trunc('{unit}', occurred_at AT TIME ZONE 'UTC') AS bucket, {_FIGURES},
+                   count(DISTINCT user_id) AS active_users
+            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+            GROUP BY 1""",
+        tenant_id,
+        piece.start,
+        piece.end,
+    )
+    attributed = await connection.fetch(
+        f"""SELECT date_trunc('{unit}', purchased_at AT TIME ZONE 'UTC') AS bucket,
+                   sum(revenue) AS attributed_revenue
+            FROM revenue_attributions
+            WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3 GROUP BY 1""",
+        tenant_id,
+        piece.start,
+        piece.end,
+    )
+    found: dict[datetime, dict[str, Any]] = {}
+    for row in rows:
+        key = max(row["bucket"].replace(tzinfo=UTC), piece.start)
+        found[key] = {**dict(row), "attributed_revenue": 0}
+    for row in attributed:
+        key = max(row["bucket"].replace(tzinfo=UTC), piece.start)
+        entry = found.setdefault(key, {**rules.empty_figures(), "active_users": 0})
+        entry["attributed_revenue"] = row["attributed_revenue"]
+    return found
+
+
+async def series(
+    pool: asyncpg.Pool, *, tenant_id: str, period: Period, interval: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Every bucket of the period (days or hours, empty ones too) with all overview figures
+    (active users distinct within each bucket) and its `start`."""
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        if interval == "day":
+            plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+        else:
+            plan = _Plan(aggregated={}, raw=[period])
+        buckets: dict[datetime, dict[str, Any]] = {}
+        for day, row in plan.aggregated.items():
+            buckets[day_start(day)] = dict(row)
+        for piece in plan.raw:
+            buckets.update(
+                await _raw_buckets(connection, tenant_id=tenant_id, piece=piece, interval=interval)
+            )
+    points = []
+    for start in rules.bucket_starts(period, interval):
+        figures = buckets.get(start) or {**rules.empty_figures(), "active_users": 0}
+        points.append({"start": start, **rules.overview(figures, figures["active_users"])})
+    return points
+
+
+async def top_products(
+    pool: asyncpg.Pool, *, tenant_id: str, period: Period, sort: str, limit: int, now: datetime
+) -> list[dict[str, Any]]:
+    """The tenant's products ranked by `sort` (an API name from SORTS) over the period."""
+    column = SORTS[sort]
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+        parts = [
+            """SELECT product_id, impressions AS i, clicks AS c, conversions AS v, revenue AS r,
+                      attributed_revenue AS a
+               FROM analytics_product_daily WHERE tenant_id = $1 AND day = ANY($2::date[])"""
+        ]
+        args: list[Any] = [tenant_id, sorted(plan.aggregated)]
+        for piece in plan.raw:
+            s, e = len(args) + 1, len(args) + 2
+            args.extend((piece.start, piece.end))
+            parts.append(
+                f"""SELECT product_id,
+                       count(*) FILTER (WHERE event_type = 'recommendation_impressed'),
+                       count(*) FILTER (WHERE event_type = 'recommendation_clicked'),
+                       count(*) FILTER (WHERE event_type = 'purchase'),
+                       coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0),
+                       0::numeric
+                    FROM events WHERE tenant_id = $1 AND occurred_at >= ${s}
+                      AND occurred_at < ${e} AND event_type IN {_COUNTED_TYPES}
+                    GROUP BY product_id
+                    UNION ALL
+                    SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
+                    WHERE tenant_id = $1 AND purchased_at >= ${s} AND purchased_at < ${e}
+                    GROUP BY product_id"""
+            )
+        args.append(limit)
+        rows = await connection.fetch(
+            f"""
+            WITH ranked AS (
+                SELECT product_id, sum(i) AS impressions, sum(c) AS clicks,
+                       sum(v) AS conversions, sum(r) AS revenue, sum(a) AS attributed_revenue
+                FROM ({" UNION ALL ".join(parts)}) x(product_id, i, c, v, r, a)
+                GROUP BY product_id
+                ORDER BY {column} DESC, product_id
+                LIMIT ${len(args)}
+            )
+            SELECT r.*, c.name FROM ranked r
+            LEFT JOIN catalog_items c ON c.tenant_id = $1 AND c.product_id = r.product_id
+            ORDER BY r.{column} DESC, r.product_id
+            """,
+            *args,
+        )
+    return [
+        {
+            "productId": row["product_id"],
+            "name": row["name"],
+            "impressions": int(row["impressions"]),
+            "clicks": int(row["clicks"]),
+            "ctr": rules.ratio(row["clicks"], row["impressions"]),
+            "conversions": int(row["conversions"]),
+            "revenue": round(float(row["revenue"]), 4),
+            "attributedRevenue": round(float(row["attributed_revenue"]), 4),
+        }
+        for row in rows
+        if row[column] > 0
+    ]
+
+
+def daily_chunks(period: Period, *, days: int = 31) -> list[Period]:
+    """The period cut at UTC midnights into pieces of at most `days` days (export streaming)."""
+    pieces = []
+    cursor = period.start
+    while cursor < period.end:
+        boundary = day_start(cursor.date() + timedelta(days=days))
+        pieces.append(Period(cursor, min(boundary, period.end)))
+        cursor = pieces[-1].end
+    return pieces
