@@ -19,7 +19,7 @@ from store.analytics import tenant_overview
 from workers import runtime
 from workers.actors.analytics import apply_analytics_retention
 
-retain = apply_analytics_retention.fn.__wrapped__
+retain = apply_analytics_retention.fn.__wrapped__  # type: ignore[attr-defined]
 
 
 @pytest.fixture
