@@ -361,36 +361,41 @@ async def ingest_and_project(
     return outcome.inserted
 
 
-async def seen_before(
+@dataclass(frozen=True)
+class Precheck:
+    """What Redis knows of events about to be queued."""
+
+    known_product: list[bool]
+    seen: list[bool]
+    seen_client_id: list[bool]
+
+
+async def precheck(
     redis: Redis,
     *,
     tenant_id: str,
+    product_ids: Sequence[str],
     digests: Sequence[tuple[str, datetime]],
     client_ids: Sequence[str],
-) -> tuple[list[bool], list[bool]]:
-    """Whether each (digest, time) and each client eventId was already ingested (fast check)."""
+) -> Precheck:
+    """In one round trip: whether each product is in the catalog projection, and whether each
+    event (digest, time) and each client eventId was already ingested (the fast dedupe)."""
     now = datetime.now(UTC)
     days = [now.strftime("%Y%m%d"), (now - timedelta(days=1)).strftime("%Y%m%d")]
     async with redis.pipeline(transaction=False) as pipe:
+        for product_id in product_ids:
+            pipe.hexists(keys.catalog_cards(tenant_id), product_id)
         for digest, moment in digests:
             member: Any = bytes.fromhex(digest)
             pipe.sismember(keys.events_seen(tenant_id, day_of(moment)), member)
         for client_id in client_ids:
             for day in days:
                 pipe.sismember(keys.event_client_ids(tenant_id, day), client_id)
-        answers = await pipe.execute()
-    by_digest = [bool(a) for a in answers[: len(digests)]]
-    rest = answers[len(digests) :]
-    by_client = [bool(rest[2 * i] or rest[2 * i + 1]) for i in range(len(client_ids))]
-    return by_digest, by_client
-
-
-async def known_products(redis: Redis, *, tenant_id: str, product_ids: Sequence[str]) -> list[bool]:
-    """Whether each product id is in the tenant's catalog projection."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for product_id in product_ids:
-            pipe.hexists(keys.catalog_cards(tenant_id), product_id)
-        return [bool(found) for found in await pipe.execute()]
+        answers = [bool(a) for a in await pipe.execute()]
+    products, rest = answers[: len(product_ids)], answers[len(product_ids) :]
+    seen, rest = rest[: len(digests)], rest[len(digests) :]
+    by_client = [rest[2 * i] or rest[2 * i + 1] for i in range(len(client_ids))]
+    return Precheck(known_product=products, seen=seen, seen_client_id=by_client)
 
 
 def encode_cursor(occurred_at: datetime, event_id: str) -> str:

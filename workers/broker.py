@@ -6,6 +6,9 @@ made here at import time; it opens no connection until the first message is sent
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
@@ -62,3 +65,19 @@ def build_broker(url: str) -> RedisBroker:
 
 broker = build_broker(get_settings().broker_url)
 dramatiq.set_broker(broker)
+
+
+async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
+    """Enqueue `message` from an asyncio program without blocking its loop.
+
+    Dramatiq's broker is synchronous; this writes exactly what its Redis `enqueue` command
+    writes (the message body in `<ns>:<queue>.msgs`, its id pushed on `<ns>:<queue>`), in one
+    MULTI/EXEC so a consumer never sees an id without its body. Returns once Redis has it.
+    """
+    redis_id = str(uuid.uuid4())
+    encoded = message.copy(options={"redis_message_id": redis_id}).encode()
+    queue = f"{broker.namespace}:{message.queue_name}"
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hset(f"{queue}.msgs", redis_id, encoded)
+        pipe.rpush(queue, redis_id)
+        await pipe.execute()

@@ -25,7 +25,7 @@ from domain.events import (
     check_event,
     parse_event,
 )
-from store.events import decode_cursor, encode_cursor, known_products, list_events, seen_before
+from store.events import decode_cursor, encode_cursor, list_events, precheck
 from workers.broker import QUEUES
 from workers.metrics import queue_families, queue_stats_async
 
@@ -172,12 +172,13 @@ class IngestEnqueuer:
 
 @bp.before_server_start
 async def build_enqueuer(app: Sanic) -> None:
-    """The process's enqueuer, sending through Dramatiq's (blocking) Redis broker in a thread."""
+    """The process's enqueuer, writing Dramatiq messages to the broker without blocking."""
     from workers.actors.ingest import ingest_events
+    from workers.broker import enqueue_async
 
     async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
         try:
-            await asyncio.to_thread(ingest_events.send, tenant_id, events)
+            await enqueue_async(app.ctx.broker_redis, ingest_events.message(tenant_id, events))
         except (RedisError, OSError) as exc:
             raise Unavailable("The event queue is unavailable; retry shortly.") from exc
 
@@ -186,24 +187,20 @@ async def build_enqueuer(app: Sanic) -> None:
 
 async def _screen(request: Request, events: list[Event]) -> tuple[list[Event], list[bool]]:
     """Add warning flags; mark events already ingested (fast Redis pre-check)."""
-    tenant_id = request.ctx.tenant_id
-    redis = request.app.ctx.redis
     try:
-        known, (seen, seen_ids) = await asyncio.gather(
-            known_products(redis, tenant_id=tenant_id, product_ids=[e.product_id for e in events]),
-            seen_before(
-                redis,
-                tenant_id=tenant_id,
-                digests=[(e.digest, e.occurred_at) for e in events],
-                client_ids=[e.event_id for e in events if e.client_event_id],
-            ),
+        found = await precheck(
+            request.app.ctx.redis,
+            tenant_id=request.ctx.tenant_id,
+            product_ids=[e.product_id for e in events],
+            digests=[(e.digest, e.occurred_at) for e in events],
+            client_ids=[e.event_id for e in events if e.client_event_id],
         )
     except (RedisError, OSError) as exc:
         raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
-    client_seen = iter(seen_ids)
+    client_seen = iter(found.seen_client_id)
     duplicate = []
     flagged = []
-    for event, is_known, is_seen in zip(events, known, seen, strict=True):
+    for event, is_known, is_seen in zip(events, found.known_product, found.seen, strict=True):
         by_client = next(client_seen) if event.client_event_id else False
         duplicate.append(is_seen or by_client)
         flagged.append(event if is_known else event.with_flag(WARNING_UNKNOWN_PRODUCT))

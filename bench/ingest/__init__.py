@@ -1,0 +1,1 @@
+"""Event ingestion benchmark (`python -m bench.ingest`)."""

@@ -1,0 +1,422 @@
+"""Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
+
+    .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
+
+Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
+and a worker pool on the `ingest` queue, then measures, in this order:
+
+1. raw asyncpg COPY into `events` (the ceiling: no HTTP, no queue, no dedupe, no projections);
+2. batches of 100 posted by concurrent clients for --duration s: events/s accepted by the api,
+   and events/s landed in PostgreSQL end to end (until the last accepted event is a row);
+3. single events for --duration s: events/s accepted, POST latency p50/p99, and the backlog
+   left on the queue when posting stops (no growing backlog = the workers keep up);
+4. batches at half the rate of (2) for --duration/2 s: enqueue-to-row latency p50/p95/p99
+   (event timestamp = the client's send time, row `received_at` = the insert transaction).
+
+Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from redis.asyncio import Redis
+
+from cli.commands.database import upgrade
+from cli.localservices import PostgresServer, RedisServer, free_port
+from domain import apikeys
+from store.admins import create_admin
+from store.api_keys import insert_api_key
+from store.db import create_pool
+from store.passwords import hash_password
+from store.settings import Settings
+from store.tenants import create_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+COPY_COLUMNS = ["tenant_id", "event_id", "event_type", "user_id", "product_id", "occurred_at"]
+UNLIMITED = {"rateLimits": {"writesPerMinute": 100_000_000}}
+
+
+@dataclass
+class Stack:
+    """The servers and processes of one run."""
+
+    settings: Settings
+    processes: list[subprocess.Popen[bytes]]
+    workdir: Path
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"RECOMENGINE_{name.upper()}"] = str(value)
+    return env
+
+
+def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    handle = open(log, "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        env=_env(settings),
+        cwd=ROOT,
+        stdout=handle,
+        stderr=handle,
+        start_new_session=True,
+    )
+
+
+async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str]:
+    admin = await create_admin(
+        pool,
+        email=f"bench-{uuid.uuid4().hex[:8]}@example.com",
+        name="Bench",
+        password_hash=hash_password("bench password", rounds=4),
+    )
+    tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=UNLIMITED)
+    key = apikeys.generate_key(environment="live")
+    await insert_api_key(
+        pool,
+        tenant_id=str(tenant["id"]),
+        name="bench",
+        permission="read_write",
+        environment="live",
+        prefix=key.display_prefix,
+        key_hash=apikeys.hash_key(key.raw, secret=settings.api_key_secret),
+    )
+    return str(tenant["id"]), key.raw
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def copy_ceiling(pool: asyncpg.Pool, *, rows: int) -> float:
+    """Rows/s of a raw COPY into the events table (a throwaway tenant)."""
+    tenant = uuid.uuid4()
+    now = datetime.now(UTC)
+    records = [
+        (
+            tenant,
+            f"copy-{i}",
+            "product_viewed",
+            f"u{i % 5000}",
+            f"sku-{i % 20000}",
+            now - timedelta(microseconds=i),
+        )
+        for i in range(rows)
+    ]
+    started = time.perf_counter()
+    async with pool.acquire() as connection:
+        for start in range(0, rows, 50_000):
+            await connection.copy_records_to_table(
+                "events",
+                records=records[start : start + 50_000],
+                columns=COPY_COLUMNS,
+            )
+    return rows / (time.perf_counter() - started)
+
+
+class Generator:
+    """Unique, realistic events: views, carts, clicks, impressions and some purchases."""
+
+    def __init__(self, run: str) -> None:
+        self._run = run
+        self._n = 0
+
+    def event(self, moment: datetime | None = None) -> dict[str, Any]:
+        """One new event (its timestamp is now unless given)."""
+        self._n += 1
+        n = self._n
+        kind = n % 20
+        event: dict[str, Any] = {
+            "eventType": "product_viewed",
+            "userId": f"{self._run}-u{n % 3000}",
+            "productId": f"sku-{(n * 7919) % 5000}",
+            "timestamp": (moment or datetime.now(UTC)).isoformat(),
+            "sessionId": f"s{n % 900}",
+        }
+        if kind in (1, 2):
+            event["eventType"] = "recommendation_impressed"
+            event["metadata"] = {"placementId": "home", "strategy": "trending"}
+        elif kind == 3:
+            event["eventType"] = "recommendation_clicked"
+            event["metadata"] = {"placementId": "home", "strategy": "trending"}
+        elif kind == 4:
+            event["eventType"] = "add_to_cart"
+        elif kind == 5:
+            event["eventType"] = "purchase"
+            event["metadata"] = {"price": 19.99}
+        return event
+
+    def batch(self, size: int = 100) -> list[dict[str, Any]]:
+        """`size` new events with distinct timestamps."""
+        now = datetime.now(UTC)
+        return [self.event(now - timedelta(microseconds=i)) for i in range(size)]
+
+
+async def _count(pool: asyncpg.Pool, tenant_id: str) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id))
+
+
+async def _wait_landed(pool: asyncpg.Pool, tenant_id: str, expected: int, limit: float) -> float:
+    """Seconds until `expected` rows exist (or `limit`)."""
+    started = time.perf_counter()
+    for _ in range(int(limit / 0.05)):
+        if await _count(pool, tenant_id) >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return time.perf_counter() - started
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client: the load generator shares two cores with the
+    system under test, so it must spend as little CPU per request as possible (httpx spends
+    a few milliseconds, which would cap the measurement rather than the api)."""
+
+    def __init__(self, host: str, port: int, key: str) -> None:
+        self._host, self._port, self._key = host, port, key
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, payload: Any) -> tuple[int, Any]:
+        """POST JSON; the status and the decoded JSON answer."""
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self._host, self._port)
+        reader, writer = self._streams
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self._host}\r\nContent-Type: application/json\r\n"
+            f"X-API-Key: {self._key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        raw_head = await reader.readuntil(b"\r\n\r\n")
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        answer = await reader.readexactly(length)
+        return status, json.loads(answer) if answer else None
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
+async def post_batches(
+    base: tuple[str, int],
+    *,
+    key: str,
+    generator: Generator,
+    seconds: float,
+    clients: int,
+    per_second: float | None = None,
+) -> int:
+    """Post batches of 100 from `clients` loops for `seconds` (optionally paced); accepted."""
+    accepted = 0
+    deadline = time.perf_counter() + seconds
+    interval = clients / per_second * 100 if per_second else 0.0
+
+    async def loop() -> None:
+        nonlocal accepted
+        client = RawClient(*base, key)
+        next_at = time.perf_counter()
+        while time.perf_counter() < deadline:
+            status, answer = await client.post(
+                "/api/v1/events/batch", {"events": generator.batch()}
+            )
+            if status != 202:
+                raise RuntimeError(f"batch answered {status}: {answer}")
+            accepted += answer["accepted"]
+            if interval:
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await client.close()
+
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return accepted
+
+
+async def post_singles(
+    base: tuple[str, int], *, key: str, generator: Generator, seconds: float, clients: int
+) -> tuple[int, list[float]]:
+    """Post single events from `clients` loops for `seconds`; accepted and latencies (ms)."""
+    accepted = 0
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal accepted
+        client = RawClient(*base, key)
+        while time.perf_counter() < deadline:
+            event = generator.event()
+            started = time.perf_counter()
+            status, answer = await client.post("/api/v1/events", event)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 202:
+                raise RuntimeError(f"event answered {status}: {answer}")
+            accepted += 1
+        await client.close()
+
+    await asyncio.gather(*(loop() for _ in range(clients)))
+    return accepted, latencies
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Bring the stack up, run the phases, print the figures."""
+    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-ingest-"))
+    os.chmod(workdir, 0o755)  # noqa: S103 (the postgres account must reach it as root)
+    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
+    redis_server = RedisServer(data_dir=workdir / "redis", port=free_port())
+    postgres.start()
+    redis_server.start()
+    settings = Settings(
+        environment="test",
+        database_url=postgres.url,
+        redis_url=redis_server.url(1),
+        broker_url=redis_server.url(0),
+        jwt_secret="bench-jwt-secret-" + "x" * 32,
+        api_key_secret="bench-api-key-secret-" + "y" * 32,
+        bcrypt_rounds=4,
+        api_port=free_port(),
+        log_level="WARNING",
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    pool: asyncpg.Pool | None = None
+    try:
+        await asyncio.to_thread(upgrade, settings.database_url)
+        pool = await create_pool(settings, min_size=1, max_size=4)
+        processes.append(_spawn(["api"], settings, workdir / "api.log"))
+        worker_args = ["worker", "--queues", "ingest", "--processes", str(args.processes)]
+        worker_args += ["--threads", str(args.threads)]
+        processes.append(_spawn(worker_args, settings, workdir / "worker.log"))
+        base = f"http://127.0.0.1:{settings.api_port}"
+        address = ("127.0.0.1", settings.api_port)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/ready")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+            copy_rate = await copy_ceiling(pool, rows=args.copy_rows)
+            print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
+
+            tenant_id, key = await _make_tenant(pool, settings)
+            started = time.perf_counter()
+            batch_accepted = await post_batches(
+                address, key=key, generator=Generator("b"), seconds=args.duration, clients=8
+            )
+            posting = time.perf_counter() - started
+            await _wait_landed(pool, tenant_id, batch_accepted, limit=600)
+            end_to_end = time.perf_counter() - started
+            landed = await _count(pool, tenant_id)
+            batch_rate = batch_accepted / posting
+            e2e_rate = landed / end_to_end
+            print(
+                f"batches of 100: accepted {batch_rate:,.0f} events/s; landed {landed:,} of "
+                f"{batch_accepted:,} in {end_to_end:.1f} s = {e2e_rate:,.0f} events/s end to end "
+                f"({e2e_rate / copy_rate:.0%} of COPY)",
+                flush=True,
+            )
+
+            tenant_id, key = await _make_tenant(pool, settings)
+            broker = Redis.from_url(settings.broker_url)
+            started = time.perf_counter()
+            single_accepted, latencies = await post_singles(
+                address, key=key, generator=Generator("s"), seconds=args.duration, clients=32
+            )
+            posting = time.perf_counter() - started
+            backlog = int(await broker.llen("dramatiq:ingest"))
+            landed_at_stop = await _count(pool, tenant_id)
+            drain = await _wait_landed(pool, tenant_id, single_accepted, limit=600)
+            await broker.aclose()
+            print(
+                f"single events: accepted {single_accepted / posting:,.0f} events/s; POST p50 "
+                f"{statistics.median(latencies):.1f} ms, p99 {_percentile(latencies, 0.99):.1f} "
+                f"ms; when posting stopped {landed_at_stop:,} of {single_accepted:,} had landed, "
+                f"{backlog} messages queued, drained {drain:.1f} s later",
+                flush=True,
+            )
+
+            tenant_id, key = await _make_tenant(pool, settings)
+            half = e2e_rate / 2
+            seconds = max(5.0, args.duration / 2)
+            paced = await post_batches(
+                address,
+                key=key,
+                generator=Generator("l"),
+                seconds=seconds,
+                clients=4,
+                per_second=half,
+            )
+            await _wait_landed(pool, tenant_id, paced, limit=600)
+            delays = await pool.fetch(
+                """SELECT extract(epoch FROM received_at - occurred_at) * 1000 AS ms
+                   FROM events WHERE tenant_id = $1""",
+                tenant_id,
+            )
+            values = [float(r["ms"]) for r in delays]
+            print(
+                f"enqueue-to-row at {paced / seconds:,.0f} events/s (half of end to end): "
+                f"p50 {_percentile(values, 0.50):.0f} ms, p95 {_percentile(values, 0.95):.0f} ms, "
+                f"p99 {_percentile(values, 0.99):.0f} ms",
+                flush=True,
+            )
+    finally:
+        if pool is not None:
+            await pool.close()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()  # the main process only: Dramatiq forwards it
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        redis_server.stop()
+        postgres.stop(mode="immediate")
+        if args.keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    """Parse options and run the benchmark."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds per phase")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
+    parser.add_argument("--copy-rows", type=int, default=200_000)
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
