@@ -240,18 +240,20 @@ async def reconcile_attributions(
 
 # Applies each event's operations only if its guard member was new to its guard set, in one
 # atomic script: a crash can never leave an event half applied, and a redelivered event whose
-# guard is already set changes nothing. Trailing (key, seconds) pairs refresh expiries.
+# guard is already set changes nothing. Everything comes as one JSON argument with the key
+# names listed once (packing thousands of separate arguments costs more than the script):
+# {"k": [key, ...], "e": [[guard key index, guard member (hex), [[op, key index, a, b], ...]],
+# ...], "x": [[key index, seconds], ...]} (indexes are 0-based).
 _APPLY_GUARDED = """
-local i = 2
+local batch = cjson.decode(ARGV[1])
+local k = batch.k
 local applied = 0
-for e = 1, tonumber(ARGV[1]) do
-  local fresh = redis.call('SADD', ARGV[i], ARGV[i + 1]) == 1
-  local n = tonumber(ARGV[i + 2])
-  i = i + 3
-  if fresh then applied = applied + 1 end
-  for o = 1, n do
-    if fresh then
-      local op, key, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for _, e in ipairs(batch.e) do
+  local member = string.gsub(e[2], '..', function(h) return string.char(tonumber(h, 16)) end)
+  if redis.call('SADD', k[e[1] + 1], member) == 1 then
+    applied = applied + 1
+    for _, o in ipairs(e[3]) do
+      local op, key, a, b = o[1], k[o[2] + 1], o[3], o[4]
       if op == 'hincrby' then redis.call('HINCRBY', key, a, b)
       elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
       elseif op == 'pfadd' then redis.call('PFADD', key, a)
@@ -261,12 +263,10 @@ for e = 1, tonumber(ARGV[1]) do
       elseif op == 'sadd' then redis.call('SADD', key, a)
       end
     end
-    i = i + 4
   end
 end
-while i <= #ARGV do
-  redis.call('EXPIRE', ARGV[i], ARGV[i + 1])
-  i = i + 2
+for _, x in ipairs(batch.x) do
+  redis.call('EXPIRE', k[x[1] + 1], x[2])
 end
 return applied
 """
@@ -285,17 +285,23 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
     """Apply every guarded batch of operations whose guard is new; returns how many applied."""
     if not effects:
         return 0
-    args: list[Any] = [len(effects)]
+    index: dict[str, int] = {}
     expiries: dict[str, int] = {}
+
+    def ref(key: str, ttl: int) -> int:
+        if key not in index:
+            index[key] = len(index)
+            expiries[key] = ttl
+        return index[key]
+
+    encoded = []
     for effect in effects:
-        args.extend((effect.guard_key, effect.guard_member, len(effect.ops)))
-        expiries[effect.guard_key] = SEEN_TTL_SECONDS
-        for op in effect.ops:
-            args.extend(op)
-            expiries.setdefault(op[1], _ttl(op[1]))
-    for key, seconds in expiries.items():
-        args.extend((key, seconds))
-    return int(await redis.eval(_APPLY_GUARDED, 0, *args))
+        member = effect.guard_member
+        member_hex = member.hex() if isinstance(member, bytes) else member.encode().hex()
+        ops = [[op, ref(key, _ttl(key)), a, b] for op, key, a, b in effect.ops]
+        encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member_hex, ops])
+    payload = {"k": list(index), "e": encoded, "x": [[index[k], t] for k, t in expiries.items()]}
+    return int(await redis.eval(_APPLY_GUARDED, 0, json.dumps(payload, separators=(",", ":"))))
 
 
 def _ttl(key: str) -> int:
