@@ -31,6 +31,9 @@ _FIGURES = """
     count(*) AS events
 """
 _COUNTED_TYPES = "('recommendation_impressed', 'recommendation_clicked', 'purchase')"
+_RECOMMENDATION_TYPES = "('recommendation_impressed', 'recommendation_clicked')"
+_EVENT_PLACEMENT = "coalesce(placement_id, '')"
+_EVENT_STRATEGY = "coalesce(metadata->>'strategy', '')"
 SORTS = {
     "clicks": "clicks",
     "impressions": "impressions",
@@ -108,7 +111,8 @@ async def summarise_day(
         connection, tenant_id=tenant_id, source=source, start=start, end=end
     )
     stored = await connection.fetchval(
-        "SELECT users FROM analytics_daily_users WHERE tenant_id = $1 AND day = $2",
+        """SELECT users FROM analytics_daily_users
+           WHERE tenant_id = $1 AND day = $2 AND placement_id = '' AND strategy = ''""",
         tenant_id,
         day,
     )
@@ -121,6 +125,9 @@ async def summarise_day(
         )
         await connection.execute(
             "DELETE FROM analytics_product_daily WHERE tenant_id = $1 AND day = $2", tenant_id, day
+        )
+        await connection.execute(
+            "DELETE FROM analytics_daily_users WHERE tenant_id = $1 AND day = $2", tenant_id, day
         )
     # Attributions are not raw events: they are kept as long as the daily aggregates, so a
     # replace recounts the day's and an add (of old raw rows only) leaves them as they are.
@@ -195,19 +202,151 @@ async def summarise_day(
     )
     await connection.execute(
         """INSERT INTO analytics_daily_users (tenant_id, day, users) VALUES ($1, $2, $3)
-           ON CONFLICT (tenant_id, day) DO UPDATE SET users = EXCLUDED.users""",
+           ON CONFLICT (tenant_id, day, placement_id, strategy)
+           DO UPDATE SET users = EXCLUDED.users""",
         tenant_id,
         day,
         users,
     )
+    await _summarise_placements(
+        connection, tenant_id=tenant_id, day=day, source=source, start=start, end=end, add=add
+    )
+
+
+async def _summarise_placements(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    day: date,
+    source: str,
+    start: datetime,
+    end: datetime,
+    add: bool,
+) -> None:
+    """The day's rows per placement and strategy: recommendation impressions and clicks, the
+    purchases attributed to their clicks, and the users who saw or clicked them."""
+    attributed = (
+        ""
+        if add
+        else """
+        UNION ALL
+        SELECT coalesce(placement_id, ''), coalesce(strategy, ''), 0, 0, count(*), sum(revenue)
+        FROM revenue_attributions
+        WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+        GROUP BY 1, 2"""
+    )
+    figures = await connection.fetch(
+        f"""
+        SELECT placement_id, strategy, sum(i) AS impressions, sum(c) AS clicks,
+               sum(v) AS conversions, sum(r) AS revenue
+        FROM (
+            SELECT {_EVENT_PLACEMENT} AS placement_id, {_EVENT_STRATEGY} AS strategy,
+                   count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
+                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
+                   0::bigint AS v, 0::numeric AS r
+            FROM {source}
+            WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+              AND event_type IN {_RECOMMENDATION_TYPES}
+            GROUP BY 1, 2
+            {attributed}
+        ) x
+        GROUP BY 1, 2
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+    audiences = await connection.fetch(
+        f"""
+        SELECT {_EVENT_PLACEMENT} AS placement_id, {_EVENT_STRATEGY} AS strategy,
+               array_agg(DISTINCT u.idx) AS indices
+        FROM {source} e
+        JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = e.user_id
+        WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+          AND e.event_type IN {_RECOMMENDATION_TYPES}
+        GROUP BY 1, 2
+        """,
+        tenant_id,
+        start,
+        end,
+    )
+    stored = {}
+    if add:
+        stored = {
+            (row["placement_id"], row["strategy"]): row["users"]
+            for row in await connection.fetch(
+                """SELECT placement_id, strategy, users FROM analytics_daily_users
+                   WHERE tenant_id = $1 AND day = $2""",
+                tenant_id,
+                day,
+            )
+        }
+    bitmaps = {
+        (row["placement_id"], row["strategy"]): rules.bitmap_of(row["indices"]) for row in audiences
+    }
+    for pair, bitmap in list(bitmaps.items()):
+        if pair in stored:
+            bitmaps[pair] = rules.bitmap_union([stored[pair], bitmap])
+    # Placement '' with strategy '' is the totals row: no recommendation event lacks a
+    # placement, so no real pair is ever that one.
+    rows = [row for row in figures if (row["placement_id"], row["strategy"]) != ("", "")]
+    await connection.executemany(
+        """
+        INSERT INTO analytics_daily AS d (tenant_id, day, placement_id, strategy, impressions,
+            clicks, conversions, revenue, attributed_revenue, events, active_users, refreshed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $5::bigint + $6::bigint, $9, now())
+        ON CONFLICT (tenant_id, day, placement_id, strategy) DO UPDATE SET
+            impressions = d.impressions + EXCLUDED.impressions,
+            clicks = d.clicks + EXCLUDED.clicks,
+            conversions = d.conversions + EXCLUDED.conversions,
+            revenue = d.revenue + EXCLUDED.revenue,
+            attributed_revenue = d.attributed_revenue + EXCLUDED.attributed_revenue,
+            events = d.events + EXCLUDED.events,
+            active_users = EXCLUDED.active_users,
+            refreshed_at = EXCLUDED.refreshed_at
+        """,
+        [
+            (
+                tenant_id,
+                day,
+                row["placement_id"],
+                row["strategy"],
+                row["impressions"],
+                row["clicks"],
+                row["conversions"],
+                row["revenue"],
+                rules.bitmap_count(
+                    bitmaps.get((row["placement_id"], row["strategy"]))
+                    or stored.get((row["placement_id"], row["strategy"]), b"")
+                ),
+            )
+            for row in rows
+        ],
+    )
+    await connection.executemany(
+        """INSERT INTO analytics_daily_users (tenant_id, day, placement_id, strategy, users)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (tenant_id, day, placement_id, strategy)
+           DO UPDATE SET users = EXCLUDED.users""",
+        [
+            (tenant_id, day, placement, strategy, bitmap)
+            for (placement, strategy), bitmap in bitmaps.items()
+            if (placement, strategy) != ("", "")
+        ],
+    )
 
 
 async def refresh_tenant_days(pool: asyncpg.Pool, *, tenant_id: str, days: Sequence[date]) -> int:
-    """Recompute the tenant's aggregates of each day (one transaction per day); days refreshed."""
-    for day in sorted(set(days)):
+    """Recompute the tenant's aggregates of each day (one transaction per day); days refreshed.
+
+    Days before the raw-event window are skipped: their raw events may be gone, and a recount
+    would replace the summary with what is left (retention folds those days in itself)."""
+    oldest = rules.retention_cutoffs(datetime.now(UTC))["events"]
+    kept = sorted(day for day in set(days) if day >= oldest)
+    for day in kept:
         async with pool.acquire() as connection, connection.transaction():
             await summarise_day(connection, tenant_id=tenant_id, day=day)
-    return len(set(days))
+    return len(kept)
 
 
 async def days_due(
@@ -382,46 +521,146 @@ async def _plan(
     )
 
 
+@dataclass(frozen=True)
+class Scope:
+    """A filter on recommendation placement and/or strategy (None: any)."""
+
+    placement_id: str | None = None
+    strategy: str | None = None
+
+
+# With a scope the figures are those of the recommendations shown: impressions and clicks of
+# the placement/strategy, purchases attributed to their clicks (conversions, revenue), users
+# who saw or clicked them, and events = impressions + clicks.
+_SCOPED_EVENTS = f"""
+    event_type IN {_RECOMMENDATION_TYPES}
+    AND ($4::text IS NULL OR {_EVENT_PLACEMENT} = $4)
+    AND ($5::text IS NULL OR {_EVENT_STRATEGY} = $5)
+"""
+_SCOPED_ATTRIBUTIONS = """
+    tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+    AND ($4::text IS NULL OR coalesce(placement_id, '') = $4)
+    AND ($5::text IS NULL OR coalesce(strategy, '') = $5)
+"""
+_SCOPED_ROWS = """
+    NOT (placement_id = '' AND strategy = '')
+    AND ($3::text IS NULL OR placement_id = $3) AND ($4::text IS NULL OR strategy = $4)
+"""
+
+
 async def _raw_figures(
-    connection: asyncpg.Connection, *, tenant_id: str, ranges: Sequence[Period]
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    ranges: Sequence[Period],
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
     total = rules.empty_figures()
     for piece in ranges:
-        row = await connection.fetchrow(
-            f"""SELECT {_FIGURES},
-                   (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
-                    WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3)
-                   AS attributed_revenue
-                FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
-            tenant_id,
-            piece.start,
-            piece.end,
-        )
+        if scope is None:
+            row = await connection.fetchrow(
+                f"""SELECT {_FIGURES},
+                       (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
+                        WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3)
+                       AS attributed_revenue
+                    FROM events
+                    WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+                tenant_id,
+                piece.start,
+                piece.end,
+            )
+        else:
+            row = await connection.fetchrow(
+                f"""SELECT count(*) FILTER (WHERE event_type = 'recommendation_impressed')
+                           AS impressions,
+                       count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
+                       count(*) AS events,
+                       (SELECT count(*) FROM revenue_attributions WHERE {_SCOPED_ATTRIBUTIONS})
+                           AS conversions,
+                       (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
+                        WHERE {_SCOPED_ATTRIBUTIONS}) AS revenue
+                    FROM events
+                    WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                      AND {_SCOPED_EVENTS}""",
+                tenant_id,
+                piece.start,
+                piece.end,
+                scope.placement_id,
+                scope.strategy,
+            )
+            row = {**dict(row), "attributed_revenue": row["revenue"]}
         rules.add_figures(total, dict(row))
     return total
 
 
-async def _distinct_users(connection: asyncpg.Connection, *, tenant_id: str, plan: _Plan) -> int:
-    bitmaps: list[bytes] = []
+async def _aggregated_figures(
+    connection: asyncpg.Connection, *, tenant_id: str, plan: _Plan, scope: Scope | None
+) -> dict[str, Any]:
+    figures = rules.empty_figures()
+    if scope is None:
+        for row in plan.aggregated.values():
+            rules.add_figures(figures, dict(row))
+        return figures
     if plan.aggregated:
-        rows = await connection.fetch(
-            "SELECT users FROM analytics_daily_users WHERE tenant_id = $1 AND day = ANY($2)",
+        row = await connection.fetchrow(
+            f"""SELECT sum(impressions) AS impressions, sum(clicks) AS clicks,
+                       sum(conversions) AS conversions, sum(revenue) AS revenue,
+                       sum(attributed_revenue) AS attributed_revenue, sum(events) AS events
+                FROM analytics_daily
+                WHERE tenant_id = $1 AND day = ANY($2::date[]) AND {_SCOPED_ROWS}""",
             tenant_id,
             sorted(plan.aggregated),
+            scope.placement_id,
+            scope.strategy,
         )
+        rules.add_figures(figures, dict(row))
+    return figures
+
+
+async def _distinct_users(
+    connection: asyncpg.Connection, *, tenant_id: str, plan: _Plan, scope: Scope | None = None
+) -> int:
+    bitmaps: list[bytes] = []
+    if plan.aggregated:
+        if scope is None:
+            rows = await connection.fetch(
+                """SELECT users FROM analytics_daily_users WHERE tenant_id = $1
+                   AND day = ANY($2::date[]) AND placement_id = '' AND strategy = ''""",
+                tenant_id,
+                sorted(plan.aggregated),
+            )
+        else:
+            rows = await connection.fetch(
+                f"""SELECT users FROM analytics_daily_users
+                    WHERE tenant_id = $1 AND day = ANY($2::date[]) AND {_SCOPED_ROWS}""",
+                tenant_id,
+                sorted(plan.aggregated),
+                scope.placement_id,
+                scope.strategy,
+            )
         bitmaps = [row["users"] for row in rows]
     known: list[int] = []
     unnumbered = 0
     if plan.raw:
+        first = 2 if scope is None else 4
+        condition = (
+            ""
+            if scope is None
+            else f"""AND event_type IN {_RECOMMENDATION_TYPES}
+                     AND ($2::text IS NULL OR {_EVENT_PLACEMENT} = $2)
+                     AND ($3::text IS NULL OR {_EVENT_STRATEGY} = $3)"""
+        )
         selects = " UNION ".join(
-            f"SELECT user_id FROM events WHERE tenant_id = $1 "
-            f"AND occurred_at >= ${2 + 2 * i} AND occurred_at < ${3 + 2 * i}"
+            f"SELECT user_id FROM events WHERE tenant_id = $1 {condition} "
+            f"AND occurred_at >= ${first + 2 * i} AND occurred_at < ${first + 1 + 2 * i}"
             for i in range(len(plan.raw))
         )
+        scope_args = [] if scope is None else [scope.placement_id, scope.strategy]
         rows = await connection.fetch(
             f"""SELECT u.idx FROM (SELECT DISTINCT user_id FROM ({selects}) r) n
                 LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
             tenant_id,
+            *scope_args,
             *[moment for piece in plan.raw for moment in (piece.start, piece.end)],
         )
         for row in rows:
@@ -438,18 +677,25 @@ def _today(now: datetime) -> date:
 
 
 async def tenant_overview(
-    pool: asyncpg.Pool, *, tenant_id: str, period: Period, now: datetime
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    period: Period,
+    now: datetime,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """The overview figures of one tenant over the period."""
+    """The overview figures of one tenant over the period, optionally of one placement and/or
+    strategy only (see Scope)."""
+    if scope is not None and scope.placement_id is None and scope.strategy is None:
+        scope = None
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
         plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
-        figures = rules.empty_figures()
-        for row in plan.aggregated.values():
-            rules.add_figures(figures, dict(row))
+        figures = await _aggregated_figures(connection, tenant_id=tenant_id, plan=plan, scope=scope)
         rules.add_figures(
-            figures, await _raw_figures(connection, tenant_id=tenant_id, ranges=plan.raw)
+            figures,
+            await _raw_figures(connection, tenant_id=tenant_id, ranges=plan.raw, scope=scope),
         )
-        users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan)
+        users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan, scope=scope)
     return rules.overview(figures, users)
 
 

@@ -43,6 +43,16 @@ class PeriodQuery(ApiModel):
     to: str | None = Field(default=None, max_length=64)
 
 
+class OverviewQuery(PeriodQuery):
+    """The period, optionally narrowed to the recommendations of one placement and/or strategy:
+    then impressions and clicks are theirs, conversions and revenue the purchases attributed
+    to their clicks, activeUsers the users who saw or clicked them, events = impressions +
+    clicks."""
+
+    placement_id: str | None = Field(default=None, min_length=1, max_length=128)
+    strategy: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 class TimeseriesQuery(PeriodQuery):
     """A metric per UTC day, or per hour for periods of at most 7 days."""
 
@@ -166,7 +176,7 @@ async def _tenant_key(request: Request, tenant_id: str) -> str:
 @document(
     summary="A tenant's KPIs over a period",
     tags=["analytics"],
-    query=PeriodQuery,
+    query=OverviewQuery,
     responses={200: TenantOverviewRead},
     security="bearer",
 )
@@ -174,9 +184,14 @@ async def _tenant_key(request: Request, tenant_id: str) -> str:
 async def tenant_overview(request: Request, tenant_id: str) -> HTTPResponse:
     """Impressions, clicks, CTR, conversions, revenue, attributed revenue, users."""
     tenant_key = await _tenant_key(request, tenant_id)
-    period = _period(parse_query(request, PeriodQuery))
+    query = parse_query(request, OverviewQuery)
+    period = _period(query)
     figures = await analytics_store.tenant_overview(
-        request.app.ctx.db, tenant_id=tenant_key, period=period, now=datetime.now(UTC)
+        request.app.ctx.db,
+        tenant_id=tenant_key,
+        period=period,
+        now=datetime.now(UTC),
+        scope=analytics_store.Scope(placement_id=query.placement_id, strategy=query.strategy),
     )
     return json({**figures, "period": _period_read(period)})
 

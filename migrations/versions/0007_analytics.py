@@ -36,11 +36,15 @@ CREATE TABLE analytics_users (
     CONSTRAINT analytics_users_idx UNIQUE (tenant_id, idx)
 );
 
+-- Placement '' and strategy '' hold every user of the day; other rows the users who saw or
+-- clicked recommendations of one placement and strategy (as in analytics_daily).
 CREATE TABLE analytics_daily_users (
     tenant_id uuid NOT NULL,
     day date NOT NULL,
+    placement_id text NOT NULL DEFAULT '',
+    strategy text NOT NULL DEFAULT '',
     users bytea NOT NULL,
-    PRIMARY KEY (tenant_id, day)
+    PRIMARY KEY (tenant_id, day, placement_id, strategy)
 );
 
 -- Finding days touched by late arrivals: received_at grows with insertion order, so a BRIN

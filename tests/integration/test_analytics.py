@@ -23,6 +23,8 @@ from store.settings import Settings
 from store.tenants import create_tenant
 
 TYPES = ["product_viewed", "add_to_cart", "recommendation_impressed", "recommendation_clicked"]
+PLACEMENTS = ["home", "pdp"]
+STRATEGIES = ["trending", "collaborative"]
 
 
 @pytest.fixture
@@ -53,6 +55,9 @@ def _event(kind: str, user: str, product: str, moment: datetime, **metadata: Any
     if kind in ("recommendation_impressed", "recommendation_clicked"):
         metadata.setdefault("placementId", "home")
         metadata.setdefault("strategy", "trending")
+    else:
+        metadata.pop("placementId", None)
+        metadata.pop("strategy", None)
     return {
         "eventType": kind,
         "userId": user,
@@ -81,7 +86,9 @@ def _story(seed: int, now: datetime) -> list[dict]:
             if (user, kind, product, moment) in used:
                 continue
             used.add((user, kind, product, moment))
-            events.append(_event(kind, user, product, moment))
+            placement = {"placementId": generator.choice(PLACEMENTS)}
+            placement["strategy"] = generator.choice(STRATEGIES)
+            events.append(_event(kind, user, product, moment, **placement))
             if kind == "recommendation_clicked" and generator.random() < 0.5:
                 later = moment + timedelta(minutes=generator.randrange(1, 25))
                 if later < now:
@@ -171,6 +178,53 @@ async def _truth(db: asyncpg.Pool, tenant_id: str, start: datetime, end: datetim
         "conversionRate": row["conversions"] / row["users"] if row["users"] else None,
         "revenue": round(row["revenue"], 4),
         "attributedRevenue": round(attributed, 4),
+        "events": row["events"],
+        "activeUsers": row["users"],
+    }
+
+
+async def _scoped_truth(
+    db: asyncpg.Pool,
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    placement: str | None,
+    strategy: str | None,
+) -> dict:
+    """The overview of one placement and/or strategy, straight from the raw events."""
+    row = await db.fetchrow(
+        """SELECT count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
+                  count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
+                  count(*) AS events, count(DISTINCT user_id) AS users
+           FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+             AND event_type IN ('recommendation_impressed', 'recommendation_clicked')
+             AND ($4::text IS NULL OR placement_id = $4)
+             AND ($5::text IS NULL OR metadata->>'strategy' = $5)""",
+        tenant_id,
+        start,
+        end,
+        placement,
+        strategy,
+    )
+    bought = await db.fetchrow(
+        """SELECT count(*) AS n, coalesce(sum(revenue), 0)::float8 AS revenue
+           FROM revenue_attributions
+           WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+             AND ($4::text IS NULL OR placement_id = $4) AND ($5::text IS NULL OR strategy = $5)""",
+        tenant_id,
+        start,
+        end,
+        placement,
+        strategy,
+    )
+    return {
+        "impressions": row["impressions"],
+        "clicks": row["clicks"],
+        "ctr": row["clicks"] / row["impressions"] if row["impressions"] else None,
+        "conversions": bought["n"],
+        "conversionRate": bought["n"] / row["users"] if row["users"] else None,
+        "revenue": round(bought["revenue"], 4),
+        "attributedRevenue": round(bought["revenue"], 4),
         "events": row["events"],
         "activeUsers": row["users"],
     }
@@ -277,6 +331,33 @@ async def test_analytics_figures_equal_a_direct_count_over_the_raw_events(
         expected["attributedRevenue"]
     )
     assert sum(p["conversions"] for p in by_attributed) <= expected["conversions"]
+
+
+async def test_the_overview_of_one_placement_or_strategy_equals_a_direct_count(
+    client: httpx.Client,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    migrated: Settings,
+    worker: Process,
+) -> None:
+    now = datetime.now(UTC)
+    today = now.date()
+    await _ingest(client, db, tenant, _story(17, now))
+    await _refresh(db, migrated, tenant.tenant_id, [today - timedelta(days=n) for n in (1, 2, 3)])
+    start = day_start(today - timedelta(days=4)) + timedelta(hours=9)
+    end = now + timedelta(minutes=6)
+    period = {"from": start.isoformat(), "to": end.isoformat()}
+    scopes = [("home", None), (None, "collaborative"), ("pdp", "trending"), ("nowhere", None)]
+    for placement, strategy in scopes:
+        params = dict(period)
+        if placement:
+            params["placementId"] = placement
+        if strategy:
+            params["strategy"] = strategy
+        truth = await _scoped_truth(db, tenant.tenant_id, start, end, placement, strategy)
+        assert _overview(client, tenant, **params) == _approx(truth), (placement, strategy)
+    home = await _scoped_truth(db, tenant.tenant_id, start, end, "home", None)
+    assert home["impressions"] > 0 and home["activeUsers"] > 0
 
 
 async def test_past_days_are_read_from_the_aggregates_and_a_late_event_counts_after_the_refresh(
@@ -388,6 +469,7 @@ BAD_PARAMETERS = {
     "limit 0": ("top-products", {"limit": "0"}),
     "limit 101": ("top-products", {"limit": "101"}),
     "limit not a number": ("top-products", {"limit": "ten"}),
+    "placementId over 128 chars": ("overview", {"placementId": "p" * 129}),
     "format json": ("export", {"format": "json"}),
 }
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from domain.analytics import Period, day_start
 from scheduler.schedule import JOBS
-from store.analytics import tenant_overview
+from store.analytics import refresh_tenant_days, tenant_overview
 from workers import runtime
 from workers.actors.analytics import apply_analytics_retention
 
@@ -114,6 +114,9 @@ async def test_old_partitions_are_summarised_then_dropped_and_the_figures_stay(
     after = await tenant_overview(db, tenant_id=t, period=period, now=datetime.now(UTC))
     assert after == before
     response = _overview(client, tenant, first, second)
+    # Nothing recounts a day whose raw events are gone: the summary would be lost.
+    assert await refresh_tenant_days(db, tenant_id=t, days=[first]) == 0
+    assert (await _daily(db, t, first))["events"] == 40  # type: ignore[index]
     assert {k: v for k, v in response.json().items() if k != "period"} == before
 
 

@@ -1,0 +1,1 @@
+"""Analytics benchmark: `python -m bench.analytics` (see __main__ for what it measures)."""

@@ -1,0 +1,374 @@
+"""Time the analytics read paths on a large tenant against throwaway servers.
+
+    .venv/bin/python -m bench.analytics [--events 10000000] [--days 90] [--runs 20]
+
+Starts its own PostgreSQL and Redis on free ports in a temporary folder, applies the
+migrations, loads `--events` events spread evenly over the last `--days` days for one tenant
+(generated inside PostgreSQL with generate_series, two loaders in parallel), adds revenue
+attributions for a share of the purchases, runs the daily-aggregate refresh for every day, then
+times each analytics query path for the last 30 days through the store functions the endpoints
+call (p50/p95 over `--runs` runs), the overview also over HTTP against a real api process, beside
+the naive query over the raw events for the same window. Prints a table; writes nothing into
+the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from api.security import issue_access_token
+from cli.commands.database import upgrade
+from cli.localservices import PostgresServer, RedisServer, free_port
+from domain.analytics import resolve_period
+from store import analytics as analytics_store
+from store.admins import create_admin
+from store.db import create_pool
+from store.passwords import hash_password
+from store.settings import Settings
+from store.tenants import create_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Event mix per 1,000 events, by cumulative threshold.
+_TYPE_CASE = """
+    CASE WHEN r < 550 THEN 'product_viewed'
+         WHEN r < 850 THEN 'recommendation_impressed'
+         WHEN r < 920 THEN 'recommendation_clicked'
+         WHEN r < 960 THEN 'add_to_cart'
+         WHEN r < 975 THEN 'purchase'
+         WHEN r < 985 THEN 'remove_from_cart'
+         ELSE 'product_clicked' END
+"""
+
+_LOAD = f"""
+INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, placement_id,
+                    price, occurred_at)
+SELECT $1, 'b' || g, t,
+       -- Users skewed toward a core of regulars; products toward best sellers.
+       'u' || floor($5 * power(((hashint8(g * 3 + 1) & 1048575) / 1048576.0), 2))::int,
+       'p' || floor($6 * power(((hashint8(g * 5 + 2) & 1048575) / 1048576.0), 3))::int,
+       CASE WHEN t IN ('recommendation_impressed', 'recommendation_clicked')
+            THEN (ARRAY['home', 'pdp', 'cart'])[1 + (hashint8(g * 7 + 3) & 3) % 3] END,
+       CASE WHEN t = 'purchase' THEN 1 + (hashint8(g * 11 + 4) & 65535) / 200.0 END,
+       -- Evenly spaced instants: no two rows share the dedupe key.
+       $4::timestamptz + (g - $2) * $7::interval
+FROM generate_series($2::bigint, $3::bigint) g,
+     LATERAL (SELECT (hashint8(g) & 1048575) % 1000 AS r) x,
+     LATERAL (SELECT {_TYPE_CASE} AS t) y
+"""
+
+_ATTRIBUTE = """
+INSERT INTO revenue_attributions (tenant_id, user_id, product_id, click_event_id,
+    purchase_event_id, revenue, clicked_at, purchased_at, placement_id, strategy)
+SELECT tenant_id, user_id, product_id, 'click-' || event_id, event_id, price,
+       occurred_at - interval '10 minutes', occurred_at, 'home', 'collaborative'
+FROM events
+WHERE tenant_id = $1 AND event_type = 'purchase' AND (hashtext(event_id) & 7) < 3
+"""
+
+
+async def _setup(settings: Settings) -> tuple[str, str]:
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    try:
+        # Nobody logs in as the bench admin: an unguessable password that is thrown away.
+        unusable = hash_password(secrets.token_urlsafe(16), rounds=4)
+        admin = await create_admin(
+            pool, email="bench@example.com", name="Bench", password_hash=unusable
+        )
+        tenant = await create_tenant(pool, owner_id=admin.id, name="Bench shop")
+        return admin.id, str(tenant["id"])
+    finally:
+        await pool.close()
+
+
+async def _load(
+    settings: Settings, tenant_id: str, *, events: int, days: int, users: int, products: int
+) -> float:
+    """Load the events and attributions; returns seconds taken."""
+    now = datetime.now(UTC)
+    start = now - timedelta(days=days)
+    step = timedelta(days=days) / events
+    chunks = 40
+    size = -(-events // chunks)
+    pending = [(i * size, min(events, (i + 1) * size) - 1) for i in range(chunks)]
+    pool = await create_pool(settings, min_size=2, max_size=2, command_timeout=3600)
+    started = time.perf_counter()
+
+    async def loader() -> None:
+        while pending:
+            first, last = pending.pop(0)
+            if first > last:
+                continue
+            async with pool.acquire() as connection:
+                await connection.execute(
+                    _LOAD,
+                    tenant_id,
+                    first,
+                    last,
+                    start + first * step,
+                    users,
+                    products,
+                    step,
+                )
+            done = events - sum(b - a + 1 for a, b in pending)
+            print(f"  loaded ~{done:,} events", file=sys.stderr, flush=True)
+
+    try:
+        await asyncio.gather(loader(), loader())
+        await pool.execute(_ATTRIBUTE, tenant_id)
+        await pool.execute("VACUUM ANALYZE events")
+        await pool.execute("ANALYZE revenue_attributions")
+    finally:
+        await pool.close()
+    return time.perf_counter() - started
+
+
+async def _refresh(settings: Settings, tenant_id: str, days: int) -> float:
+    pool = await create_pool(settings, min_size=1, max_size=2, command_timeout=3600)
+    today = datetime.now(UTC).date()
+    started = time.perf_counter()
+    try:
+        await analytics_store.refresh_tenant_days(
+            pool,
+            tenant_id=tenant_id,
+            days=[today - timedelta(days=n) for n in range(days, -1, -1)],
+        )
+        for table in ("analytics_daily", "analytics_product_daily", "analytics_daily_users"):
+            await pool.execute(f"VACUUM ANALYZE {table}")
+    finally:
+        await pool.close()
+    return time.perf_counter() - started
+
+
+def _figures(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered) * 1000, p95 * 1000
+
+
+async def _time(call: Callable[[], Awaitable[Any]], runs: int) -> tuple[float, float]:
+    await call()  # warm-up: plans and caches, as a running api has them
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - started)
+    return _figures(samples)
+
+
+_NAIVE = {
+    "overview": """
+        SELECT count(*) FILTER (WHERE event_type = 'recommendation_impressed'),
+               count(*) FILTER (WHERE event_type = 'recommendation_clicked'),
+               count(*) FILTER (WHERE event_type = 'purchase'),
+               sum(price) FILTER (WHERE event_type = 'purchase'), count(*),
+               count(DISTINCT user_id),
+               (SELECT sum(revenue) FROM revenue_attributions
+                WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3)
+        FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+    "timeseries (day)": """
+        SELECT date_trunc('day', occurred_at AT TIME ZONE 'UTC'),
+               count(*) FILTER (WHERE event_type = 'recommendation_impressed')
+        FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+        GROUP BY 1""",
+    "top-products (clicks)": """
+        SELECT product_id, count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c
+        FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+        GROUP BY product_id ORDER BY c DESC, product_id LIMIT 10""",
+    "export (daily rows)": """
+        SELECT date_trunc('day', occurred_at AT TIME ZONE 'UTC'),
+               count(*) FILTER (WHERE event_type = 'recommendation_impressed'),
+               count(*) FILTER (WHERE event_type = 'recommendation_clicked'),
+               count(*) FILTER (WHERE event_type = 'purchase'),
+               sum(price) FILTER (WHERE event_type = 'purchase'), count(*),
+               count(DISTINCT user_id)
+        FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+        GROUP BY 1""",
+}
+
+
+async def _measure(
+    settings: Settings, tenant_id: str, admin_id: str, runs: int, naive_runs: int
+) -> list[tuple[str, tuple[float, float], tuple[float, float] | None]]:
+    pool = await create_pool(settings, min_size=1, max_size=4, command_timeout=600)
+    now = datetime.now(UTC)
+    period = resolve_period(from_raw=None, to_raw=None, now=now)
+    try:
+        paths: dict[str, Callable[[], Awaitable[Any]]] = {
+            "overview": lambda: analytics_store.tenant_overview(
+                pool, tenant_id=tenant_id, period=period, now=now
+            ),
+            "timeseries (day)": lambda: analytics_store.series(
+                pool, tenant_id=tenant_id, period=period, interval="day", now=now
+            ),
+            "top-products (clicks)": lambda: analytics_store.top_products(
+                pool, tenant_id=tenant_id, period=period, sort="clicks", limit=10, now=now
+            ),
+            "export (daily rows)": lambda: _export(pool, tenant_id, period, now),
+            "all-tenants overview": lambda: analytics_store.owner_overview(
+                pool, owner_id=admin_id, period=period, now=now
+            ),
+        }
+        results = []
+        for name, call in paths.items():
+            ours = await _time(call, runs)
+            naive = None
+            if name in _NAIVE:
+                sql = _NAIVE[name]
+
+                async def raw(sql: str = sql) -> None:
+                    await pool.fetch(sql, tenant_id, period.start, period.end)
+
+                naive = await _time(raw, naive_runs)
+            results.append((name, ours, naive))
+        overview = await analytics_store.tenant_overview(
+            pool, tenant_id=tenant_id, period=period, now=now
+        )
+        truth = await pool.fetchrow(_NAIVE["overview"], tenant_id, period.start, period.end)
+        assert overview["events"] == truth[4] and overview["activeUsers"] == truth[5], (
+            overview,
+            truth,
+        )
+        print(
+            f"30-day window: {overview['events']:,} events, {overview['activeUsers']:,} users "
+            "(equal to the naive count)"
+        )
+        return results
+    finally:
+        await pool.close()
+
+
+async def _export(pool: asyncpg.Pool, tenant_id: str, period: Any, now: datetime) -> None:
+    for piece in analytics_store.daily_chunks(period):
+        await analytics_store.series(
+            pool, tenant_id=tenant_id, period=piece, interval="day", now=now
+        )
+
+
+def _http(settings: Settings, admin_id: str, tenant_id: str, runs: int, workdir: Path) -> tuple:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
+    env.update(
+        {
+            f"RECOMENGINE_{k.upper()}": str(v)
+            for k, v in settings.model_dump().items()
+            if v is not None
+        }
+    )
+    log = open(workdir / "api.log", "ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "api"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{settings.api_port}"
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"{base}/ready", timeout=2) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        token, _ = issue_access_token(admin_id=admin_id, settings=settings)
+        request = urllib.request.Request(  # noqa: S310
+            f"{base}/api/v1/tenants/{tenant_id}/analytics/overview",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        samples = []
+        for n in range(runs + 1):
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310
+                answer.read()
+            if n:
+                samples.append(time.perf_counter() - started)
+        return _figures(samples)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def main() -> int:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--products", type=int, default=5_000)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--naive-runs", type=int, default=5)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-"))
+    os.chmod(workdir, 0o755)  # noqa: S103  (the postgres account must reach it when run as root)
+    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
+    redis = RedisServer(data_dir=workdir / "redis", port=free_port())
+    postgres.start()
+    redis.start()
+    try:
+        settings = Settings(
+            environment="test",
+            database_url=postgres.url,
+            redis_url=redis.url(1),
+            broker_url=redis.url(0),
+            jwt_secret=secrets.token_urlsafe(32),
+            api_key_secret=secrets.token_urlsafe(32),
+            api_port=free_port(),
+            log_level="WARNING",
+        )
+        upgrade(settings.database_url)
+        admin_id, tenant_id = asyncio.run(_setup(settings))
+        load_seconds = asyncio.run(
+            _load(
+                settings,
+                tenant_id,
+                events=args.events,
+                days=args.days,
+                users=args.users,
+                products=args.products,
+            )
+        )
+        print(f"loaded {args.events:,} events over {args.days} days in {load_seconds:.1f} s")
+        refresh_seconds = asyncio.run(_refresh(settings, tenant_id, args.days))
+        print(f"refreshed {args.days + 1} daily aggregates in {refresh_seconds:.1f} s")
+        results = asyncio.run(_measure(settings, tenant_id, admin_id, args.runs, args.naive_runs))
+        print()
+        print(
+            f"{'path (last 30 days)':<28}{'p50 ms':>10}{'p95 ms':>10}{'naive p50':>12}"
+            f"{'naive p95':>12}",
+            flush=True,
+        )
+        for name, (p50, p95), naive in results:
+            naive_text = f"{naive[0]:>12.1f}{naive[1]:>12.1f}" if naive else f"{'-':>12}{'-':>12}"
+            print(f"{name:<28}{p50:>10.1f}{p95:>10.1f}{naive_text}", flush=True)
+        http = _http(settings, admin_id, tenant_id, args.runs, workdir)
+        print(f"{'overview over HTTP':<28}{http[0]:>10.1f}{http[1]:>10.1f}{'-':>12}{'-':>12}")
+        print(f"\n{args.runs} runs per path (naive: {args.naive_runs}), after one warm-up run")
+        return 0
+    finally:
+        redis.stop()
+        postgres.stop(mode="immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
