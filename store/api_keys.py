@@ -142,8 +142,7 @@ async def list_api_keys(
     the two is the current time without a database write per request.
     """
     rows = await pool.fetch(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 "
-        "ORDER BY created_at DESC, id",
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id",
         tenant_id,
     )
     try:
