@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -72,6 +73,25 @@ FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS x(p
 JOIN events p ON p.tenant_id = $1 AND p.event_id = x.purchase_id AND p.occurred_at = x.purchased_at
 JOIN events c ON c.tenant_id = $1 AND c.event_id = x.click_id AND c.occurred_at = x.clicked_at
 ON CONFLICT DO NOTHING
+RETURNING user_id, experiment_id::text AS experiment_id, variant, revenue::float8 AS revenue
+"""
+
+# Adds per-user experiment counts, only for experiments of the tenant that run or are paused
+# (events queued while it ran may land after a pause); a completed experiment stays frozen.
+_COUNT_EXPERIMENT_USERS = """
+INSERT INTO experiment_user_metrics (tenant_id, experiment_id, variant, user_id, impressions,
+                                     clicks, purchases, revenue)
+SELECT e.tenant_id, e.id, x.variant, x.user_id, x.impressions, x.clicks, x.purchases, x.revenue
+FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[],
+            $8::numeric[]) AS x(experiment_id, variant, user_id, impressions, clicks,
+                               purchases, revenue)
+JOIN experiments e ON e.tenant_id = $1 AND e.id::text = x.experiment_id
+WHERE e.status IN ('running', 'paused') AND x.variant IN ('control', 'variant')
+ON CONFLICT (experiment_id, user_id) DO UPDATE SET
+    impressions = experiment_user_metrics.impressions + excluded.impressions,
+    clicks = experiment_user_metrics.clicks + excluded.clicks,
+    purchases = experiment_user_metrics.purchases + excluded.purchases,
+    revenue = experiment_user_metrics.revenue + excluded.revenue
 """
 
 _ATTRIBUTION_COLUMNS = """
@@ -141,18 +161,65 @@ async def insert_events(
             )
             rows.extend(dict(r) for r in stored)
         purchases = [r for r in inserted if r["event_type"] == "purchase"]
-        if purchases:
+        attributed = (
             await _attribute(connection, tenant_id=tenant_id, purchases=purchases)
+            if purchases
+            else []
+        )
+        await _count_for_experiments(
+            connection, tenant_id=tenant_id, events=inserted, attributions=attributed
+        )
     attributions = await _attributions_of(
         pool, tenant_id=tenant_id, rows=[r for r in rows if r["event_type"] == "purchase"]
     )
     return IngestOutcome(inserted=len(inserted), rows=rows, attributions=attributions)
 
 
+async def _count_for_experiments(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    events: Sequence[dict[str, Any]],
+    attributions: Sequence[asyncpg.Record],
+) -> None:
+    """Per-user experiment counts of newly stored impressions and clicks, and of newly
+    attributed purchases; in the transaction that stored them, so each counts once."""
+    totals: dict[tuple[str, str], list[Any]] = {}
+
+    def add(experiment_id: Any, variant: Any, user_id: str, column: int, amount: float) -> None:
+        if experiment_id and variant:
+            row = totals.setdefault((str(experiment_id), user_id), [str(variant), 0, 0, 0, 0.0])
+            row[column] += amount
+
+    for event in events:
+        if event["event_type"] == "recommendation_impressed":
+            add(event["experiment_id"], event["variant"], event["user_id"], 1, 1)
+        elif event["event_type"] == "recommendation_clicked":
+            add(event["experiment_id"], event["variant"], event["user_id"], 2, 1)
+    for attribution in attributions:
+        user = attribution["user_id"]
+        add(attribution["experiment_id"], attribution["variant"], user, 3, 1)
+        add(attribution["experiment_id"], attribution["variant"], user, 4, attribution["revenue"])
+    if not totals:
+        return
+    (experiments, users), values = zip(*totals.keys(), strict=True), list(totals.values())
+    await connection.execute(
+        _COUNT_EXPERIMENT_USERS,
+        tenant_id,
+        list(experiments),
+        [v[0] for v in values],
+        list(users),
+        [v[1] for v in values],
+        [v[2] for v in values],
+        [v[3] for v in values],
+        [Decimal(str(v[4])) for v in values],
+    )
+
+
 async def _attribute(
     connection: asyncpg.Connection, *, tenant_id: str, purchases: Sequence[dict[str, Any]]
-) -> int:
-    """Attribute purchases to their last free click (the domain rule); returns rows made."""
+) -> list[asyncpg.Record]:
+    """Attribute purchases to their last free click (the domain rule); returns the rows made."""
     earliest = min(p["occurred_at"] for p in purchases) - ATTRIBUTION_WINDOW
     latest = max(p["occurred_at"] for p in purchases)
     clicks = await connection.fetch(
@@ -164,7 +231,7 @@ async def _attribute(
         latest,
     )
     if not clicks:
-        return 0
+        return []
     pairs = attribute(
         [
             Purchase(p["event_id"], p["user_id"], p["product_id"], p["occurred_at"])
@@ -173,8 +240,8 @@ async def _attribute(
         [Click(c["event_id"], c["user_id"], c["product_id"], c["occurred_at"]) for c in clicks],
     )
     if not pairs:
-        return 0
-    status = await connection.execute(
+        return []
+    return await connection.fetch(
         _INSERT_ATTRIBUTIONS,
         tenant_id,
         [p.event_id for p, _ in pairs],
@@ -182,7 +249,6 @@ async def _attribute(
         [p.purchased_at for p, _ in pairs],
         [c.clicked_at for _, c in pairs],
     )
-    return int(status.split()[-1])
 
 
 async def _attributions_of(
@@ -227,7 +293,11 @@ async def reconcile_attributions(
             by_tenant.setdefault(row["tenant_id"], []).append(dict(row))
         made: list[tuple[str, dict[str, Any]]] = []
         for tenant_id, purchases in by_tenant.items():
-            if await _attribute(connection, tenant_id=tenant_id, purchases=purchases):
+            attributed = await _attribute(connection, tenant_id=tenant_id, purchases=purchases)
+            await _count_for_experiments(
+                connection, tenant_id=tenant_id, events=[], attributions=attributed
+            )
+            if attributed:
                 found = await connection.fetch(
                     f"""SELECT {_ATTRIBUTION_COLUMNS} FROM revenue_attributions
                         WHERE tenant_id = $1 AND purchase_event_id = ANY($2)""",

@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from domain.events import TRENDING_WEIGHTS
+from domain.interactions import EVENT_WEIGHTS
 from store import keys
 from store.counters import Op
 
@@ -43,6 +44,9 @@ def event_history_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
     ]
     if event_type == "purchase":
         ops.append(("sadd", keys.user_purchased(tenant_id, user), product, ""))
+    if EVENT_WEIGHTS.get(event_type):
+        # The next incremental retrain rescores this user.
+        ops.append(("sadd", keys.touched_users(tenant_id), user, ""))
     weight = TRENDING_WEIGHTS.get(event_type)
     if weight:
         trending = keys.trending_hour(tenant_id, hour_of(row["occurred_at"]))
@@ -52,7 +56,7 @@ def event_history_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
 
 def ttl_of(key: str) -> int:
     """How long a projection key made by ingestion lives after its last write."""
-    if ":history:" in key or ":purchased:" in key:
+    if ":history:" in key or ":purchased:" in key or ":touched:" in key:
         return HISTORY_TTL_SECONDS
     return TRENDING_TTL_SECONDS
 

@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `train` and `demo`."""
     train = subparsers.add_parser("train", help="retrain one tenant's models now")
     train.add_argument("--tenant", required=True, help="tenant id")
+    train.add_argument(
+        "--incremental",
+        action="store_true",
+        help="only rescore the users with new events since the last run",
+    )
     train.set_defaults(func=run_train)
 
     demo = subparsers.add_parser(
@@ -49,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train in this process with a progress bar (the same code as the training actor)."""
-    from workers.actors.training import train_and_publish
+    from workers.actors.training import refresh_touched_users, train_and_publish
+
+    if getattr(args, "incremental", False):
+        refreshed = asyncio.run(refresh_touched_users(tenant_id=args.tenant))
+        print(json.dumps({"refreshedUsers": refreshed}))
+        return 0
 
     bar = tqdm(total=len(TRAIN_STEPS), desc="training", unit="step")
 

@@ -386,3 +386,157 @@ async def test_a_new_product_gets_content_neighbours_without_a_retrain(
 
     await wait_until(served, within=20)
     assert all(item["category"] == "Shoes" for item in await neighbours())
+
+
+async def test_an_incremental_retrain_rescores_only_the_touched_users(
+    migrated: Settings,
+    async_client: httpx.AsyncClient,
+    client: httpx.Client,
+    trained_shop: TenantContext,
+    redis: Redis,
+) -> None:
+    user = "late-comer"
+    events = [
+        {"eventType": "purchase", "userId": user, "productId": f"b{i}", "metadata": {"price": 5}}
+        for i in (1, 2, 3, 4, 5, 6)
+    ]
+    response = await async_client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=trained_shop.write_headers
+    )
+    assert response.status_code == 202
+
+    async def touched() -> bool:
+        return bool(await redis.sismember(f"reco:{trained_shop.tenant_id}:touched:users", user))
+
+    await wait_until(touched, within=10)
+    before = recommend(client, trained_shop, userId=user, strategy="collaborative")
+    assert before["meta"]["fallbackReason"] == "user_not_in_model_yet"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "train",
+            "--tenant",
+            trained_shop.tenant_id,
+            "--incremental",
+        ],
+        env=settings_env(migrated),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"refreshedUsers": 1' in done.stdout
+    after = recommend(client, trained_shop, userId=user, strategy="collaborative")
+    assert after["meta"]["strategy"] == "collaborative" and not after["meta"]["isFallback"]
+    products = [i["productId"] for i in after["data"]]
+    assert products and all(p.startswith("b") for p in products)
+    assert not {f"b{i}" for i in range(1, 7)} & set(products)
+
+
+async def test_an_experiment_assigns_users_and_counts_their_impressions_clicks_and_purchases(
+    async_client: httpx.AsyncClient, trained_shop: TenantContext, db: asyncpg.Pool
+) -> None:
+    base = f"/api/v1/tenants/{trained_shop.tenant_id}/experiments"
+    created = await async_client.post(
+        base,
+        json={
+            "name": "collaborative vs trending",
+            "placementId": "home-exp",
+            "controlStrategy": "collaborative",
+            "variantStrategy": "trending",
+            "trafficSplit": 50,
+            "metric": "ctr",
+        },
+        headers=trained_shop.admin_headers,
+    )
+    assert created.status_code == 201, created.text
+    experiment_id = created.json()["id"]
+    started = await async_client.patch(
+        f"{base}/{experiment_id}", json={"status": "running"}, headers=trained_shop.admin_headers
+    )
+    assert started.status_code == 200
+    seen: dict[str, str] = {}
+    events: list[dict[str, Any]] = []
+    for u in range(40):
+        user = f"a-user-{u}"
+        answer = (
+            await async_client.get(
+                "/api/v1/recommendations",
+                params={"userId": user, "placementId": "home-exp", "limit": 4},
+                headers=trained_shop.read_headers,
+            )
+        ).json()
+        meta = answer["meta"]
+        assert meta["experimentId"] == experiment_id
+        expected = "collaborative" if meta["variant"] == "control" else "trending"
+        assert meta["requestedStrategy"] == expected
+        seen[user] = meta["variant"]
+        shown = answer["data"][0]["productId"]
+        context = {
+            "placementId": "home-exp",
+            "experimentId": experiment_id,
+            "variant": meta["variant"],
+            "recommendationId": meta["recommendationId"],
+            "strategy": meta["strategy"],
+        }
+        events.append(
+            {
+                "eventType": "recommendation_impressed",
+                "userId": user,
+                "productId": shown,
+                "metadata": context,
+            }
+        )
+        if u % 2 == 0:
+            events.append(
+                {
+                    "eventType": "recommendation_clicked",
+                    "userId": user,
+                    "productId": shown,
+                    "metadata": context,
+                }
+            )
+        if u % 4 == 0:
+            events.append(
+                {
+                    "eventType": "purchase",
+                    "userId": user,
+                    "productId": shown,
+                    "timestamp": (datetime.now(UTC) + timedelta(seconds=1)).isoformat(),
+                    "metadata": {"price": 20},
+                }
+            )
+    assert set(seen.values()) == {"control", "variant"}
+    response = await async_client.post(
+        "/api/v1/events/batch", json={"events": events}, headers=trained_shop.write_headers
+    )
+    assert response.status_code == 202 and response.json()["accepted"] == len(events)
+
+    async def counted() -> bool:
+        purchases = await db.fetchval(
+            "SELECT coalesce(sum(purchases), 0) FROM experiment_user_metrics "
+            "WHERE experiment_id = $1",
+            experiment_id,
+        )
+        return int(purchases) == 10
+
+    await wait_until(counted, within=15)
+    results = (
+        await async_client.get(
+            f"{base}/{experiment_id}/results", headers=trained_shop.admin_headers
+        )
+    ).json()
+    variants = results["variants"]
+    expected_users = {v: list(seen.values()).count(v) for v in ("control", "variant")}
+    for name, stats in variants.items():
+        members = [int(u.rsplit("-", 1)[1]) for u, v in seen.items() if v == name]
+        assert stats["users"] == expected_users[name]
+        assert stats["impressions"] == len(members)
+        assert stats["clicks"] == sum(1 for m in members if m % 2 == 0)
+        assert stats["purchases"] == sum(1 for m in members if m % 4 == 0)
+        assert stats["revenue"] == 20 * stats["purchases"]
+    assert {"ctr", "conversionRate", "revenuePerVisitor"} <= results["tests"].keys()
