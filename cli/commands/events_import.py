@@ -4,7 +4,6 @@ through the same validation, dedupe and projections as live ingestion, resumable
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import sys
@@ -17,6 +16,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from cli.commands.importing import run_import
 from domain.errors import FieldError
 from domain.events import check_event
 from store.db import create_pool
@@ -25,7 +25,6 @@ from store.redis import create_redis
 from store.settings import get_settings
 
 CHUNK_SIZE = 1000
-EXIT_OK, EXIT_SOME_REJECTED, EXIT_FAILED = 0, 1, 2
 CSV_COLUMNS = ("eventType", "userId", "productId", "timestamp", "sessionId", "eventId", "metadata")
 
 
@@ -157,43 +156,21 @@ async def import_events(
     return report
 
 
-def _file_format(path: Path, chosen: str | None) -> str:
-    if chosen:
-        return chosen
-    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
-
-
 def run_events_import(args: argparse.Namespace) -> int:
     """Run the events import; print rejected lines and a summary."""
-    if not args.file.is_file():
-        print(f"error: no such file: {args.file}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.chunk_size < 1:
-        print("error: --chunk-size must be at least 1", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        report = asyncio.run(
-            import_events(
-                tenant_id=args.tenant,
-                path=args.file,
-                file_format=_file_format(args.file, args.format),
-                chunk_size=args.chunk_size,
-                restart=args.restart,
-                progress=not args.no_progress,
-            )
-        )
-    except LookupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except UnicodeDecodeError:
-        print("error: the file is not UTF-8 text", file=sys.stderr)
-        return EXIT_FAILED
-    for line, errors in report.rejected:
-        reasons = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
-        print(f"line {line}: rejected: {reasons}", file=sys.stderr)
-    print(
-        f"stored {report.stored} events, {report.duplicates} already stored, "
-        f"rejected {len(report.rejected)}, resumed after {report.skipped_lines} lines, "
-        f"in {report.seconds:.1f} s"
+    return run_import(
+        args,
+        lambda chosen: import_events(
+            tenant_id=args.tenant,
+            path=args.file,
+            file_format=chosen,
+            chunk_size=args.chunk_size,
+            restart=args.restart,
+            progress=not args.no_progress,
+        ),
+        lambda report: (
+            f"stored {report.stored} events, {report.duplicates} already stored, "
+            f"rejected {len(report.rejected)}, resumed after {report.skipped_lines} lines, "
+            f"in {report.seconds:.1f} s"
+        ),
     )
-    return EXIT_SOME_REJECTED if report.rejected else EXIT_OK

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import sys
@@ -21,6 +20,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from cli.commands.events_import import register_events_import
+from cli.commands.importing import run_import
 from domain import catalog as rules
 from domain.errors import FieldError
 from store import catalog as catalog_store
@@ -29,7 +29,6 @@ from store.redis import create_redis
 from store.settings import get_settings
 
 CHUNK_SIZE = 5000
-EXIT_OK, EXIT_SOME_REJECTED, EXIT_FAILED = 0, 1, 2
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -70,12 +69,6 @@ class ImportReport:
     imported: int = 0
     rejected: list[tuple[int, list[FieldError]]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _file_format(path: Path, chosen: str | None) -> str:
-    if chosen:
-        return chosen
-    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
 
 
 def _csv_row_to_item(row: dict[str | Any, Any]) -> dict[str, Any]:
@@ -209,33 +202,17 @@ def _queue_refresh_quietly(claimed: bool, tenant_id: str) -> None:
 
 def run_catalog_import(args: argparse.Namespace) -> int:
     """Run the catalog import and print rejected lines and a summary."""
-    if not args.file.is_file():
-        print(f"error: no such file: {args.file}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.chunk_size < 1:
-        print("error: --chunk-size must be at least 1", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        report = asyncio.run(
-            import_catalog(
-                tenant_id=args.tenant,
-                path=args.file,
-                file_format=_file_format(args.file, args.format),
-                chunk_size=args.chunk_size,
-                progress=not args.no_progress,
-            )
-        )
-    except LookupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    except UnicodeDecodeError:
-        print("error: the file is not UTF-8 text", file=sys.stderr)
-        return EXIT_FAILED
-    for line, errors in report.rejected:
-        reasons = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
-        print(f"line {line}: rejected: {reasons}", file=sys.stderr)
-    print(
-        f"imported {report.imported} products, rejected {len(report.rejected)} lines "
-        f"in {report.seconds:.1f} s"
+    return run_import(
+        args,
+        lambda chosen: import_catalog(
+            tenant_id=args.tenant,
+            path=args.file,
+            file_format=chosen,
+            chunk_size=args.chunk_size,
+            progress=not args.no_progress,
+        ),
+        lambda report: (
+            f"imported {report.imported} products, rejected "
+            f"{len(report.rejected)} lines in {report.seconds:.1f} s"
+        ),
     )
-    return EXIT_SOME_REJECTED if report.rejected else EXIT_OK
