@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 from sanic import Request
 from sanic.exceptions import BadRequest
@@ -13,6 +13,16 @@ from sanic.exceptions import BadRequest
 from domain.errors import FieldError, ValidationFailed
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value.strip()
+
+
+# A name a person types: surrounding spaces dropped, nothing but spaces refused.
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
 
 
 class ApiModel(BaseModel):

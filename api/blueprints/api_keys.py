@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from api.openapi import document
 from api.security import owned_tenant, require_admin
-from api.validation import ApiModel, parse_body
+from api.validation import ApiModel, NonBlank, parse_body
 from domain import apikeys
 from domain.errors import Conflict, NotFound, Unavailable
 from store import api_keys as key_store
@@ -24,16 +24,9 @@ bp = Blueprint("api_keys", url_prefix="/api/v1")
 class ApiKeyCreate(ApiModel):
     """Body of POST /tenants/{id}/api-keys."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: NonBlank = Field(min_length=1, max_length=100)
     permission: Literal["read", "read_write"]
     environment: Literal["live", "test"] = "live"
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
 
 
 class ApiKeyCreated(ApiModel):

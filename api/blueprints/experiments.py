@@ -10,7 +10,7 @@ from sanic.response import HTTPResponse, empty, json
 
 from api.openapi import document
 from api.security import owned_tenant, require_admin
-from api.validation import ApiModel, parse_body, parse_query
+from api.validation import ApiModel, NonBlank, parse_body, parse_query
 from domain import widgets as widget_rules
 from domain.errors import FieldError, NotFound, ValidationFailed
 from store import experiments as experiment_store
@@ -25,7 +25,7 @@ Status = Literal["draft", "running", "paused", "completed"]
 class ExperimentWrite(ApiModel):
     """Body of POST .../experiments and PUT .../experiments/{expId} (drafts only)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: NonBlank = Field(min_length=1, max_length=200)
     placement_id: str = Field(max_length=widget_rules.PLACEMENT_ID_MAX_CHARS)
     control_strategy: Strategy
     variant_strategy: Strategy
@@ -40,13 +40,6 @@ class ExperimentWrite(ApiModel):
     sequential: bool = Field(
         default=False, strict=True, description="always-valid p-values, safe to look daily"
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
 
     @field_validator("placement_id")
     @classmethod

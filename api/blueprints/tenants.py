@@ -16,7 +16,7 @@ from sanic.response import HTTPResponse, empty, json
 
 from api.openapi import document
 from api.security import owned_tenant, require_admin
-from api.validation import ApiModel, parse_body
+from api.validation import ApiModel, NonBlank, parse_body
 from domain.errors import Forbidden, NotFound, Unavailable
 from store import tenants as tenant_store
 
@@ -92,30 +92,16 @@ class TenantConfig(ApiModel):
 class TenantCreate(ApiModel):
     """Body of POST /tenants."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: NonBlank = Field(min_length=1, max_length=200)
     config: TenantConfig | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip()
 
 
 class TenantUpdate(ApiModel):
     """Body of PUT/PATCH /tenants/{id}: any of name, config (replaced whole), status."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: NonBlank | None = Field(default=None, min_length=1, max_length=200)
     config: TenantConfig | None = None
     status: Literal["active", "suspended"] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_not_blank(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must not be blank")
-        return value.strip() if value is not None else None
 
     @model_validator(mode="after")
     def _changes_something(self) -> TenantUpdate:
