@@ -26,7 +26,8 @@ _METRIC_OF_TYPE = {
 
 def day_of(moment: datetime) -> str:
     """The UTC day bucket (YYYYMMDD) of a moment."""
-    return moment.strftime("%Y%m%d")
+    # Formatted by hand: strftime costs several times more, and this runs for every event.
+    return f"{moment.year:04d}{moment.month:02d}{moment.day:02d}"
 
 
 def placement_field(metric: str, placement_id: str, strategy: str) -> str:

@@ -4,6 +4,7 @@ they feed in Redis, applied at most once per event."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import ujson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute, dedupe_digest
 from store import keys
@@ -314,32 +317,113 @@ async def reconcile_attributions(
 # names listed once (packing thousands of separate arguments costs more than the script):
 # {"k": [key, ...], "e": [[guard key index, guard member (hex), [[op, key index, a, b], ...]],
 # ...], "x": [[key index, seconds], ...]} (indexes are 0-based).
+# The operations of the new events are merged before they run, since Redis spends its time
+# per command: integer increments of one field are summed into one HINCRBY/ZINCRBY, set and
+# HyperLogLog members go in one SADD/PFADD per key, history entries in one ZADD GT per key
+# (highest time per member) followed by one trim. Float increments (revenue) stay one
+# HINCRBYFLOAT each, so that the stored sums are exactly those of applying them one by one.
 _APPLY_GUARDED = """
 local batch = cjson.decode(ARGV[1])
 local k = batch.k
 local applied = 0
+local order, sums, members, latest, trims = {}, {}, {}, {}, {}
+local function slot(kind, key)
+  local id = kind .. '\\0' .. key
+  local found = sums[id]
+  if not found then
+    found = {kind = kind, key = key, fields = {}, names = {}}
+    sums[id] = found
+    order[#order + 1] = found
+  end
+  return found
+end
+local function add(kind, key, name, amount)
+  local s = slot(kind, key)
+  if s.fields[name] == nil then
+    s.fields[name] = 0
+    s.names[#s.names + 1] = name
+  end
+  s.fields[name] = s.fields[name] + amount
+end
+local function include(kind, key, name)
+  local s = slot(kind, key)
+  if s.fields[name] == nil then
+    s.fields[name] = true
+    s.names[#s.names + 1] = name
+  end
+end
 for _, e in ipairs(batch.e) do
   local member = string.gsub(e[2], '..', function(h) return string.char(tonumber(h, 16)) end)
   if redis.call('SADD', k[e[1] + 1], member) == 1 then
     applied = applied + 1
     for _, o in ipairs(e[3]) do
       local op, key, a, b = o[1], k[o[2] + 1], o[3], o[4]
-      if op == 'hincrby' then redis.call('HINCRBY', key, a, b)
+      if op == 'hincrby' then add('h', key, a, tonumber(b))
+      elseif op == 'zincrby' then add('z', key, a, tonumber(b))
       elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
-      elseif op == 'pfadd' then redis.call('PFADD', key, a)
-      elseif op == 'zincrby' then redis.call('ZINCRBY', key, b, a)
-      elseif op == 'zaddgt' then redis.call('ZADD', key, 'GT', b, a)
-      elseif op == 'ztrim' then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(a) + 1))
-      elseif op == 'sadd' then redis.call('SADD', key, a)
+      elseif op == 'pfadd' then include('p', key, a)
+      elseif op == 'sadd' then include('s', key, a)
+      elseif op == 'zaddgt' then
+        local s = slot('g', key)
+        local old = s.fields[a]
+        if old == nil then
+          s.names[#s.names + 1] = a
+          s.fields[a] = b
+        elseif tonumber(b) > tonumber(old) then
+          s.fields[a] = b
+        end
+      elseif op == 'ztrim' then trims[key] = tonumber(a)
       end
     end
   end
+end
+local function flush(command, key, args)
+  -- unpack has a stack limit; large imports send thousands of members
+  for first = 1, #args, 1000 do
+    redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
+  end
+end
+for _, s in ipairs(order) do
+  if s.kind == 'h' then
+    for _, name in ipairs(s.names) do redis.call('HINCRBY', s.key, name, s.fields[name]) end
+  elseif s.kind == 'z' then
+    for _, name in ipairs(s.names) do redis.call('ZINCRBY', s.key, s.fields[name], name) end
+  elseif s.kind == 'p' then flush('PFADD', s.key, s.names)
+  elseif s.kind == 's' then flush('SADD', s.key, s.names)
+  elseif s.kind == 'g' then
+    local args = {}
+    for _, name in ipairs(s.names) do
+      args[#args + 1] = s.fields[name]
+      args[#args + 1] = name
+    end
+    for first = 1, #args, 1000 do
+      redis.call('ZADD', s.key, 'GT', unpack(args, first, math.min(first + 999, #args)))
+    end
+  end
+end
+for key, length in pairs(trims) do
+  redis.call('ZREMRANGEBYRANK', key, 0, -(length + 1))
 end
 for _, x in ipairs(batch.x) do
   redis.call('EXPIRE', k[x[1] + 1], x[2])
 end
 return applied
 """
+
+
+_SCRIPT_SHAS: dict[str, str] = {}
+
+
+async def run_script(redis: Redis, source: str, script_keys: Sequence[Any], *args: Any) -> Any:
+    """Run a Lua script by its SHA1 (EVALSHA), loading it when Redis does not have it yet."""
+    sha = _SCRIPT_SHAS.get(source)
+    if sha is None:
+        sha = _SCRIPT_SHAS[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
+    try:
+        return await redis.evalsha(sha, len(script_keys), *script_keys, *args)
+    except NoScriptError:
+        # A restarted or flushed Redis forgets scripts; EVAL runs it and caches it again.
+        return await redis.eval(source, len(script_keys), *script_keys, *args)
 
 
 @dataclass(frozen=True)
@@ -371,7 +455,7 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
         ops = [[op, ref(key, _ttl(key)), a, b] for op, key, a, b in effect.ops]
         encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member_hex, ops])
     payload = {"k": list(index), "e": encoded, "x": [[index[k], t] for k, t in expiries.items()]}
-    return int(await redis.eval(_APPLY_GUARDED, 0, json.dumps(payload, separators=(",", ":"))))
+    return int(await run_script(redis, _APPLY_GUARDED, [], ujson.dumps(payload)))
 
 
 def _ttl(key: str) -> int:
@@ -446,6 +530,41 @@ class Precheck:
     seen_client_id: list[bool]
 
 
+# The fast dedupe and catalog check of a whole request in one command and one short reply: a
+# pipeline of one HEXISTS/SISMEMBER per event costs the api more in packing and parsing replies
+# than everything else it does. KEYS: the catalog hash, then the seen sets, then the client-id
+# sets (today, yesterday). ARGV[1]: product ids joined by NUL (ids never hold NUL: validation
+# refuses it); ARGV[2]: the 16-byte digests concatenated; ARGV[3]: per digest one byte, the
+# KEYS index of its seen set; ARGV[4]: client ids joined by NUL. Returns one '0'/'1' string:
+# products, then digests, then client ids, in input order.
+_PRECHECK = """
+local out = {}
+local function each(joined, fn)
+  if joined == '' then return end
+  local start = 1
+  while true do
+    local stop = string.find(joined, '\\0', start, true)
+    if not stop then fn(string.sub(joined, start)); return end
+    fn(string.sub(joined, start, stop - 1))
+    start = stop + 1
+  end
+end
+each(ARGV[1], function(id) out[#out + 1] = redis.call('HEXISTS', KEYS[1], id) end)
+local digests, where = ARGV[2], ARGV[3]
+for i = 1, #where do
+  local member = string.sub(digests, 16 * i - 15, 16 * i)
+  out[#out + 1] = redis.call('SISMEMBER', KEYS[string.byte(where, i)], member)
+end
+local today, yesterday = KEYS[#KEYS - 1], KEYS[#KEYS]
+each(ARGV[4], function(id)
+  local found = redis.call('SISMEMBER', today, id)
+  if found == 0 then found = redis.call('SISMEMBER', yesterday, id) end
+  out[#out + 1] = found
+end)
+return table.concat(out)
+"""
+
+
 async def precheck(
     redis: Redis,
     *,
@@ -457,21 +576,33 @@ async def precheck(
     """In one round trip: whether each product is in the catalog projection, and whether each
     event (digest, time) and each client eventId was already ingested (the fast dedupe)."""
     now = datetime.now(UTC)
-    days = [now.strftime("%Y%m%d"), (now - timedelta(days=1)).strftime("%Y%m%d")]
-    async with redis.pipeline(transaction=False) as pipe:
-        for product_id in product_ids:
-            pipe.hexists(keys.catalog_cards(tenant_id), product_id)
-        for digest, moment in digests:
-            member: Any = bytes.fromhex(digest)
-            pipe.sismember(keys.events_seen(tenant_id, day_of(moment)), member)
-        for client_id in client_ids:
-            for day in days:
-                pipe.sismember(keys.event_client_ids(tenant_id, day), client_id)
-        answers = [bool(a) for a in await pipe.execute()]
-    products, rest = answers[: len(product_ids)], answers[len(product_ids) :]
-    seen, rest = rest[: len(digests)], rest[len(digests) :]
-    by_client = [rest[2 * i] or rest[2 * i + 1] for i in range(len(client_ids))]
-    return Precheck(known_product=products, seen=seen, seen_client_id=by_client)
+    script_keys = [keys.catalog_cards(tenant_id)]
+    slot: dict[str, int] = {}
+    where = bytearray()
+    for _, moment in digests:
+        day = day_of(moment)
+        if day not in slot:
+            script_keys.append(keys.events_seen(tenant_id, day))
+            slot[day] = len(script_keys)  # Lua indexes from 1
+        where.append(slot[day])
+    script_keys.append(keys.event_client_ids(tenant_id, day_of(now)))
+    script_keys.append(keys.event_client_ids(tenant_id, day_of(now - timedelta(days=1))))
+    answer = await run_script(
+        redis,
+        _PRECHECK,
+        script_keys,
+        "\0".join(product_ids),
+        b"".join(bytes.fromhex(digest) for digest, _ in digests),
+        bytes(where),
+        "\0".join(client_ids),
+    )
+    bits = [c == 49 for c in answer]  # b"1"
+    products, digested = len(product_ids), len(product_ids) + len(digests)
+    return Precheck(
+        known_product=bits[:products],
+        seen=bits[products:digested],
+        seen_client_id=bits[digested:],
+    )
 
 
 def encode_cursor(occurred_at: datetime, event_id: str) -> str:

@@ -6,11 +6,15 @@ made here at import time; it opens no connection until the first message is sent
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import dramatiq
+import ujson
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.encoder import Encoder, MessageData
+from dramatiq.errors import DecodeError
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
@@ -39,6 +43,30 @@ MAINTENANCE_CHANCE = 50_000
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 
 
+class FastJSONEncoder(Encoder):
+    """Dramatiq's JSON message format, written and read with ujson (C): the api encodes an
+    ingest message of up to 100 events per request, where the stdlib encoder was a tenth of its
+    time. Values ujson refuses (NaN, integers past 64 bits) fall back to the stdlib."""
+
+    def encode(self, data: MessageData) -> bytes:
+        """The message as UTF-8 JSON."""
+        try:
+            return ujson.dumps(data, ensure_ascii=False, escape_forward_slashes=False).encode()
+        except (OverflowError, TypeError, ValueError):
+            return json.dumps(data, separators=(",", ":")).encode()
+
+    def decode(self, data: bytes) -> MessageData:
+        """The message from UTF-8 JSON; DecodeError when it is not JSON."""
+        try:
+            return ujson.loads(data)
+        except (ValueError, OverflowError):
+            pass
+        try:
+            return json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecodeError(f"failed to decode message {data!r}", data, exc) from None
+
+
 def build_broker(url: str) -> RedisBroker:
     """A Redis broker with explicit middleware (retries and time limits are set per actor)."""
     broker = RedisBroker(
@@ -63,6 +91,7 @@ def build_broker(url: str) -> RedisBroker:
     return broker
 
 
+dramatiq.set_encoder(FastJSONEncoder())
 broker = build_broker(get_settings().broker_url)
 dramatiq.set_broker(broker)
 

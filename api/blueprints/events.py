@@ -185,8 +185,9 @@ async def build_enqueuer(app: Sanic) -> None:
     app.ctx.ingest = IngestEnqueuer(send)
 
 
-async def _screen(request: Request, events: list[Event]) -> tuple[list[Event], list[bool]]:
-    """Add warning flags; mark events already ingested (fast Redis pre-check)."""
+async def _screen(request: Request, events: list[Event]) -> tuple[list[dict[str, Any]], list[bool]]:
+    """The queue message of each event with its warning flags, and whether it was already
+    ingested (fast Redis pre-check)."""
     try:
         found = await precheck(
             request.app.ctx.redis,
@@ -199,12 +200,16 @@ async def _screen(request: Request, events: list[Event]) -> tuple[list[Event], l
         raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
     client_seen = iter(found.seen_client_id)
     duplicate = []
-    flagged = []
+    messages = []
     for event, is_known, is_seen in zip(events, found.known_product, found.seen, strict=True):
         by_client = next(client_seen) if event.client_event_id else False
         duplicate.append(is_seen or by_client)
-        flagged.append(event if is_known else event.with_flag(WARNING_UNKNOWN_PRODUCT))
-    return flagged, duplicate
+        message = event.to_message()
+        # Flagging the message, not the frozen event, spares a dataclass copy per event.
+        if not is_known and WARNING_UNKNOWN_PRODUCT not in message["flags"]:
+            message["flags"].append(WARNING_UNKNOWN_PRODUCT)
+        messages.append(message)
+    return messages, duplicate
 
 
 @bp.post("/events")
@@ -219,12 +224,12 @@ async def _screen(request: Request, events: list[Event]) -> tuple[list[Event], l
 async def post_event(request: Request) -> HTTPResponse:
     """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
     event = parse_event(read_json(request), tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
-    (event,), (duplicate,) = await _screen(request, [event])
+    (message,), (duplicate,) = await _screen(request, [event])
     if duplicate:
         return json({"status": "duplicate", "eventId": event.event_id}, status=200)
-    await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, event.to_message())
+    await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, message)
     return json(
-        {"status": "accepted", "eventId": event.event_id, "warnings": list(event.flags)},
+        {"status": "accepted", "eventId": event.event_id, "warnings": list(message["flags"])},
         status=202,
     )
 
@@ -256,9 +261,9 @@ async def post_event_batch(request: Request) -> HTTPResponse:
             valid.append((index, event))
     to_send: list[dict[str, Any]] = []
     if valid:
-        flagged, duplicates = await _screen(request, [event for _, event in valid])
+        messages, duplicates = await _screen(request, [event for _, event in valid])
         in_batch: set[str] = set()
-        for (index, _), event, duplicate in zip(valid, flagged, duplicates, strict=True):
+        for (index, event), message, duplicate in zip(valid, messages, duplicates, strict=True):
             # The same event twice in one batch is a duplicate of itself.
             repeated = event.digest in in_batch or event.event_id in in_batch
             in_batch.update((event.digest, event.event_id))
@@ -269,9 +274,9 @@ async def post_event_batch(request: Request) -> HTTPResponse:
                 "index": index,
                 "status": "accepted",
                 "eventId": event.event_id,
-                "warnings": list(event.flags),
+                "warnings": list(message["flags"]),
             }
-            to_send.append(event.to_message())
+            to_send.append(message)
     if to_send:
         await request.app.ctx.ingest.enqueue_batch(request.ctx.tenant_id, to_send)
     counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
