@@ -20,8 +20,8 @@ from domain.strategies.trending import TrendingModel
 USER_LIST_LENGTH = 30
 ITEM_LIST_LENGTH = 30
 TRENDING_LENGTH = 200
-# Explanations cost a sparse look-up per item; past this many users only scores are published.
-EXPLAIN_USERS_UP_TO = 20_000
+# Users scored and explained per block (bounds the dense score rows and explanation products).
+USER_BLOCK = 4_096
 
 Entry = list[Any]  # [productId, score, [because...]]
 Progress = Callable[[str], None]
@@ -67,23 +67,30 @@ def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dic
 
 
 def _user_lists(model: CollaborativeModel, data: InteractionData) -> dict[str, list[Entry]]:
-    """Top unseen products of every user with interactions."""
+    """Top unseen products of every user with interactions, explained by their own products."""
     users = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
-    if users.size == 0:
-        return {}
-    indices, scores = model.recommend_indices(users, n=USER_LIST_LENGTH)
-    explain = users.size <= EXPLAIN_USERS_UP_TO
     lists: dict[str, list[Entry]] = {}
-    for row, user in enumerate(users):
-        history = model.values_[user] if explain else None
-        entries = []
-        for j, score in zip(indices[row], scores[row], strict=True):
-            if not np.isfinite(score) or score <= 0:
-                break
-            because = list(model._because(history, int(j))) if history is not None else []
-            entries.append([str(data.product_ids[j]), round(float(score), 6), because])
-        if entries:
-            lists[str(data.user_ids[user])] = entries
+    product_ids = data.product_ids.tolist()
+    # Blocks bound the memory of the explanation products; all the work inside is vectorised.
+    for start in range(0, users.size, USER_BLOCK):
+        block = users[start : start + USER_BLOCK]
+        indices, scores = model.recommend_indices(block, n=USER_LIST_LENGTH)
+        valid = np.isfinite(scores) & (scores > 0)
+        indices = np.where(valid, indices, -1)
+        because = model.explain_indices(block, indices)
+        rounded = np.round(scores.astype(np.float64), 6).tolist()
+        lengths = valid.sum(axis=1).tolist()
+        index_rows = indices.tolist()
+        for row, user in enumerate(block.tolist()):
+            n = lengths[row]
+            if n == 0:
+                continue
+            lists[str(data.user_ids[user])] = [
+                [product_ids[j], s, [product_ids[h] for h in why]]
+                for j, s, why in zip(
+                    index_rows[row][:n], rounded[row][:n], because[row][:n], strict=True
+                )
+            ]
     return lists
 
 

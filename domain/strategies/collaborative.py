@@ -92,16 +92,16 @@ class CollaborativeModel:
     def __init__(
         self,
         *,
-        n_neighbours: int = 80,
+        n_neighbours: int = 50,
         shrinkage: float = 0.0,
-        similarity_power: float = 1.0,
+        similarity_power: float = 2.0,
         idf_power: float = 0.0,
         weight_transform: WeightTransform = "log1p",
         half_life_days: float | None = None,
         item_weight: float = 0.2,
         n_item_neighbours: int = 100,
         item_similarity_power: float = 1.0,
-        popularity_penalty: float = 0.1,
+        popularity_penalty: float = 0.125,
         neighbour_damping: float = 0.0,
         item_popularity_damping: float = 0.3,
         block_size: int = 512,
@@ -194,7 +194,7 @@ class CollaborativeModel:
         return out_idx, out_sim
 
     def _item_neighbour_matrix(self) -> sp.csr_matrix:
-        """Return the top item-item shrunk cosines, shape (n_products, n_products)."""
+        """Return the top item-item similarities, shape (n_products, n_products)."""
         vt, v, norms = self.values_t_, self.values_, self.item_norms_
         n_items = vt.shape[0]
         k = min(self.n_item_neighbours, max(n_items - 1, 0))
@@ -289,6 +289,78 @@ class CollaborativeModel:
             out.append(
                 Recommendation(str(self.data_.product_ids[j]), float(s), self._because(history, j))
             )
+        return out
+
+    def explain_indices(
+        self, users: np.ndarray, items: np.ndarray, *, limit: int = 3
+    ) -> list[list[list[int]]]:
+        """Return, per user and recommended item, the user's products that explain it.
+
+        Vectorised :meth:`_because` for many users at once: the contribution of a history
+        product ``h`` to item ``j`` is ``x_uh * sim(h, j)``; the ``limit`` largest positive
+        ones explain ``j``, and without any the user's strongest product does.
+
+        Parameters
+        ----------
+        users : ndarray of shape (b,), int
+        items : ndarray of shape (b, k), int
+            Recommended product indices per user (entries < 0 are padding, explained by []).
+        limit : int
+
+        Returns
+        -------
+        list of b lists of k lists of product indices
+        """
+        self._check_fitted("item_neighbours_")
+        b, k = items.shape
+        if b == 0 or k == 0:
+            return [[[] for _ in range(k)] for _ in range(b)]
+        pair_users = np.repeat(users, k)
+        pair_items = np.maximum(items.ravel(), 0)
+        # Row p of the product is history(u_p) * column j_p of the item neighbours.
+        columns = self._item_neighbours_t()[pair_items]
+        contrib = self.values_[pair_users].multiply(columns).tocsr()
+        contrib.eliminate_zeros()
+        rows = np.repeat(np.arange(b * k), np.diff(contrib.indptr))
+        order = np.lexsort((contrib.indices, -contrib.data, rows))
+        rows_sorted, cols_sorted = rows[order], contrib.indices[order]
+        first = np.searchsorted(rows_sorted, rows_sorted, side="left")
+        keep = (np.arange(rows_sorted.size) - first) < limit
+        rows_sorted, cols_sorted = rows_sorted[keep], cols_sorted[keep]
+        starts = np.searchsorted(rows_sorted, np.arange(b * k + 1))
+        strongest = self._strongest_products(users)
+        picked = cols_sorted.tolist()
+        out: list[list[list[int]]] = []
+        valid = (items >= 0).ravel().tolist()
+        starts_list = starts.tolist()
+        for r in range(b):
+            per_user: list[list[int]] = []
+            for c in range(k):
+                p = r * k + c
+                if not valid[p]:
+                    per_user.append([])
+                    continue
+                lo, hi = starts_list[p], starts_list[p + 1]
+                per_user.append(picked[lo:hi] if hi > lo else strongest[r])
+            out.append(per_user)
+        return out
+
+    def _item_neighbours_t(self) -> sp.csr_matrix:
+        """Return (and cache) the transposed item neighbours: row j holds ``sim(h, j)``."""
+        cached = getattr(self, "_item_neighbours_t_cache", None)
+        if cached is None:
+            cached = self.item_neighbours_.T.tocsr()
+            self._item_neighbours_t_cache = cached
+        return cached
+
+    def _strongest_products(self, users: np.ndarray) -> list[list[int]]:
+        """Return ``[argmax history]`` per user (``[]`` for an empty history)."""
+        rows = self.values_[users]
+        out: list[list[int]] = []
+        indptr, indices, data = rows.indptr, rows.indices, rows.data
+        for r in range(rows.shape[0]):
+            lo, hi = indptr[r], indptr[r + 1]
+            out.append([int(indices[lo + np.argmax(data[lo:hi])])] if hi > lo else [])
         return out
 
     def _because(self, history: sp.csr_matrix, item: int, limit: int = 3) -> tuple[str, ...]:

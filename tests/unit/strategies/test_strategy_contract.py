@@ -330,16 +330,41 @@ def test_trending_falls_back_to_all_time_popularity_when_the_window_is_empty(
 
 def test_fbt_ranks_the_most_frequent_partner_of_the_anchor_first(shop: InteractionData) -> None:
     model = FrequentlyBoughtTogetherModel().fit(shop)
-    assert ids(model.similar_items(product="a0", n=3)) == ["a1", "a2", "a4"]
+    top = ids(model.similar_items(product="a0", n=3))
+    assert top[0] == "a1"
+    assert set(top) == {"a1", "a2", "a4"}
 
 
-def test_fbt_does_not_let_a_best_seller_drown_a_specific_partner(shop: InteractionData) -> None:
-    raw = FrequentlyBoughtTogetherModel(popularity_exponent=0.0, shrinkage=0.0).fit(shop)
+def test_fbt_popularity_exponent_keeps_a_best_seller_from_drowning_a_specific_partner(
+    shop: InteractionData,
+) -> None:
+    raw = FrequentlyBoughtTogetherModel(
+        popularity_exponent=0.0, shrinkage=0.0, popularity_prior=0.0
+    ).fit(shop)
     assert ids(raw.similar_items(product="a0", n=3)) == ["a1", "a4", "a2"]
-    damped = FrequentlyBoughtTogetherModel().fit(shop)
-    assert ids(damped.similar_items(product="a0", n=3)).index("a2") < ids(
-        damped.similar_items(product="a0", n=3)
-    ).index("a4")
+    damped = FrequentlyBoughtTogetherModel(popularity_exponent=0.5, popularity_prior=0.0).fit(shop)
+    assert ids(damped.similar_items(product="a0", n=3)) == ["a1", "a2", "a4"]
+
+
+def test_fbt_popularity_prior_breaks_ties_towards_the_more_popular_partner(
+    shop: InteractionData,
+) -> None:
+    # a1 (6 co-purchases) and a4 (3) differ; the prior only adds to pairs that exist.
+    plain = FrequentlyBoughtTogetherModel(popularity_prior=0.0).fit(shop)
+    prior = FrequentlyBoughtTogetherModel(popularity_prior=3.0).fit(shop)
+    a4_plain = {r.product_id: r.score for r in plain.similar_items(product="a0")}["a4"]
+    a4_prior = {r.product_id: r.score for r in prior.similar_items(product="a0")}["a4"]
+    assert a4_prior == pytest.approx(a4_plain + 3.0, rel=1e-5)
+    assert "b0" not in ids(prior.similar_items(product="a0", n=20)), "never bought together"
+
+
+def test_fbt_weighs_a_shared_session_above_the_seven_day_window(shop: InteractionData) -> None:
+    # b0 and b1 only meet across two sessions of one user: window_weight of a session pair.
+    model = FrequentlyBoughtTogetherModel(window_weight=0.2, popularity_prior=0.0).fit(shop)
+    b1 = {r.product_id: r.score for r in model.similar_items(product="b0")}["b1"]
+    full = FrequentlyBoughtTogetherModel(window_weight=1.0, popularity_prior=0.0).fit(shop)
+    b1_full = {r.product_id: r.score for r in full.similar_items(product="b0")}["b1"]
+    assert b1 == pytest.approx(0.2 * b1_full, rel=1e-5)
 
 
 def test_fbt_pairs_purchases_of_the_same_user_within_seven_days(shop: InteractionData) -> None:
@@ -365,3 +390,24 @@ def test_blended_neighbour_lists_follow_the_latest_history_at_serve_time() -> No
     )
     assert ids(recs) == ["b2", "a2"]
     assert recs[0].because == ("b1",)
+
+
+def test_collaborative_batch_explanations_equal_the_single_user_ones(
+    shop: InteractionData,
+) -> None:
+    model = USER_STRATEGIES["collaborative"](shop)
+    users = np.arange(shop.n_users)
+    indices, scores = model.recommend_indices(users, n=5)
+    indices = np.where(np.isfinite(scores), indices, -1)
+    batch = model.explain_indices(users, indices)
+    explained = 0
+    for u in users:
+        history = model.values_[u]
+        for c, j in enumerate(indices[u]):
+            if j < 0:
+                assert batch[u][c] == []
+                continue
+            single = [shop.product_index[p] for p in model._because(history, int(j))]
+            assert batch[u][c] == single
+            explained += 1
+    assert explained > shop.n_users, "most users get explained recommendations"

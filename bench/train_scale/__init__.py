@@ -1,0 +1,1 @@
+"""Training at scale: ``python -m bench.train_scale``."""
