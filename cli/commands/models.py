@@ -140,12 +140,13 @@ async def _post_all(
     items: list[dict[str, Any]],
     size: int,
     desc: str,
-) -> None:
+) -> int:
+    """Post `items` in batches of `size`, 8 at a time; returns how many the api accepted."""
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     bar = tqdm(total=len(items), desc=desc, unit="item")
     semaphore = asyncio.Semaphore(8)
 
-    async def post(chunk: list[dict[str, Any]]) -> None:
+    async def post(chunk: list[dict[str, Any]]) -> int:
         async with semaphore:
             for _attempt in range(5):
                 response = await client.post(path, json={field: chunk})
@@ -153,11 +154,13 @@ async def _post_all(
                     await asyncio.sleep(float(response.headers.get("retry-after", "1")))
                     continue
                 response.raise_for_status()
-                break
-            bar.update(len(chunk))
+                bar.update(len(chunk))
+                return int(response.json()["accepted"])
+            raise RuntimeError(f"{path} kept answering 429")
 
-    await asyncio.gather(*(post(chunk) for chunk in chunks))
+    accepted = sum(await asyncio.gather(*(post(chunk) for chunk in chunks)))
     bar.close()
+    return accepted
 
 
 async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
@@ -207,7 +210,7 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
             keys[permission] = created.raise_for_status().json()["key"]
         client.headers["X-API-Key"] = keys["read_write"]
         await _post_all(client, "/catalog/batch", "items", catalog, 1000, "catalog")
-        await _post_all(client, "/events/batch", "events", events, 100, "events")
+        accepted = await _post_all(client, "/events/batch", "events", events, 100, "events")
     return {
         "tenantId": tenant["id"],
         "adminEmail": DEMO_EMAIL,
@@ -215,36 +218,38 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
         "readKey": keys["read"],
         "writeKey": keys["read_write"],
         "catalogItems": len(catalog),
-        "events": len(events),
+        "events": accepted,
         "sampleUser": events[-1]["userId"],
     }
 
 
-def _wait_for_landing(state: dict[str, Any]) -> None:
-    """Wait until the workers have written the events, then train once."""
+def _wait_for_landing(state: dict[str, Any], *, within: float = 900) -> None:
+    """Wait until the workers have stored every accepted event."""
+    import asyncpg
+
     from store.settings import get_settings
 
-    async def landed() -> int:
-        import asyncpg
-
+    async def wait() -> None:
         connection = await asyncpg.connect(get_settings().database_url)
+        bar = tqdm(total=state["events"], desc="stored", unit="event")
         try:
-            return int(
-                await connection.fetchval(
-                    "SELECT count(*) FROM events WHERE tenant_id = $1", state["tenantId"]
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                stored = int(
+                    await connection.fetchval(
+                        "SELECT count(*) FROM events WHERE tenant_id = $1", state["tenantId"]
+                    )
                 )
-            )
+                bar.update(stored - bar.n)
+                if stored >= state["events"]:
+                    return
+                await asyncio.sleep(1)
+            print("warning: not every event is stored yet; training on what is", file=sys.stderr)
         finally:
+            bar.close()
             await connection.close()
 
-    deadline = time.monotonic() + 600
-    previous = -1
-    while time.monotonic() < deadline:
-        count = asyncio.run(landed())
-        if count == previous and count > 0:
-            return
-        previous = count
-        time.sleep(3)
+    asyncio.run(wait())
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -22,7 +22,17 @@ REDIS_PORT = 16379
 API_PORT = 5008
 PROCESSES = {
     "api": ["api"],
-    "worker": ["worker", "--processes", "1", "--threads", "4"],
+    "worker": [
+        "worker",
+        "--queues",
+        "ingest,catalog,projections,maintenance",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+    ],
+    # Training has its own pool, so a long fit never holds up ingestion.
+    "worker-training": ["worker", "--queues", "training", "--processes", "1", "--threads", "1"],
     "scheduler": ["scheduler"],
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -43,7 +44,10 @@ async def train_and_publish(
     events = await load_events(pool, tenant_id=tenant_id)
     catalog = await load_catalog(pool, tenant_id=tenant_id)
     progress("loaded")
-    result = train(events=events, catalog=catalog, now=time.time(), progress=progress)
+    # Fitting is CPU-bound: off the event loop, which every async actor of this process shares.
+    result = await asyncio.to_thread(
+        train, events=events, catalog=catalog, now=time.time(), progress=progress
+    )
     version = new_version()
     await publish_model(
         redis,
@@ -77,8 +81,9 @@ async def train_and_publish(
 async def refresh_content(*, tenant_id: str) -> None:
     """After catalog changes: new content lists in the current version, or a first training."""
     catalog = await load_catalog(await db_pool(), tenant_id=tenant_id)
+    lists = await asyncio.to_thread(content_lists, catalog)
     version = await replace_content_lists(
-        redis_client(), tenant_id=tenant_id, content_item_lists=content_lists(catalog)
+        redis_client(), tenant_id=tenant_id, content_item_lists=lists
     )
     if version is None:
         await train_and_publish(tenant_id=tenant_id)
@@ -108,7 +113,9 @@ async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> int:
         item_lists = await read_item_lists(
             redis, tenant_id=tenant_id, version=version, product_ids=products
         )
-        lists = refresh_user_lists(histories=histories, item_lists=item_lists)
+        lists = await asyncio.to_thread(
+            refresh_user_lists, histories=histories, item_lists=item_lists
+        )
         await update_user_lists(redis, tenant_id=tenant_id, user_lists=lists)
         refreshed += len(users)
 
