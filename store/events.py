@@ -50,15 +50,21 @@ ON CONFLICT DO NOTHING
 RETURNING {_ROW_COLUMNS}
 """
 
+# One index probe (tenant, product, time) per distinct purchased pair, within that pair's own
+# window: a single time range over every pair would scan all of the tenant's recent events.
 _CANDIDATE_CLICKS = """
 SELECT c.event_id, c.user_id, c.product_id, c.occurred_at
-FROM events c
-JOIN unnest($2::text[], $3::text[]) AS p(user_id, product_id)
-  ON c.user_id = p.user_id AND c.product_id = p.product_id
-WHERE c.tenant_id = $1 AND c.event_type = 'recommendation_clicked'
-  AND c.occurred_at BETWEEN $4 AND $5
-  AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
-                  WHERE r.tenant_id = $1 AND r.click_event_id = c.event_id)
+FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+     AS p(user_id, product_id, earliest, latest)
+CROSS JOIN LATERAL (
+    SELECT e.event_id, e.user_id, e.product_id, e.occurred_at
+    FROM events e
+    WHERE e.tenant_id = $1 AND e.product_id = p.product_id
+      AND e.occurred_at BETWEEN p.earliest AND p.latest
+      AND e.user_id = p.user_id AND e.event_type = 'recommendation_clicked'
+      AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
+                      WHERE r.tenant_id = $1 AND r.click_event_id = e.event_id)
+) c
 """
 
 _INSERT_ATTRIBUTIONS = """
@@ -76,7 +82,8 @@ FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS x(p
 JOIN events p ON p.tenant_id = $1 AND p.event_id = x.purchase_id AND p.occurred_at = x.purchased_at
 JOIN events c ON c.tenant_id = $1 AND c.event_id = x.click_id AND c.occurred_at = x.clicked_at
 ON CONFLICT DO NOTHING
-RETURNING user_id, experiment_id::text AS experiment_id, variant, revenue::float8 AS revenue
+RETURNING user_id, purchase_event_id, click_event_id, revenue::float8 AS revenue, purchased_at,
+          placement_id, strategy, experiment_id::text AS experiment_id, variant
 """
 
 # Adds per-user experiment counts, only for experiments of the tenant that run or are paused
@@ -172,9 +179,14 @@ async def insert_events(
         await _count_for_experiments(
             connection, tenant_id=tenant_id, events=inserted, attributions=attributed
         )
-    attributions = await _attributions_of(
-        pool, tenant_id=tenant_id, rows=[r for r in rows if r["event_type"] == "purchase"]
-    )
+    if missing:
+        # A redelivery: attributions made by an earlier delivery may still need their effects.
+        attributions = await _attributions_of(
+            pool, tenant_id=tenant_id, rows=[r for r in rows if r["event_type"] == "purchase"]
+        )
+    else:
+        # Every purchase is new, so its only attributions are the ones just made.
+        attributions = [dict(r) for r in attributed]
     return IngestOutcome(inserted=len(inserted), rows=rows, attributions=attributions)
 
 
@@ -223,15 +235,18 @@ async def _attribute(
     connection: asyncpg.Connection, *, tenant_id: str, purchases: Sequence[dict[str, Any]]
 ) -> list[asyncpg.Record]:
     """Attribute purchases to their last free click (the domain rule); returns the rows made."""
-    earliest = min(p["occurred_at"] for p in purchases) - ATTRIBUTION_WINDOW
-    latest = max(p["occurred_at"] for p in purchases)
+    windows: dict[tuple[str, str], list[datetime]] = {}
+    for p in purchases:
+        window = windows.setdefault((p["user_id"], p["product_id"]), [p["occurred_at"]] * 2)
+        window[0] = min(window[0], p["occurred_at"])
+        window[1] = max(window[1], p["occurred_at"])
     clicks = await connection.fetch(
         _CANDIDATE_CLICKS,
         tenant_id,
-        [p["user_id"] for p in purchases],
-        [p["product_id"] for p in purchases],
-        earliest,
-        latest,
+        [user for user, _ in windows],
+        [product for _, product in windows],
+        [first - ATTRIBUTION_WINDOW for first, _ in windows.values()],
+        [last for _, last in windows.values()],
     )
     if not clicks:
         return []
@@ -313,96 +328,71 @@ async def reconcile_attributions(
 
 # Applies each event's operations only if its guard member was new to its guard set, in one
 # atomic script: a crash can never leave an event half applied, and a redelivered event whose
-# guard is already set changes nothing. Everything comes as one JSON argument with the key
-# names listed once (packing thousands of separate arguments costs more than the script):
-# {"k": [key, ...], "e": [[guard key index, guard member (hex), [[op, key index, a, b], ...]],
-# ...], "x": [[key index, seconds], ...]} (indexes are 0-based).
-# The operations of the new events are merged before they run, since Redis spends its time
-# per command: integer increments of one field are summed into one HINCRBY/ZINCRBY, set and
-# HyperLogLog members go in one SADD/PFADD per key, history entries in one ZADD GT per key
-# (highest time per member) followed by one trim. Float increments (revenue) stay one
-# HINCRBYFLOAT each, so that the stored sums are exactly those of applying them one by one.
+# guard is already set changes nothing. The operations of the new events are merged before
+# they run, since Redis spends its time per command: integer increments of one field are summed
+# into one HINCRBY/ZINCRBY, set and HyperLogLog members go in one SADD/PFADD per key, history
+# entries in one ZADD GT per key (highest time per member) followed by one trim. Float
+# increments (revenue) stay one HINCRBYFLOAT each, so that the stored sums are exactly those of
+# applying them one by one.
+# ARGV[1] is JSON (one argument: packing thousands costs more than the script), every index
+# 0-based: {"k": [key, ...], "t": [[op, key index, field], ...] (the distinct targets),
+# "g": [[op, key index, [target index, ...]], ...] (targets sharing one command; trims last),
+# "e": [[guard key index, guard member, [target index, amount, ...]], ...],
+# "x": [[key index, seconds], ...]}. A guard member given as a number is the offset of its 16
+# bytes in ARGV[2] (binary digests do not fit JSON strings).
 _APPLY_GUARDED = """
 local batch = cjson.decode(ARGV[1])
-local k = batch.k
+local blob = ARGV[2]
+local k, t = batch.k, batch.t
+local acc = {}
 local applied = 0
-local order, sums, members, latest, trims = {}, {}, {}, {}, {}
-local function slot(kind, key)
-  local id = kind .. '\\0' .. key
-  local found = sums[id]
-  if not found then
-    found = {kind = kind, key = key, fields = {}, names = {}}
-    sums[id] = found
-    order[#order + 1] = found
-  end
-  return found
-end
-local function add(kind, key, name, amount)
-  local s = slot(kind, key)
-  if s.fields[name] == nil then
-    s.fields[name] = 0
-    s.names[#s.names + 1] = name
-  end
-  s.fields[name] = s.fields[name] + amount
-end
-local function include(kind, key, name)
-  local s = slot(kind, key)
-  if s.fields[name] == nil then
-    s.fields[name] = true
-    s.names[#s.names + 1] = name
-  end
-end
 for _, e in ipairs(batch.e) do
-  local member = string.gsub(e[2], '..', function(h) return string.char(tonumber(h, 16)) end)
+  local member = e[2]
+  if type(member) == 'number' then member = string.sub(blob, member + 1, member + 16) end
   if redis.call('SADD', k[e[1] + 1], member) == 1 then
     applied = applied + 1
-    for _, o in ipairs(e[3]) do
-      local op, key, a, b = o[1], k[o[2] + 1], o[3], o[4]
-      if op == 'hincrby' then add('h', key, a, tonumber(b))
-      elseif op == 'zincrby' then add('z', key, a, tonumber(b))
-      elseif op == 'hincrbyfloat' then redis.call('HINCRBYFLOAT', key, a, b)
-      elseif op == 'pfadd' then include('p', key, a)
-      elseif op == 'sadd' then include('s', key, a)
+    local c = e[3]
+    for i = 1, #c, 2 do
+      local ti, amount = c[i] + 1, c[i + 1]
+      local op = t[ti][1]
+      if op == 'hincrby' or op == 'zincrby' then
+        acc[ti] = (acc[ti] or 0) + amount
       elseif op == 'zaddgt' then
-        local s = slot('g', key)
-        local old = s.fields[a]
-        if old == nil then
-          s.names[#s.names + 1] = a
-          s.fields[a] = b
-        elseif tonumber(b) > tonumber(old) then
-          s.fields[a] = b
-        end
-      elseif op == 'ztrim' then trims[key] = tonumber(a)
+        local old = acc[ti]
+        if old == nil or tonumber(amount) > tonumber(old) then acc[ti] = amount end
+      elseif op == 'hincrbyfloat' then
+        redis.call('HINCRBYFLOAT', k[t[ti][2] + 1], t[ti][3], amount)
+      else
+        acc[ti] = true
       end
     end
   end
 end
-local function flush(command, key, args)
-  -- unpack has a stack limit; large imports send thousands of members
+for _, g in ipairs(batch.g) do
+  local op, key, args = g[1], k[g[2] + 1], {}
+  for _, index in ipairs(g[3]) do
+    local ti = index + 1
+    local value, field = acc[ti], t[ti][3]
+    if value ~= nil then
+      if op == 'hincrby' then redis.call('HINCRBY', key, field, value)
+      elseif op == 'zincrby' then redis.call('ZINCRBY', key, value, field)
+      elseif op == 'ztrim' then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(field) + 1))
+      elseif op == 'zaddgt' then
+        args[#args + 1] = value
+        args[#args + 1] = field
+      else
+        args[#args + 1] = field
+      end
+    end
+  end
+  -- unpack has a stack limit; a large import sends thousands of members
   for first = 1, #args, 1000 do
-    redis.call(command, key, unpack(args, first, math.min(first + 999, #args)))
-  end
-end
-for _, s in ipairs(order) do
-  if s.kind == 'h' then
-    for _, name in ipairs(s.names) do redis.call('HINCRBY', s.key, name, s.fields[name]) end
-  elseif s.kind == 'z' then
-    for _, name in ipairs(s.names) do redis.call('ZINCRBY', s.key, s.fields[name], name) end
-  elseif s.kind == 'p' then flush('PFADD', s.key, s.names)
-  elseif s.kind == 's' then flush('SADD', s.key, s.names)
-  elseif s.kind == 'g' then
-    local args = {}
-    for _, name in ipairs(s.names) do
-      args[#args + 1] = s.fields[name]
-      args[#args + 1] = name
-    end
-    for first = 1, #args, 1000 do
-      redis.call('ZADD', s.key, 'GT', unpack(args, first, math.min(first + 999, #args)))
+    local last = math.min(first + 999, #args)
+    if op == 'zaddgt' then redis.call('ZADD', key, 'GT', unpack(args, first, last))
+    elseif op == 'pfadd' then redis.call('PFADD', key, unpack(args, first, last))
+    else redis.call('SADD', key, unpack(args, first, last))
     end
   end
-end
-for key, length in pairs(trims) do
-  redis.call('ZREMRANGEBYRANK', key, 0, -(length + 1))
 end
 for _, x in ipairs(batch.x) do
   redis.call('EXPIRE', k[x[1] + 1], x[2])
@@ -441,21 +431,52 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
         return 0
     index: dict[str, int] = {}
     expiries: dict[str, int] = {}
+    targets: dict[tuple[str, str, str], int] = {}
+    target_list: list[list[Any]] = []
+    groups: dict[tuple[str, int], list[int]] = {}
+    blob = bytearray()
 
     def ref(key: str, ttl: int) -> int:
-        if key not in index:
-            index[key] = len(index)
+        found = index.get(key)
+        if found is None:
+            found = index[key] = len(index)
             expiries[key] = ttl
-        return index[key]
+        return found
 
     encoded = []
     for effect in effects:
-        member = effect.guard_member
-        member_hex = member.hex() if isinstance(member, bytes) else member.encode().hex()
-        ops = [[op, ref(key, _ttl(key)), a, b] for op, key, a, b in effect.ops]
-        encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member_hex, ops])
-    payload = {"k": list(index), "e": encoded, "x": [[index[k], t] for k, t in expiries.items()]}
-    return int(await run_script(redis, _APPLY_GUARDED, [], ujson.dumps(payload)))
+        member: Any = effect.guard_member
+        if isinstance(member, bytes):
+            if len(member) != 16:
+                raise ValueError("binary guard members are 16-byte digests")
+            offset = len(blob)
+            blob.extend(member)
+            member = offset
+        contributions: list[Any] = []
+        for op, key, a, b in effect.ops:
+            target = targets.get((op, key, a))
+            if target is None:
+                target = targets[(op, key, a)] = len(target_list)
+                key_index = ref(key, _ttl(key))
+                target_list.append([op, key_index, a])
+                groups.setdefault((op, key_index), []).append(target)
+            if op == "hincrby":
+                contributions += (target, int(b))
+            elif op == "zincrby":
+                contributions += (target, float(b) if "." in b or "e" in b else int(b))
+            else:
+                contributions += (target, b)
+        encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member, contributions])
+    # A history is trimmed only after every entry of the message was added to it.
+    ordered = sorted(groups.items(), key=lambda item: item[0][0] == "ztrim")
+    payload = {
+        "k": list(index),
+        "t": target_list,
+        "g": [[op, key_index, members] for (op, key_index), members in ordered],
+        "e": encoded,
+        "x": [[index[k], t] for k, t in expiries.items()],
+    }
+    return int(await run_script(redis, _APPLY_GUARDED, [], ujson.dumps(payload), bytes(blob)))
 
 
 def _ttl(key: str) -> int:
