@@ -59,7 +59,8 @@ async def _snapshot(redis: Redis, tenant_id: str) -> dict[str, Any]:
     found: dict[str, Any] = {}
     async for raw in redis.scan_iter(match=f"*{tenant_id}*", count=1000):
         key = raw.decode()
-        kind = (await redis.type(key)).decode()
+        kind_raw: Any = await redis.type(key)
+        kind = kind_raw.decode()
         if kind == "hash":
             value: Any = await redis.hgetall(key)
         elif kind == "zset":
