@@ -396,6 +396,8 @@ async def test_an_incremental_retrain_rescores_only_the_touched_users(
     redis: Redis,
 ) -> None:
     user = "late-comer"
+    touched_key = f"reco:{trained_shop.tenant_id}:touched:users"
+    await redis.delete(touched_key)  # earlier tests of this module touched users too
     events = [
         {"eventType": "purchase", "userId": user, "productId": f"b{i}", "metadata": {"price": 5}}
         for i in (1, 2, 3, 4, 5, 6)
@@ -406,7 +408,7 @@ async def test_an_incremental_retrain_rescores_only_the_touched_users(
     assert response.status_code == 202
 
     async def touched() -> bool:
-        return bool(await redis.sismember(f"reco:{trained_shop.tenant_id}:touched:users", user))
+        return bool(await redis.sismember(touched_key, user))
 
     await wait_until(touched, within=10)
     before = recommend(client, trained_shop, userId=user, strategy="collaborative")
