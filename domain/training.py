@@ -54,15 +54,25 @@ class TrainingResult:
 
 def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dict[str, list[Entry]]:
     """Per-row top lists of a (n_products, n_products) neighbour matrix, keyed by product id."""
+    m = matrix.tocsr()
+    lengths = np.diff(m.indptr)
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    # One stable sort for every row (best first, ties in stored order) instead of one per row.
+    order = np.lexsort((-m.data, rows))
+    rank = np.arange(order.size) - np.repeat(m.indptr[:-1], lengths)
+    kept = order[rank < length]
+    rows_kept = rows[kept]
+    names = ids[m.indices[kept]].astype(str).tolist()
+    scores = np.round(m.data[kept].astype(np.float64), 6).tolist()
+    bounds = np.searchsorted(rows_kept, np.arange(m.shape[0] + 1)).tolist()
     lists: dict[str, list[Entry]] = {}
-    for row in range(matrix.shape[0]):
-        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
-        if lo == hi:
-            continue
-        cols, vals = matrix.indices[lo:hi], matrix.data[lo:hi]
-        order = np.argsort(-vals, kind="stable")[:length]
-        anchor = str(ids[row])
-        lists[anchor] = [[str(ids[cols[o]]), round(float(vals[o]), 6), [anchor]] for o in order]
+    for row in np.flatnonzero(lengths).tolist():
+        lo, hi = bounds[row], bounds[row + 1]
+        anchor = [str(ids[row])]
+        lists[anchor[0]] = [
+            [name, score, list(anchor)]
+            for name, score in zip(names[lo:hi], scores[lo:hi], strict=True)
+        ]
     return lists
 
 

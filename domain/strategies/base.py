@@ -174,3 +174,84 @@ def blend_neighbour_lists(
                 best_reason[other] = (contribution, product)
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return [Recommendation(p, float(s), (best_reason[p][1],)) for p, s in ranked]
+
+
+def sparse_top_k(matrix: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``k`` best stored entries of each row of a CSR matrix, best first.
+
+    The sparse counterpart of :func:`top_k_per_row`: only stored entries compete, so a block of
+    rows never has to be densified to its full width. Ties go to the lower column.
+
+    Parameters
+    ----------
+    matrix : csr_matrix of shape (n_rows, n_cols)
+        Without duplicate entries; stored ``-inf`` entries never count as found.
+    k : int
+
+    Returns
+    -------
+    indices : ndarray of shape (n_rows, k), int64
+    values : ndarray of shape (n_rows, k), float32
+        Padding (fewer than ``k`` finite entries) is ``-inf``.
+    """
+    n_rows = matrix.shape[0]
+    k = max(min(k, matrix.shape[1]), 0)
+    out_idx = np.zeros((n_rows, k), dtype=np.int64)
+    out_val = np.full((n_rows, k), -np.inf, dtype=np.float32)
+    if k == 0 or matrix.nnz == 0:
+        return out_idx, out_val
+    # Products and constructors already give one entry per (row, column): no canonical sort.
+    m = matrix if sp.isspmatrix_csr(matrix) else matrix.tocsr()
+    indptr, indices = m.indptr, m.indices
+    data = m.data.astype(np.float32, copy=False)
+    lengths = np.diff(indptr)
+    # Rows with more than k entries keep their k best (argpartition per row, cheap in C);
+    # the short rows are taken whole. One lexsort then orders every kept entry.
+    keep = np.ones(data.size, dtype=bool)
+    for row in np.flatnonzero(lengths > k).tolist():
+        lo, hi = int(indptr[row]), int(indptr[row + 1])
+        part = np.argpartition(-data[lo:hi], k - 1)[k:]
+        keep[lo + part] = False
+    rows = np.repeat(np.arange(n_rows), lengths)[keep]
+    cols, vals = indices[keep], data[keep]
+    order = np.lexsort((cols, -vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    rank = np.arange(rows.size) - starts[rows]
+    out_idx[rows, rank] = cols
+    out_val[rows, rank] = vals
+    return out_idx, out_val
+
+
+def budget_mask(counts: np.ndarray, budget: float, *, n_rows: int) -> np.ndarray:
+    """Return which entries to keep so that ``sum(counts ** 2)`` fits ``budget``.
+
+    The largest counts go first: in a sparse product ``A.T @ A`` a column held by ``c`` rows
+    costs ``c ** 2`` pairs, and the most widely held columns (best-sellers, catch-all
+    features, buy-everything users) are both the costliest and the least informative. When
+    the result cannot hold more than ``n_rows ** 2 <= budget`` pairs anyway, everything is kept.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n,)
+        Rows holding each column.
+    budget : float
+        Maximum summed ``counts ** 2`` (``inf`` keeps everything).
+    n_rows : int
+        Side of the square result.
+
+    Returns
+    -------
+    ndarray of shape (n,), bool
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    keep = np.ones(counts.shape[0], dtype=bool)
+    work = counts**2
+    if not np.isfinite(budget) or float(n_rows) ** 2 <= budget or work.sum() <= budget:
+        return keep
+    order = np.argsort(-counts, kind="stable")
+    # Remaining work after dropping the i + 1 largest: total minus the cumulative head.
+    remaining = work.sum() - np.cumsum(work[order])
+    n_drop = int(np.searchsorted(-remaining, -budget)) + 1
+    keep[order[:n_drop]] = False
+    return keep

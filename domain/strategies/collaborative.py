@@ -13,9 +13,10 @@ from domain.strategies.base import (
     COLLABORATIVE,
     NotFittedError,
     Recommendation,
+    budget_mask,
     indices_of,
-    mask_rows,
     rows_to_sparse,
+    sparse_top_k,
     top_k_per_row,
 )
 
@@ -52,6 +53,15 @@ class CollaborativeModel:
        spec's design); the item neighbours are still fitted to explain results (``because``) and
        to answer :meth:`similar_items`.
 
+    **Scale.** Every product is a sparse x sparse product kept sparse, with each row's top
+    entries taken from its stored values, so no block is ever densified to the width of the
+    catalog or of the user base. A user-user product costs ``sum_j n_users_of_j ** 2`` pairs
+    and an item-item one ``sum_u n_products_of_u ** 2``; when that exceeds ``max_pair_work``,
+    the most widely held products are left out of the user similarities (an IDF weight of 0
+    for best-sellers, which say little about taste) and the broadest users out of the item
+    similarities, until the work fits. Smaller tenants (Complete Journey included) are
+    computed exactly; ``user_columns_kept_`` and ``item_rows_kept_`` tell what was used.
+
     Products the user already interacted with are excluded. Learned attributes end in ``_``.
     The defaults were tuned on Complete Journey (``python -m bench.offline_eval``, a validation
     split four weeks before the test one): shrinkage and IDF damping did not help there, the
@@ -83,8 +93,10 @@ class CollaborativeModel:
         Exponent of the division of a neighbour's votes by its number of products.
     item_popularity_damping : float
         Exponent of the division of item-item similarities by the neighbour's popularity.
+    max_pair_work : float
+        Budget of multiply-adds of each similarity product (``inf`` is always exact).
     block_size : int
-        Rows per block in neighbour and scoring computations (memory ~ block_size x n_users).
+        Rows per block in neighbour and scoring computations.
     """
 
     name = COLLABORATIVE
@@ -104,6 +116,7 @@ class CollaborativeModel:
         popularity_penalty: float = 0.125,
         neighbour_damping: float = 0.0,
         item_popularity_damping: float = 0.3,
+        max_pair_work: float = 1.0e8,
         block_size: int = 512,
     ) -> None:
         self.n_neighbours = n_neighbours
@@ -118,6 +131,7 @@ class CollaborativeModel:
         self.popularity_penalty = popularity_penalty
         self.neighbour_damping = neighbour_damping
         self.item_popularity_damping = item_popularity_damping
+        self.max_pair_work = max_pair_work
         self.block_size = block_size
 
     # ------------------------------------------------------------------ fit
@@ -127,7 +141,11 @@ class CollaborativeModel:
         n_users = values.shape[0]
         popularity = np.diff(values.tocsc().indptr).astype(np.float64)
         idf = np.log1p(n_users / np.maximum(popularity, 1.0)) ** self.idf_power
+        # Best-sellers beyond the work budget weigh 0 in the user similarities.
+        self.user_columns_kept_ = budget_mask(popularity, self.max_pair_work, n_rows=n_users)
+        idf = np.where(self.user_columns_kept_, idf, 0.0)
         vectors = (values @ sp.diags(idf.astype(np.float32))).tocsr()
+        vectors.eliminate_zeros()
 
         self.data_ = data
         self.values_ = values
@@ -135,11 +153,19 @@ class CollaborativeModel:
         self.user_vectors_ = vectors
         self.user_vectors_t_ = vectors.T.tocsr()
         self.user_norms_ = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1))).ravel()
-        self.values_t_ = values.T.tocsr()
         # A neighbour's vote is spread over its products: heavy buyers do not vote for all.
         breadth = np.maximum(np.diff(values.indptr), 1).astype(np.float32)
         self.votes_ = (sp.diags(breadth**-self.neighbour_damping) @ values).tocsr()
-        self.item_norms_ = np.sqrt(np.asarray(values.multiply(values).sum(axis=0))).ravel()
+        # Buy-everything users beyond the work budget are left out of the item similarities.
+        self.item_rows_kept_ = budget_mask(
+            np.diff(values.indptr), self.max_pair_work, n_rows=values.shape[1]
+        )
+        item_values = (sp.diags(self.item_rows_kept_.astype(np.float32)) @ values).tocsr()
+        item_values.eliminate_zeros()
+        self.item_values_ = item_values
+        self.item_norms_ = np.sqrt(
+            np.asarray(item_values.multiply(item_values).sum(axis=0))
+        ).ravel()
 
         idx, sims = self.user_neighbours(np.arange(n_users))
         self.neighbours_ = idx.astype(np.int32)
@@ -182,11 +208,14 @@ class CollaborativeModel:
         out_sim = np.full((users.shape[0], k), -np.inf, dtype=np.float32)
         for start in range(0, users.shape[0], self.block_size):
             block = users[start : start + self.block_size]
-            dots = (x[block] @ xt).toarray()  # (b, n_users)
-            sims = dots / (np.outer(norms[block], norms) + self.shrinkage + 1e-12)
-            sims[np.arange(block.shape[0]), block] = -np.inf  # never your own neighbour
-            sims[dots <= 0] = -np.inf
-            idx, val = top_k_per_row(sims.astype(np.float32), k)
+            # Sparse: only the users sharing a product with the block are stored.
+            found = (x[block] @ xt).tocsr()  # (b, n_users)
+            rows = np.repeat(block, np.diff(found.indptr))
+            dots = found.data
+            sims = dots / (norms[rows] * norms[found.indices] + self.shrinkage + 1e-12)
+            sims[(dots <= 0) | (found.indices == rows)] = -np.inf  # never your own neighbour
+            found.data = sims.astype(np.float32)
+            idx, val = sparse_top_k(found, k)
             out_idx[start : start + block.shape[0]] = idx
             out_sim[start : start + block.shape[0]] = np.where(
                 np.isfinite(val), np.power(np.maximum(val, 0), self.similarity_power), -np.inf
@@ -195,19 +224,23 @@ class CollaborativeModel:
 
     def _item_neighbour_matrix(self) -> sp.csr_matrix:
         """Return the top item-item similarities, shape (n_products, n_products)."""
-        vt, v, norms = self.values_t_, self.values_, self.item_norms_
+        v = self.item_values_
+        vt, norms = v.T.tocsr(), self.item_norms_
         n_items = vt.shape[0]
         k = min(self.n_item_neighbours, max(n_items - 1, 0))
+        # Damping the target's popularity keeps the neighbour lists from being best-sellers.
+        damping = np.maximum(self.popularity_, 1.0) ** self.item_popularity_damping
         parts = []
         for start in range(0, n_items, self.block_size):
             block = np.arange(start, min(start + self.block_size, n_items))
-            dots = (vt[block] @ v).toarray()  # (b, n_products)
-            sims = dots / (np.outer(norms[block], norms) + self.shrinkage + 1e-12)
-            # Damping the target's popularity keeps the neighbour lists from being best-sellers.
-            sims /= np.maximum(self.popularity_, 1.0) ** self.item_popularity_damping
-            sims[np.arange(block.shape[0]), block] = -np.inf
-            sims[dots <= 0] = -np.inf
-            idx, val = top_k_per_row(sims.astype(np.float32), k)
+            found = (vt[block] @ v).tocsr()  # (b, n_products), sparse
+            rows = np.repeat(block, np.diff(found.indptr))
+            dots = found.data
+            sims = dots / (norms[rows] * norms[found.indices] + self.shrinkage + 1e-12)
+            sims /= damping[found.indices]
+            sims[(dots <= 0) | (found.indices == rows)] = -np.inf
+            found.data = sims.astype(np.float32)
+            idx, val = sparse_top_k(found, k)
             val = np.where(
                 np.isfinite(val), np.power(np.maximum(val, 0), self.item_similarity_power), -np.inf
             )
@@ -228,21 +261,42 @@ class CollaborativeModel:
         -------
         ndarray of shape (b, n_products), float32
         """
+        found = self.sparse_scores(users)
+        scores = np.full(found.shape, -np.inf, dtype=np.float32)
+        coo = found.tocoo()
+        scores[coo.row, coo.col] = coo.data
+        return scores
+
+    def sparse_scores(self, users: np.ndarray) -> sp.csr_matrix:
+        """Return the positive blended scores of unseen products, kept sparse.
+
+        Parameters
+        ----------
+        users : ndarray of shape (b,), int
+
+        Returns
+        -------
+        csr_matrix of shape (b, n_products), float32
+            Only products some neighbour or some item neighbour reaches are stored.
+        """
         self._check_fitted("neighbour_matrix_")
         own = self.values_[users]  # (b, n_products)
-        scores = np.zeros(own.shape, dtype=np.float32)
+        scores = sp.csr_matrix(own.shape, dtype=np.float32)
         if self.item_weight < 1.0:
-            uu = (self.neighbour_matrix_[users] @ self.votes_).toarray()
-            scores += (1.0 - self.item_weight) * _row_max_normalise(uu)
+            uu = (self.neighbour_matrix_[users] @ self.votes_).tocsr()
+            scores = scores + (1.0 - self.item_weight) * _row_max_normalise(uu)
         if self.item_weight > 0.0:
-            ii = (own @ self.item_neighbours_).toarray()
-            scores += self.item_weight * _row_max_normalise(ii)
+            ii = (own @ self.item_neighbours_).tocsr()
+            scores = scores + self.item_weight * _row_max_normalise(ii)
+        scores = sp.csr_matrix(scores, dtype=np.float32)
         if self.popularity_penalty:
-            scores /= (
-                np.maximum(self.popularity_, 1.0).astype(np.float32) ** self.popularity_penalty
-            )
-        scores[scores <= 0] = -np.inf
-        mask_rows(scores, own)
+            penalty = np.maximum(self.popularity_, 1.0) ** -self.popularity_penalty
+            scores.data *= penalty[scores.indices].astype(np.float32)
+        seen = own.copy()
+        seen.data[:] = 1.0
+        scores = (scores - scores.multiply(seen)).tocsr()
+        scores.data[scores.data <= 0] = 0.0
+        scores.eliminate_zeros()
         return scores
 
     def recommend_indices(self, users: np.ndarray, *, n: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -264,7 +318,7 @@ class CollaborativeModel:
         out_val = np.full((users.shape[0], n_eff), -np.inf, dtype=np.float32)
         for start in range(0, users.shape[0], self.block_size):
             block = users[start : start + self.block_size]
-            idx, val = top_k_per_row(self.score_users(block), n_eff)
+            idx, val = sparse_top_k(self.sparse_scores(block), n_eff)
             out_idx[start : start + block.shape[0]] = idx
             out_val[start : start + block.shape[0]] = val
         return out_idx, out_val
@@ -399,16 +453,23 @@ class CollaborativeModel:
             raise NotFittedError(f"{type(self).__name__} is not fitted")
 
 
-def _row_max_normalise(scores: np.ndarray) -> np.ndarray:
-    """Divide each row by its maximum (rows without a positive entry stay as they are).
+def _row_max_normalise(scores: sp.csr_matrix) -> sp.csr_matrix:
+    """Divide each row by its maximum stored value (rows without a positive one stay as they are).
 
     Parameters
     ----------
-    scores : ndarray of shape (b, n)
+    scores : csr_matrix of shape (b, n)
 
     Returns
     -------
-    ndarray of shape (b, n), float32
+    csr_matrix of shape (b, n), float32
     """
-    peak = scores.max(axis=1, keepdims=True) if scores.shape[1] else np.ones((scores.shape[0], 1))
-    return (scores / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+    out = sp.csr_matrix(scores, dtype=np.float32, copy=True)
+    lengths = np.diff(out.indptr)
+    peak = np.zeros(out.shape[0], dtype=np.float32)
+    filled = lengths > 0
+    if filled.any():
+        peak[filled] = np.maximum.reduceat(out.data, out.indptr[:-1][filled])
+    scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
+    out.data /= np.repeat(scale, lengths)
+    return out

@@ -15,8 +15,10 @@ from domain.strategies.base import (
     CONTENT_BASED,
     NotFittedError,
     Recommendation,
+    budget_mask,
     indices_of,
     rows_to_sparse,
+    sparse_top_k,
     top_k_per_row,
 )
 
@@ -86,6 +88,10 @@ class ContentModel:
     half_life_days : float or None
     n_neighbours : int
         Neighbours kept per product in ``neighbours_`` (the item-neighbour projection).
+    max_pairs_per_product : int
+        Budget of the neighbour product, in multiply-adds per product: beyond it the most
+        common features stop generating candidates (see :meth:`_neighbour_matrix`); catalogs
+        of up to that many products are always exact.
     block_size : int
     """
 
@@ -102,6 +108,7 @@ class ContentModel:
         max_df: float = 0.5,
         half_life_days: float | None = 30.0,
         n_neighbours: int = 50,
+        max_pairs_per_product: int = 1_000,
         block_size: int = 1024,
     ) -> None:
         self.category_weight = category_weight
@@ -112,6 +119,7 @@ class ContentModel:
         self.max_df = max_df
         self.half_life_days = half_life_days
         self.n_neighbours = n_neighbours
+        self.max_pairs_per_product = max_pairs_per_product
         self.block_size = block_size
 
     # ------------------------------------------------------------------ fit
@@ -219,17 +227,34 @@ class ContentModel:
         return _coo(rows, cols, [1.0] * len(rows), len(catalog), len(vocab.columns))
 
     def _neighbour_matrix(self) -> sp.csr_matrix:
-        """Return the top cosine neighbours of every product, shape (n_products, n_products)."""
-        f, ft = self.features_, self.features_.T.tocsr()
+        """Return the top cosine neighbours of every product, shape (n_products, n_products).
+
+        Candidates are the products sharing an informative feature; the features held by so
+        many products that their pairs would exceed ``max_pairs_per_product`` (a colour, a
+        price band, a top-level category) only add their exact share to those candidates'
+        cosines.
+        """
+        f = self.features_
         n = f.shape[0]
         k = min(self.n_neighbours, max(n - 1, 0))
+        holders = np.diff(f.tocsc().indptr)
+        informative = budget_mask(holders, float(n) * self.max_pairs_per_product, n_rows=n)
+        self.candidate_features_ = informative
+        fi = f[:, np.flatnonzero(informative)].tocsr()
+        fit = fi.T.tocsr()
+        # Few columns by construction: each dropped one costs more than the budget's share.
+        common = np.asarray(f[:, np.flatnonzero(~informative)].toarray(), dtype=np.float32)
         parts = []
         for start in range(0, n, self.block_size):
             block = np.arange(start, min(start + self.block_size, n))
-            sims = (f[block] @ ft).toarray()  # (b, n_products)
-            sims[np.arange(block.size), block] = -np.inf
-            sims[sims <= 0] = -np.inf
-            parts.append(rows_to_sparse(*top_k_per_row(sims.astype(np.float32), k), n))
+            found = (fi[block] @ fit).tocsr()  # (b, n_products), sparse
+            rows = np.repeat(block, np.diff(found.indptr))
+            sims = found.data.astype(np.float32)
+            if common.shape[1]:
+                sims += np.einsum("ij,ij->i", common[rows], common[found.indices])
+            sims[(sims <= 0) | (found.indices == rows)] = -np.inf
+            found.data = sims
+            parts.append(rows_to_sparse(*sparse_top_k(found, k), n))
         return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n, n), dtype=np.float32)
 
     # ------------------------------------------------------------- serving

@@ -15,6 +15,7 @@ from domain.strategies.base import (
     Recommendation,
     indices_of,
     rows_to_sparse,
+    sparse_top_k,
     top_k_per_row,
 )
 
@@ -173,22 +174,24 @@ class FrequentlyBoughtTogetherModel:
         parts = []
         for start in range(0, n_items, self.block_size):
             block = np.arange(start, min(start + self.block_size, n_items))
-            counts = (weighted_sessions[block] @ sessions).toarray()  # (b, n_products)
+            # Kept sparse: only partners actually bought with the anchor are stored.
+            counts = (weighted_sessions[block] @ sessions).tocsr()  # (b, n_products)
             if window is not None:
                 # A pair within the window but in no shared session is weaker evidence.
-                extra = (weighted_window[block] @ window).toarray() - counts
-                counts += self.window_weight * np.maximum(extra, 0.0)
-            counts[np.arange(block.shape[0]), block] = 0.0
+                extra = ((weighted_window[block] @ window) - counts).tocsr()
+                extra.data = self.window_weight * np.maximum(extra.data, 0.0)
+                counts = (counts + extra).tocsr()
+            pairs = counts.tocoo()
+            c = pairs.data.astype(np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
-                scores = counts / denominator * counts / (counts + self.shrinkage)
-            paired = counts >= max(self.min_count, 1e-9)
-            scores[~paired] = 0.0
-            scores += self.popularity_prior * prior
-            scores[~paired] = -np.inf
-            scores[np.arange(block.shape[0]), block] = -np.inf
-            scores[scores <= 0] = -np.inf
-            idx, val = top_k_per_row(scores.astype(np.float32), k)
-            parts.append(rows_to_sparse(idx, val, n_items))
+                scores = c / denominator[pairs.col] * c / (c + self.shrinkage)
+            scores += self.popularity_prior * prior[pairs.col]
+            keep = (c >= max(self.min_count, 1e-9)) & (pairs.col != block[pairs.row]) & (scores > 0)
+            found = sp.csr_matrix(
+                (scores[keep].astype(np.float32), (pairs.row[keep], pairs.col[keep])),
+                shape=counts.shape,
+            )
+            parts.append(rows_to_sparse(*sparse_top_k(found, k), n_items))
         self.neighbours_ = sp.vstack(parts).tocsr() if parts else sp.csr_matrix((n_items, n_items))
         self.support_ = support
         self.n_baskets_ = sessions.shape[0]
