@@ -118,20 +118,35 @@ class EventPage(ApiModel):
 
 
 Send = Callable[[str, list[dict[str, Any]]], Coroutine[Any, Any, None]]
+# Pre-checks events of one tenant: their queue messages (warning flags added) and whether each
+# was ingested before.
+Screen = Callable[[str, list[Event]], Coroutine[Any, Any, tuple[list[dict[str, Any]], list[bool]]]]
 
 
 class _Pending:
-    def __init__(self, future: asyncio.Future[None]) -> None:
+    def __init__(self, future: asyncio.Future[list[tuple[bool, dict[str, Any]]]]) -> None:
         self.future = future
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
+
+
+def _mark_repeats(duplicates: list[bool], events: list[Event]) -> None:
+    """Mark as duplicates the events that repeat an earlier one of the same request or window
+    (in place)."""
+    in_batch: set[str] = set()
+    for index, event in enumerate(events):
+        if event.digest in in_batch or event.event_id in in_batch:
+            duplicates[index] = True
+        in_batch.update((event.digest, event.event_id))
 
 
 class IngestEnqueuer:
     """Puts events on the ingest queue: a batch as one message, single events coalesced per
-    tenant for a few milliseconds. Every call returns only once the broker holds its events."""
+    tenant for a few milliseconds (one pre-check and one message for all of them). Every call
+    returns only once the broker holds its events."""
 
-    def __init__(self, send: Send, *, window: float = COALESCE_SECONDS) -> None:
+    def __init__(self, send: Send, screen: Screen, *, window: float = COALESCE_SECONDS) -> None:
         self._send = send
+        self._screen = screen
         self._window = window
         self._pending: dict[str, _Pending] = {}
 
@@ -139,25 +154,27 @@ class IngestEnqueuer:
         """One message for the batch."""
         await self._send(tenant_id, events)
 
-    async def enqueue_one(self, tenant_id: str, event: dict[str, Any]) -> None:
-        """Join the tenant's pending message (flushed after the window or when full)."""
+    async def enqueue_one(self, tenant_id: str, event: Event) -> tuple[bool, dict[str, Any]]:
+        """Join the tenant's pending window (flushed after the window or when full); whether
+        the event was a duplicate, and its message (with warning flags)."""
         pending = self._pending.get(tenant_id)
         if pending is None:
             pending = _Pending(asyncio.get_running_loop().create_future())
             self._pending[tenant_id] = pending
             asyncio.get_running_loop().call_later(self._window, self._flush, tenant_id, pending)
+        position = len(pending.events)
         pending.events.append(event)
         if len(pending.events) >= COALESCE_MAX_EVENTS:
             self._flush(tenant_id, pending)
-        await asyncio.shield(pending.future)
+        return (await asyncio.shield(pending.future))[position]
 
     def _flush(self, tenant_id: str, pending: _Pending) -> None:
         if self._pending.get(tenant_id) is not pending:
             return  # already flushed because it filled up
         del self._pending[tenant_id]
-        task = asyncio.get_running_loop().create_task(self._send(tenant_id, pending.events))
+        task = asyncio.get_running_loop().create_task(self._deliver(tenant_id, pending.events))
 
-        def settle(done: asyncio.Task[None]) -> None:
+        def settle(done: asyncio.Task[list[tuple[bool, dict[str, Any]]]]) -> None:
             if pending.future.done():
                 return
             if done.cancelled():
@@ -165,9 +182,19 @@ class IngestEnqueuer:
             elif done.exception() is not None:
                 pending.future.set_exception(done.exception())  # type: ignore[arg-type]
             else:
-                pending.future.set_result(None)
+                pending.future.set_result(done.result())
 
         task.add_done_callback(settle)
+
+    async def _deliver(
+        self, tenant_id: str, events: list[Event]
+    ) -> list[tuple[bool, dict[str, Any]]]:
+        messages, duplicates = await self._screen(tenant_id, events)
+        _mark_repeats(duplicates, events)
+        fresh = [m for m, duplicate in zip(messages, duplicates, strict=True) if not duplicate]
+        if fresh:
+            await self._send(tenant_id, fresh)
+        return list(zip(duplicates, messages, strict=True))
 
 
 @bp.before_server_start
@@ -182,16 +209,23 @@ async def build_enqueuer(app: Sanic) -> None:
         except (RedisError, OSError) as exc:
             raise Unavailable("The event queue is unavailable; retry shortly.") from exc
 
-    app.ctx.ingest = IngestEnqueuer(send)
+    async def screen(
+        tenant_id: str, events: list[Event]
+    ) -> tuple[list[dict[str, Any]], list[bool]]:
+        return await _screen(app.ctx.redis, tenant_id, events)
+
+    app.ctx.ingest = IngestEnqueuer(send, screen)
 
 
-async def _screen(request: Request, events: list[Event]) -> tuple[list[dict[str, Any]], list[bool]]:
+async def _screen(
+    redis: Any, tenant_id: str, events: list[Event]
+) -> tuple[list[dict[str, Any]], list[bool]]:
     """The queue message of each event with its warning flags, and whether it was already
     ingested (fast Redis pre-check)."""
     try:
         found = await precheck(
-            request.app.ctx.redis,
-            tenant_id=request.ctx.tenant_id,
+            redis,
+            tenant_id=tenant_id,
             product_ids=[e.product_id for e in events],
             digests=[(e.digest, e.occurred_at) for e in events],
             client_ids=[e.event_id for e in events if e.client_event_id],
@@ -224,10 +258,9 @@ async def _screen(request: Request, events: list[Event]) -> tuple[list[dict[str,
 async def post_event(request: Request) -> HTTPResponse:
     """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
     event = parse_event(read_json(request), tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
-    (message,), (duplicate,) = await _screen(request, [event])
+    duplicate, message = await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, event)
     if duplicate:
         return json({"status": "duplicate", "eventId": event.event_id}, status=200)
-    await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, message)
     return json(
         {"status": "accepted", "eventId": event.event_id, "warnings": list(message["flags"])},
         status=202,
@@ -261,13 +294,12 @@ async def post_event_batch(request: Request) -> HTTPResponse:
             valid.append((index, event))
     to_send: list[dict[str, Any]] = []
     if valid:
-        messages, duplicates = await _screen(request, [event for _, event in valid])
-        in_batch: set[str] = set()
+        screened = [event for _, event in valid]
+        messages, duplicates = await _screen(request.app.ctx.redis, request.ctx.tenant_id, screened)
+        # The same event twice in one batch is a duplicate of itself.
+        _mark_repeats(duplicates, screened)
         for (index, event), message, duplicate in zip(valid, messages, duplicates, strict=True):
-            # The same event twice in one batch is a duplicate of itself.
-            repeated = event.digest in in_batch or event.event_id in in_batch
-            in_batch.update((event.digest, event.event_id))
-            if duplicate or repeated:
+            if duplicate:
                 results[index] = {"index": index, "status": "duplicate", "eventId": event.event_id}
                 continue
             results[index] = {

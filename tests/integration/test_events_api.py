@@ -334,3 +334,28 @@ async def test_the_events_routes_are_in_the_openapi_document(http: httpx.AsyncCl
     assert "post" in paths["/api/v1/events"]
     assert "post" in paths["/api/v1/events/batch"]
     assert "get" in paths["/api/v1/tenants/{tenant_id}/events"]
+
+
+async def test_single_events_of_one_window_share_one_message_and_repeats_are_duplicates(
+    redis: Redis, tenant: TenantContext
+) -> None:
+    from api.blueprints.events import IngestEnqueuer, _screen
+    from domain.events import parse_event
+
+    sent: list[list[dict[str, Any]]] = []
+
+    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        sent.append(events)
+
+    async def screen(tenant_id: str, events: list[Any]) -> Any:
+        return await _screen(redis, tenant_id, events)
+
+    enqueuer = IngestEnqueuer(send, screen, window=0.05)
+    now = datetime.now(UTC)
+    raw = [_event(userId="same"), _event(userId="same"), _event(userId="other")]
+    raw[1]["timestamp"] = raw[0]["timestamp"]
+    events = [parse_event(r, tenant_id=tenant.tenant_id, now=now) for r in raw]
+    answers = await asyncio.gather(*(enqueuer.enqueue_one(tenant.tenant_id, e) for e in events))
+    assert [duplicate for duplicate, _ in answers] == [False, True, False]
+    assert [m["user"] for m in sent[0]] == ["same", "other"] and len(sent) == 1
+    assert answers[0][1]["flags"] == ["unknown_product"]
