@@ -140,21 +140,58 @@ class InteractionData:
         return [(str(self.product_ids[cols[k]]), float(weights[k]), float(seen[k])) for k in order]
 
 
+def _as_text(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """Return ``values`` as a fixed-width unicode array (``str`` of whatever is not text)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "U":
+        return arr
+    if arr.size == 0:
+        return np.zeros(0, dtype="U1")
+    return np.array([v if type(v) is str else str(v) for v in arr.tolist()])
+
+
+def _distinct(text: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (distinct values, index of each one's first occurrence, code of every value).
+
+    Sorting millions of strings is slow; their 64-bit hashes sort fast. Every value is then
+    compared with its group's representative, so a hash collision is detected, and the exact
+    (slower) ``np.unique`` of the strings answers instead.
+    """
+    n = text.shape[0]
+    width = text.dtype.itemsize // 4
+    chars = text.view(np.uint32).reshape(n, width) if width else np.zeros((n, 0), np.uint32)
+    h = np.full(n, 14_695_981_039_346_656_037, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in range(width):
+            h = (h ^ chars[:, c].astype(np.uint64)) * np.uint64(1_099_511_628_211)
+    _, first, codes = np.unique(h, return_index=True, return_inverse=True)
+    codes = codes.ravel()
+    if not np.array_equal(text[first][codes], text):
+        _, first, codes = np.unique(text, return_index=True, return_inverse=True)
+        codes = codes.ravel()
+    return text[first], first, codes
+
+
 def _index(
     values: Sequence[Any] | np.ndarray, known: Sequence[Any] | np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Map values to dense indices; ``known`` ids come first, in their order."""
-    arr = np.asarray(values).astype(str).astype(object)
+    """Map values to dense indices; ``known`` ids come first, in their order, else ids sorted."""
+    text = _as_text(values)
+    if text.size == 0:
+        distinct: list[str] = [] if known is None else list(dict.fromkeys(_as_text(known).tolist()))
+        return np.array(distinct, dtype=object), np.zeros(0, dtype=np.int64)
+    uniques, first, codes = _distinct(text)
     if known is not None:
-        known_arr = np.asarray(known).astype(str).astype(object)
-        first_seen = dict.fromkeys(known_arr.tolist())
-        first_seen.update(dict.fromkeys(arr.tolist()))
-        ids = np.array(list(first_seen), dtype=object)
-        lookup = {v: i for i, v in enumerate(ids.tolist())}
-        codes = np.fromiter((lookup[v] for v in arr.tolist()), dtype=np.int64, count=arr.size)
-        return ids, codes
-    ids, codes = np.unique(arr.astype(str), return_inverse=True)
-    return ids.astype(object), codes.astype(np.int64)
+        # Known ids in their order, then the others in order of first appearance.
+        seen_order = np.argsort(first, kind="stable")
+        ids = dict.fromkeys(_as_text(known).tolist())
+        ids.update(dict.fromkeys(uniques[seen_order].tolist()))
+        distinct = list(ids)
+    else:
+        distinct = sorted(uniques.tolist())
+    position = {v: i for i, v in enumerate(distinct)}
+    final = np.fromiter(map(position.__getitem__, uniques.tolist()), np.int64, uniques.size)
+    return np.array(distinct, dtype=object), final[codes]
 
 
 def build_interactions(
@@ -192,14 +229,13 @@ def build_interactions(
     -------
     InteractionData
     """
-    types = np.asarray(event_types).astype(str)
-    n = types.shape[0]
+    uniq_types, type_codes = _index(event_types, None)
+    n = type_codes.shape[0]
     if not (len(user_ids) == len(product_ids) == len(timestamps) == n):
         raise ValueError("user_ids, product_ids, event_types and timestamps must be parallel")
     times = np.asarray(timestamps, dtype=np.float64)
     ref_now = float(now) if now is not None else (float(times.max()) if n else 0.0)
 
-    uniq_types, type_codes = np.unique(types, return_inverse=True)
     type_weight = np.array([weights.get(t, 0.0) for t in uniq_types.tolist()], dtype=np.float64)
     w = type_weight[type_codes] if n else np.zeros(0)
     is_purchase = (uniq_types == PURCHASE_EVENT)[type_codes] if n else np.zeros(0, dtype=bool)
@@ -211,16 +247,19 @@ def build_interactions(
     if session_ids is None:
         sessions = np.full(n, -1, dtype=np.int64)
     else:
-        raw = np.asarray(session_ids, dtype=object)
-        missing = np.array([s is None or s == "" or s != s for s in raw.tolist()], dtype=bool)
+        raw = np.asarray(session_ids)
+        if raw.dtype.kind == "U":  # text already: only "" can mean "no session"
+            missing = raw == ""
+        else:
+            raw = raw.astype(object)
+            missing = np.array([s is None or s == "" or s != s for s in raw.tolist()], dtype=bool)
         sessions = np.full(n, -1, dtype=np.int64)
         if (~missing).any():
             # Sessions are scoped by user: the same session id of two users is two sessions.
-            keys = np.char.add(
-                np.char.add(uids[rows[~missing]].astype(str), "\x1f"), raw[~missing].astype(str)
-            )
+            _, raw_codes = _index(raw[~missing], None)
+            keys = rows[~missing] * np.int64(raw_codes.max() + 1) + raw_codes
             _, codes = np.unique(keys, return_inverse=True)
-            sessions[~missing] = codes
+            sessions[~missing] = codes.ravel()
 
     decayed = w * decay_factors(times, now=ref_now, half_life_days=half_life_days)
     matrix, last_seen = _aggregate(rows, cols, decayed, times, n_users, n_products)

@@ -62,7 +62,8 @@ def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dic
     rank = np.arange(order.size) - np.repeat(m.indptr[:-1], lengths)
     kept = order[rank < length]
     rows_kept = rows[kept]
-    names = ids[m.indices[kept]].astype(str).tolist()
+    # Object ids: every entry refers to the product's one string instead of a new copy.
+    names = np.asarray(ids, dtype=object)[m.indices[kept]].tolist()
     scores = np.round(m.data[kept].astype(np.float64), 6).tolist()
     bounds = np.searchsorted(rows_kept, np.arange(m.shape[0] + 1)).tolist()
     lists: dict[str, list[Entry]] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from domain.interactions import build_interactions
+from domain.interactions import _index, build_interactions
 from domain.strategies import CollaborativeModel, ContentModel, FrequentlyBoughtTogetherModel
 from domain.strategies.base import budget_mask, sparse_top_k, top_k_per_row
 
@@ -125,3 +125,19 @@ def test_fbt_sparse_counts_give_the_same_partners_at_any_block_size() -> None:
     large = FrequentlyBoughtTogetherModel(block_size=10_000).fit(data)
     assert small.neighbours_.nnz > 0
     np.testing.assert_allclose(small.neighbours_.toarray(), large.neighbours_.toarray())
+
+
+def test_indexing_ids_by_hash_gives_the_sorted_ids_and_codes_of_np_unique() -> None:
+    rng = np.random.default_rng(11)
+    alphabet = np.array(list("abcé日0123"))
+    ids = ["".join(rng.choice(alphabet, rng.integers(0, 6))) for _ in range(3_000)]
+    distinct, codes = _index(ids, None)
+    expected, inverse = np.unique(np.array(ids), return_inverse=True)
+    assert distinct.tolist() == expected.tolist()
+    np.testing.assert_array_equal(codes, inverse.ravel())
+
+
+def test_indexing_puts_known_ids_first_then_new_ones_in_order_of_appearance() -> None:
+    distinct, codes = _index(np.array([30, 10, 30, 20]), ["20", "99"])
+    assert distinct.tolist() == ["20", "99", "30", "10"]
+    assert codes.tolist() == [2, 3, 2, 0]
