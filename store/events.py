@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -335,15 +336,24 @@ async def reconcile_attributions(
 # increments (revenue) stay one HINCRBYFLOAT each, so that the stored sums are exactly those of
 # applying them one by one.
 # ARGV[1] is JSON (one argument: packing thousands costs more than the script), every index
-# 0-based: {"k": [key, ...], "t": [[op, key index, field], ...] (the distinct targets),
+# 0-based: {"p": prefix of every key, "k": [key without the prefix, ...],
+# "f": [field or member of each distinct target, ...],
 # "g": [[op, key index, [target index, ...]], ...] (targets sharing one command; trims last),
 # "e": [[guard key index, guard member, [target index, amount, ...]], ...],
-# "x": [[key index, seconds], ...]}. A guard member given as a number is the offset of its 16
-# bytes in ARGV[2] (binary digests do not fit JSON strings).
+# "x": [[seconds, [key index, ...]], ...]}. A guard member given as a number is the offset of
+# its 16 bytes in ARGV[2] (binary digests do not fit JSON strings).
 _APPLY_GUARDED = """
 local batch = cjson.decode(ARGV[1])
 local blob = ARGV[2]
-local k, t = batch.k, batch.t
+local k, t, prefix = {}, batch.f, batch.p
+for i, suffix in ipairs(batch.k) do k[i] = prefix .. suffix end
+local op_of, key_of = {}, {}
+for _, g in ipairs(batch.g) do
+  for _, index in ipairs(g[3]) do
+    op_of[index + 1] = g[1]
+    key_of[index + 1] = g[2] + 1
+  end
+end
 local acc = {}
 local applied = 0
 for _, e in ipairs(batch.e) do
@@ -354,14 +364,14 @@ for _, e in ipairs(batch.e) do
     local c = e[3]
     for i = 1, #c, 2 do
       local ti, amount = c[i] + 1, c[i + 1]
-      local op = t[ti][1]
+      local op = op_of[ti]
       if op == 'hincrby' or op == 'zincrby' then
         acc[ti] = (acc[ti] or 0) + amount
       elseif op == 'zaddgt' then
         local old = acc[ti]
         if old == nil or tonumber(amount) > tonumber(old) then acc[ti] = amount end
       elseif op == 'hincrbyfloat' then
-        redis.call('HINCRBYFLOAT', k[t[ti][2] + 1], t[ti][3], amount)
+        redis.call('HINCRBYFLOAT', k[key_of[ti]], t[ti], amount)
       else
         acc[ti] = true
       end
@@ -372,7 +382,7 @@ for _, g in ipairs(batch.g) do
   local op, key, args = g[1], k[g[2] + 1], {}
   for _, index in ipairs(g[3]) do
     local ti = index + 1
-    local value, field = acc[ti], t[ti][3]
+    local value, field = acc[ti], t[ti]
     if value ~= nil then
       if op == 'hincrby' then redis.call('HINCRBY', key, field, value)
       elseif op == 'zincrby' then redis.call('ZINCRBY', key, value, field)
@@ -395,7 +405,7 @@ for _, g in ipairs(batch.g) do
   end
 end
 for _, x in ipairs(batch.x) do
-  redis.call('EXPIRE', k[x[1] + 1], x[2])
+  for _, index in ipairs(x[2]) do redis.call('EXPIRE', k[index + 1], x[1]) end
 end
 return applied
 """
@@ -432,7 +442,7 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
     index: dict[str, int] = {}
     expiries: dict[str, int] = {}
     targets: dict[tuple[str, str, str], int] = {}
-    target_list: list[list[Any]] = []
+    fields: list[str] = []
     groups: dict[tuple[str, int], list[int]] = {}
     blob = bytearray()
 
@@ -456,9 +466,9 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
         for op, key, a, b in effect.ops:
             target = targets.get((op, key, a))
             if target is None:
-                target = targets[(op, key, a)] = len(target_list)
+                target = targets[(op, key, a)] = len(fields)
                 key_index = ref(key, _ttl(key))
-                target_list.append([op, key_index, a])
+                fields.append(a)
                 groups.setdefault((op, key_index), []).append(target)
             if op == "hincrby":
                 contributions += (target, int(b))
@@ -469,12 +479,19 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
         encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member, contributions])
     # A history is trimmed only after every entry of the message was added to it.
     ordered = sorted(groups.items(), key=lambda item: item[0][0] == "ztrim")
+    by_ttl: dict[int, list[int]] = {}
+    for key, ttl in expiries.items():
+        by_ttl.setdefault(ttl, []).append(index[key])
+    names = list(index)
+    # Every key of a message shares its tenant prefix: sent once, not once per key.
+    prefix = os.path.commonprefix(names)  # noqa: RUF071 (a string prefix, not a path)
     payload = {
-        "k": list(index),
-        "t": target_list,
+        "p": prefix,
+        "k": [name[len(prefix) :] for name in names],
+        "f": fields,
         "g": [[op, key_index, members] for (op, key_index), members in ordered],
         "e": encoded,
-        "x": [[index[k], t] for k, t in expiries.items()],
+        "x": [[ttl, members] for ttl, members in by_ttl.items()],
     }
     return int(await run_script(redis, _APPLY_GUARDED, [], ujson.dumps(payload), bytes(blob)))
 

@@ -1,6 +1,7 @@
 """Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
 
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
+        [--batch-clients 8] [--single-clients 32]
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
 and a worker pool on the `ingest` queue, then measures, in this order:
@@ -330,7 +331,11 @@ async def run(args: argparse.Namespace) -> None:
             tenant_id, key = await _make_tenant(pool, settings)
             started = time.perf_counter()
             batch_accepted = await post_batches(
-                address, key=key, generator=Generator("b"), seconds=args.duration, clients=8
+                address,
+                key=key,
+                generator=Generator("b"),
+                seconds=args.duration,
+                clients=args.batch_clients,
             )
             posting = time.perf_counter() - started
             await _wait_landed(pool, tenant_id, batch_accepted, limit=600)
@@ -349,7 +354,11 @@ async def run(args: argparse.Namespace) -> None:
             broker = Redis.from_url(settings.broker_url)
             started = time.perf_counter()
             single_accepted, latencies = await post_singles(
-                address, key=key, generator=Generator("s"), seconds=args.duration, clients=32
+                address,
+                key=key,
+                generator=Generator("s"),
+                seconds=args.duration,
+                clients=args.single_clients,
             )
             posting = time.perf_counter() - started
             backlog = int(await broker.llen("dramatiq:ingest"))
@@ -357,7 +366,8 @@ async def run(args: argparse.Namespace) -> None:
             drain = await _wait_landed(pool, tenant_id, single_accepted, limit=600)
             await broker.aclose()
             print(
-                f"single events: accepted {single_accepted / posting:,.0f} events/s; POST p50 "
+                f"single events ({args.single_clients} clients): accepted "
+                f"{single_accepted / posting:,.0f} events/s; POST p50 "
                 f"{statistics.median(latencies):.1f} ms, p99 {_percentile(latencies, 0.99):.1f} "
                 f"ms; when posting stopped {landed_at_stop:,} of {single_accepted:,} had landed, "
                 f"{backlog} messages queued, drained {drain:.1f} s later",
@@ -414,6 +424,10 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="worker processes")
     parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
     parser.add_argument("--copy-rows", type=int, default=200_000)
+    parser.add_argument("--batch-clients", type=int, default=8, help="concurrent batch posters")
+    parser.add_argument(
+        "--single-clients", type=int, default=32, help="concurrent single-event posters"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
     asyncio.run(run(parser.parse_args()))
 
