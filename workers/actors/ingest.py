@@ -68,8 +68,10 @@ def _check(events: Any) -> list[dict[str, Any]]:
     min_backoff=500,
     max_backoff=30_000,
 )
-async def ingest_events(tenant_id: str, events: list[dict[str, Any]]) -> int:
+async def ingest_events(tenant_id: str, events: list[dict[str, Any]]) -> None:
     """Store the tenant's events (dedupe), then apply their side effects at most once each."""
-    return await ingest_and_project(
+    # Returns nothing: Dramatiq logs a warning for every message whose actor returns a value
+    # without a results backend, which cost the worker a log line per message.
+    await ingest_and_project(
         await db_pool(), redis_client(), tenant_id=tenant_id, events=_check(events)
     )
