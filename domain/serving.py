@@ -35,7 +35,7 @@ Candidate = tuple[str, float, tuple[str, ...]]
 
 @dataclass(frozen=True)
 class ServingContext:
-    """What the projections say about one request (all read in one round trip)."""
+    """What the projections say about one request, before hydration (one round trip)."""
 
     model_version: str | None
     readiness: ReadinessReport
@@ -43,13 +43,37 @@ class ServingContext:
     experiment: Mapping[str, Any] | None
     history: Sequence[tuple[str, str, float]]  # (eventType, productId, unix time), newest first
     history_count: int
-    purchased: frozenset[str]
     lists: Mapping[str, Sequence[Candidate]]
     recent_content: Mapping[str, Sequence[Candidate]]  # recent product -> content neighbours
     live_trending: Sequence[tuple[str, float]]  # this and the last hour, summed
     product_interactions: int | None
-    cards: Mapping[str, Mapping[str, Any]]
-    available: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Hydration:
+    """What the projections say about some candidates: cards, availability, purchases."""
+
+    cards: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    available: frozenset[str] = frozenset()
+    purchased: frozenset[str] = frozenset()
+
+    def merged(self, other: Hydration) -> Hydration:
+        """Both hydrations together (for a second, deeper look at the ranking)."""
+        return Hydration(
+            {**self.cards, **other.cards},
+            self.available | other.available,
+            self.purchased | other.purchased,
+        )
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """A candidate in serving order, with the strategy that placed it."""
+
+    product_id: str
+    score: float
+    strategy: str
+    because: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -196,10 +220,12 @@ def candidates_for(choice: StrategyChoice, context: ServingContext) -> list[Cand
     return list(context.lists.get(COLLABORATIVE, []))
 
 
-def serve(
+def rank(
     request: ServingRequest, context: ServingContext
-) -> tuple[ServingDecision, list[ServedItem]]:
-    """Decide, rank, filter and hydrate; backfill a short list with similar, then trending."""
+) -> tuple[ServingDecision, list[RankedCandidate]]:
+    """Decide, then rank the chosen strategy's candidates followed by the backfill: similar
+    products (item context), then trending. Excluded ids and the anchor are left out; what
+    needs hydration (availability, purchases, category) is checked by :func:`select`."""
     decision = decide(request, context)
     choice = decision.choice
     primary = candidates_for(choice, context)
@@ -212,33 +238,53 @@ def serve(
             decision.requested, choice, decision.experiment_id, decision.variant, decision.limit
         )
         primary = candidates_for(choice, context)
+    sources: list[tuple[Sequence[Candidate], str]] = [(primary, choice.strategy)]
+    if choice.mode == "product" and choice.strategy != CONTENT_BASED:
+        sources.append((context.lists.get("contentItem", []), CONTENT_BASED))
+    if choice.strategy != TRENDING:
+        sources.append((_trending(context), TRENDING))
     banned = set(request.exclude)
-    if not request.include_purchased:
-        banned |= context.purchased
     if request.product_id:
         banned.add(request.product_id)
+    ranked: list[RankedCandidate] = []
+    for candidates, strategy in sources:
+        for product_id, score, because in candidates:
+            if product_id not in banned:
+                banned.add(product_id)
+                ranked.append(RankedCandidate(product_id, float(score), strategy, because))
+    return decision, ranked
+
+
+def select(
+    request: ServingRequest,
+    decision: ServingDecision,
+    ranked: Sequence[RankedCandidate],
+    hydration: Hydration,
+) -> list[ServedItem]:
+    """The first `limit` ranked candidates that are available, have a card, are not bought
+    (unless asked for) and are in the requested category."""
     category = request.category.casefold() if request.category else None
     chosen: list[ServedItem] = []
-    seen: set[str] = set()
+    for candidate in ranked:
+        if len(chosen) >= decision.limit:
+            break
+        product_id = candidate.product_id
+        card = hydration.cards.get(product_id)
+        if card is None or product_id not in hydration.available:
+            continue
+        if not request.include_purchased and product_id in hydration.purchased:
+            continue
+        if category is not None and str(card.get("category") or "").casefold() != category:
+            continue
+        chosen.append(
+            ServedItem(product_id, candidate.score, candidate.strategy, candidate.because, card)
+        )
+    return chosen
 
-    def take(candidates: Sequence[Candidate], strategy: str) -> None:
-        for product_id, score, because in candidates:
-            if len(chosen) >= decision.limit:
-                return
-            if product_id in seen or product_id in banned or product_id not in context.available:
-                continue
-            card = context.cards.get(product_id)
-            if card is None:
-                continue
-            if category is not None and str(card.get("category") or "").casefold() != category:
-                continue
-            seen.add(product_id)
-            chosen.append(ServedItem(product_id, float(score), strategy, because, card))
 
-    take(primary, choice.strategy)
-    # Short list: fill with what is most like the context before falling back to trending.
-    if choice.mode == "product" and choice.strategy != CONTENT_BASED:
-        take(context.lists.get("contentItem", []), CONTENT_BASED)
-    if choice.strategy != TRENDING:
-        take(_trending(context), TRENDING)
-    return decision, chosen
+def serve(
+    request: ServingRequest, context: ServingContext, hydration: Hydration
+) -> tuple[ServingDecision, list[ServedItem]]:
+    """Rank and select in one go, when every candidate's hydration is at hand."""
+    decision, ranked = rank(request, context)
+    return decision, select(request, decision, ranked, hydration)

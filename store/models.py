@@ -10,13 +10,14 @@ new version, never a mix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import ujson
 from redis.asyncio import Redis
 
-from domain.serving import ServingContext, readiness_from_meta
+from domain.serving import Hydration, ServingContext, readiness_from_meta
 from store import keys
 
 # A list entry is [productId, score, [because...]].
@@ -140,89 +141,123 @@ async def read_meta(redis: Redis, *, tenant_id: str) -> dict[str, Any]:
 
 
 # KEYS: 1 current version, 2 widget config, 3 running experiment, 4 user history,
-#       5 user purchased, 6 cards, 7 available, 8 live trending (this hour), 9 (last hour)
-# ARGV: 1 model prefix, 2 user id, 3 product id or "", 4 history size, 5 recent products
-_SERVE = """
-local res = {}
+#       5 live trending (this hour), 6 (last hour)
+# ARGV: 1 model prefix, 2 user id, 3 product id or "", 4 history size, 5 recent products,
+#       6 live trending size
+# The reply is a flat array of stored strings (no JSON re-encoding in Lua): only the lists,
+# never the cards; those are fetched for the few candidates that get served.
+_CONTEXT = """
 local version = redis.call('GET', KEYS[1])
-res.version = version
-res.widget = redis.call('GET', KEYS[2])
-res.experiment = redis.call('GET', KEYS[3])
-res.history = redis.call('ZREVRANGE', KEYS[4], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
-res.historyCount = redis.call('ZCARD', KEYS[4])
-res.purchased = redis.call('SMEMBERS', KEYS[5])
-res.liveNow = redis.call('ZREVRANGE', KEYS[8], 0, 99, 'WITHSCORES')
-res.liveBefore = redis.call('ZREVRANGE', KEYS[9], 0, 99, 'WITHSCORES')
-local lists = {}
+local history = redis.call('ZREVRANGE', KEYS[4], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+local reply = {
+  version or '', redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '',
+  redis.call('ZCARD', KEYS[4]), history,
+  redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
+  redis.call('ZREVRANGE', KEYS[6], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
+}
+if not version then return reply end
+local base = ARGV[1] .. version
 local product = ARGV[3]
-local recent = {}
-if version then
-  local base = ARGV[1] .. version
-  res.meta = redis.call('HGET', base .. ':meta', 'readiness')
-  lists.collaborative = redis.call('HGET', base .. ':cf', ARGV[2])
-  lists.trending = redis.call('GET', base .. ':trending')
-  if product ~= '' then
-    lists.contentItem = redis.call('HGET', base .. ':content', product)
-    lists.fbtItem = redis.call('HGET', base .. ':fbt', product)
-    lists.collaborativeItem = redis.call('HGET', base .. ':cfitem', product)
-    res.productInteractions = redis.call('HGET', base .. ':popularity', product)
-  end
-  -- Content neighbours of the user's most recent products, for fresh content-based answers.
-  local seen = {}
-  local wanted = tonumber(ARGV[5])
-  for i = 1, #res.history, 2 do
-    local entry = res.history[i]
-    local sep = string.find(entry, '|', 1, true)
-    local pid = sep and string.sub(entry, sep + 1) or entry
-    if not seen[pid] and #recent < wanted then
-      seen[pid] = true
-      recent[#recent + 1] = pid
-    end
-  end
-  if #recent > 0 then
-    res.recentContent = redis.call('HMGET', base .. ':content', unpack(recent))
+reply[8] = redis.call('HGET', base .. ':meta', 'readiness') or ''
+reply[9] = redis.call('HGET', base .. ':cf', ARGV[2]) or ''
+reply[10] = redis.call('GET', base .. ':trending') or ''
+if product ~= '' then
+  reply[11] = redis.call('HGET', base .. ':content', product) or ''
+  reply[12] = redis.call('HGET', base .. ':fbt', product) or ''
+  reply[13] = redis.call('HGET', base .. ':cfitem', product) or ''
+  reply[14] = redis.call('HGET', base .. ':popularity', product) or ''
+else
+  reply[11], reply[12], reply[13], reply[14] = '', '', '', ''
+end
+-- Content neighbours of the user's most recent products, for fresh content-based answers.
+local seen, recent = {}, {}
+for i = 1, #history, 2 do
+  local entry = history[i]
+  local sep = string.find(entry, '|', 1, true)
+  local pid = sep and string.sub(entry, sep + 1) or entry
+  if not seen[pid] and #recent < tonumber(ARGV[5]) then
+    seen[pid] = true
+    recent[#recent + 1] = pid
   end
 end
-res.recent = recent
-res.lists = lists
--- Hydrate every candidate (cards + availability) in the same call.
-local ids, index = {}, {}
-local function collect(raw)
-  if not raw then return end
-  local ok, decoded = pcall(cjson.decode, raw)
-  if not ok then return end
-  for _, item in ipairs(decoded) do
-    local pid = item[1]
-    if not index[pid] then index[pid] = true; ids[#ids + 1] = pid end
-  end
+reply[15] = recent
+if #recent > 0 then
+  reply[16] = redis.call('HMGET', base .. ':content', unpack(recent))
+else
+  reply[16] = {}
 end
-for _, raw in pairs(lists) do collect(raw) end
-if res.recentContent then for _, raw in ipairs(res.recentContent) do collect(raw) end end
-for i = 1, #res.liveNow, 2 do
-  local pid = res.liveNow[i]
-  if not index[pid] then index[pid] = true; ids[#ids + 1] = pid end
-end
-for i = 1, #res.liveBefore, 2 do
-  local pid = res.liveBefore[i]
-  if not index[pid] then index[pid] = true; ids[#ids + 1] = pid end
-end
-res.ids = ids
-if #ids > 0 then
-  res.cards = redis.call('HMGET', KEYS[6], unpack(ids))
-  res.available = redis.call('SMISMEMBER', KEYS[7], unpack(ids))
-end
-return cjson.encode(res)
+return reply
 """
 
 
-class ServingReader:
-    """Reads a recommendation request's whole context from Redis in one Lua call."""
+def _texts(values: Any) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values or []]
 
-    HISTORY_SIZE = 100
+
+def _decode_list(raw: Any) -> list[tuple[str, float, tuple[str, ...]]]:
+    if not raw:
+        return []
+    return [(str(e[0]), float(e[1]), tuple(e[2]) if len(e) > 2 else ()) for e in ujson.loads(raw)]
+
+
+def _pairs(flat: Any) -> list[tuple[str, float]]:
+    values = _texts(flat)
+    return [(values[i], float(values[i + 1])) for i in range(0, len(values) - 1, 2)]
+
+
+def _json_or_none(raw: Any) -> Any:
+    return ujson.loads(raw) if raw else None
+
+
+def to_serving_context(reply: Sequence[Any]) -> ServingContext:
+    """The context script's reply as the domain's ServingContext."""
+    reply = list(reply) + [b""] * (16 - len(reply))
+    history = []
+    for member, score in _pairs(reply[4]):
+        event_type, _, product_id = member.partition("|")
+        history.append((event_type, product_id, score))
+    live: dict[str, float] = {}
+    for product_id, score in _pairs(reply[5]) + _pairs(reply[6]):
+        live[product_id] = live.get(product_id, 0.0) + score
+    recent = _texts(reply[14] or [])
+    recent_content = {
+        product: _decode_list(raw) for product, raw in zip(recent, reply[15] or [], strict=False)
+    }
+    lists = {
+        name: _decode_list(reply[index])
+        for name, index in (
+            ("collaborative", 8),
+            ("trending", 9),
+            ("contentItem", 10),
+            ("fbtItem", 11),
+            ("collaborativeItem", 12),
+        )
+    }
+    version = _text(reply[0])
+    return ServingContext(
+        model_version=version or None,
+        readiness=readiness_from_meta(_json_or_none(reply[7])),
+        widget=_json_or_none(reply[1]),
+        experiment=_json_or_none(reply[2]),
+        history=history,
+        history_count=int(reply[3] or 0),
+        lists=lists,
+        recent_content=recent_content,
+        live_trending=sorted(live.items(), key=lambda kv: -kv[1]),
+        product_interactions=int(reply[13]) if reply[13] else 0,
+    )
+
+
+class ServingReader:
+    """Reads a recommendation request's context in one Lua call, and hydrates candidates."""
+
+    HISTORY_SIZE = 20
     RECENT_PRODUCTS = 5
+    LIVE_TRENDING_SIZE = 50
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_SERVE)
+        self._redis = redis
+        self._script = redis.register_script(_CONTEXT)
 
     async def read(
         self,
@@ -232,18 +267,15 @@ class ServingReader:
         product_id: str | None,
         placement_id: str | None,
         live_hours: Iterable[str],
-    ) -> dict[str, Any]:
-        """The raw context: version, widget, experiment, history, lists, cards, availability."""
+    ) -> ServingContext:
+        """Version, widget, experiment, history and the candidate lists, in one round trip."""
         hour_now, hour_before = list(live_hours)[:2]
-        raw = await self._script(
+        reply = await self._script(
             keys=[
                 keys.model_current(tenant_id),
                 keys.widget_config(tenant_id, placement_id or ""),
                 keys.running_experiment(tenant_id, placement_id or ""),
                 keys.user_history(tenant_id, user_id),
-                keys.user_purchased(tenant_id, user_id),
-                keys.catalog_cards(tenant_id),
-                keys.catalog_available(tenant_id),
                 keys.trending_hour(tenant_id, hour_now),
                 keys.trending_hour(tenant_id, hour_before),
             ],
@@ -253,70 +285,25 @@ class ServingReader:
                 product_id or "",
                 self.HISTORY_SIZE,
                 self.RECENT_PRODUCTS,
+                self.LIVE_TRENDING_SIZE,
             ],
         )
-        return json.loads(raw)
+        return to_serving_context(reply)
 
-
-def _as_list(value: Any) -> list[Any]:
-    # cjson encodes an empty Lua table as {} and a Redis nil as false.
-    return value if isinstance(value, list) else []
-
-
-def _decode_list(raw: Any) -> list[tuple[str, float, tuple[str, ...]]]:
-    if not isinstance(raw, str):
-        return []
-    return [(str(e[0]), float(e[1]), tuple(e[2]) if len(e) > 2 else ()) for e in json.loads(raw)]
-
-
-def _pairs(flat: Any) -> list[tuple[str, float]]:
-    values = _as_list(flat)
-    return [(str(values[i]), float(values[i + 1])) for i in range(0, len(values) - 1, 2)]
-
-
-def _json_or_none(raw: Any) -> Any:
-    return json.loads(raw) if isinstance(raw, str) and raw else None
-
-
-def to_serving_context(raw: Mapping[str, Any]) -> ServingContext:
-    """The Lua script's answer as the domain's ServingContext."""
-    history = []
-    for member, score in _pairs(raw.get("history")):
-        event_type, _, product_id = member.partition("|")
-        history.append((event_type, product_id, score))
-    lists = {name: _decode_list(value) for name, value in (raw.get("lists") or {}).items()}
-    recent = _as_list(raw.get("recent"))
-    recent_content = {
-        product: _decode_list(value)
-        for product, value in zip(recent, _as_list(raw.get("recentContent")), strict=False)
-    }
-    live: dict[str, float] = {}
-    for product_id, score in _pairs(raw.get("liveNow")) + _pairs(raw.get("liveBefore")):
-        live[product_id] = live.get(product_id, 0.0) + score
-    ids = _as_list(raw.get("ids"))
-    cards: dict[str, Any] = {}
-    for product_id, card in zip(ids, _as_list(raw.get("cards")), strict=False):
-        if isinstance(card, str):
-            cards[product_id] = json.loads(card)
-    available = frozenset(
-        product_id
-        for product_id, flag in zip(ids, _as_list(raw.get("available")), strict=False)
-        if flag == 1
-    )
-    interactions = raw.get("productInteractions")
-    version = raw.get("version")
-    return ServingContext(
-        model_version=version if isinstance(version, str) else None,
-        readiness=readiness_from_meta(_json_or_none(raw.get("meta"))),
-        widget=_json_or_none(raw.get("widget")),
-        experiment=_json_or_none(raw.get("experiment")),
-        history=history,
-        history_count=int(raw.get("historyCount") or 0),
-        purchased=frozenset(_as_list(raw.get("purchased"))),
-        lists=lists,
-        recent_content=recent_content,
-        live_trending=sorted(live.items(), key=lambda kv: -kv[1]),
-        product_interactions=int(interactions) if isinstance(interactions, str) else 0,
-        cards=cards,
-        available=available,
-    )
+    async def hydrate(
+        self, *, tenant_id: str, user_id: str, product_ids: Sequence[str]
+    ) -> Hydration:
+        """Cards, availability and the user's purchases of some candidates, in one round trip."""
+        if not product_ids:
+            return Hydration()
+        ids = list(product_ids)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.catalog_cards(tenant_id), ids)
+            pipe.smismember(keys.catalog_available(tenant_id), ids)
+            pipe.smismember(keys.user_purchased(tenant_id, user_id), ids)
+            cards, available, purchased = await pipe.execute()
+        return Hydration(
+            cards={p: ujson.loads(c) for p, c in zip(ids, cards, strict=True) if c is not None},
+            available=frozenset(p for p, flag in zip(ids, available, strict=True) if flag),
+            purchased=frozenset(p for p, flag in zip(ids, purchased, strict=True) if flag),
+        )

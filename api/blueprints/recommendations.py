@@ -13,13 +13,14 @@ from sanic.response import HTTPResponse, json
 from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query
-from domain.serving import MAX_LIMIT, ServingRequest, serve
+from domain.serving import MAX_LIMIT, Hydration, ServedItem, ServingRequest, rank, select
 from domain.strategies.base import STRATEGY_NAMES
-from store.models import ServingReader, read_meta, to_serving_context
+from store.models import ServingReader, read_meta
 
 bp = Blueprint("recommendations", url_prefix="/api/v1")
 
 Strategy = str
+HYDRATE_AT_MOST = 1_000  # candidates looked at before answering with what survived
 ID_FIELD = Field(min_length=1, max_length=256)
 
 
@@ -114,29 +115,38 @@ async def recommendations(request: Request) -> HTTPResponse:
     tenant_id = request.ctx.tenant_id
     reader: ServingReader = request.app.ctx.serving_reader
     now = datetime.now(UTC)
-    raw = await reader.read(
+    context = await reader.read(
         tenant_id=tenant_id,
         user_id=query.user_id,
         product_id=query.product_id,
         placement_id=query.placement_id,
         live_hours=_live_hours(now),
     )
-    context = to_serving_context(raw)
     exclude = frozenset(p.strip() for p in (query.exclude or "").split(",") if p.strip())
-    decision, items = serve(
-        ServingRequest(
-            user_id=query.user_id,
-            strategy=query.strategy,
-            product_id=query.product_id,
-            placement_id=query.placement_id,
-            limit=query.limit,
-            exclude=exclude,
-            category=query.category,
-            include_purchased=query.include_purchased,
-            tenant_default_strategy=(request.ctx.tenant_config or {}).get("defaultStrategy"),
-        ),
-        context,
+    serving_request = ServingRequest(
+        user_id=query.user_id,
+        strategy=query.strategy,
+        product_id=query.product_id,
+        placement_id=query.placement_id,
+        limit=query.limit,
+        exclude=exclude,
+        category=query.category,
+        include_purchased=query.include_purchased,
+        tenant_default_strategy=(request.ctx.tenant_config or {}).get("defaultStrategy"),
     )
+    decision, ranked = rank(serving_request, context)
+    # Hydrate only what may be served: the head of the ranking, deeper only when filters
+    # (unavailable, bought, other category) thinned it out.
+    step = max(3 * decision.limit, 30)
+    hydration, end = Hydration(), 0
+    items: list[ServedItem] = []
+    while end < len(ranked) and len(items) < decision.limit and end < HYDRATE_AT_MOST:
+        head = [candidate.product_id for candidate in ranked[end : end + step]]
+        hydration = hydration.merged(
+            await reader.hydrate(tenant_id=tenant_id, user_id=query.user_id, product_ids=head)
+        )
+        end += step
+        items = select(serving_request, decision, ranked[:end], hydration)
     meta = {
         **decision.choice.to_meta(),
         "requestedStrategy": decision.requested,

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
 from redis.asyncio import Redis
 
-from store.models import PublishedModel, ServingReader, publish_model, to_serving_context
+from store.models import PublishedModel, ServingReader, publish_model
 from store.settings import Settings
 
 USERS_PER_BLOCK = 500
@@ -338,14 +338,13 @@ async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) ->
         publish_model(redis, tenant_id=tenant_id, model=model("v2", "new"))
     )
     while not publishing.done():
-        raw = await reader.read(
+        context = await reader.read(
             tenant_id=tenant_id,
             user_id="u150",
             product_id=None,
             placement_id=None,
             live_hours=["x", "y"],
         )
-        context = to_serving_context(raw)
         seen.append(
             (
                 context.model_version,
