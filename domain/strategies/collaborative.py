@@ -281,7 +281,9 @@ class CollaborativeModel:
         """
         self._check_fitted("neighbour_matrix_")
         own = self.values_[users]  # (b, n_products)
-        scores = sp.csr_matrix(own.shape, dtype=np.float32)
+        # Seen products enter the sum at -inf, so one sparse addition both blends and masks.
+        scores = own.copy()
+        scores.data[:] = -np.inf
         if self.item_weight < 1.0:
             uu = (self.neighbour_matrix_[users] @ self.votes_).tocsr()
             scores = scores + (1.0 - self.item_weight) * _row_max_normalise(uu)
@@ -292,10 +294,7 @@ class CollaborativeModel:
         if self.popularity_penalty:
             penalty = np.maximum(self.popularity_, 1.0) ** -self.popularity_penalty
             scores.data *= penalty[scores.indices].astype(np.float32)
-        seen = own.copy()
-        seen.data[:] = 1.0
-        scores = (scores - scores.multiply(seen)).tocsr()
-        scores.data[scores.data <= 0] = 0.0
+        scores.data[~(scores.data > 0)] = 0.0  # seen (-inf) and non-positive scores
         scores.eliminate_zeros()
         return scores
 
