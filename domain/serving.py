@@ -3,7 +3,7 @@ the shape of each recommended item. Pure: the context is read from projections b
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
 NO_MODEL = "no_model_yet"
 USER_NOT_IN_MODEL = "user_not_in_model_yet"
+PRODUCT_NOT_IN_MODEL = "product_not_in_model_yet"
 
 # (productId, score, because)
 Candidate = tuple[str, float, tuple[str, ...]]
@@ -221,34 +222,47 @@ def candidates_for(choice: StrategyChoice, context: ServingContext) -> list[Cand
 
 
 def rank(
-    request: ServingRequest, context: ServingContext
+    request: ServingRequest, context: ServingContext, *, depth: int = 200
 ) -> tuple[ServingDecision, list[RankedCandidate]]:
-    """Decide, then rank the chosen strategy's candidates followed by the backfill: similar
-    products (item context), then trending. Excluded ids and the anchor are left out; what
-    needs hydration (availability, purchases, category) is checked by :func:`select`."""
+    """Decide, then rank up to `depth` candidates: the chosen strategy's, then the backfill
+    (similar products in item context, then trending), each source computed only when the
+    ones before it ran short. Excluded ids and the anchor are left out; what needs hydration
+    (availability, purchases, category) is checked by :func:`select`."""
     decision = decide(request, context)
     choice = decision.choice
     primary = candidates_for(choice, context)
     if not primary and choice.strategy != TRENDING:
         # Ready strategy, but this user or product is not in the published model yet.
-        reason = NO_MODEL if context.model_version is None else USER_NOT_IN_MODEL
-        fallback_strategy = CONTENT_BASED if context.recent_content else TRENDING
-        choice = StrategyChoice(fallback_strategy, True, reason, "user")
+        if context.model_version is None:
+            reason = NO_MODEL
+        elif choice.mode == "product":
+            reason = PRODUCT_NOT_IN_MODEL
+        else:
+            reason = USER_NOT_IN_MODEL
+        if choice.mode == "product" and context.lists.get("contentItem"):
+            choice = StrategyChoice(CONTENT_BASED, True, reason, "product")
+        else:
+            fallback_strategy = CONTENT_BASED if context.recent_content else TRENDING
+            choice = StrategyChoice(fallback_strategy, True, reason, "user")
         decision = ServingDecision(
             decision.requested, choice, decision.experiment_id, decision.variant, decision.limit
         )
         primary = candidates_for(choice, context)
-    sources: list[tuple[Sequence[Candidate], str]] = [(primary, choice.strategy)]
+    sources: list[tuple[Callable[[], Sequence[Candidate]], str]] = [
+        (lambda: primary, choice.strategy)
+    ]
     if choice.mode == "product" and choice.strategy != CONTENT_BASED:
-        sources.append((context.lists.get("contentItem", []), CONTENT_BASED))
+        sources.append((lambda: context.lists.get("contentItem", []), CONTENT_BASED))
     if choice.strategy != TRENDING:
-        sources.append((_trending(context), TRENDING))
+        sources.append((lambda: _trending(context), TRENDING))
     banned = set(request.exclude)
     if request.product_id:
         banned.add(request.product_id)
     ranked: list[RankedCandidate] = []
-    for candidates, strategy in sources:
-        for product_id, score, because in candidates:
+    for source, strategy in sources:
+        for product_id, score, because in source():
+            if len(ranked) >= depth:
+                return decision, ranked
             if product_id not in banned:
                 banned.add(product_id)
                 ranked.append(RankedCandidate(product_id, float(score), strategy, because))

@@ -10,7 +10,7 @@ new version, never a mix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,25 @@ def _json_or_none(raw: Any) -> Any:
     return ujson.loads(raw) if raw else None
 
 
+class LazyLists(Mapping[str, list[tuple[str, float, tuple[str, ...]]]]):
+    """Candidate lists decoded on first use: a request reads one or two of the five."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._raw = raw
+        self._decoded: dict[str, list[tuple[str, float, tuple[str, ...]]]] = {}
+
+    def __getitem__(self, name: str) -> list[tuple[str, float, tuple[str, ...]]]:
+        if name not in self._decoded:
+            self._decoded[name] = _decode_list(self._raw[name])
+        return self._decoded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 def to_serving_context(reply: Sequence[Any]) -> ServingContext:
     """The context script's reply as the domain's ServingContext."""
     reply = list(reply) + [b""] * (16 - len(reply))
@@ -223,16 +242,19 @@ def to_serving_context(reply: Sequence[Any]) -> ServingContext:
     recent_content = {
         product: _decode_list(raw) for product, raw in zip(recent, reply[15] or [], strict=False)
     }
-    lists = {
-        name: _decode_list(reply[index])
-        for name, index in (
-            ("collaborative", 8),
-            ("trending", 9),
-            ("contentItem", 10),
-            ("fbtItem", 11),
-            ("collaborativeItem", 12),
-        )
-    }
+    lists = LazyLists(
+        {
+            name: reply[index]
+            for name, index in (
+                ("collaborative", 8),
+                ("trending", 9),
+                ("contentItem", 10),
+                ("fbtItem", 11),
+                ("collaborativeItem", 12),
+            )
+            if reply[index]
+        }
+    )
     version = _text(reply[0])
     return ServingContext(
         model_version=version or None,

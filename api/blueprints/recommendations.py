@@ -20,7 +20,7 @@ from store.models import ServingReader, read_meta
 bp = Blueprint("recommendations", url_prefix="/api/v1")
 
 Strategy = str
-HYDRATE_AT_MOST = 1_000  # candidates looked at before answering with what survived
+HYDRATE_AT_MOST = 300  # candidates looked at before answering with what survived
 ID_FIELD = Field(min_length=1, max_length=256)
 
 
@@ -134,7 +134,7 @@ async def recommendations(request: Request) -> HTTPResponse:
         include_purchased=query.include_purchased,
         tenant_default_strategy=(request.ctx.tenant_config or {}).get("defaultStrategy"),
     )
-    decision, ranked = rank(serving_request, context)
+    decision, ranked = rank(serving_request, context, depth=HYDRATE_AT_MOST)
     # Hydrate only what may be served: the head of the ranking, deeper only when filters
     # (unavailable, bought, other category) thinned it out.
     step = max(3 * decision.limit, 30)
