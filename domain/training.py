@@ -69,10 +69,11 @@ def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dic
     lists: dict[str, list[Entry]] = {}
     for row in np.flatnonzero(lengths).tolist():
         lo, hi = bounds[row], bounds[row + 1]
+        # One "because" list per anchor, shared by its entries (read-only: they are encoded
+        # for publishing), saves a list object per entry on large catalogs.
         anchor = [str(ids[row])]
         lists[anchor[0]] = [
-            [name, score, list(anchor)]
-            for name, score in zip(names[lo:hi], scores[lo:hi], strict=True)
+            [name, score, anchor] for name, score in zip(names[lo:hi], scores[lo:hi], strict=True)
         ]
     return lists
 
@@ -151,6 +152,8 @@ def train(
     collaborative_items = _neighbour_lists(
         collaborative.item_neighbours_, data.product_ids, ITEM_LIST_LENGTH
     )
+    # The fitted model is the largest object of the run: let it go before the next strategies.
+    del collaborative
     progress("collaborative")
     content_items = content_lists(catalog)
     progress("content_based")
