@@ -163,7 +163,8 @@ def decide(request: ServingRequest, context: ServingContext) -> ServingDecision:
         requested = request.tenant_default_strategy
     requested = requested or DEFAULT_STRATEGY
     limit = request.limit or int(widget.get("maxItems") or DEFAULT_LIMIT)
-    trending_available = bool(context.lists.get(TRENDING) or context.live_trending)
+    # Presence is enough here: decoding the published list is left to the ranking.
+    trending_available = TRENDING in context.lists or bool(context.live_trending)
     readiness = context.readiness
     if trending_available and not readiness.is_ready(TRENDING):
         # Live counters exist even before the first training run.

@@ -13,7 +13,7 @@ from sanic.response import HTTPResponse, json
 from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query
-from domain.serving import MAX_LIMIT, Hydration, ServedItem, ServingRequest, rank, select
+from domain.serving import DEFAULT_LIMIT, MAX_LIMIT, Hydration, ServingRequest, rank, select
 from domain.strategies.base import STRATEGY_NAMES
 from store.models import ServingReader, read_meta
 
@@ -134,19 +134,21 @@ async def recommendations(request: Request) -> HTTPResponse:
         include_purchased=query.include_purchased,
         tenant_default_strategy=(request.ctx.tenant_config or {}).get("defaultStrategy"),
     )
-    decision, ranked = rank(serving_request, context, depth=HYDRATE_AT_MOST)
-    # Hydrate only what may be served: the head of the ranking, deeper only when filters
-    # (unavailable, bought, other category) thinned it out.
-    step = max(3 * decision.limit, 30)
-    hydration, end = Hydration(), 0
-    items: list[ServedItem] = []
-    while end < len(ranked) and len(items) < decision.limit and end < HYDRATE_AT_MOST:
-        head = [candidate.product_id for candidate in ranked[end : end + step]]
+    # Rank and hydrate only the head; look deeper only when filters (unavailable, bought,
+    # other category) thinned it out.
+    depth = max(3 * (serving_request.limit or DEFAULT_LIMIT), 30)
+    hydration, hydrated = Hydration(), 0
+    while True:
+        decision, ranked = rank(serving_request, context, depth=depth)
+        fresh = [candidate.product_id for candidate in ranked[hydrated:]]
         hydration = hydration.merged(
-            await reader.hydrate(tenant_id=tenant_id, user_id=query.user_id, product_ids=head)
+            await reader.hydrate(tenant_id=tenant_id, user_id=query.user_id, product_ids=fresh)
         )
-        end += step
-        items = select(serving_request, decision, ranked[:end], hydration)
+        hydrated = len(ranked)
+        items = select(serving_request, decision, ranked, hydration)
+        if len(items) >= decision.limit or len(ranked) < depth or depth >= HYDRATE_AT_MOST:
+            break
+        depth *= 3
     meta = {
         **decision.choice.to_meta(),
         "requestedStrategy": decision.requested,
