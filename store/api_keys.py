@@ -11,6 +11,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from domain import apikeys
 from store import keys
 
 
@@ -49,32 +50,6 @@ async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord 
         tenant_deleted=row["deleted"],
         tenant_config=row["config"] or {},
     )
-
-
-async def insert_api_key(
-    pool: asyncpg.Pool,
-    *,
-    tenant_id: str,
-    name: str,
-    permission: str,
-    environment: str,
-    prefix: str,
-    key_hash: bytes,
-) -> asyncpg.Record:
-    """Store a new key's HMAC (the caller has checked the active-key limit)."""
-    row = await pool.fetchrow(
-        "INSERT INTO api_keys (tenant_id, name, permission, environment, prefix, key_hash) "
-        "VALUES ($1, $2, $3, $4, $5, $6) "
-        "RETURNING id, name, permission, environment, prefix, created_at",
-        tenant_id,
-        name,
-        permission,
-        environment,
-        prefix,
-        key_hash,
-    )
-    assert row is not None
-    return row
 
 
 class TooManyKeys(Exception):
@@ -233,3 +208,27 @@ async def flush_last_used(pool: asyncpg.Pool, redis: Redis) -> int:
             flat.extend([field, value])
         await forget(keys=[hash_key, keys.API_KEY_LAST_USED_TENANTS], args=flat)
     return updated
+
+
+async def issue_api_key(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    name: str,
+    permission: str,
+    environment: str,
+    secret: str,
+) -> tuple[asyncpg.Record, str]:
+    """A new random key for the tenant, stored as its HMAC: the row and the key (shown once)."""
+    key = apikeys.generate_key(environment=environment)
+    row = await create_api_key(
+        pool,
+        tenant_id=tenant_id,
+        name=name,
+        permission=permission,
+        environment=environment,
+        prefix=key.display_prefix,
+        key_hash=apikeys.hash_key(key.raw, secret=secret),
+        max_active=apikeys.MAX_ACTIVE_KEYS,
+    )
+    return row, key.raw

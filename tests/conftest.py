@@ -20,9 +20,8 @@ from redis.asyncio import Redis
 
 from cli.commands.database import upgrade
 from cli.localservices import PostgresServer, RedisServer, free_port
-from domain import apikeys
 from store.admins import create_admin
-from store.api_keys import insert_api_key
+from store.api_keys import issue_api_key
 from store.db import create_pool
 from store.passwords import hash_password
 from store.settings import Settings
@@ -247,17 +246,15 @@ async def make_tenant(
     tenant = await create_tenant(pool, owner_id=admin.id, name="Test Shop", config=config)
     made = {}
     for permission in ("read", "read_write"):
-        key = apikeys.generate_key(environment="live")
-        await insert_api_key(
+        _, raw_key = await issue_api_key(
             pool,
             tenant_id=str(tenant["id"]),
             name=permission,
             permission=permission,
             environment="live",
-            prefix=key.display_prefix,
-            key_hash=apikeys.hash_key(key.raw, secret=settings.api_key_secret),
+            secret=settings.api_key_secret,
         )
-        made[permission] = key.raw
+        made[permission] = raw_key
     token, _ = issue_access_token(admin_id=admin.id, settings=settings)
     return TenantContext(
         admin_id=admin.id,

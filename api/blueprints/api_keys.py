@@ -86,17 +86,14 @@ async def create_api_key(request: Request, tenant_id: str) -> HTTPResponse:
     """A new key for the caller's active tenant; 409 past the active-key limit."""
     tenant = await owned_tenant(request, tenant_id, write=True)
     body = parse_body(request, ApiKeyCreate)
-    key = apikeys.generate_key(environment=body.environment)
     try:
-        row = await key_store.create_api_key(
+        row, raw_key = await key_store.issue_api_key(
             request.app.ctx.db,
             tenant_id=str(tenant["id"]),
             name=body.name,
             permission=body.permission,
             environment=body.environment,
-            prefix=key.display_prefix,
-            key_hash=apikeys.hash_key(key.raw, secret=request.app.ctx.settings.api_key_secret),
-            max_active=apikeys.MAX_ACTIVE_KEYS,
+            secret=request.app.ctx.settings.api_key_secret,
         )
     except key_store.TooManyKeys as exc:
         raise Conflict(
@@ -108,7 +105,7 @@ async def create_api_key(request: Request, tenant_id: str) -> HTTPResponse:
         permission=row["permission"],
         environment=row["environment"],
         prefix=row["prefix"],
-        key=key.raw,
+        key=raw_key,
         created_at=row["created_at"],
     )
     return json(

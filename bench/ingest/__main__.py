@@ -41,9 +41,8 @@ from redis.asyncio import Redis
 
 from cli.commands.database import upgrade
 from cli.localservices import PostgresServer, RedisServer, free_port
-from domain import apikeys
 from store.admins import create_admin
-from store.api_keys import insert_api_key
+from store.api_keys import issue_api_key
 from store.db import create_pool
 from store.passwords import hash_password
 from store.settings import Settings
@@ -91,17 +90,15 @@ async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str
         password_hash=hash_password("bench password", rounds=4),
     )
     tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=UNLIMITED)
-    key = apikeys.generate_key(environment="live")
-    await insert_api_key(
+    _, raw_key = await issue_api_key(
         pool,
         tenant_id=str(tenant["id"]),
         name="bench",
         permission="read_write",
         environment="live",
-        prefix=key.display_prefix,
-        key_hash=apikeys.hash_key(key.raw, secret=settings.api_key_secret),
+        secret=settings.api_key_secret,
     )
-    return str(tenant["id"]), key.raw
+    return str(tenant["id"]), raw_key
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -47,10 +47,9 @@ from bench.read_path.breakdown import measure_stages, print_stages
 from bench.read_path.load import run_asyncio_generator, run_wrk, wrk_available
 from cli.commands.database import upgrade
 from cli.localservices import PostgresServer, RedisServer, free_port
-from domain import apikeys
 from domain.catalog import parse_item
 from store.admins import create_admin
-from store.api_keys import insert_api_key
+from store.api_keys import issue_api_key
 from store.catalog import upsert_items
 from store.db import create_pool
 from store.passwords import hash_password
@@ -121,17 +120,15 @@ async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str
     tenant_id = str(tenant["id"])
     raw_keys = []
     for permission in ("read", "read_write"):
-        key = apikeys.generate_key(environment="live")
-        await insert_api_key(
+        _, raw_key = await issue_api_key(
             pool,
             tenant_id=tenant_id,
             name=f"bench {permission}",
             permission=permission,
             environment="live",
-            prefix=key.display_prefix,
-            key_hash=apikeys.hash_key(key.raw, secret=settings.api_key_secret),
+            secret=settings.api_key_secret,
         )
-        raw_keys.append(key.raw)
+        raw_keys.append(raw_key)
     return tenant_id, raw_keys[0], raw_keys[1]
 
 
