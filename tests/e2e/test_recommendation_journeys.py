@@ -1,5 +1,6 @@
-"""Recommendations end to end: data in through the public API, a training run, answers out of
-the real api, with fallbacks, filters, isolation, atomic publishing and freshness."""
+"""End to end through the public API: catalog and events in, a training run, recommendations
+out of the real api, with fallbacks, filters, isolation, atomic publishing, freshness, an
+experiment and the incremental retrain."""
 
 from __future__ import annotations
 
