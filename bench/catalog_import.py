@@ -13,27 +13,17 @@ import argparse
 import asyncio
 import csv
 import json
-import os
 import random
-import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
+from bench.harness import local_platform, make_bench_tenant
 from store import keys
-from store.admins import create_admin
 from store.db import create_pool
-from store.passwords import hash_password
 from store.redis import create_redis
 from store.settings import Settings
-from store.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
     "oak walnut steel linen wool cotton ceramic glass leather bamboo copper marble velvet "
     "lamp chair table mug vase rug shelf bowl pillow blanket kettle clock mirror basket"
@@ -93,13 +83,7 @@ async def make_tenant(settings: Settings) -> str:
     """A bench admin and tenant."""
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
-        # Nobody logs in as the bench admin: an unguessable password that is thrown away.
-        unusable = hash_password(secrets.token_urlsafe(16), rounds=4)
-        admin = await create_admin(
-            pool, email="bench@example.com", name="Bench", password_hash=unusable
-        )
-        tenant = await create_tenant(pool, owner_id=admin.id, name="Bench shop")
-        return str(tenant["id"])
+        return (await make_bench_tenant(pool, settings)).tenant_id
     finally:
         await pool.close()
 
@@ -127,36 +111,14 @@ def main() -> int:
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-"))
-    os.chmod(workdir, 0o755)  # noqa: S103  (the postgres account must reach it when run as root)
-    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
-    redis = RedisServer(data_dir=workdir / "redis", port=free_port())
-    postgres.start()
-    redis.start()
-    try:
-        settings = Settings(
-            environment="test",
-            database_url=postgres.url,
-            redis_url=redis.url(1),
-            broker_url=redis.url(0),
-            log_level="WARNING",
-        )
-        upgrade(settings.database_url)
+    with local_platform("recomengine-bench-") as platform:
+        settings = platform.settings
         tenant_id = asyncio.run(make_tenant(settings))
-        path = workdir / f"catalog.{args.format}"
+        path = platform.workdir / f"catalog.{args.format}"
         write_items(path, args.items, args.format)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
-        env.update({f"RECOMENGINE_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
-        command = [sys.executable, "-m", "cli.main", "import", "catalog", str(path)]
+        command = ["import", "catalog", str(path), "--tenant", tenant_id, "--no-progress"]
         started = time.perf_counter()
-        result = subprocess.run(
-            [*command, "--tenant", tenant_id, "--no-progress"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = platform.run_cli(command)
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             print(result.stdout, result.stderr, file=sys.stderr)
@@ -168,10 +130,6 @@ def main() -> int:
         print(f"wall time (process start to exit): {seconds:.1f} s = {args.items / seconds:,.0f}/s")
         print(f"landed: {rows} rows, {cards} cards, {available} available ids")
         return 0 if rows == cards == args.items else 1
-    finally:
-        redis.stop()
-        postgres.stop(mode="immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,34 +16,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from api.security import issue_access_token
-from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
+from bench.harness import Platform, local_platform, make_bench_tenant, stop_process
 from domain.analytics import Period, day_start, resolve_period
 from store import analytics as analytics_store
-from store.admins import create_admin
 from store.db import create_pool
-from store.passwords import hash_password
 from store.settings import Settings
-from store.tenants import create_tenant
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Event mix per 1,000 events, by cumulative threshold.
 _TYPE_CASE = """
@@ -86,13 +74,8 @@ WHERE tenant_id = $1 AND event_type = 'purchase' AND (hashtext(event_id) & 7) < 
 async def _setup(settings: Settings) -> tuple[str, str]:
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
-        # Nobody logs in as the bench admin: an unguessable password that is thrown away.
-        unusable = hash_password(secrets.token_urlsafe(16), rounds=4)
-        admin = await create_admin(
-            pool, email="bench@example.com", name="Bench", password_hash=unusable
-        )
-        tenant = await create_tenant(pool, owner_id=admin.id, name="Bench shop")
-        return admin.id, str(tenant["id"])
+        tenant = await make_bench_tenant(pool, settings)
+        return tenant.admin_id, tenant.tenant_id
     finally:
         await pool.close()
 
@@ -308,33 +291,10 @@ async def _export(pool: asyncpg.Pool, tenant_id: str, period: Any, now: datetime
         )
 
 
-def _http(settings: Settings, admin_id: str, tenant_id: str, runs: int, workdir: Path) -> tuple:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
-    env.update(
-        {
-            f"RECOMENGINE_{k.upper()}": str(v)
-            for k, v in settings.model_dump().items()
-            if v is not None
-        }
-    )
-    log = open(workdir / "api.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "api"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{settings.api_port}"
+def _http(platform: Platform, admin_id: str, tenant_id: str, runs: int) -> tuple:
+    settings, base = platform.settings, platform.base_url
+    process = platform.start_api()
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/ready", timeout=2) as answer:  # noqa: S310
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
         token, _ = issue_access_token(admin_id=admin_id, settings=settings)
         request = urllib.request.Request(  # noqa: S310
             f"{base}/api/v1/tenants/{tenant_id}/analytics/overview",
@@ -349,9 +309,7 @@ def _http(settings: Settings, admin_id: str, tenant_id: str, runs: int, workdir:
                 samples.append(time.perf_counter() - started)
         return _figures(samples)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        stop_process(process, timeout=30)
 
 
 def main() -> int:
@@ -365,24 +323,8 @@ def main() -> int:
     parser.add_argument("--naive-runs", type=int, default=5)
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-"))
-    os.chmod(workdir, 0o755)  # noqa: S103  (the postgres account must reach it when run as root)
-    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
-    redis = RedisServer(data_dir=workdir / "redis", port=free_port())
-    postgres.start()
-    redis.start()
-    try:
-        settings = Settings(
-            environment="test",
-            database_url=postgres.url,
-            redis_url=redis.url(1),
-            broker_url=redis.url(0),
-            jwt_secret=secrets.token_urlsafe(32),
-            api_key_secret=secrets.token_urlsafe(32),
-            api_port=free_port(),
-            log_level="WARNING",
-        )
-        upgrade(settings.database_url)
+    with local_platform("recomengine-bench-") as platform:
+        settings = platform.settings
         admin_id, tenant_id = asyncio.run(_setup(settings))
         load_seconds = asyncio.run(
             _load(
@@ -398,14 +340,10 @@ def main() -> int:
         refresh_seconds = asyncio.run(_refresh(settings, tenant_id, args.days))
         print(f"refreshed {args.days + 1} daily aggregates in {refresh_seconds:.1f} s")
         asyncio.run(_measure(settings, tenant_id, admin_id, args.runs, args.naive_runs))
-        http = _http(settings, admin_id, tenant_id, args.runs, workdir)
+        http = _http(platform, admin_id, tenant_id, args.runs)
         print(f"\n{'overview over HTTP, 30 days':<34}{http[0]:>10.1f}{http[1]:>10.1f}")
         print(f"\n{args.runs} runs per path (naive: {args.naive_runs}), after one warm-up run")
         return 0
-    finally:
-        redis.stop()
-        postgres.stop(mode="immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,83 +22,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from redis.asyncio import Redis
 
-from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
-from store.admins import create_admin
-from store.api_keys import issue_api_key
+from bench.harness import local_platform, make_bench_tenant
 from store.db import create_pool
-from store.passwords import hash_password
 from store.settings import Settings
-from store.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[2]
 COPY_COLUMNS = ["tenant_id", "event_id", "event_type", "user_id", "product_id", "occurred_at"]
 UNLIMITED = {"rateLimits": {"writesPerMinute": 100_000_000}}
 
 
-@dataclass
-class Stack:
-    """The servers and processes of one run."""
-
-    settings: Settings
-    processes: list[subprocess.Popen[bytes]]
-    workdir: Path
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"RECOMENGINE_{name.upper()}"] = str(value)
-    return env
-
-
-def _spawn(args: list[str], settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    handle = open(log, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", *args],
-        env=_env(settings),
-        cwd=ROOT,
-        stdout=handle,
-        stderr=handle,
-        start_new_session=True,
-    )
-
-
 async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str]:
-    admin = await create_admin(
-        pool,
-        email=f"bench-{uuid.uuid4().hex[:8]}@example.com",
-        name="Bench",
-        password_hash=hash_password("bench password", rounds=4),
-    )
-    tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=UNLIMITED)
-    _, raw_key = await issue_api_key(
-        pool,
-        tenant_id=str(tenant["id"]),
-        name="bench",
-        permission="read_write",
-        environment="live",
-        secret=settings.api_key_secret,
-    )
-    return str(tenant["id"]), raw_key
+    tenant = await make_bench_tenant(pool, settings, config=UNLIMITED, permissions=["read_write"])
+    return tenant.tenant_id, tenant.keys["read_write"]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -285,43 +228,15 @@ async def post_singles(
 
 async def run(args: argparse.Namespace) -> None:
     """Bring the stack up, run the phases, print the figures."""
-    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-ingest-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (the postgres account must reach it as root)
-    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
-    redis_server = RedisServer(data_dir=workdir / "redis", port=free_port())
-    postgres.start()
-    redis_server.start()
-    settings = Settings(
-        environment="test",
-        database_url=postgres.url,
-        redis_url=redis_server.url(1),
-        broker_url=redis_server.url(0),
-        jwt_secret="bench-jwt-secret-" + "x" * 32,
-        api_key_secret="bench-api-key-secret-" + "y" * 32,
-        bcrypt_rounds=4,
-        api_port=free_port(),
-        log_level="WARNING",
-    )
-    processes: list[subprocess.Popen[bytes]] = []
-    pool: asyncpg.Pool | None = None
-    try:
-        await asyncio.to_thread(upgrade, settings.database_url)
+    with local_platform("recomengine-bench-ingest-", keep=args.keep) as platform:
+        settings = platform.settings
         pool = await create_pool(settings, min_size=1, max_size=4)
-        processes.append(_spawn(["api"], settings, workdir / "api.log"))
-        worker_args = ["worker", "--queues", "ingest", "--processes", str(args.processes)]
-        worker_args += ["--threads", str(args.threads)]
-        processes.append(_spawn(worker_args, settings, workdir / "worker.log"))
-        base = f"http://127.0.0.1:{settings.api_port}"
-        address = ("127.0.0.1", settings.api_port)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/ready")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.2)
+        try:
+            worker_args = ["worker", "--queues", "ingest", "--processes", str(args.processes)]
+            worker_args += ["--threads", str(args.threads)]
+            platform.start(["cli.main", *worker_args], "worker.log")
+            await asyncio.to_thread(platform.start_api)
+            address = ("127.0.0.1", settings.api_port)
             copy_rate = await copy_ceiling(pool, rows=args.copy_rows)
             print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
 
@@ -395,23 +310,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"p99 {_percentile(values, 0.99):.0f} ms",
                 flush=True,
             )
-    finally:
-        if pool is not None:
+        finally:
             await pool.close()
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()  # the main process only: Dramatiq forwards it
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        redis_server.stop()
-        postgres.stop(mode="immediate")
-        if args.keep:
-            print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

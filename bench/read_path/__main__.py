@@ -26,15 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,21 +39,16 @@ from typing import Any
 import asyncpg
 import httpx
 
+from bench.harness import Platform, local_platform, make_bench_tenant, stop_process, wait_ready
 from bench.read_path.breakdown import measure_stages, print_stages
 from bench.read_path.load import run_asyncio_generator, run_wrk, wrk_available
-from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
+from cli.localservices import free_port
 from domain.catalog import parse_item
-from store.admins import create_admin
-from store.api_keys import issue_api_key
 from store.catalog import upsert_items
 from store.db import create_pool
-from store.passwords import hash_password
 from store.redis import create_redis
 from store.settings import Settings
-from store.tenants import create_tenant
 
-ROOT = Path(__file__).resolve().parents[2]
 SEED = 5
 CATEGORIES = ["Food", "Home", "Garden", "Toys", "Sports", "Books", "Beauty", "Tech"]
 WORDS = "red blue green large small organic steel wooden soft classic fresh premium".split()
@@ -74,62 +65,12 @@ CEILING_KEY = "bench:read_path:ceiling"
 TENANT_CONFIG = {"rateLimits": {"writesPerMinute": 100_000_000}}
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"RECOMENGINE_{name.upper()}"] = str(value)
-    return env
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    handle = open(log, "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        env=env,
-        cwd=ROOT,
-        stdout=handle,
-        stderr=handle,
-        start_new_session=True,
-    )
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 in 60 s")
-
-
 async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str, str]:
     """A tenant with a read key and a read_write key (created in the store directly)."""
-    admin = await create_admin(
-        pool,
-        email=f"bench-{uuid.uuid4().hex[:8]}@example.com",
-        name="Bench",
-        password_hash=hash_password("bench password", rounds=4),
+    tenant = await make_bench_tenant(
+        pool, settings, config=TENANT_CONFIG, permissions=["read", "read_write"]
     )
-    tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=TENANT_CONFIG)
-    tenant_id = str(tenant["id"])
-    raw_keys = []
-    for permission in ("read", "read_write"):
-        _, raw_key = await issue_api_key(
-            pool,
-            tenant_id=tenant_id,
-            name=f"bench {permission}",
-            permission=permission,
-            environment="live",
-            secret=settings.api_key_secret,
-        )
-        raw_keys.append(raw_key)
-    return tenant_id, raw_keys[0], raw_keys[1]
+    return tenant.tenant_id, tenant.keys["read"], tenant.keys["read_write"]
 
 
 def synthetic_catalog(n_products: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -273,16 +214,9 @@ async def load_shop(
     await asyncio.sleep(2)
 
 
-def train_model(env: dict[str, str], tenant_id: str) -> None:
+def train_model(platform: Platform, tenant_id: str) -> None:
     """Train and publish the tenant's model with `recomengine train` (the actor's code)."""
-    trained = subprocess.run(
-        [sys.executable, "-m", "cli.main", "train", "--tenant", tenant_id],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    trained = platform.run_cli(["train", "--tenant", tenant_id])
     if trained.returncode != 0:
         raise RuntimeError(f"training failed:\n{trained.stdout[-2000:]}\n{trained.stderr[-2000:]}")
 
@@ -362,200 +296,168 @@ async def run(args: argparse.Namespace) -> None:
         print("wrk is not installed (apt-get install -y wrk): using the asyncio generator")
         args.generator = "asyncio"
     rng = random.Random(SEED)
-    workdir = Path(tempfile.mkdtemp(prefix="recomengine-bench-read-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 (the postgres account must reach it as root)
-    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
-    redis_server = RedisServer(data_dir=workdir / "redis", port=free_port())
-    postgres.start()
-    redis_server.start()
-    settings = Settings(
-        environment="test",
-        database_url=postgres.url,
-        redis_url=redis_server.url(1),
-        broker_url=redis_server.url(0),
-        jwt_secret="bench-jwt-secret-" + "x" * 32,
-        api_key_secret="bench-api-key-secret-" + "y" * 32,
-        bcrypt_rounds=4,
-        api_port=free_port(),
-        log_level="WARNING",
-        read_limit_per_minute=100_000_000,
-    )
-    env = _env(settings)
-    processes: list[subprocess.Popen[bytes]] = []
-    pool: asyncpg.Pool | None = None
-    try:
-        await asyncio.to_thread(upgrade, settings.database_url)
-        pool = await create_pool(settings, min_size=1, max_size=4)
-        api_log = workdir / "api.log"
-        processes.append(_spawn(["cli.main", "api"], env, api_log))
-        worker = ["cli.main", "worker", "--queues", "ingest", "--processes", "1", "--threads", "8"]
-        processes.append(_spawn(worker, env, workdir / "worker.log"))
-        base = f"http://127.0.0.1:{settings.api_port}"
-        await asyncio.to_thread(_wait_ready, f"{base}/ready", processes[0], api_log)
-
-        tenant_id, read_key, write_key = await _make_tenant(pool, settings)
-        catalog = synthetic_catalog(args.products, rng)
-        events = synthetic_events(args.users, args.products, args.events, rng)
-        started = time.perf_counter()
-        await load_shop(
-            settings, pool, tenant_id=tenant_id, write_key=write_key, catalog=catalog, events=events
-        )
-        loaded = time.perf_counter() - started
-        users = len({e["userId"] for e in events})
-        print(
-            f"shop: {len(catalog):,} products, {len(events):,} events of {users:,} users "
-            f"(posted through the api and landed in {loaded:.1f} s)",
-            flush=True,
-        )
-        started = time.perf_counter()
-        await asyncio.to_thread(train_model, env, tenant_id)
-        print(f"model trained and published in {time.perf_counter() - started:.1f} s", flush=True)
-        # The ingest worker is done; stop it so that it does not compete for the two cores.
-        processes[1].terminate()
-        processes[1].wait(timeout=30)
-
-        paths = request_paths(events, count=20_000, limit=args.limit, rng=rng)
-        paths_file = workdir / "paths.txt"
-        paths_file.write_text("".join(path + "\n" for _, path in paths))
-        ceiling_file = workdir / "ceiling_paths.txt"
-        ceiling_file.write_text("/value\n")
-
-        readiness = await asyncio.to_thread(
-            sample_answers, base, read_key, paths, args.sample
-        )  # also warms the api's key cache and Lua script
-        redis = create_redis(settings)
-        value = json.dumps(
-            {"data": [{"productId": f"p{i}", "name": "x" * 150} for i in range(12)]}
-        ).encode()
-        await redis.set(CEILING_KEY, value)
-        await redis.aclose()
-        ceiling_port = free_port()
-        ceiling_log = workdir / "ceiling.log"
-        ceiling_args = ["bench.read_path.ceiling", "--port", str(ceiling_port)]
-        ceiling_args += ["--redis-url", settings.redis_url, "--key", CEILING_KEY]
-        processes.append(_spawn(ceiling_args, env, ceiling_log))
-        await asyncio.to_thread(
-            _wait_ready, f"http://127.0.0.1:{ceiling_port}/value", processes[-1], ceiling_log
-        )
-
-        api_headers = {"X-API-Key": read_key}
-        for port, file, headers in (
-            (ceiling_port, ceiling_file, {}),
-            (settings.api_port, paths_file, api_headers),
-        ):
-            await asyncio.to_thread(
-                measure,
-                args,
-                port=port,
-                paths_file=file,
-                headers=headers,
-                workdir=workdir,
-                duration=args.warmup,
-            )
-        if args.profile_seconds:
-            print(f"profiling the api for {args.profile_seconds} s with py-spy", flush=True)
-        ceiling = await asyncio.to_thread(
-            measure,
-            args,
-            port=ceiling_port,
-            paths_file=ceiling_file,
-            headers={},
-            workdir=workdir,
-            duration=args.duration,
-        )
-        spy = None
-        if args.profile_seconds:
-            spy = await asyncio.to_thread(
-                start_profiler, processes[0].pid, args.profile_seconds, args.profile_out
-            )
-        api = await asyncio.to_thread(
-            measure,
-            args,
-            port=settings.api_port,
-            paths_file=paths_file,
-            headers=api_headers,
-            workdir=workdir,
-            duration=args.duration,
-        )
-        if spy is not None:
-            spy.wait(timeout=120)
-        # The ceiling again after the api: the machine's load may have changed meanwhile.
-        ceiling_after = await asyncio.to_thread(
-            measure,
-            args,
-            port=ceiling_port,
-            paths_file=ceiling_file,
-            headers={},
-            workdir=workdir,
-            duration=args.duration,
-        )
-        after = await asyncio.to_thread(sample_answers, base, read_key, paths[-50:], 50)
-        redis = create_redis(settings)
+    with local_platform(
+        "recomengine-bench-read-", keep=args.keep, read_limit_per_minute=100_000_000
+    ) as platform:
+        pool = await create_pool(platform.settings, min_size=1, max_size=4)
         try:
-            stages = await measure_stages(
-                redis, tenant_id=tenant_id, paths=[p for _, p in paths[: args.breakdown]]
-            )
+            await _measure_all(args, platform, pool, rng)
         finally:
-            await redis.aclose()
-
-        print()
-        print(
-            f"read path, {args.connections} connections, {args.duration:.0f} s each, "
-            f"generator: {args.generator}"
-            + (f" ({args.wrk_threads} thread)" if args.generator == "wrk" else "")
-        )
-        print(
-            f"{'target':<34}{'req/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
-            f"{'non2xx':>8}{'errors':>8}"
-        )
-        print(_row("ceiling: Sanic + one Redis GET", ceiling))
-        print(_row("GET /recommendations", api))
-        print(_row("ceiling again, after the api", ceiling_after))
-        ceiling_rate = statistics.mean(
-            r["requests"] / r["seconds"] for r in (ceiling, ceiling_after)
-        )
-        ratio = (api["requests"] / api["seconds"]) / ceiling_rate
-        print(
-            f"\nthroughput / mean ceiling: {ratio:.0%} (target >= 50%: "
-            f"{'ok' if ratio >= 0.5 else 'MISSED'}); p99 {api['p99']:.1f} ms "
-            f"(target <= 20 ms: {'ok' if api['p99'] <= 20 else 'MISSED'})"
-        )
-        mix = Counter(name or "(tenant default)" for name, _ in paths)
-        print("\nstrategy mix of the request list (cycled in order by the generator):")
-        for name, n in mix.most_common():
-            print(f"  {name:<30}{n / len(paths):>6.0%}")
-        print(f"\nsample of {args.sample} requests before the run:")
-        print(f"  statuses {dict(readiness['statuses'])}, empty answers {readiness['empty']}")
-        print(f"  {'requested':<28}{'served':<28}{'fallback':<26}{'n':>5}")
-        for (requested, served_as, reason), n in sorted(readiness["served"].items()):
-            print(f"  {requested:<28}{served_as:<28}{reason:<26}{n:>5}")
-        print(
-            f"sample of 50 requests after the run: statuses {dict(after['statuses'])}, "
-            f"empty answers {after['empty']}"
-        )
-        if readiness["example"] is not None:
-            item = readiness["example"]["data"][0]
-            print(f"example collaborative item: {json.dumps(item)[:300]}")
-        print_stages(stages, n=args.breakdown)
-        if args.profile_seconds:
-            print(f"py-spy profile of the api written to {args.profile_out}")
-    finally:
-        if pool is not None:
             await pool.close()
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        redis_server.stop()
-        postgres.stop(mode="immediate")
-        if args.keep:
-            print(f"logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _measure_all(
+    args: argparse.Namespace, platform: Platform, pool: asyncpg.Pool, rng: random.Random
+) -> None:
+    """Load the shop, train, measure the ceiling and the api, print the figures."""
+    settings, workdir = platform.settings, platform.workdir
+    worker = ["cli.main", "worker", "--queues", "ingest", "--processes", "1", "--threads", "8"]
+    worker_process = platform.start(worker, "worker.log")
+    api_process = await asyncio.to_thread(platform.start_api)
+    base = platform.base_url
+    tenant_id, read_key, write_key = await _make_tenant(pool, settings)
+    catalog = synthetic_catalog(args.products, rng)
+    events = synthetic_events(args.users, args.products, args.events, rng)
+    started = time.perf_counter()
+    await load_shop(
+        settings, pool, tenant_id=tenant_id, write_key=write_key, catalog=catalog, events=events
+    )
+    loaded = time.perf_counter() - started
+    users = len({e["userId"] for e in events})
+    print(
+        f"shop: {len(catalog):,} products, {len(events):,} events of {users:,} users "
+        f"(posted through the api and landed in {loaded:.1f} s)",
+        flush=True,
+    )
+    started = time.perf_counter()
+    await asyncio.to_thread(train_model, platform, tenant_id)
+    print(f"model trained and published in {time.perf_counter() - started:.1f} s", flush=True)
+    # The ingest worker is done; stop it so that it does not compete for the two cores.
+    stop_process(worker_process, timeout=30)
+
+    paths = request_paths(events, count=20_000, limit=args.limit, rng=rng)
+    paths_file = workdir / "paths.txt"
+    paths_file.write_text("".join(path + "\n" for _, path in paths))
+    ceiling_file = workdir / "ceiling_paths.txt"
+    ceiling_file.write_text("/value\n")
+
+    readiness = await asyncio.to_thread(
+        sample_answers, base, read_key, paths, args.sample
+    )  # also warms the api's key cache and Lua script
+    redis = create_redis(settings)
+    value = json.dumps(
+        {"data": [{"productId": f"p{i}", "name": "x" * 150} for i in range(12)]}
+    ).encode()
+    await redis.set(CEILING_KEY, value)
+    await redis.aclose()
+    ceiling_port = free_port()
+    ceiling_log = workdir / "ceiling.log"
+    ceiling_args = ["bench.read_path.ceiling", "--port", str(ceiling_port)]
+    ceiling_args += ["--redis-url", settings.redis_url, "--key", CEILING_KEY]
+    ceiling_process = platform.start(ceiling_args, "ceiling.log")
+    await asyncio.to_thread(
+        wait_ready, f"http://127.0.0.1:{ceiling_port}/value", ceiling_process, ceiling_log
+    )
+
+    api_headers = {"X-API-Key": read_key}
+    for port, file, headers in (
+        (ceiling_port, ceiling_file, {}),
+        (settings.api_port, paths_file, api_headers),
+    ):
+        await asyncio.to_thread(
+            measure,
+            args,
+            port=port,
+            paths_file=file,
+            headers=headers,
+            workdir=workdir,
+            duration=args.warmup,
+        )
+    if args.profile_seconds:
+        print(f"profiling the api for {args.profile_seconds} s with py-spy", flush=True)
+    ceiling = await asyncio.to_thread(
+        measure,
+        args,
+        port=ceiling_port,
+        paths_file=ceiling_file,
+        headers={},
+        workdir=workdir,
+        duration=args.duration,
+    )
+    spy = None
+    if args.profile_seconds:
+        spy = await asyncio.to_thread(
+            start_profiler, api_process.pid, args.profile_seconds, args.profile_out
+        )
+    api = await asyncio.to_thread(
+        measure,
+        args,
+        port=settings.api_port,
+        paths_file=paths_file,
+        headers=api_headers,
+        workdir=workdir,
+        duration=args.duration,
+    )
+    if spy is not None:
+        spy.wait(timeout=120)
+    # The ceiling again after the api: the machine's load may have changed meanwhile.
+    ceiling_after = await asyncio.to_thread(
+        measure,
+        args,
+        port=ceiling_port,
+        paths_file=ceiling_file,
+        headers={},
+        workdir=workdir,
+        duration=args.duration,
+    )
+    after = await asyncio.to_thread(sample_answers, base, read_key, paths[-50:], 50)
+    redis = create_redis(settings)
+    try:
+        stages = await measure_stages(
+            redis, tenant_id=tenant_id, paths=[p for _, p in paths[: args.breakdown]]
+        )
+    finally:
+        await redis.aclose()
+
+    print()
+    print(
+        f"read path, {args.connections} connections, {args.duration:.0f} s each, "
+        f"generator: {args.generator}"
+        + (f" ({args.wrk_threads} thread)" if args.generator == "wrk" else "")
+    )
+    print(
+        f"{'target':<34}{'req/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
+        f"{'non2xx':>8}{'errors':>8}"
+    )
+    print(_row("ceiling: Sanic + one Redis GET", ceiling))
+    print(_row("GET /recommendations", api))
+    print(_row("ceiling again, after the api", ceiling_after))
+    ceiling_rate = statistics.mean(r["requests"] / r["seconds"] for r in (ceiling, ceiling_after))
+    ratio = (api["requests"] / api["seconds"]) / ceiling_rate
+    print(
+        f"\nthroughput / mean ceiling: {ratio:.0%} (target >= 50%: "
+        f"{'ok' if ratio >= 0.5 else 'MISSED'}); p99 {api['p99']:.1f} ms "
+        f"(target <= 20 ms: {'ok' if api['p99'] <= 20 else 'MISSED'})"
+    )
+    mix = Counter(name or "(tenant default)" for name, _ in paths)
+    print("\nstrategy mix of the request list (cycled in order by the generator):")
+    for name, n in mix.most_common():
+        print(f"  {name:<30}{n / len(paths):>6.0%}")
+    print(f"\nsample of {args.sample} requests before the run:")
+    print(f"  statuses {dict(readiness['statuses'])}, empty answers {readiness['empty']}")
+    print(f"  {'requested':<28}{'served':<28}{'fallback':<26}{'n':>5}")
+    for (requested, served_as, reason), n in sorted(readiness["served"].items()):
+        print(f"  {requested:<28}{served_as:<28}{reason:<26}{n:>5}")
+    print(
+        f"sample of 50 requests after the run: statuses {dict(after['statuses'])}, "
+        f"empty answers {after['empty']}"
+    )
+    if readiness["example"] is not None:
+        item = readiness["example"]["data"][0]
+        print(f"example collaborative item: {json.dumps(item)[:300]}")
+    print_stages(stages, n=args.breakdown)
+    if args.profile_seconds:
+        print(f"py-spy profile of the api written to {args.profile_out}")
 
 
 def main() -> None:

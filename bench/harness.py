@@ -1,0 +1,211 @@
+"""What the benchmarks share: throwaway servers, child processes, a bench tenant.
+
+`local_platform(...)` starts PostgreSQL and Redis on free ports in a temporary folder, migrates,
+and yields a `Platform` whose `start(...)` launches `python -m <module>` children (the api, a
+worker, ...) with the platform's RECOMENGINE_* environment; everything is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import httpx
+
+from cli.commands.database import upgrade
+from cli.localservices import PostgresServer, RedisServer, free_port
+from store.admins import create_admin
+from store.api_keys import issue_api_key
+from store.passwords import hash_password
+from store.settings import Settings
+from store.tenants import create_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def platform_env(settings: Settings) -> dict[str, str]:
+    """`settings` as the RECOMENGINE_* environment of a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECOMENGINE_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"RECOMENGINE_{name.upper()}"] = str(value)
+    return env
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 20) -> None:
+    """Terminate `process` (Dramatiq forwards it to its children), kill it if it lingers."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 60
+) -> None:
+    """Block until `url` answers 200; fail early with the log's tail if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer 200 in {timeout:.0f} s")
+
+
+@dataclass
+class Platform:
+    """Settings, folder, environment and child processes of one benchmark run."""
+
+    settings: Settings
+    workdir: Path
+    env: dict[str, str]
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        """The api's base URL."""
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def start(self, module_args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """`python -m <module_args>` in its own session, output appended to workdir/log_name."""
+        handle = open(self.workdir / log_name, "ab")
+        self._logs.append(handle)
+        process = subprocess.Popen(
+            [sys.executable, "-m", *module_args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def start_api(self) -> subprocess.Popen[bytes]:
+        """`recomengine api`, once /ready answers 200."""
+        process = self.start(["cli.main", "api"], "api.log")
+        wait_ready(f"{self.base_url}/ready", process, self.workdir / "api.log")
+        return process
+
+    def run_cli(self, args: Iterable[str]) -> subprocess.CompletedProcess[str]:
+        """Run `recomengine <args>` to completion, its output captured as text."""
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def stop_all(self) -> None:
+        """Stop every child still running and close their logs."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            stop_process(process)
+        for handle in self._logs:
+            handle.close()
+
+
+@contextmanager
+def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iterator[Platform]:
+    """Throwaway PostgreSQL (migrated) and Redis; `overrides` go into the Settings."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(workdir, 0o755)  # noqa: S103 (the postgres account must reach it as root)
+    postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
+    redis_server = RedisServer(data_dir=workdir / "redis", port=free_port())
+    platform: Platform | None = None
+    try:
+        postgres.start()
+        redis_server.start()
+        values: dict[str, Any] = {
+            "environment": "test",
+            "database_url": postgres.url,
+            "redis_url": redis_server.url(1),
+            "broker_url": redis_server.url(0),
+            "jwt_secret": secrets.token_urlsafe(32),
+            "api_key_secret": secrets.token_urlsafe(32),
+            "bcrypt_rounds": 4,
+            "api_port": free_port(),
+            "log_level": "WARNING",
+        }
+        settings = Settings(**{**values, **overrides})
+        # Alembic's env.py calls asyncio.run, which refuses a thread with a running loop.
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(upgrade, settings.database_url).result()
+        platform = Platform(settings=settings, workdir=workdir, env=platform_env(settings))
+        yield platform
+    finally:
+        if platform is not None:
+            platform.stop_all()
+        redis_server.stop()
+        postgres.stop(mode="immediate")
+        if keep:
+            print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class BenchTenant:
+    """A tenant created in the store, its owner and its raw API keys by permission."""
+
+    admin_id: str
+    tenant_id: str
+    keys: dict[str, str]
+
+
+async def make_bench_tenant(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    config: dict[str, Any] | None = None,
+    permissions: Iterable[str] = (),
+) -> BenchTenant:
+    """An admin (nobody logs in as it), its tenant and one live key per permission."""
+    # An unguessable password that is thrown away: the benchmarks never log in.
+    unusable = hash_password(secrets.token_urlsafe(16), rounds=4)
+    admin = await create_admin(
+        pool,
+        email=f"bench-{uuid.uuid4().hex[:8]}@example.com",
+        name="Bench",
+        password_hash=unusable,
+    )
+    tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=config)
+    tenant_id = str(tenant["id"])
+    raw_keys = {}
+    for permission in permissions:
+        _, raw_key = await issue_api_key(
+            pool,
+            tenant_id=tenant_id,
+            name=f"bench {permission}",
+            permission=permission,
+            environment="live",
+            secret=settings.api_key_secret,
+        )
+        raw_keys[permission] = raw_key
+    return BenchTenant(admin_id=str(admin.id), tenant_id=tenant_id, keys=raw_keys)
