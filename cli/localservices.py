@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,8 @@ def _reachable_by_postgres(path: Path) -> bool:
 
 def postgres_data_dir(wanted: Path) -> Path:
     """`wanted`, or when we are root and the postgres account cannot reach it (a home folder
-    of mode 700, say), a folder under /var/tmp that it can, which `wanted` then links to."""
+    of mode 700, say), a folder in the system's temporary directory that it can, which `wanted`
+    then links to."""
     if wanted.is_symlink():
         return wanted.resolve()
     if os.geteuid() != 0 or (wanted / "PG_VERSION").exists():
@@ -66,7 +68,7 @@ def postgres_data_dir(wanted: Path) -> Path:
     if _reachable_by_postgres(wanted.parent):
         return wanted
     digest = hashlib.sha256(str(wanted.resolve()).encode()).hexdigest()[:12]
-    outside = Path("/var/tmp/recomengine") / digest  # noqa: S108 (fixed, per checkout)
+    outside = Path(tempfile.gettempdir()) / "recomengine-postgres" / digest
     outside.mkdir(parents=True, exist_ok=True)
     for folder in (outside.parent, outside):
         os.chmod(folder, 0o755)  # noqa: S103 (postgres must traverse it)
