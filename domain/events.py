@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.errors import FieldError, ValidationFailed
+from domain.interactions import EVENT_WEIGHTS
 
 EVENT_TYPES = (
     "product_viewed",
@@ -37,13 +38,10 @@ MAX_PRICE = 10**10 - 1
 WARNING_UNKNOWN_PRODUCT = "unknown_product"
 WARNING_STALE_TIMESTAMP = "stale_timestamp"
 
-# How much one event of each type adds to a product's trending score.
-TRENDING_WEIGHTS: Mapping[str, int] = {
-    "product_viewed": 1,
-    "product_clicked": 2,
-    "recommendation_clicked": 2,
-    "add_to_cart": 3,
-    "purchase": 5,
+# How much one event of each type adds to a product's live trending score: the interaction
+# weights, without the negative ones (a removal lowers one user's affinity, not a trend).
+TRENDING_WEIGHTS: Mapping[str, float] = {
+    event_type: weight for event_type, weight in EVENT_WEIGHTS.items() if weight > 0
 }
 
 _FIELDS = frozenset(
