@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +22,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-import httpx
 
 from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
+from cli.localservices import PostgresServer, RedisServer, free_port, wait_for_http_ok
 from store.admins import create_admin
 from store.api_keys import issue_api_key
 from store.passwords import hash_password
@@ -60,17 +58,12 @@ def wait_ready(
     url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 60
 ) -> None:
     """Block until `url` answers 200; fail early with the log's tail if `process` exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 in {timeout:.0f} s")
+
+    def exited() -> str | None:
+        return log.read_text(errors="replace")[-3000:] if process.poll() is not None else None
+
+    if not wait_for_http_ok(url, timeout=timeout, exited=exited):
+        raise TimeoutError(f"{url} did not answer 200 in {timeout:.0f} s")
 
 
 @dataclass

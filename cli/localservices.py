@@ -9,6 +9,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_http_ok(
+    url: str, *, timeout: float = 60, exited: Callable[[], str | None] = lambda: None
+) -> bool:
+    """Poll `url` until it answers 200 (True) or `timeout` passes (False); `exited` returns a
+    reason to stop early (e.g. the server's log tail when its process died), raised as such."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reason = exited()
+        if reason is not None:
+            raise RuntimeError(f"{url}: the server exited early:\n{reason}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _port_open(port: int) -> bool:

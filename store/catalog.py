@@ -309,19 +309,9 @@ async def import_chunk(
     then project it with pipelines. `items` must have distinct product ids."""
     if not items:
         return 0
+    # COPY takes the attributes as JSON text: the same columns as an upsert, attributes encoded.
     records = [
-        (
-            item.product_id,
-            item.name,
-            item.category,
-            item.price,
-            item.currency,
-            item.image_url,
-            item.url,
-            item.description,
-            json.dumps(item.attributes, ensure_ascii=False),
-            item.available,
-        )
+        (*_item_args(item)[:8], json.dumps(item.attributes, ensure_ascii=False), item.available)
         for item in items
     ]
     async with conn.transaction():

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from cli.commands.database import upgrade
-from cli.localservices import PostgresServer, RedisServer, free_port
+from cli.localservices import PostgresServer, RedisServer, free_port, wait_for_http_ok
 from store.admins import create_admin
 from store.api_keys import issue_api_key
 from store.db import create_pool
@@ -135,18 +134,15 @@ class Process:
 
 
 def wait_for(url: str, *, timeout: float = 30, process: Process | None = None) -> None:
-    """Poll `url` until it answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll `url` until it answers 200; fail early with its log when `process` has exited."""
+
+    def exited() -> str | None:
         if process is not None and process.popen is not None and process.popen.poll() is not None:
-            raise RuntimeError(f"process exited early:\n{process.log()[-4000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer 200 in {timeout} s")
+            return process.log()[-4000:]
+        return None
+
+    if not wait_for_http_ok(url, timeout=timeout, exited=exited):
+        raise TimeoutError(f"{url} did not answer 200 in {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from cli.commands.database import ROOT
 from cli.commands.models import DEMO_STATE, describe_demo
-from cli.localservices import PostgresServer, RedisServer, postgres_data_dir
+from cli.localservices import PostgresServer, RedisServer, postgres_data_dir, wait_for_http_ok
 
 RUN_DIR = ROOT / ".run" / "dev"
 PG_PORT = 15432
@@ -76,19 +75,6 @@ def _alive(pid_file: Path) -> bool:
         return False
 
 
-def _wait_ready(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (localhost)
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.5)
-    return False
-
-
 def run_up(args: argparse.Namespace) -> int:
     """Bring the platform up; harmless when it already runs."""
     postgres, redis = _servers()
@@ -114,7 +100,7 @@ def run_up(args: argparse.Namespace) -> int:
             )
         pid_file.write_text(str(process.pid))
     ready_url = f"http://localhost:{API_PORT}/ready"
-    if not _wait_ready(ready_url, timeout=60):
+    if not wait_for_http_ok(ready_url, timeout=60):
         print(f"the api did not become ready; see {logs}/api.log", file=sys.stderr)
         return 1
     if not DEMO_STATE.exists():
