@@ -132,3 +132,10 @@ def content_model_dirty(tenant_id: str) -> str:
 def content_refresh_pending(tenant_id: str) -> str:
     """STRING set NX with a TTL: a content-model refresh is already queued for the tenant."""
     return f"{PREFIX}:{tenant_id}:model:content:refresh-pending"
+
+
+def realtime_product_counters(tenant_id: str, day: str) -> str:
+    """HASH of per-product real-time counters of UTC day `day` (YYYYMMDD): fields
+    `i|productId` impressions, `c|productId` clicks, `v|productId` purchases (integers) and
+    `r|productId` purchase revenue (float)."""
+    return f"{PREFIX}:{tenant_id}:counters:{day}:products"
