@@ -1,5 +1,6 @@
-"""Analytics rules: reporting periods, how a period splits into pre-aggregated days and raw
-slices, KPI formulas, and exact distinct-user unions over per-day user bitmaps.
+"""Analytics rules: reporting periods, how a period splits into pre-aggregated days, today's
+real-time counters and raw slices, KPI formulas, and exact distinct-user unions over per-day
+user bitmaps.
 
 Definitions (per tenant, over a half-open period [start, end) of event time `occurred_at`):
 
@@ -15,12 +16,15 @@ Definitions (per tenant, over a half-open period [start, end) of event time `occ
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
+
+from domain.events import FUTURE_TOLERANCE
 
 MAX_PERIOD = timedelta(days=400)
 MAX_HOURLY_PERIOD = timedelta(days=7)
@@ -164,6 +168,105 @@ def servable_days(
         for day in candidates
         if day < today and day in refreshed_at and refreshed_at[day] >= day_start(day + ONE_DAY)
     )
+
+
+def counted_span(period: Period, *, now: datetime) -> Period | None:
+    """Today's part of the period when the day's real-time counters can stand for it, else None.
+
+    The counters hold every event of the UTC day ingested so far, whatever its time of day, so
+    they answer only a period that covers today from midnight to at least `now` plus the
+    future tolerance of ingestion (no event stored yet can lie later than that)."""
+    midnight = day_start(now.astimezone(UTC).date())
+    tomorrow = midnight + ONE_DAY
+    if period.start > midnight or period.end < min(tomorrow, now + FUTURE_TOLERANCE):
+        return None
+    return Period(midnight, min(period.end, tomorrow))
+
+
+def without(ranges: Iterable[Period], span: Period | None) -> list[Period]:
+    """`ranges` with `span` cut out of them, in order."""
+    if span is None:
+        return list(ranges)
+    pieces = []
+    for piece in ranges:
+        if piece.start < span.start:
+            pieces.append(Period(piece.start, min(piece.end, span.start)))
+        if piece.end > span.end:
+            pieces.append(Period(max(piece.start, span.end), piece.end))
+    return pieces
+
+
+_TYPE_FIELDS = {
+    "impressions": "type|recommendation_impressed",
+    "clicks": "type|recommendation_clicked",
+    "conversions": "type|purchase",
+}
+_PLACEMENT_METRICS = ("impressions", "clicks", "conversions", "revenue")
+
+
+def counter_figures(
+    fields: Mapping[str, float], *, placement_id: str | None = None, strategy: str | None = None
+) -> dict[str, Any] | None:
+    """Additive figures of one day from its real-time counter fields (see store.counters).
+
+    With a placement and/or strategy, the figures of the recommendations shown, as for the raw
+    events: impressions and clicks of the matching `metric|placement|strategy` fields, the
+    purchases attributed to their clicks, events = impressions + clicks. None when a field
+    cannot be split unambiguously (a placement or strategy holding '|')."""
+    if placement_id is None and strategy is None:
+        return {
+            **{metric: int(fields.get(field, 0)) for metric, field in _TYPE_FIELDS.items()},
+            "revenue": Decimal(str(fields.get("revenue", 0.0))),
+            "attributed_revenue": Decimal(str(fields.get("attributed_revenue", 0.0))),
+            "events": int(fields.get("events", 0)),
+        }
+    sums = dict.fromkeys(_PLACEMENT_METRICS, 0.0)
+    for name, value in fields.items():
+        metric, separator, rest = name.partition("|")
+        if not separator or metric not in sums:
+            continue
+        parts = rest.split("|")
+        if len(parts) != 2:
+            return None
+        if (placement_id is None or parts[0] == placement_id) and (
+            strategy is None or parts[1] == strategy
+        ):
+            sums[metric] += value
+    revenue = Decimal(str(sums["revenue"]))
+    return {
+        "impressions": int(sums["impressions"]),
+        "clicks": int(sums["clicks"]),
+        "conversions": int(sums["conversions"]),
+        "revenue": revenue,
+        "attributed_revenue": revenue,
+        "events": int(sums["impressions"] + sums["clicks"]),
+    }
+
+
+_PRODUCT_METRICS = {"i": "impressions", "c": "clicks", "v": "conversions", "r": "revenue"}
+
+
+def product_figures(
+    fields: Mapping[str, float], day_fields: Mapping[str, float]
+) -> dict[str, dict[str, float]] | None:
+    """Per product id, the day's impressions, clicks, conversions and revenue from its
+    per-product counter fields (`i|`, `c|`, `v|`, `r|` + product id); None when they do not add
+    up to the day's own impressions, clicks and conversions (`day_fields`), as for a day whose
+    first events were counted before products were."""
+    found: dict[str, dict[str, float]] = {}
+    totals = dict.fromkeys(_TYPE_FIELDS, 0.0)
+    for name, value in fields.items():
+        code, _, product_id = name.partition("|")
+        metric = _PRODUCT_METRICS.get(code)
+        if metric is None:
+            continue
+        entry = found.setdefault(product_id, dict.fromkeys(_PRODUCT_METRICS.values(), 0.0))
+        entry[metric] += value
+        if metric in totals:
+            totals[metric] += value
+    if any(totals[metric] != day_fields.get(field, 0) for metric, field in _TYPE_FIELDS.items()):
+        return None
+    return found
 
 
 def ratio(numerator: float, denominator: float) -> float | None:

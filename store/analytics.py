@@ -1,27 +1,38 @@
-"""Analytics in PostgreSQL: daily aggregates (refresh, late arrivals, retention) and the reads
-the analytics endpoints make, which merge aggregated whole days with raw-event slices.
+"""Analytics in PostgreSQL and Redis: daily aggregates (refresh, late arrivals, retention) and
+the reads the analytics endpoints make, which merge aggregated whole days, today's real-time
+counters and raw-event slices.
 
-A whole UTC day is read from `analytics_daily` (totals row: placement '' and strategy ''),
-`analytics_product_daily` and `analytics_daily_users` once a refresh has run after the day
-ended; everything else in a period (today, partial days at its edges, days not refreshed yet)
-is counted from the raw events, so an answer equals a direct count over the raw events. Today's
-figures come from the raw events, not the Redis counters: the ingest actor commits an event to
-PostgreSQL before it bumps the counters, so the table is at least as fresh, and it is exact
-(the counters' distinct users are a HyperLogLog estimate).
+A whole UTC day before today is read from `analytics_daily` (totals row: placement '' and
+strategy ''), `analytics_product_daily` and `analytics_daily_users` once a refresh has run
+after the day ended. Today is read from the Redis counters that ingestion keeps
+(store.counters) when the period covers it from midnight to at least now plus the ingestion's
+future tolerance: impressions, clicks, conversions, revenue, attributed revenue and events,
+per placement/strategy for a scoped overview, per product for top products (whose attributed
+revenue of today comes from revenue_attributions). Everything else (a period that starts or
+ends inside today, partial days at its edges, days not refreshed yet, hourly series, and today
+when Redis cannot be reached or holds no counters for the tenant's day) is counted from the raw
+events, so an answer equals a direct count over the raw events. Active users are never taken
+from the day's HyperLogLog (an estimate, ±0.81%, that cannot be united with other days):
+they stay an exact distinct count, today's from the raw events. The counters lag the events
+table by the moment between the ingest actor's commit and its Redis update.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from domain import analytics as rules
 from domain.analytics import ONE_DAY, Period, day_start
+from store import counters
 
 _FIGURES = """
     count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
@@ -34,6 +45,7 @@ _COUNTED_TYPES = "('recommendation_impressed', 'recommendation_clicked', 'purcha
 _RECOMMENDATION_TYPES = "('recommendation_impressed', 'recommendation_clicked')"
 _EVENT_PLACEMENT = "coalesce(placement_id, '')"
 _EVENT_STRATEGY = "coalesce(metadata->>'strategy', '')"
+log = logging.getLogger(__name__)
 SORTS = {
     "clicks": "clicks",
     "impressions": "impressions",
@@ -489,14 +501,23 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
 
 @dataclass
 class _Plan:
-    """Which whole days come from aggregates, and which ranges from raw events."""
+    """Which whole days come from aggregates, which part of today from the real-time counters
+    (`counted`), and which ranges from raw events; `unaggregated` is everything not read from
+    the aggregates (raw ranges and the counted span), whose users come from the raw events."""
 
     aggregated: dict[date, asyncpg.Record]
     raw: list[Period]
+    counted: Period | None = None
+    unaggregated: list[Period] = field(default_factory=list)
 
 
 async def _plan(
-    connection: asyncpg.Connection, *, tenant_id: str, period: Period, today: date
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    period: Period,
+    today: date,
+    counted: Period | None = None,
 ) -> _Plan:
     candidates = rules.whole_days(period)
     rows: dict[date, asyncpg.Record] = {}
@@ -515,10 +536,43 @@ async def _plan(
     servable = rules.servable_days(
         candidates, {day: row["refreshed_at"] for day, row in rows.items()}, today=today
     )
+    unaggregated = rules.raw_ranges(period, servable)
     return _Plan(
         aggregated={day: rows[day] for day in servable},
-        raw=rules.raw_ranges(period, servable),
+        raw=rules.without(unaggregated, counted),
+        counted=counted,
+        unaggregated=unaggregated,
     )
+
+
+@dataclass(frozen=True)
+class _Today:
+    """Today's real-time counter hashes of one tenant: the day's fields and, when asked for,
+    its per-product fields; `span` is the part of the period they stand for."""
+
+    span: Period
+    fields: dict[str, float]
+    products: dict[str, float]
+
+
+async def _read_today(
+    redis: Redis, *, tenant_ids: list[str], period: Period, now: datetime, products: bool = False
+) -> list[_Today | None]:
+    """Per tenant, today's counters when they can answer today's part of the period, else
+    None: the period does not cover today from midnight to now, Redis cannot be reached (logged;
+    the raw events answer instead), or the tenant's day hash is empty (nothing counted yet, or
+    a Redis that lost its data: the raw events answer either exactly, at the cost of a probe)."""
+    span = rules.counted_span(period, now=now)
+    if span is None or not tenant_ids:
+        return [None] * len(tenant_ids)
+    try:
+        found = await counters.read_day(
+            redis, tenant_ids=tenant_ids, day=counters.day_of(span.start), products=products
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("analytics: real-time counters unavailable, today counted from raw: %r", exc)
+        return [None] * len(tenant_ids)
+    return [_Today(span, day, by_product) if day else None for day, by_product in found]
 
 
 @dataclass(frozen=True)
@@ -641,7 +695,7 @@ async def _distinct_users(
         bitmaps = [row["users"] for row in rows]
     known: list[int] = []
     unnumbered = 0
-    if plan.raw:
+    if plan.unaggregated:
         first = 2 if scope is None else 4
         condition = (
             ""
@@ -653,7 +707,7 @@ async def _distinct_users(
         selects = " UNION ".join(
             f"SELECT user_id FROM events WHERE tenant_id = $1 {condition} "
             f"AND occurred_at >= ${first + 2 * i} AND occurred_at < ${first + 1 + 2 * i}"
-            for i in range(len(plan.raw))
+            for i in range(len(plan.unaggregated))
         )
         scope_args = [] if scope is None else [scope.placement_id, scope.strategy]
         # One row with an array: decoding tens of thousands of records costs more than the
@@ -666,7 +720,7 @@ async def _distinct_users(
                 LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
             tenant_id,
             *scope_args,
-            *[moment for piece in plan.raw for moment in (piece.start, piece.end)],
+            *[moment for piece in plan.unaggregated for moment in (piece.start, piece.end)],
         )
         known, unnumbered = found["known"], found["unnumbered"]
     return rules.union_count(bitmaps, known) + unnumbered
@@ -678,6 +732,7 @@ def _today(now: datetime) -> date:
 
 async def tenant_overview(
     pool: asyncpg.Pool,
+    redis: Redis,
     *,
     tenant_id: str,
     period: Period,
@@ -686,21 +741,50 @@ async def tenant_overview(
 ) -> dict[str, Any]:
     """The overview figures of one tenant over the period, optionally of one placement and/or
     strategy only (see Scope)."""
+    today = await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now)
+    return await _tenant_overview(
+        pool, tenant_id=tenant_id, period=period, now=now, scope=scope, today=today[0]
+    )
+
+
+async def _tenant_overview(
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    period: Period,
+    now: datetime,
+    scope: Scope | None,
+    today: _Today | None,
+) -> dict[str, Any]:
     if scope is not None and scope.placement_id is None and scope.strategy is None:
         scope = None
+    counted_figures = (
+        None
+        if today is None
+        else rules.counter_figures(
+            today.fields,
+            placement_id=None if scope is None else scope.placement_id,
+            strategy=None if scope is None else scope.strategy,
+        )
+    )
+    counted = today.span if today is not None and counted_figures is not None else None
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
-        plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+        plan = await _plan(
+            connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
+        )
         figures = await _aggregated_figures(connection, tenant_id=tenant_id, plan=plan, scope=scope)
         rules.add_figures(
             figures,
             await _raw_figures(connection, tenant_id=tenant_id, ranges=plan.raw, scope=scope),
         )
+        if counted_figures is not None:
+            rules.add_figures(figures, counted_figures)
         users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan, scope=scope)
     return rules.overview(figures, users)
 
 
 async def owner_overview(
-    pool: asyncpg.Pool, *, owner_id: str, period: Period, now: datetime
+    pool: asyncpg.Pool, redis: Redis, *, owner_id: str, period: Period, now: datetime
 ) -> dict[str, Any]:
     """The overview summed over every tenant of the admin, with each tenant's own figures
     (user ids belong to one tenant, so active users add up across tenants)."""
@@ -709,11 +793,17 @@ async def owner_overview(
         "ORDER BY created_at, id",
         owner_id,
     )
+    # Every tenant's counters in one round trip.
+    todays = await _read_today(
+        redis, tenant_ids=[tenant["id"] for tenant in tenants], period=period, now=now
+    )
     figures = rules.empty_figures()
     users = 0
     per_tenant = []
-    for tenant in tenants:
-        found = await tenant_overview(pool, tenant_id=tenant["id"], period=period, now=now)
+    for tenant, today in zip(tenants, todays, strict=True):
+        found = await _tenant_overview(
+            pool, tenant_id=tenant["id"], period=period, now=now, scope=None, today=today
+        )
         per_tenant.append({"tenantId": tenant["id"], "name": tenant["name"], **found})
         rules.add_figures(
             figures,
@@ -767,14 +857,44 @@ async def _raw_buckets(
     return found
 
 
+async def _distinct_users_in(
+    connection: asyncpg.Connection, *, tenant_id: str, piece: Period
+) -> int:
+    return int(
+        await connection.fetchval(
+            """SELECT count(DISTINCT user_id) FROM events
+               WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+            tenant_id,
+            piece.start,
+            piece.end,
+        )
+    )
+
+
 async def series(
-    pool: asyncpg.Pool, *, tenant_id: str, period: Period, interval: str, now: datetime
+    pool: asyncpg.Pool,
+    redis: Redis,
+    *,
+    tenant_id: str,
+    period: Period,
+    interval: str,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """Every bucket of the period (days or hours, empty ones too) with all overview figures
-    (active users distinct within each bucket) and its `start`."""
+    (active users distinct within each bucket) and its `start`. Hourly buckets are counted from
+    the raw events: the real-time counters are per day."""
+    today = None
+    if interval == "day":
+        today = (await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now))[0]
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
         if interval == "day":
-            plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+            plan = await _plan(
+                connection,
+                tenant_id=tenant_id,
+                period=period,
+                today=_today(now),
+                counted=None if today is None else today.span,
+            )
         else:
             plan = _Plan(aggregated={}, raw=[period])
         buckets: dict[datetime, dict[str, Any]] = {}
@@ -784,6 +904,13 @@ async def series(
             buckets.update(
                 await _raw_buckets(connection, tenant_id=tenant_id, piece=piece, interval=interval)
             )
+        if today is not None:
+            buckets[today.span.start] = {
+                **(rules.counter_figures(today.fields) or {}),
+                "active_users": await _distinct_users_in(
+                    connection, tenant_id=tenant_id, piece=today.span
+                ),
+            }
     points = []
     for start in rules.bucket_starts(period, interval):
         figures = buckets.get(start) or {**rules.empty_figures(), "active_users": 0}
@@ -792,12 +919,30 @@ async def series(
 
 
 async def top_products(
-    pool: asyncpg.Pool, *, tenant_id: str, period: Period, sort: str, limit: int, now: datetime
+    pool: asyncpg.Pool,
+    redis: Redis,
+    *,
+    tenant_id: str,
+    period: Period,
+    sort: str,
+    limit: int,
+    now: datetime,
 ) -> list[dict[str, Any]]:
-    """The tenant's products ranked by `sort` (an API name from SORTS) over the period."""
+    """The tenant's products ranked by `sort` (an API name from SORTS) over the period.
+
+    Today's impressions, clicks, conversions and revenue per product come from the per-product
+    counters, today's attributed revenue per product from revenue_attributions (an attribution
+    counted in Redis does not carry its product)."""
     column = SORTS[sort]
+    today = (
+        await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now, products=True)
+    )[0]
+    by_product = None if today is None else rules.product_figures(today.products, today.fields)
+    counted = today.span if today is not None and by_product is not None else None
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
-        plan = await _plan(connection, tenant_id=tenant_id, period=period, today=_today(now))
+        plan = await _plan(
+            connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
+        )
         parts = [
             """SELECT product_id, impressions AS i, clicks AS c, conversions AS v, revenue AS r,
                       attributed_revenue AS a
@@ -820,6 +965,29 @@ async def top_products(
                     UNION ALL
                     SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
                     WHERE tenant_id = $1 AND purchased_at >= ${s} AND purchased_at < ${e}
+                    GROUP BY product_id"""
+            )
+        if counted is not None and by_product is not None:
+            first = len(args) + 1
+            args.extend(
+                (
+                    list(by_product),
+                    [int(f["impressions"]) for f in by_product.values()],
+                    [int(f["clicks"]) for f in by_product.values()],
+                    [int(f["conversions"]) for f in by_product.values()],
+                    [Decimal(str(f["revenue"])) for f in by_product.values()],
+                    counted.start,
+                    counted.end,
+                )
+            )
+            n = [f"${first + i}" for i in range(7)]
+            parts.append(
+                f"""SELECT product_id, i, c, v, r, 0::numeric
+                    FROM unnest({n[0]}::text[], {n[1]}::bigint[], {n[2]}::bigint[],
+                                {n[3]}::bigint[], {n[4]}::numeric[]) AS t(product_id, i, c, v, r)
+                    UNION ALL
+                    SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
+                    WHERE tenant_id = $1 AND purchased_at >= {n[5]} AND purchased_at < {n[6]}
                     GROUP BY product_id"""
             )
         args.append(limit)

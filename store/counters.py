@@ -1,5 +1,6 @@
 """Real-time counters in Redis: per tenant and day, per placement and strategy, per experiment
-variant; active users as a HyperLogLog. Kept 7 days, as the spec keeps real-time counters."""
+variant and per product; active users as a HyperLogLog. Kept 7 days, as the spec keeps
+real-time counters. The analytics endpoints read today's figures from them (store.analytics)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ _METRIC_OF_TYPE = {
     "recommendation_clicked": "clicks",
     "purchase": "conversions",
 }
+# Field prefix of each metric in the per-product hash (short: one field per product and metric).
+PRODUCT_FIELD = {"impressions": "i", "clicks": "c", "conversions": "v", "revenue": "r"}
 
 
 def day_of(moment: datetime) -> str:
@@ -52,9 +55,17 @@ def event_counter_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
     metric = _METRIC_OF_TYPE.get(row["event_type"])
     if metric is None:
         return ops
-    ops.append(("hincrby", counters, metric, "1"))
+    # The day's impressions, clicks and conversions are its `type|...` fields (read_counters
+    # names them): the op that counted them again goes to the per-product hash instead, so an
+    # impression or a click costs no more operations than before, a purchase one more (its
+    # product's revenue).
+    products = keys.realtime_product_counters(tenant_id, day)
+    ops.append(("hincrby", products, f"{PRODUCT_FIELD[metric]}|{row['product_id']}", "1"))
     if metric == "conversions":
-        ops.append(("hincrbyfloat", counters, "revenue", str(row["price"] or 0)))
+        price = str(row["price"] or 0)
+        ops.append(("hincrbyfloat", counters, "revenue", price))
+        if row["price"]:
+            ops.append(("hincrbyfloat", products, f"r|{row['product_id']}", price))
         return ops
     placement = row.get("placement_id") or ""
     strategy = row.get("strategy") or ""
@@ -87,14 +98,52 @@ def attribution_counter_ops(*, tenant_id: str, attribution: Mapping[str, Any]) -
 
 
 async def read_counters(redis: Redis, *, tenant_id: str, day: str) -> dict[str, float]:
-    """Every counter field of the tenant's day (YYYYMMDD) plus `active_users` (estimate)."""
+    """Every counter field of the tenant's day (YYYYMMDD), its `impressions`, `clicks` and
+    `conversions`, plus `active_users` (estimate)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.realtime_counters(tenant_id, day))
         pipe.pfcount(keys.active_users(tenant_id, day))
         raw, users = await pipe.execute()
-    found = {_text(name): float(value) for name, value in raw.items()}
+    fields = decode_fields(raw)
+    found = {**fields, **type_metrics(fields)}
     found["active_users"] = float(users)
     return found
+
+
+async def read_day(
+    redis: Redis, *, tenant_ids: list[str], day: str, products: bool = False
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Per tenant, in one round trip: the counter hash of the day (YYYYMMDD) and, with
+    `products`, its per-product hash (else empty)."""
+    # MULTI/EXEC: both hashes as of one instant (the ingest script bumps them together), so
+    # that their totals agree.
+    async with redis.pipeline(transaction=True) as pipe:
+        for tenant_id in tenant_ids:
+            pipe.hgetall(keys.realtime_counters(tenant_id, day))
+            if products:
+                pipe.hgetall(keys.realtime_product_counters(tenant_id, day))
+        replies = await pipe.execute()
+    step = 2 if products else 1
+    return [
+        (
+            decode_fields(replies[i]),
+            decode_fields(replies[i + 1]) if products else {},
+        )
+        for i in range(0, len(replies), step)
+    ]
+
+
+def type_metrics(fields: Mapping[str, float]) -> dict[str, float]:
+    """impressions, clicks and conversions of a day hash, from its per-type fields."""
+    return {
+        metric: fields.get(f"type|{event_type}", 0.0)
+        for event_type, metric in _METRIC_OF_TYPE.items()
+    }
+
+
+def decode_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
+    """An HGETALL reply of counters as field name -> number."""
+    return {_text(name): float(value) for name, value in raw.items()}
 
 
 def _text(value: bytes | str) -> str:

@@ -1,5 +1,6 @@
 """HTTP routes of the analytics area: KPIs, time series, top products and a CSV export per
-tenant, and the overview over every tenant of the admin."""
+tenant, and the overview over every tenant of the admin (today from the real-time counters,
+past days from the daily aggregates: see store.analytics)."""
 
 from __future__ import annotations
 
@@ -188,6 +189,7 @@ async def tenant_overview(request: Request, tenant_id: str) -> HTTPResponse:
     period = _period(query)
     figures = await analytics_store.tenant_overview(
         request.app.ctx.db,
+        request.app.ctx.redis,
         tenant_id=tenant_key,
         period=period,
         now=datetime.now(UTC),
@@ -209,7 +211,11 @@ async def all_tenants_overview(request: Request) -> HTTPResponse:
     """The caller's tenants only, summed, with each tenant's own figures."""
     period = _period(parse_query(request, PeriodQuery))
     figures = await analytics_store.owner_overview(
-        request.app.ctx.db, owner_id=request.ctx.admin_id, period=period, now=datetime.now(UTC)
+        request.app.ctx.db,
+        request.app.ctx.redis,
+        owner_id=request.ctx.admin_id,
+        period=period,
+        now=datetime.now(UTC),
     )
     return json({**figures, "period": _period_read(period)})
 
@@ -230,6 +236,7 @@ async def timeseries(request: Request, tenant_id: str) -> HTTPResponse:
     period = _period(query, interval=query.interval)
     points = await analytics_store.series(
         request.app.ctx.db,
+        request.app.ctx.redis,
         tenant_id=tenant_key,
         period=period,
         interval=query.interval,
@@ -264,6 +271,7 @@ async def top_products(request: Request, tenant_id: str) -> HTTPResponse:
     period = _period(query)
     found = await analytics_store.top_products(
         request.app.ctx.db,
+        request.app.ctx.redis,
         tenant_id=tenant_key,
         period=period,
         sort=query.sort,
@@ -307,7 +315,12 @@ async def export(request: Request, tenant_id: str) -> HTTPResponse:
     await response.send(",".join(CSV_COLUMNS) + "\n")
     for piece in analytics_store.daily_chunks(period):
         points = await analytics_store.series(
-            request.app.ctx.db, tenant_id=tenant_key, period=piece, interval="day", now=now
+            request.app.ctx.db,
+            request.app.ctx.redis,
+            tenant_id=tenant_key,
+            period=piece,
+            interval="day",
+            now=now,
         )
         await response.send(_csv_lines(points))
     await response.eof()

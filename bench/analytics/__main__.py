@@ -5,11 +5,12 @@
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, applies the
 migrations, loads `--events` events spread evenly over the last `--days` days for one tenant
 (generated inside PostgreSQL with generate_series, two loaders in parallel), adds revenue
-attributions for a share of the purchases, runs the daily-aggregate refresh for every day, then
-times each analytics query path for the last 30 days through the store functions the endpoints
-call (p50/p95 over `--runs` runs), the overview also over HTTP against a real api process, beside
-the naive query over the raw events for the same window. Prints a table; writes nothing into
-the repository.
+attributions for a share of the purchases, runs the daily-aggregate refresh for every day,
+counts today's events and attributions into the real-time Redis counters with the ingestion's
+own effects, then times each analytics query path for the last 30 days (and for today alone)
+through the store functions the endpoints call (p50/p95 over `--runs` runs), the overview also
+over HTTP against a real api process, beside the naive query over the raw events for the same
+window. Prints a table; writes nothing into the repository.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from api.security import issue_access_token
 from bench.harness import Platform, local_platform, make_bench_tenant, stop_process
 from domain.analytics import Period, day_start, resolve_period
 from store import analytics as analytics_store
 from store.db import create_pool
+from store.events import apply_guarded, attribution_effects, event_effects
 from store.settings import Settings
 
 # Event mix per 1,000 events, by cumulative threshold.
@@ -139,6 +142,44 @@ async def _refresh(settings: Settings, tenant_id: str, days: int) -> float:
     return time.perf_counter() - started
 
 
+_TODAYS_ROWS = """
+SELECT event_id, event_type, user_id, product_id, occurred_at, price::float8 AS price,
+       placement_id, metadata->>'strategy' AS strategy,
+       metadata->>'experimentId' AS experiment_id, metadata->>'variant' AS variant
+FROM events WHERE tenant_id = $1 AND occurred_at >= $2 ORDER BY occurred_at
+"""
+_TODAYS_ATTRIBUTIONS = """
+SELECT purchase_event_id, revenue::float8 AS revenue, purchased_at, placement_id, strategy,
+       experiment_id::text AS experiment_id, variant
+FROM revenue_attributions WHERE tenant_id = $1 AND purchased_at >= $2
+"""
+
+
+async def _count_today(settings: Settings, tenant_id: str) -> tuple[int, float]:
+    """Apply today's loaded events and attributions to the real-time counters, as the ingest
+    actor does for each message; returns (events counted, seconds taken)."""
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    redis = Redis.from_url(settings.redis_url)
+    midnight = day_start(datetime.now(UTC).date())
+    started = time.perf_counter()
+    try:
+        rows = [dict(r) for r in await pool.fetch(_TODAYS_ROWS, tenant_id, midnight)]
+        attributions = [
+            dict(r) for r in await pool.fetch(_TODAYS_ATTRIBUTIONS, tenant_id, midnight)
+        ]
+        for first in range(0, len(rows), 500):
+            await apply_guarded(
+                redis, event_effects(tenant_id=tenant_id, rows=rows[first : first + 500])
+            )
+        await apply_guarded(
+            redis, attribution_effects(tenant_id=tenant_id, attributions=attributions)
+        )
+    finally:
+        await redis.aclose()
+        await pool.close()
+    return len(rows), time.perf_counter() - started
+
+
 def _figures(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -196,6 +237,7 @@ def _print_table(title: str, results: list[tuple[str, tuple[float, float], Any]]
 
 async def _measure_window(
     pool: asyncpg.Pool,
+    redis: Redis,
     *,
     tenant_id: str,
     admin_id: str,
@@ -206,24 +248,25 @@ async def _measure_window(
 ) -> list[tuple[str, tuple[float, float], tuple[float, float] | None]]:
     paths: dict[str, Callable[[], Awaitable[Any]]] = {
         "overview": lambda: analytics_store.tenant_overview(
-            pool, tenant_id=tenant_id, period=period, now=now
+            pool, redis, tenant_id=tenant_id, period=period, now=now
         ),
         "overview (placement filter)": lambda: analytics_store.tenant_overview(
             pool,
+            redis,
             tenant_id=tenant_id,
             period=period,
             now=now,
             scope=analytics_store.Scope(placement_id="home"),
         ),
         "timeseries (day)": lambda: analytics_store.series(
-            pool, tenant_id=tenant_id, period=period, interval="day", now=now
+            pool, redis, tenant_id=tenant_id, period=period, interval="day", now=now
         ),
         "top-products (clicks)": lambda: analytics_store.top_products(
-            pool, tenant_id=tenant_id, period=period, sort="clicks", limit=10, now=now
+            pool, redis, tenant_id=tenant_id, period=period, sort="clicks", limit=10, now=now
         ),
-        "export (daily rows)": lambda: _export(pool, tenant_id, period, now),
+        "export (daily rows)": lambda: _export(pool, redis, tenant_id, period, now),
         "all-tenants overview": lambda: analytics_store.owner_overview(
-            pool, owner_id=admin_id, period=period, now=now
+            pool, redis, owner_id=admin_id, period=period, now=now
         ),
     }
     results = []
@@ -239,7 +282,7 @@ async def _measure_window(
             naive = await _time(raw, naive_runs)
         results.append((name, ours, naive))
     overview = await analytics_store.tenant_overview(
-        pool, tenant_id=tenant_id, period=period, now=now
+        pool, redis, tenant_id=tenant_id, period=period, now=now
     )
     truth = await pool.fetchrow(_NAIVE["overview"], tenant_id, period.start, period.end)
     assert overview["events"] == truth[4] and overview["activeUsers"] == truth[5], (
@@ -258,10 +301,13 @@ async def _measure(
     settings: Settings, tenant_id: str, admin_id: str, runs: int, naive_runs: int
 ) -> None:
     pool = await create_pool(settings, min_size=1, max_size=4, command_timeout=600)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     now = datetime.now(UTC)
     today = now.date()
     windows = {
+        # Today from the real-time counters, the 29 days before from the aggregates.
         "last 30 days (default)": resolve_period(from_raw=None, to_raw=None, now=now),
+        "today (real-time counters)": resolve_period(from_raw=str(today), to_raw=None, now=now),
         # The costliest shape: the last day is a partial edge, so a whole day of raw events
         # is counted beside the 29 aggregated ones.
         "30 days, a full day raw": Period(
@@ -272,6 +318,7 @@ async def _measure(
         for title, period in windows.items():
             results = await _measure_window(
                 pool,
+                redis,
                 tenant_id=tenant_id,
                 admin_id=admin_id,
                 period=period,
@@ -281,13 +328,16 @@ async def _measure(
             )
             _print_table(title, results)
     finally:
+        await redis.aclose()
         await pool.close()
 
 
-async def _export(pool: asyncpg.Pool, tenant_id: str, period: Any, now: datetime) -> None:
+async def _export(
+    pool: asyncpg.Pool, redis: Redis, tenant_id: str, period: Any, now: datetime
+) -> None:
     for piece in analytics_store.daily_chunks(period):
         await analytics_store.series(
-            pool, tenant_id=tenant_id, period=piece, interval="day", now=now
+            pool, redis, tenant_id=tenant_id, period=piece, interval="day", now=now
         )
 
 
@@ -339,6 +389,8 @@ def main() -> int:
         print(f"loaded {args.events:,} events over {args.days} days in {load_seconds:.1f} s")
         refresh_seconds = asyncio.run(_refresh(settings, tenant_id, args.days))
         print(f"refreshed {args.days + 1} daily aggregates in {refresh_seconds:.1f} s")
+        counted, count_seconds = asyncio.run(_count_today(settings, tenant_id))
+        print(f"counted today's {counted:,} events into Redis in {count_seconds:.1f} s")
         asyncio.run(_measure(settings, tenant_id, admin_id, args.runs, args.naive_runs))
         http = _http(platform, admin_id, tenant_id, args.runs)
         print(f"\n{'overview over HTTP, 30 days':<34}{http[0]:>10.1f}{http[1]:>10.1f}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import logging
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -17,8 +18,11 @@ import pytest
 from conftest import Process, TenantContext
 from redis.asyncio import Redis
 
-from domain.analytics import day_start
+from cli.localservices import free_port
+from domain.analytics import day_start, resolve_period
+from store import analytics as analytics_store
 from store import keys
+from store.counters import decode_fields, read_counters
 from store.settings import Settings
 from store.tenants import create_tenant
 
@@ -120,16 +124,45 @@ def _post_batches(client: httpx.Client, tenant: TenantContext, events: list[dict
         assert response.json()["rejected"] == 0, response.text
 
 
+async def _counted_today(db: asyncpg.Pool, redis: Redis, tenant_id: str) -> bool:
+    """Whether today's counters hold every stored event and attribution of today: the ingest
+    actor bumps them just after its PostgreSQL commit."""
+    midnight = day_start(datetime.now(UTC).date())
+    stored = await db.fetchval(
+        "SELECT count(*) FROM events WHERE tenant_id = $1 AND occurred_at >= $2",
+        tenant_id,
+        midnight,
+    )
+    attributed = await db.fetchval(
+        """SELECT coalesce(sum(revenue), 0)::float8 FROM revenue_attributions
+           WHERE tenant_id = $1 AND purchased_at >= $2""",
+        tenant_id,
+        midnight,
+    )
+    fields = await redis.hmget(
+        keys.realtime_counters(tenant_id, f"{midnight:%Y%m%d}"), ["events", "attributed_revenue"]
+    )
+    counted, counted_revenue = (float(value or 0) for value in fields)
+    return counted == stored and abs(counted_revenue - attributed) < 1e-6
+
+
 async def _ingest(
-    client: httpx.Client, db: asyncpg.Pool, tenant: TenantContext, events: list[dict]
+    client: httpx.Client,
+    db: asyncpg.Pool,
+    redis: Redis,
+    tenant: TenantContext,
+    events: list[dict],
 ) -> None:
     before = await _rows(db, tenant.tenant_id)
     _post_batches(client, tenant, events)
     for _ in range(300):
-        if await _rows(db, tenant.tenant_id) >= before + len(events):
+        if await _rows(db, tenant.tenant_id) >= before + len(events) and await _counted_today(
+            db, redis, tenant.tenant_id
+        ):
             break
         await asyncio.sleep(0.1)
     assert await _rows(db, tenant.tenant_id) == before + len(events)
+    assert await _counted_today(db, redis, tenant.tenant_id)
 
 
 async def _refresh(db: asyncpg.Pool, settings: Settings, tenant_id: str, days: list[date]) -> None:
@@ -248,12 +281,13 @@ async def test_analytics_figures_equal_a_direct_count_over_the_raw_events(
     client: httpx.Client,
     tenant: TenantContext,
     db: asyncpg.Pool,
+    redis: Redis,
     migrated: Settings,
     worker: Process,
 ) -> None:
     now = datetime.now(UTC)
     today = now.date()
-    await _ingest(client, db, tenant, _story(11, now))
+    await _ingest(client, db, redis, tenant, _story(11, now))
     past = [today - timedelta(days=n) for n in range(1, 6)]
     await _refresh(db, migrated, tenant.tenant_id, past)
     t = tenant.tenant_id
@@ -337,12 +371,13 @@ async def test_the_overview_of_one_placement_or_strategy_equals_a_direct_count(
     client: httpx.Client,
     tenant: TenantContext,
     db: asyncpg.Pool,
+    redis: Redis,
     migrated: Settings,
     worker: Process,
 ) -> None:
     now = datetime.now(UTC)
     today = now.date()
-    await _ingest(client, db, tenant, _story(17, now))
+    await _ingest(client, db, redis, tenant, _story(17, now))
     await _refresh(db, migrated, tenant.tenant_id, [today - timedelta(days=n) for n in (1, 2, 3)])
     start = day_start(today - timedelta(days=4)) + timedelta(hours=9)
     end = now + timedelta(minutes=6)
@@ -364,18 +399,19 @@ async def test_past_days_are_read_from_the_aggregates_and_a_late_event_counts_af
     client: httpx.Client,
     tenant: TenantContext,
     db: asyncpg.Pool,
+    redis: Redis,
     migrated: Settings,
     worker: Process,
 ) -> None:
     now = datetime.now(UTC)
     today = now.date()
-    await _ingest(client, db, tenant, _story(23, now))
+    await _ingest(client, db, redis, tenant, _story(23, now))
     past = [today - timedelta(days=n) for n in range(1, 6)]
     await _refresh(db, migrated, tenant.tenant_id, past)
     params = {"from": str(past[-1]), "to": str(past[0])}
     before = _overview(client, tenant, **params)
     late = _event("purchase", "late-user", "p1", day_start(past[2]) + timedelta(hours=5), price=7)
-    await _ingest(client, db, tenant, [late])
+    await _ingest(client, db, redis, tenant, [late])
     # Served from the aggregate until the next refresh picks the late arrival up.
     assert _overview(client, tenant, **params) == before
     await _refresh(db, migrated, tenant.tenant_id, [past[2]])
@@ -389,7 +425,7 @@ async def test_past_days_are_read_from_the_aggregates_and_a_late_event_counts_af
 
 
 async def test_todays_figures_include_events_ingested_seconds_ago(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
     now = datetime.now(UTC)
     assert _overview(client, tenant)["events"] == 0
@@ -398,7 +434,7 @@ async def test_todays_figures_include_events_ingested_seconds_ago(
         for i in range(5)
     ]
     fresh.append(_event("purchase", "fresh-0", "p1", now - timedelta(seconds=1), price=12.5))
-    await _ingest(client, db, tenant, fresh)
+    await _ingest(client, db, redis, tenant, fresh)
     found = _overview(client, tenant)
     assert found["impressions"] == 5 and found["conversions"] == 1
     assert found["events"] == 6 and found["activeUsers"] == 5 and found["revenue"] == 12.5
@@ -409,12 +445,15 @@ async def test_the_all_tenants_overview_sums_only_the_callers_tenants(
     tenant: TenantContext,
     other_tenant: TenantContext,
     db: asyncpg.Pool,
+    redis: Redis,
     migrated: Settings,
     worker: Process,
 ) -> None:
     now = datetime.now(UTC)
     second = await create_tenant(db, owner_id=tenant.admin_id, name="Second Shop")
     second_id = str(second["id"])
+    # Rows written straight to PostgreSQL: the second shop has no counters for today, so its
+    # today is counted from the raw events.
     await db.execute(
         """INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, occurred_at)
            SELECT $1, 'e' || i, 'recommendation_clicked', 'v' || (i % 3), 'p1',
@@ -423,8 +462,8 @@ async def test_the_all_tenants_overview_sums_only_the_callers_tenants(
         second_id,
         now,
     )
-    await _ingest(client, db, tenant, _story(5, now)[:40])
-    await _ingest(client, db, other_tenant, _story(6, now)[:30])
+    await _ingest(client, db, redis, tenant, _story(5, now)[:40])
+    await _ingest(client, db, redis, other_tenant, _story(6, now)[:30])
     response = _get(client, "/api/v1/analytics/overview", tenant)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -510,10 +549,10 @@ def _export(client: httpx.Client, tenant: TenantContext, params: dict[str, str])
 
 
 async def test_the_csv_export_is_streamed_with_a_header_and_one_row_per_day(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
     now = datetime.now(UTC)
-    await _ingest(client, db, tenant, _story(31, now))
+    await _ingest(client, db, redis, tenant, _story(31, now))
     first = now.date() - timedelta(days=40)
     params = {"from": str(first), "to": str(now.date()), "format": "csv"}
     text = _export(client, tenant, params)
@@ -557,10 +596,13 @@ async def test_real_time_counters_expire_within_seven_days(
     client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
     now = datetime.now(UTC)
-    await _ingest(client, db, tenant, [_event("product_viewed", "ttl-user", "p1", now)])
+    await _ingest(
+        client, db, redis, tenant, [_event("recommendation_impressed", "ttl-user", "p1", now)]
+    )
     day = now.strftime("%Y%m%d")
     for key in (
         keys.realtime_counters(tenant.tenant_id, day),
+        keys.realtime_product_counters(tenant.tenant_id, day),
         keys.active_users(tenant.tenant_id, day),
     ):
         for _ in range(50):
@@ -569,3 +611,240 @@ async def test_real_time_counters_expire_within_seven_days(
             await asyncio.sleep(0.1)
         ttl = await redis.ttl(key)
         assert 0 < ttl <= 7 * 24 * 3600, (key, ttl)
+
+
+def _today_story(now: datetime) -> list[dict]:
+    """Minutes-old events of today: impressions and clicks on two placements and strategies,
+    purchases after two of the clicks (attributed) and one after none, and a view."""
+    start = max(day_start(now.date()), now - timedelta(minutes=20))
+    steps = [start + (now - start) * k / 13 for k in range(1, 13)]
+    home, pdp = {"placementId": "home"}, {"placementId": "pdp"}
+    return [
+        _event("recommendation_impressed", "u0", "p0", steps[0], **home, strategy="trending"),
+        _event("recommendation_impressed", "u1", "p0", steps[1], **home, strategy="collaborative"),
+        _event("recommendation_impressed", "u2", "p1", steps[2], **pdp, strategy="trending"),
+        _event("recommendation_impressed", "u3", "p2", steps[3], **home, strategy="trending"),
+        _event("recommendation_clicked", "u0", "p0", steps[4], **home, strategy="trending"),
+        _event("recommendation_clicked", "u2", "p1", steps[5], **pdp, strategy="trending"),
+        _event("recommendation_clicked", "u3", "p2", steps[6], **home, strategy="trending"),
+        _event("purchase", "u0", "p0", steps[7], price=19.99),
+        _event("purchase", "u2", "p1", steps[8], price=5.25),
+        _event("purchase", "u4", "p3", steps[9], price=7.5),
+        _event("product_viewed", "u5", "p2", steps[10]),
+    ]
+
+
+async def _product_truth(
+    db: asyncpg.Pool, tenant_id: str, start: datetime, end: datetime
+) -> dict[str, dict]:
+    """Per product, the top-products figures straight from the raw events and attributions."""
+    rows = await db.fetch(
+        """SELECT product_id,
+                  count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
+                  count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
+                  count(*) FILTER (WHERE event_type = 'purchase') AS conversions,
+                  coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::float8
+                      AS revenue
+           FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+           GROUP BY product_id""",
+        tenant_id,
+        start,
+        end,
+    )
+    found = {row["product_id"]: {**dict(row), "attributedRevenue": 0.0} for row in rows}
+    for row in await db.fetch(
+        """SELECT product_id, sum(revenue)::float8 AS revenue FROM revenue_attributions
+           WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+           GROUP BY product_id""",
+        tenant_id,
+        start,
+        end,
+    ):
+        found[row["product_id"]]["attributedRevenue"] = row["revenue"]
+    return found
+
+
+async def test_todays_counters_hold_what_ingestion_counted_and_answer_as_a_direct_count(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+) -> None:
+    now = datetime.now(UTC)
+    midnight, tomorrow = day_start(now.date()), day_start(now.date() + timedelta(days=1))
+    await _ingest(client, db, redis, tenant, _today_story(now))
+    t = tenant.tenant_id
+    truth = await _truth(db, t, midnight, tomorrow)
+    assert truth["attributedRevenue"] == pytest.approx(25.24)
+
+    counted = await read_counters(redis, tenant_id=t, day=f"{midnight:%Y%m%d}")
+    for name, field in [
+        ("impressions", "impressions"),
+        ("clicks", "clicks"),
+        ("conversions", "conversions"),
+        ("revenue", "revenue"),
+        ("attributedRevenue", "attributed_revenue"),
+        ("events", "events"),
+    ]:
+        assert counted[field] == pytest.approx(truth[name]), name
+    products = await _product_truth(db, t, midnight, tomorrow)
+    per_product = await redis.hgetall(keys.realtime_product_counters(t, f"{midnight:%Y%m%d}"))
+    assert decode_fields(per_product) == pytest.approx(
+        {
+            f"{code}|{product}": figures[name]
+            for product, figures in products.items()
+            for code, name in [("i", "impressions"), ("c", "clicks"), ("v", "conversions")]
+            + ([("r", "revenue")] if figures["revenue"] else [])
+            if figures[name]
+        }
+    )
+
+    today = {"from": str(now.date())}
+    assert _overview(client, tenant, **today) == _approx(truth)
+    for placement, strategy in [("home", "trending"), ("pdp", None), (None, "collaborative")]:
+        params = dict(today)
+        if placement:
+            params["placementId"] = placement
+        if strategy:
+            params["strategy"] = strategy
+        expected = await _scoped_truth(db, t, midnight, tomorrow, placement, strategy)
+        assert _overview(client, tenant, **params) == _approx(expected), (placement, strategy)
+    for sort, name in [
+        ("impressions", "impressions"),
+        ("clicks", "clicks"),
+        ("conversions", "conversions"),
+        ("revenue", "revenue"),
+        ("attributedRevenue", "attributedRevenue"),
+    ]:
+        top = _get(
+            client, f"/api/v1/tenants/{t}/analytics/top-products", tenant, **today, sort=sort
+        ).json()["data"]
+        ranked = sorted(
+            (p for p in products.items() if p[1][name]), key=lambda p: (-p[1][name], p[0])
+        )
+        assert [(p["productId"], pytest.approx(p[sort])) for p in top] == [
+            (product, figures[name]) for product, figures in ranked
+        ], sort
+    series = _get(
+        client, f"/api/v1/tenants/{t}/analytics/timeseries", tenant, metric="activeUsers"
+    ).json()["points"]
+    assert series[-1] == {"start": midnight.isoformat(), "value": truth["activeUsers"]}
+
+
+async def _bump(redis: Redis, tenant_id: str, day: str, amount: int) -> None:
+    """Counters that no stored event backs: an answer that shows them read the counters."""
+    counters = keys.realtime_counters(tenant_id, day)
+    for field in ("events", "type|recommendation_impressed", "impressions|home|trending"):
+        await redis.hincrby(counters, field, amount)
+    await redis.hincrbyfloat(counters, "attributed_revenue", amount / 100)
+    await redis.hincrby(keys.realtime_product_counters(tenant_id, day), "i|p0", amount)
+
+
+async def test_todays_figures_follow_the_counters_and_a_window_inside_today_the_raw_events(
+    client: httpx.Client,
+    tenant: TenantContext,
+    other_tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    worker: Process,
+) -> None:
+    now = datetime.now(UTC)
+    midnight, tomorrow = day_start(now.date()), day_start(now.date() + timedelta(days=1))
+    t = tenant.tenant_id
+    await _ingest(client, db, redis, tenant, _today_story(now))
+    await _ingest(client, db, redis, other_tenant, _today_story(now))
+    await _bump(redis, t, f"{midnight:%Y%m%d}", 1000)
+    await _bump(redis, other_tenant.tenant_id, f"{midnight:%Y%m%d}", 500)
+    truth = await _truth(db, t, midnight, tomorrow)
+    shown = {
+        **truth,
+        "impressions": truth["impressions"] + 1000,
+        "events": truth["events"] + 1000,
+        "attributedRevenue": truth["attributedRevenue"] + 10,
+        "ctr": truth["clicks"] / (truth["impressions"] + 1000),
+    }
+
+    # Today from midnight on, alone, in the default period, or from yesterday noon.
+    yesterday_noon = midnight - timedelta(hours=12)
+    for params in [
+        {"from": str(now.date())},
+        {},
+        {"from": yesterday_noon.isoformat(), "to": (now + timedelta(minutes=6)).isoformat()},
+    ]:
+        assert _overview(client, tenant, **params) == _approx(shown), params
+    # Active users stay an exact distinct count over the raw events.
+    assert _overview(client, tenant)["activeUsers"] == truth["activeUsers"]
+    scoped = await _scoped_truth(db, t, midnight, tomorrow, "home", "trending")
+    assert _overview(client, tenant, placementId="home", strategy="trending")["impressions"] == (
+        scoped["impressions"] + 1000
+    )
+    daily = _get(client, f"/api/v1/tenants/{t}/analytics/timeseries", tenant).json()["points"]
+    assert daily[-1]["value"] == truth["impressions"] + 1000
+    top = _get(
+        client, f"/api/v1/tenants/{t}/analytics/top-products", tenant, sort="impressions"
+    ).json()["data"]
+    assert top[0]["productId"] == "p0" and top[0]["impressions"] == 1002
+
+    # A window that starts or ends inside today is counted from the raw events.
+    for start, end in [
+        (midnight, now + timedelta(minutes=1)),
+        (midnight + timedelta(seconds=1), tomorrow),
+    ]:
+        params = {"from": start.isoformat(), "to": end.isoformat()}
+        assert _overview(client, tenant, **params) == _approx(await _truth(db, t, start, end))
+    hourly = _get(
+        client,
+        f"/api/v1/tenants/{t}/analytics/timeseries",
+        tenant,
+        **{"from": str(now.date())},
+        interval="hour",
+    ).json()["points"]
+    assert sum(point["value"] for point in hourly) == truth["impressions"]
+
+
+async def test_with_redis_unreachable_today_is_counted_from_the_raw_events(
+    client: httpx.Client,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    worker: Process,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = datetime.now(UTC)
+    midnight, tomorrow = day_start(now.date()), day_start(now.date() + timedelta(days=1))
+    t = tenant.tenant_id
+    await _ingest(client, db, redis, tenant, _today_story(now))
+    await _bump(redis, t, f"{midnight:%Y%m%d}", 1000)
+    truth = await _truth(db, t, midnight, tomorrow)
+    period = resolve_period(from_raw=str(now.date()), to_raw=None, now=now)
+    live = await analytics_store.tenant_overview(db, redis, tenant_id=t, period=period, now=now)
+    assert live["impressions"] == truth["impressions"] + 1000
+
+    # A real client on a port where nothing listens: every call fails to connect.
+    dead = Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1, socket_connect_timeout=1
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="store.analytics"):
+            found = await analytics_store.tenant_overview(
+                db, dead, tenant_id=t, period=period, now=now
+            )
+            everyone = await analytics_store.owner_overview(
+                db, dead, owner_id=tenant.admin_id, period=period, now=now
+            )
+            points = await analytics_store.series(
+                db, dead, tenant_id=t, period=period, interval="day", now=now
+            )
+            top = await analytics_store.top_products(
+                db, dead, tenant_id=t, period=period, sort="impressions", limit=10, now=now
+            )
+    finally:
+        await dead.aclose()
+    assert found == _approx(truth)
+    assert {k: v for k, v in everyone.items() if k != "tenants"} == _approx(truth)
+    assert [{k: v for k, v in p.items() if k != "start"} for p in points] == [_approx(truth)]
+    products = await _product_truth(db, t, midnight, tomorrow)
+    assert {p["productId"]: p["impressions"] for p in top} == {
+        product: figures["impressions"]
+        for product, figures in products.items()
+        if figures["impressions"]
+    }
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4 and all("counted from raw" in r.getMessage() for r in warnings)

@@ -77,7 +77,7 @@ def _month_start(day: date) -> date:
 
 
 async def test_old_partitions_are_summarised_then_dropped_and_the_figures_stay(
-    actors: None, tenant: TenantContext, db: asyncpg.Pool, client: httpx.Client
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, client: httpx.Client
 ) -> None:
     today = datetime.now(UTC).date()
     month = _month_start(today - timedelta(days=160))
@@ -97,7 +97,7 @@ async def test_old_partitions_are_summarised_then_dropped_and_the_figures_stay(
         day_start(first),
     )
     period = Period(day_start(first), day_start(second + timedelta(days=1)))
-    before = await tenant_overview(db, tenant_id=t, period=period, now=datetime.now(UTC))
+    before = await tenant_overview(db, redis, tenant_id=t, period=period, now=datetime.now(UTC))
     assert before["events"] == 65 and before["activeUsers"] == 16
 
     outcome = await retain()
@@ -111,7 +111,7 @@ async def test_old_partitions_are_summarised_then_dropped_and_the_figures_stay(
     assert (summary["events"], summary["conversions"], summary["active_users"]) == (40, 8, 7)
     assert summary["revenue"] == 20 and summary["attributed_revenue"] == 2.5
     assert await _daily(db, t, second) is not None
-    after = await tenant_overview(db, tenant_id=t, period=period, now=datetime.now(UTC))
+    after = await tenant_overview(db, redis, tenant_id=t, period=period, now=datetime.now(UTC))
     assert after == before
     response = _overview(client, tenant, first, second)
     # Nothing recounts a day whose raw events are gone: the summary would be lost.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -151,3 +152,98 @@ def test_only_monthly_partitions_have_bounds_never_the_default_one() -> None:
     assert rules.partition_bounds("events_2026_12") == (date(2026, 12, 1), date(2027, 1, 1))
     assert rules.partition_bounds("events_default") is None
     assert rules.partition_bounds("events_2026_13") is None
+
+
+def test_the_counters_answer_today_only_when_the_period_covers_it_from_midnight_to_now() -> None:
+    midnight, tomorrow = _at("2026-11-28T00:00:00+00:00"), _at("2026-11-29T00:00:00+00:00")
+    default = rules.resolve_period(from_raw=None, to_raw=None, now=NOW)
+    assert rules.counted_span(default, now=NOW) == Period(midnight, tomorrow)
+    crossing = Period(_at("2026-11-27T12:00:00+00:00"), NOW + timedelta(minutes=5))
+    assert rules.counted_span(crossing, now=NOW) == Period(midnight, NOW + timedelta(minutes=5))
+    # An event may be stamped up to 5 minutes ahead: an end before that may miss some.
+    assert rules.counted_span(Period(midnight, NOW + timedelta(minutes=4)), now=NOW) is None
+    assert rules.counted_span(Period(midnight + timedelta(seconds=1), tomorrow), now=NOW) is None
+    assert rules.counted_span(Period(midnight - timedelta(days=2), midnight), now=NOW) is None
+    late = datetime(2026, 11, 28, 23, 58, tzinfo=UTC)
+    assert rules.counted_span(Period(midnight, tomorrow), now=late) == Period(midnight, tomorrow)
+
+
+def test_cutting_todays_span_out_of_raw_ranges_keeps_what_lies_around_it() -> None:
+    today = Period(_at("2026-11-28T00:00:00+00:00"), _at("2026-11-29T00:00:00+00:00"))
+    ranges = [
+        Period(_at("2026-11-20T06:00:00+00:00"), _at("2026-11-21T00:00:00+00:00")),
+        Period(_at("2026-11-27T00:00:00+00:00"), _at("2026-11-30T00:00:00+00:00")),
+    ]
+    assert rules.without(ranges, today) == [
+        ranges[0],
+        Period(_at("2026-11-27T00:00:00+00:00"), today.start),
+        Period(today.end, _at("2026-11-30T00:00:00+00:00")),
+    ]
+    assert rules.without([today], today) == []
+    assert rules.without(ranges, None) == ranges
+
+
+COUNTERS = {
+    "events": 9.0,
+    "type|recommendation_impressed": 4.0,
+    "type|recommendation_clicked": 2.0,
+    "type|purchase": 1.0,
+    "type|product_viewed": 2.0,
+    "revenue": 19.99,
+    "attributed_revenue": 19.99,
+    "attributed_conversions": 1.0,
+    "impressions|home|trending": 3.0,
+    "impressions|pdp|trending": 1.0,
+    "clicks|home|trending": 2.0,
+    "conversions|home|trending": 1.0,
+    "revenue|home|trending": 19.99,
+    "exp|e1|control|impressions": 3.0,
+}
+
+
+def test_a_days_counters_give_the_overview_figures_whole_or_of_one_placement() -> None:
+    assert rules.counter_figures(COUNTERS) == {
+        "impressions": 4,
+        "clicks": 2,
+        "conversions": 1,
+        "revenue": Decimal("19.99"),
+        "attributed_revenue": Decimal("19.99"),
+        "events": 9,
+    }
+    assert rules.counter_figures(COUNTERS, placement_id="home") == {
+        "impressions": 3,
+        "clicks": 2,
+        "conversions": 1,
+        "revenue": Decimal("19.99"),
+        "attributed_revenue": Decimal("19.99"),
+        "events": 5,
+    }
+    pdp = rules.counter_figures(COUNTERS, placement_id="pdp", strategy="trending")
+    assert pdp is not None and (pdp["impressions"], pdp["events"], pdp["revenue"]) == (1, 1, 0)
+    assert rules.counter_figures({}, strategy="trending") == {
+        "impressions": 0,
+        "clicks": 0,
+        "conversions": 0,
+        "revenue": 0,
+        "attributed_revenue": 0,
+        "events": 0,
+    }
+
+
+def test_a_placement_holding_the_separator_sends_a_scoped_overview_to_the_raw_events() -> None:
+    ambiguous = {**COUNTERS, "impressions|a|b|trending": 1.0}
+    assert rules.counter_figures(ambiguous, placement_id="home") is None
+    assert rules.counter_figures(ambiguous) is not None
+
+
+def test_per_product_counters_are_used_only_when_they_add_up_to_the_day() -> None:
+    products = {"i|p0": 3.0, "i|p|1": 1.0, "c|p0": 2.0, "v|p0": 1.0, "r|p0": 19.99}
+    assert rules.product_figures(products, COUNTERS) == {
+        "p0": {"impressions": 3.0, "clicks": 2.0, "conversions": 1.0, "revenue": 19.99},
+        "p|1": {"impressions": 1.0, "clicks": 0.0, "conversions": 0.0, "revenue": 0.0},
+    }
+    # A day whose first events were counted before the per-product counters existed.
+    assert (
+        rules.product_figures({k: v for k, v in products.items() if k != "i|p|1"}, COUNTERS) is None
+    )
+    assert rules.product_figures({}, {"events": 2.0, "type|product_viewed": 2.0}) == {}
