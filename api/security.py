@@ -20,10 +20,13 @@ from domain import apikeys
 from domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from store import keys
 from store.api_keys import KeyRecord, find_key_by_hash
+from store.ratelimit import RateDecision
 from store.settings import Settings
 
 ALLOWED_JWT_ALGORITHMS = ["HS256"]
 Handler = Callable[..., Awaitable[HTTPResponse]]
+# Given the tenant of the key: the follow-up keys and arguments of the rate-limit call.
+FollowUp = Callable[[str], tuple[list[str], list[str]] | None]
 
 
 def issue_access_token(*, admin_id: str, settings: Settings) -> tuple[str, int]:
@@ -129,8 +132,14 @@ class ApiKeyAuthenticator:
             self._cache.popitem(last=False)
         return cached
 
-    async def authenticate(self, raw_key: str, *, write: bool) -> tuple[KeyRecord, dict[str, str]]:
-        """The key's record and rate-limit headers; raises on any refusal."""
+    async def authenticate(
+        self, raw_key: str, *, write: bool, follow_up: FollowUp | None = None
+    ) -> tuple[KeyRecord, RateDecision]:
+        """The key's record and rate-limit decision; raises on any refusal.
+
+        `follow_up` names the keys and arguments of the limiter's follow-up script for this
+        tenant (or None): its reply comes back as the decision's `extra`.
+        """
         parsed = apikeys.parse_key(raw_key)
         if parsed is None:
             raise Unauthorized("The API key is malformed.")
@@ -144,6 +153,7 @@ class ApiKeyAuthenticator:
         record = cached.record
         limit = self._limit(record, write=write)
         scope = "write" if write else "read"
+        follow_up_keys, follow_up_args = (follow_up and follow_up(record.tenant_id)) or ([], [])
         try:
             decision = await self._limiter.hit(
                 key=keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
@@ -154,6 +164,8 @@ class ApiKeyAuthenticator:
                 touch_value=datetime.now(UTC).isoformat(),
                 touch_index=keys.API_KEY_LAST_USED_TENANTS,
                 touch_member=record.tenant_id,
+                follow_up_keys=follow_up_keys,
+                follow_up_args=follow_up_args,
             )
         except (RedisError, OSError) as exc:
             # Redis down: writes fail closed; reads go on unmetered with a short-lived cache.
@@ -163,7 +175,10 @@ class ApiKeyAuthenticator:
                 cached = await self._load(key_hash, now, epoch=None)
                 if cached is None:
                     raise Unauthorized("The API key is not valid.") from exc
-            return self._check(cached.record, write=write), {}
+            unmetered = RateDecision(
+                allowed=True, limit=0, remaining=0, reset_seconds=0, epoch="", metered=False
+            )
+            return self._check(cached.record, write=write), unmetered
         if cached.epoch != decision.epoch:
             # Either the tenant's keys, status or config changed since this key was cached, or
             # the row was read before any epoch was known (and may predate a change whose bump
@@ -181,7 +196,7 @@ class ApiKeyAuthenticator:
                 limit=decision.limit,
                 reset=decision.reset_seconds,
             )
-        return record, decision.headers
+        return record, decision
 
     def _limit(self, record: KeyRecord, *, write: bool) -> int:
         limits = record.tenant_config.get("rateLimits") or {}
@@ -210,8 +225,14 @@ def _api_key_from(request: Request) -> str | None:
     return None
 
 
-def require_api_key(*, write: bool) -> Callable[[Handler], Handler]:
-    """Route decorator: a tenant API key (read_write when `write`); sets request.ctx.tenant_id."""
+def require_api_key(
+    *, write: bool, follow_up: Callable[[Request], FollowUp | None] | None = None
+) -> Callable[[Handler], Handler]:
+    """Route decorator: a tenant API key (read_write when `write`); sets request.ctx.tenant_id.
+
+    `follow_up(request)` may add a follow-up to the rate-limit call; its reply is left in
+    `request.ctx.follow_up_reply` (None when none ran).
+    """
 
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
@@ -220,12 +241,15 @@ def require_api_key(*, write: bool) -> Callable[[Handler], Handler]:
             if raw is None:
                 raise Unauthorized("An API key is required (X-API-Key header).")
             authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
-            record, headers = await authenticator.authenticate(raw, write=write)
+            record, decision = await authenticator.authenticate(
+                raw, write=write, follow_up=follow_up(request) if follow_up else None
+            )
             request.ctx.tenant_id = record.tenant_id
             request.ctx.api_key_id = record.key_id
             request.ctx.tenant_config = record.tenant_config
+            request.ctx.follow_up_reply = decision.extra
             response = await handler(request, *args, **kwargs)
-            response.headers.update(headers)
+            response.headers.update(decision.headers)
             return response
 
         return guarded

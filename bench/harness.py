@@ -81,13 +81,16 @@ class Platform:
         """The api's base URL."""
         return f"http://127.0.0.1:{self.settings.api_port}"
 
-    def start(self, module_args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        """`python -m <module_args>` in its own session, output appended to workdir/log_name."""
+    def start(
+        self, module_args: list[str], log_name: str, *, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`python -m <module_args>` in its own session, output appended to workdir/log_name;
+        `env` adds to or overrides the platform's environment."""
         handle = open(self.workdir / log_name, "ab")
         self._logs.append(handle)
         process = subprocess.Popen(
             [sys.executable, "-m", *module_args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
             stdout=handle,
             stderr=handle,
@@ -96,10 +99,18 @@ class Platform:
         self.processes.append(process)
         return process
 
-    def start_api(self) -> subprocess.Popen[bytes]:
-        """`recomengine api`, once /ready answers 200."""
-        process = self.start(["cli.main", "api"], "api.log")
-        wait_ready(f"{self.base_url}/ready", process, self.workdir / "api.log")
+    def start_api(
+        self,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        log_name: str = "api.log",
+    ) -> subprocess.Popen[bytes]:
+        """`recomengine api` (on `port` if given), once /ready answers 200."""
+        port = port or self.settings.api_port
+        env = {**(env or {}), "RECOMENGINE_API_PORT": str(port)}
+        process = self.start(["cli.main", "api"], log_name, env=env)
+        wait_ready(f"http://127.0.0.1:{port}/ready", process, self.workdir / log_name)
         return process
 
     def run_cli(self, args: Iterable[str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -118,11 +118,10 @@ def _item_args(item: CatalogItem) -> tuple[Any, ...]:
     )
 
 
-async def project_rows(redis: Redis, *, tenant_id: str, rows: Sequence[Any]) -> int:
-    """Write the cards and availability of `rows`; drop cached recommendations holding any that
-    is unavailable. Returns how many cached recommendations were dropped."""
+async def project_rows(redis: Redis, *, tenant_id: str, rows: Sequence[Any]) -> None:
+    """Write the cards and availability of `rows`; cached answers of the tenant go stale."""
     if not rows:
-        return 0
+        return
     cards_key = keys.catalog_cards(tenant_id)
     available_key = keys.catalog_available(tenant_id)
     pipe = redis.pipeline(transaction=False)
@@ -133,74 +132,20 @@ async def project_rows(redis: Redis, *, tenant_id: str, rows: Sequence[Any]) -> 
         pipe.sadd(available_key, *available)
     if unavailable:
         pipe.srem(available_key, *unavailable)
+    # After the cards: an answer computed from the old cards carries the old stamp.
+    pipe.incr(keys.serving_stamp(tenant_id))
     await pipe.execute()
-    return await invalidate_recommendations_for_products(
-        redis, tenant_id=tenant_id, product_ids=unavailable
-    )
 
 
-async def drop_projections(redis: Redis, *, tenant_id: str, product_ids: Sequence[str]) -> int:
-    """Forget deleted products: card, availability and cached recommendations holding them."""
+async def drop_projections(redis: Redis, *, tenant_id: str, product_ids: Sequence[str]) -> None:
+    """Forget deleted products (card, availability); cached answers of the tenant go stale."""
     if not product_ids:
-        return 0
+        return
     pipe = redis.pipeline(transaction=False)
     pipe.hdel(keys.catalog_cards(tenant_id), *product_ids)
     pipe.srem(keys.catalog_available(tenant_id), *product_ids)
+    pipe.incr(keys.serving_stamp(tenant_id))
     await pipe.execute()
-    return await invalidate_recommendations_for_products(
-        redis, tenant_id=tenant_id, product_ids=product_ids
-    )
-
-
-async def invalidate_recommendations_for_products(
-    redis: Redis, *, tenant_id: str, product_ids: Iterable[str]
-) -> int:
-    """Delete every cached recommendation of the tenant that contains one of `product_ids`.
-
-    Returns how many cache entries existed and were deleted. A read path should still filter
-    by the available set: a list cached between the two round trips here is not seen.
-    """
-    index_keys = [keys.recommendation_cache_by_product(tenant_id, pid) for pid in product_ids]
-    if not index_keys:
-        return 0
-    pipe = redis.pipeline(transaction=False)
-    for index_key in index_keys:
-        pipe.smembers(index_key)
-    members: set[bytes] = set()
-    for found in await pipe.execute():
-        members.update(found)
-    pipe = redis.pipeline(transaction=False)
-    if members:
-        pipe.delete(*members)
-    pipe.delete(*index_keys)
-    results = await pipe.execute()
-    return int(results[0]) if members else 0
-
-
-async def cache_recommendations(
-    redis: Redis,
-    *,
-    tenant_id: str,
-    user_id: str,
-    strategy: str,
-    placement: str | None,
-    payload: str | bytes,
-    product_ids: Sequence[str],
-    ttl_seconds: int,
-) -> str:
-    """Cache one recommendation list and index it by each of its products (so that a product
-    going away drops it). Returns the cache key."""
-    cache_key = keys.recommendation_cache(tenant_id, user_id, strategy, placement)
-    pipe = redis.pipeline(transaction=True)
-    pipe.set(cache_key, payload, ex=ttl_seconds)
-    for product_id in set(product_ids):
-        index_key = keys.recommendation_cache_by_product(tenant_id, product_id)
-        pipe.sadd(index_key, cache_key)
-        # An index only needs to outlive the entries it points at; stale members are harmless.
-        pipe.expire(index_key, ttl_seconds, gt=True)
-        pipe.expire(index_key, ttl_seconds, nx=True)
-    await pipe.execute()
-    return cache_key
 
 
 async def claim_content_refresh(
@@ -361,6 +306,7 @@ async def rebuild_projections(pool: asyncpg.Pool, redis: Redis, *, tenant_id: st
         pipe.rename(fresh_cards, cards_key)
     if total_available:
         pipe.rename(fresh_available, available_key)
+    pipe.incr(keys.serving_stamp(tenant_id))
     await pipe.execute()
     return total
 

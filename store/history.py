@@ -16,6 +16,9 @@ from store.counters import Op
 HISTORY_LENGTH = 100
 HISTORY_TTL_SECONDS = 90 * 24 * 3600
 TRENDING_TTL_SECONDS = 8 * 24 * 3600
+# Outlives every cached answer by far: a stamp that expired and restarted could otherwise
+# match an answer cached under its earlier life.
+USER_STAMP_TTL_SECONDS = 24 * 3600
 
 
 def hour_of(moment: datetime) -> str:
@@ -29,7 +32,7 @@ def history_member(event_type: str, product_id: str) -> str:
 
 
 def event_history_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
-    """History, purchased-set and trending updates one stored event causes."""
+    """History, purchased-set, trending and answer-stamp updates one stored event causes."""
     user, product, event_type = row["user_id"], row["product_id"], row["event_type"]
     history = keys.user_history(tenant_id, user)
     # ZADD GT keeps the newest time per (type, product) even when events arrive out of order.
@@ -41,6 +44,8 @@ def event_history_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
             str(row["occurred_at"].timestamp()),
         ),
         ("ztrim", history, str(HISTORY_LENGTH), ""),
+        # Any event can change the user's answers (history, purchases, cold-start count).
+        ("hincrby", keys.user_stamp(tenant_id, user), "n", "1"),
     ]
     if event_type == "purchase":
         ops.append(("sadd", keys.user_purchased(tenant_id, user), product, ""))
@@ -51,6 +56,7 @@ def event_history_ops(*, tenant_id: str, row: Mapping[str, Any]) -> list[Op]:
     if weight:
         trending = keys.trending_hour(tenant_id, hour_of(row["occurred_at"]))
         ops.append(("zincrby", trending, product, str(weight)))
+        ops.append(("hincrby", keys.trending_stamp(tenant_id), "n", "1"))
     return ops
 
 
@@ -58,6 +64,8 @@ def ttl_of(key: str) -> int:
     """How long a projection key made by ingestion lives after its last write."""
     if ":history:" in key or ":purchased:" in key or ":touched:" in key:
         return HISTORY_TTL_SECONDS
+    if ":userstamp:" in key:
+        return USER_STAMP_TTL_SECONDS
     return TRENDING_TTL_SECONDS
 
 

@@ -114,14 +114,25 @@ def running_experiment(tenant_id: str, placement_id: str) -> str:
     return f"{PREFIX}:{tenant_id}:experiment:running:{placement_id}"
 
 
-def recommendation_cache(tenant_id: str, user_id: str, strategy: str, placement: str | None) -> str:
-    """STRING: a cached recommendation list of one user, strategy and placement (TTL'd)."""
-    return f"{PREFIX}:{tenant_id}:reccache:{strategy}:{placement or '-'}:{user_id}"
+def answer_cache(tenant_id: str, user_id: str, query_digest: str) -> str:
+    """STRING: one finished GET /recommendations answer (its stamp, then the body), TTL'd."""
+    return f"{PREFIX}:{tenant_id}:answer:{user_id}:{query_digest}"
 
 
-def recommendation_cache_by_product(tenant_id: str, product_id: str) -> str:
-    """SET of the recommendation_cache keys whose list contains the product (reverse index)."""
-    return f"{PREFIX}:{tenant_id}:reccache:byproduct:{product_id}"
+def serving_stamp(tenant_id: str) -> str:
+    """Counter bumped by every write that changes answers of many users at once (catalog cards
+    and availability, content neighbours, incrementally rescored users)."""
+    return f"{PREFIX}:{tenant_id}:serving:stamp"
+
+
+def trending_stamp(tenant_id: str) -> str:
+    """HASH {n: counter} bumped by every stored event that feeds the live trending counters."""
+    return f"{PREFIX}:{tenant_id}:trending:stamp"
+
+
+def user_stamp(tenant_id: str, user_id: str) -> str:
+    """HASH {n: counter} bumped by every stored event of the user: their answers are stale."""
+    return f"{PREFIX}:{tenant_id}:userstamp:{user_id}"
 
 
 def content_model_dirty(tenant_id: str) -> str:

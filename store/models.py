@@ -94,6 +94,7 @@ async def update_user_lists(
         return None
     base = keys.model_prefix(tenant_id) + version
     await _hset_chunks(redis, f"{base}:cf", {u: _encode(v) for u, v in user_lists.items()})
+    await redis.incr(keys.serving_stamp(tenant_id))
     return version
 
 
@@ -112,6 +113,7 @@ async def replace_content_lists(
         await redis.rename(staging, key)  # atomic: readers see the old or the new lists
     else:
         await redis.delete(key)
+    await redis.incr(keys.serving_stamp(tenant_id))
     return version
 
 
@@ -188,6 +190,55 @@ else
 end
 return reply
 """
+
+
+# Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
+# counts the request, reads the auth epoch and returns a cached answer when still valid.
+# KEYS, after the limiter's four: 5 the answer, 6 current model version, 7 widget config,
+# 8 running experiment, 9 the tenant's serving stamp, 10 the user's stamp, 11 the trending
+# stamp. ARGV after the limiter's seven: 8 the current hour bucket.
+# An answer is stored behind the SHA-1 of everything it was computed from that can change
+# without its own key changing, so any write to one of those makes the stored stamp differ.
+# A trending answer is stored behind the `live` stamp, which also covers the live trending
+# counters and their hour; others tolerate trending backfill as old as their TTL.
+# Reply: {stamp, live} on a miss, {stamp, live, the cached answer} on a hit.
+ANSWER_LOOKUP = """
+local base = table.concat({
+  epoch, redis.call('GET', KEYS[6]) or '', redis.call('GET', KEYS[7]) or '',
+  redis.call('GET', KEYS[8]) or '', redis.call('GET', KEYS[9]) or '',
+  redis.call('HGET', KEYS[10], 'n') or ''}, '\\n')
+local stamp = redis.sha1hex(base)
+local trending = redis.call('HGET', KEYS[11], 'n') or ''
+local live = redis.sha1hex(base .. '\\n' .. ARGV[8] .. '\\n' .. trending)
+extra = {stamp, live}
+local cached = redis.call('GET', KEYS[5])
+if cached then
+  local head = string.sub(cached, 1, 40)
+  if head == stamp or head == live then extra[3] = string.sub(cached, 41) end
+end
+"""
+
+
+def answer_lookup_keys(
+    *, tenant_id: str, user_id: str, placement_id: str, query_digest: str
+) -> list[str]:
+    """The keys ANSWER_LOOKUP reads for one request."""
+    return [
+        keys.answer_cache(tenant_id, user_id, query_digest),
+        keys.model_current(tenant_id),
+        keys.widget_config(tenant_id, placement_id),
+        keys.running_experiment(tenant_id, placement_id),
+        keys.serving_stamp(tenant_id),
+        keys.user_stamp(tenant_id, user_id),
+        keys.trending_stamp(tenant_id),
+    ]
+
+
+async def cache_answer(
+    redis: Redis, *, answer_key: str, stamp: bytes, body: bytes, ttl_seconds: int
+) -> None:
+    """Store a finished answer behind the stamp read before it was computed."""
+    await redis.set(answer_key, stamp + body, ex=ttl_seconds)
 
 
 def _texts(values: Any) -> list[str]:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from redis.asyncio import Redis
 
 # KEYS: window zset, tenant auth epoch (or a dummy), last-used hash (or a dummy),
-#       index of tenants with unflushed last-used times (or a dummy)
+#       index of tenants with unflushed last-used times (or a dummy), then the follow-up's keys
 # ARGV: now_ms, window_ms, limit, member, last-used field ("" for none), last-used value,
-#       tenant id for the index
+#       tenant id for the index, then the follow-up's arguments
 # The window, the epoch read and the last-used mark happen in one round trip so that an
-# authenticated request costs a single Redis call.
-_SCRIPT = """
+# authenticated request costs a single Redis call; a caller's follow-up (Lua that sets
+# `extra`, run only for an allowed request that passed more than four keys) rides along.
+_WINDOW = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
@@ -25,15 +28,25 @@ if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
   redis.call('SADD', KEYS[4], ARGV[7])
 end
-if count >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, count, tonumber(oldest[2]) or now, epoch}
+local allowed = 0
+if count < limit then
+  allowed = 1
+  count = count + 1
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], window)
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {1, count + 1, tonumber(first[2]) or now, epoch}
+local extra = false
 """
+
+
+def _script(follow_up: str) -> str:
+    return (
+        _WINDOW
+        + "if allowed == 1 and #KEYS > 4 then\n"
+        + follow_up
+        + "\nend\nreturn {allowed, count, tonumber(first[2]) or now, epoch, extra}"
+    )
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class RateDecision:
     reset_seconds: int
     epoch: str
     count: int = 0
+    extra: Any = None  # what the follow-up script returned, if one ran
+    metered: bool = True  # False when Redis was down and the request went on uncounted
 
     def with_limit(self, limit: int) -> RateDecision:
         """The same count judged against another limit (a tenant's limits just changed).
@@ -55,18 +70,13 @@ class RateDecision:
         if limit == self.limit:
             return self
         allowed = self.allowed and self.count <= limit
-        return RateDecision(
-            allowed=allowed,
-            limit=limit,
-            remaining=max(0, limit - self.count),
-            reset_seconds=self.reset_seconds,
-            epoch=self.epoch,
-            count=self.count,
-        )
+        return replace(self, allowed=allowed, limit=limit, remaining=max(0, limit - self.count))
 
     @property
     def headers(self) -> dict[str, str]:
-        """RateLimit-* headers (IETF draft), plus Retry-After when refused."""
+        """RateLimit-* headers (IETF draft), plus Retry-After when refused; none unmetered."""
+        if not self.metered:
+            return {}
         headers = {
             "RateLimit-Limit": str(self.limit),
             "RateLimit-Remaining": str(self.remaining),
@@ -78,11 +88,15 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Counts requests per subject in a sliding window of `window_seconds`."""
+    """Counts requests per subject in a sliding window of `window_seconds`.
 
-    def __init__(self, redis: Redis) -> None:
+    `follow_up` is Lua run after an allowed hit that passes `follow_up_keys`; it sees the
+    window's locals (`epoch`, ...) and sets `extra`, which comes back as `RateDecision.extra`.
+    """
+
+    def __init__(self, redis: Redis, *, follow_up: str = "") -> None:
         self._redis = redis
-        self._script = redis.register_script(_SCRIPT)
+        self._script = redis.register_script(_script(follow_up))
 
     async def hit(
         self,
@@ -96,12 +110,14 @@ class RateLimiter:
         touch_value: str = "",
         touch_index: str = "reco:none:index",
         touch_member: str = "",
+        follow_up_keys: Sequence[str] = (),
+        follow_up_args: Sequence[str] = (),
     ) -> RateDecision:
         """Count one request against `key`; also read an epoch and touch a hash, atomically."""
         now_ms = int(time.time() * 1000)
         window_ms = window_seconds * 1000
-        allowed, count, oldest, epoch = await self._script(
-            keys=[key, epoch_key, touch_hash, touch_index],
+        allowed, count, oldest, epoch, extra = await self._script(
+            keys=[key, epoch_key, touch_hash, touch_index, *follow_up_keys],
             args=[
                 now_ms,
                 window_ms,
@@ -110,6 +126,7 @@ class RateLimiter:
                 touch_field,
                 touch_value,
                 touch_member,
+                *follow_up_args,
             ],
         )
         # The oldest request still in the window leaves it first: that is when the budget
@@ -123,4 +140,5 @@ class RateLimiter:
             reset_seconds=reset,
             epoch=epoch_text,
             count=int(count),
+            extra=extra,
         )

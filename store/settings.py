@@ -36,6 +36,9 @@ class Settings(BaseModel):
     request_max_bytes: int = 1_000_000
     read_limit_per_minute: int = 1000
     write_limit_per_minute: int = 500
+    # How long a finished recommendations answer may be served again (0: never cached); any
+    # change it depends on invalidates it sooner (store.models.ANSWER_LOOKUP).
+    answer_cache_seconds: int = Field(default=300, ge=0)
     auth_limit_per_minute: int = 20
     login_failures_per_account: int = 10
     db_pool_min: int = 1

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import ujson
 from pydantic import Field, field_validator
+from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from api.openapi import document
-from api.security import owned_tenant, require_admin, require_api_key
+from api.security import FollowUp, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query
 from domain.serving import DEFAULT_LIMIT, MAX_LIMIT, Hydration, ServingRequest, rank, select
 from domain.strategies.base import STRATEGY_NAMES
-from store.models import ServingReader, read_meta
+from store.models import ServingReader, answer_lookup_keys, cache_answer, read_meta
 
 bp = Blueprint("recommendations", url_prefix="/api/v1")
 
 Strategy = str
 HYDRATE_AT_MOST = 300  # candidates looked at before answering with what survived
 ID_FIELD = Field(min_length=1, max_length=256)
+log = logging.getLogger("recomengine.recommendations")
 
 
 class RecommendationsQuery(ApiModel):
@@ -100,6 +105,42 @@ def _live_hours(now: datetime) -> list[str]:
     return [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
 
 
+def _last(request: Request, name: str) -> str:
+    values = request.args.getlist(name)
+    return values[-1] if values else ""
+
+
+def _answer_follow_up(request: Request) -> FollowUp | None:
+    """The cached-answer look-up riding on the rate-limit call, when caching is on.
+
+    An answer is keyed by the whole query string, so only a query that was valid when it was
+    answered can ever be served from the cache; the stamp covers everything else it used.
+    """
+    user_id, placement_id = _last(request, "userId"), _last(request, "placementId")
+    if not request.app.ctx.settings.answer_cache_seconds or not 0 < len(user_id) <= 256:
+        return None
+    digest = hashlib.blake2b(request.query_string.encode(), digest_size=16).hexdigest()
+
+    def lookup(tenant_id: str) -> tuple[list[str], list[str]]:
+        answer_keys = answer_lookup_keys(
+            tenant_id=tenant_id, user_id=user_id, placement_id=placement_id, query_digest=digest
+        )
+        request.ctx.answer_key = answer_keys[0]
+        return answer_keys, [_live_hours(datetime.now(UTC))[0]]
+
+    return lookup
+
+
+def _respond(body_head: bytes, *, cache: str) -> HTTPResponse:
+    """The answer: its cacheable head closed with this response's own recommendationId."""
+    body = body_head + b',"recommendationId":"' + uuid.uuid4().hex.encode() + b'"}}'
+    return HTTPResponse(
+        body,
+        content_type="application/json",
+        headers={"Cache-Control": "private, no-store", "X-Recommendation-Cache": cache},
+    )
+
+
 @bp.get("/recommendations")
 @document(
     summary="Personalised recommendations for a user, a product or a placement",
@@ -108,9 +149,12 @@ def _live_hours(now: datetime) -> list[str]:
     responses={200: RecommendationsRead},
     security="apiKey",
 )
-@require_api_key(write=False)
+@require_api_key(write=False, follow_up=_answer_follow_up)
 async def recommendations(request: Request) -> HTTPResponse:
-    """Serve recommendations from the published models and live projections."""
+    """Serve recommendations from a still-valid cached answer, else the models and projections."""
+    lookup = request.ctx.follow_up_reply  # [stamp, live, cached head?]; None: no look-up
+    if lookup and len(lookup) > 2:
+        return _respond(lookup[2], cache="hit")
     query = parse_query(request, RecommendationsQuery)
     tenant_id = request.ctx.tenant_id
     reader: ServingReader = request.app.ctx.serving_reader
@@ -155,14 +199,34 @@ async def recommendations(request: Request) -> HTTPResponse:
         "placementId": query.placement_id,
         "experimentId": decision.experiment_id,
         "variant": decision.variant,
-        "recommendationId": uuid.uuid4().hex,
         "modelVersion": context.model_version,
         "generatedAt": now.isoformat().replace("+00:00", "Z"),
     }
-    return json(
+    body = ujson.dumps(
         {"data": [item.to_dict() for item in items], "meta": meta},
-        headers={"Cache-Control": "private, no-store"},
-    )
+        escape_forward_slashes=False,
+        ensure_ascii=False,
+    ).encode()
+    head = body[:-2]  # without the closing "}}": each response adds its recommendationId
+    if lookup:
+        # A trending answer is kept behind the stamp that also covers the live counters.
+        stamp = lookup[1] if meta["strategy"] == "trending" else lookup[0]
+        await _cache(request, head=head, stamp=stamp)
+    return _respond(head, cache="miss" if lookup else "off")
+
+
+async def _cache(request: Request, *, head: bytes, stamp: bytes) -> None:
+    """Keep the answer for the next identical request; a failure only costs that reuse."""
+    try:
+        await cache_answer(
+            request.app.ctx.redis,
+            answer_key=request.ctx.answer_key,
+            stamp=stamp,
+            body=head,
+            ttl_seconds=request.app.ctx.settings.answer_cache_seconds,
+        )
+    except (RedisError, OSError):
+        log.warning("a recommendations answer could not be cached", exc_info=True)
 
 
 @bp.get("/tenants/<tenant_id>/recommendations/readiness")

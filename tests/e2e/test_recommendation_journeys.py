@@ -316,6 +316,104 @@ async def test_content_based_follows_fresh_views_within_two_seconds(
     await wait_until(follows, within=2)
 
 
+def recommend_raw(client: httpx.Client, shop: TenantContext, **params: Any) -> httpx.Response:
+    response = client.get("/api/v1/recommendations", params=params, headers=shop.read_headers)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_a_repeated_request_is_answered_from_the_cache_with_its_own_recommendation_id(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "b-user-40", "strategy": "collaborative", "limit": 4}
+    first = recommend_raw(client, trained_shop, **params)
+    again = recommend_raw(client, trained_shop, **params)
+    assert first.headers["X-Recommendation-Cache"] == "miss"
+    assert again.headers["X-Recommendation-Cache"] == "hit"
+    assert again.json()["data"] == first.json()["data"] and first.json()["data"]
+    first_meta, again_meta = first.json()["meta"], again.json()["meta"]
+    assert first_meta["recommendationId"] != again_meta["recommendationId"]
+    assert {**first_meta, "recommendationId": ""} == {**again_meta, "recommendationId": ""}
+    assert again.headers["RateLimit-Remaining"] < first.headers["RateLimit-Remaining"]
+    # Another query is another answer, even for the same user.
+    other = recommend_raw(client, trained_shop, **{**params, "limit": 3})
+    assert other.headers["X-Recommendation-Cache"] == "miss" and len(other.json()["data"]) == 3
+
+
+def test_a_price_change_reaches_a_cached_answer_at_once(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "a-user-41", "strategy": "collaborative", "limit": 3}
+    recommend_raw(client, trained_shop, **params)
+    cached = recommend_raw(client, trained_shop, **params)
+    assert cached.headers["X-Recommendation-Cache"] == "hit"
+    served = cached.json()["data"][0]
+    item = next(i for i in catalog_items() if i["productId"] == served["productId"])
+    changed = {**item, "price": item["price"] + 100}
+    response = client.put(
+        f"/api/v1/catalog/{item['productId']}", json=changed, headers=trained_shop.write_headers
+    )
+    assert response.status_code == 200
+    after = recommend_raw(client, trained_shop, **params)
+    assert after.headers["X-Recommendation-Cache"] == "miss"
+    prices = {i["productId"]: i["price"] for i in after.json()["data"]}
+    assert prices[item["productId"]] == item["price"] + 100
+    client.put(
+        f"/api/v1/catalog/{item['productId']}", json=item, headers=trained_shop.write_headers
+    )
+
+
+def test_a_widget_strategy_change_reaches_a_cached_answer_at_once(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "a-user-42", "placementId": "cache-pdp", "limit": 3}
+    before = recommend_raw(client, trained_shop, **params)
+    assert recommend_raw(client, trained_shop, **params).headers["X-Recommendation-Cache"] == "hit"
+    assert before.json()["meta"]["strategy"] != "content_based"
+    response = client.post(
+        f"/api/v1/tenants/{trained_shop.tenant_id}/widgets",
+        json={"placementId": "cache-pdp", "strategy": "content_based"},
+        headers=trained_shop.admin_headers,
+    )
+    assert response.status_code == 201, response.text
+    after = recommend_raw(client, trained_shop, **params)
+    assert after.json()["meta"]["strategy"] == "content_based"
+
+
+async def test_trending_follows_a_burst_of_purchases_within_two_seconds(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "newcomer-trending", "strategy": "trending", "limit": 3}
+    before = recommend(client, trained_shop, **params)
+    target = "b29"
+    assert target not in [i["productId"] for i in before["data"]], before["data"]
+    # 200 purchases in an hour outweigh the busiest product's 24 h of the fixture.
+    burst = [
+        {
+            "eventType": "purchase",
+            "userId": f"burst-{n}",
+            "productId": target,
+            "metadata": {"price": 39},
+        }
+        for n in range(200)
+    ]
+    sent = time.monotonic()
+    for start in (0, 100):
+        response = await async_client.post(
+            "/api/v1/events/batch",
+            json={"events": burst[start : start + 100]},
+            headers=trained_shop.write_headers,
+        )
+        assert response.status_code == 202
+
+    async def trends() -> bool:
+        answer = recommend(client, trained_shop, **params)
+        return target in [i["productId"] for i in answer["data"]]
+
+    await wait_until(trends, within=2)
+    assert time.monotonic() - sent < 2
+
+
 async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) -> None:
     tenant_id = "atomic-publish-tenant"
     reader = ServingReader(redis)

@@ -1,4 +1,4 @@
-"""Projections the read path needs: cached recommendations dropped, rebuilds, content refresh."""
+"""Projections the read path needs: cards, availability, answer staleness, rebuilds, content."""
 
 from __future__ import annotations
 
@@ -47,83 +47,50 @@ def browse(client: httpx.Client, tenant: TenantContext, **params: Any) -> httpx.
     )
 
 
-async def cache_for(
-    redis: Redis, tenant: TenantContext, user_id: str, product_ids: list[str]
-) -> str:
-    """Cache a recommendation list the way the recommendation engine does."""
-    payload = json.dumps([{"productId": pid, "score": 1.0} for pid in product_ids])
-    return await catalog_store.cache_recommendations(
-        redis,
-        tenant_id=tenant.tenant_id,
-        user_id=user_id,
-        strategy="collaborative",
-        placement="home",
-        payload=payload,
-        product_ids=product_ids,
-        ttl_seconds=300,
-    )
+async def stamp_of(redis: Redis, tenant: TenantContext) -> int:
+    """The tenant's serving stamp: every cached answer made before a bump is stale."""
+    return int(await redis.get(keys.serving_stamp(tenant.tenant_id)) or 0)
 
 
-async def test_a_product_made_unavailable_leaves_the_available_set_and_cached_recommendations(
+async def test_a_product_made_unavailable_leaves_the_available_set_and_stales_cached_answers(
     client: httpx.Client, tenant: TenantContext, redis: Redis
 ) -> None:
     for product_id in ("p1", "p2", "p3"):
         save(client, tenant, product(product_id))
-    with_p2 = await cache_for(redis, tenant, "alice", ["p1", "p2"])
-    without_p2 = await cache_for(redis, tenant, "bob", ["p1", "p3"])
-    assert await redis.exists(with_p2, without_p2) == 2
-
+    before = await stamp_of(redis, tenant)
     response = save(client, tenant, product("p2", available=False))
     assert response.status_code == 200
     assert not await redis.sismember(keys.catalog_available(tenant.tenant_id), "p2")
-    assert await redis.exists(with_p2) == 0
-    assert await redis.exists(without_p2) == 1
+    assert await stamp_of(redis, tenant) > before
     card = json.loads(await redis.hget(keys.catalog_cards(tenant.tenant_id), "p2") or b"{}")
     assert card["available"] is False
 
 
-async def test_a_put_that_makes_a_product_unavailable_drops_its_cached_recommendations(
+async def test_a_put_a_price_change_and_a_delete_each_stale_the_cached_answers(
     client: httpx.Client, tenant: TenantContext, redis: Redis
 ) -> None:
     save(client, tenant, product("q1"))
-    cached = await cache_for(redis, tenant, "carol", ["q1"])
-    response = replace(client, tenant, product("q1", available=False))
-    assert response.status_code == 200
-    assert await redis.exists(cached) == 0
+    save(client, tenant, product("q2"))
+    stamps = [await stamp_of(redis, tenant)]
+    assert replace(client, tenant, product("q1", available=False)).status_code == 200
+    stamps.append(await stamp_of(redis, tenant))
+    assert save(client, tenant, product("q2", price=11)).status_code == 200
+    stamps.append(await stamp_of(redis, tenant))
+    assert remove(client, tenant, "q2").status_code == 204
+    stamps.append(await stamp_of(redis, tenant))
+    assert stamps == sorted(set(stamps))  # strictly increasing
+    assert not await redis.hexists(keys.catalog_cards(tenant.tenant_id), "q2")
+    assert not await redis.sismember(keys.catalog_available(tenant.tenant_id), "q2")
 
 
-async def test_deleting_a_product_drops_card_availability_and_cached_recommendations(
-    client: httpx.Client, tenant: TenantContext, redis: Redis
-) -> None:
-    save(client, tenant, product("d1"))
-    save(client, tenant, product("d2"))
-    cached = await cache_for(redis, tenant, "dave", ["d2", "d1"])
-    untouched = await cache_for(redis, tenant, "erin", ["d2"])
-    assert remove(client, tenant, "d1").status_code == 204
-    assert not await redis.hexists(keys.catalog_cards(tenant.tenant_id), "d1")
-    assert not await redis.sismember(keys.catalog_available(tenant.tenant_id), "d1")
-    assert await redis.exists(cached) == 0
-    assert await redis.exists(untouched) == 1
-    assert await redis.exists(keys.recommendation_cache_by_product(tenant.tenant_id, "d1")) == 0
-
-
-async def test_an_update_that_keeps_a_product_available_keeps_cached_recommendations(
-    client: httpx.Client, tenant: TenantContext, redis: Redis
-) -> None:
-    save(client, tenant, product("k1"))
-    cached = await cache_for(redis, tenant, "fay", ["k1"])
-    save(client, tenant, product("k1", price=11))
-    assert await redis.exists(cached) == 1
-
-
-async def test_invalidation_is_scoped_to_the_tenant(
+async def test_a_catalog_change_stales_only_its_own_tenants_answers(
     client: httpx.Client, tenant: TenantContext, other_tenant: TenantContext, redis: Redis
 ) -> None:
     save(client, tenant, product("same"))
     save(client, other_tenant, product("same"))
-    theirs = await cache_for(redis, other_tenant, "gil", ["same"])
+    theirs = await stamp_of(redis, other_tenant)
     assert remove(client, tenant, "same").status_code == 204
-    assert await redis.exists(theirs) == 1
+    assert await stamp_of(redis, other_tenant) == theirs
     assert await redis.sismember(keys.catalog_available(other_tenant.tenant_id), "same")
 
 

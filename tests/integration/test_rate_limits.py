@@ -42,7 +42,7 @@ async def test_the_1001st_read_within_a_minute_is_refused_with_retry_after(
     assert migrated.read_limit_per_minute == 1000
     remaining = []
     for _ in range(1000):
-        _, headers = await authenticator.authenticate(shop.read_key, write=False)
+        headers = (await authenticator.authenticate(shop.read_key, write=False))[1].headers
         remaining.append(int(headers["RateLimit-Remaining"]))
     assert remaining[0] == 999 and remaining[-1] == 0
     assert remaining == sorted(remaining, reverse=True)
@@ -51,7 +51,7 @@ async def test_the_1001st_read_within_a_minute_is_refused_with_retry_after(
     assert refused.value.limit == 1000
     assert 1 <= refused.value.retry_after <= 60
     # Writes are counted apart from reads.
-    _, headers = await authenticator.authenticate(shop.write_key, write=True)
+    headers = (await authenticator.authenticate(shop.write_key, write=True))[1].headers
     assert headers["RateLimit-Limit"] == "500"
 
 
@@ -66,7 +66,7 @@ async def test_the_501st_write_within_a_minute_is_refused(
         await authenticator.authenticate(shop.write_key, write=True)
     assert refused.value.limit == 500
     # The same key may still read: its reads have their own budget.
-    _, headers = await authenticator.authenticate(shop.write_key, write=False)
+    headers = (await authenticator.authenticate(shop.write_key, write=False))[1].headers
     assert headers["RateLimit-Remaining"] == "999"
 
 
@@ -100,7 +100,7 @@ async def test_limits_count_per_key_and_across_api_workers(
     with pytest.raises(RateLimited):
         await first.authenticate(shop.read_key, write=False)
     # The tenant's other key has its own window.
-    _, headers = await second.authenticate(shop.write_key, write=False)
+    headers = (await second.authenticate(shop.write_key, write=False))[1].headers
     assert headers["RateLimit-Remaining"] == "4"
 
 
@@ -128,7 +128,7 @@ async def test_requests_older_than_a_minute_leave_the_window(
     now_ms = int(time.time() * 1000)
     # Three requests 61 s ago and none since: the budget is whole again.
     await redis.zadd(window, {f"old{i}": now_ms - 61_000 for i in range(3)})
-    _, headers = await authenticator.authenticate(shop.read_key, write=False)
+    headers = (await authenticator.authenticate(shop.read_key, write=False))[1].headers
     assert headers["RateLimit-Remaining"] == "2"
     # Two requests 30 s ago still count, and the refusal says when the older one leaves.
     await redis.zadd(window, {f"recent{i}": now_ms - 30_000 for i in range(2)})
@@ -149,8 +149,8 @@ async def test_with_redis_down_writes_fail_closed_and_reads_go_on_unmetered(
         authenticator = _authenticator(db, dead, migrated)
         with pytest.raises(Unavailable):
             await authenticator.authenticate(shop.write_key, write=True)
-        record, headers = await authenticator.authenticate(shop.read_key, write=False)
-        assert record.tenant_id == shop.tenant_id and headers == {}
+        record, decision = await authenticator.authenticate(shop.read_key, write=False)
+        assert record.tenant_id == shop.tenant_id and decision.headers == {}
     finally:
         await dead.aclose()
 

@@ -265,7 +265,7 @@ async def test_a_config_change_of_rate_limits_applies_on_the_next_call(
 ) -> None:
     shop = await make_tenant(db, migrated)
     authenticator = _authenticator(db, redis, migrated)
-    _, headers = await authenticator.authenticate(shop.read_key, write=False)
+    headers = (await authenticator.authenticate(shop.read_key, write=False))[1].headers
     assert headers["RateLimit-Limit"] == str(migrated.read_limit_per_minute)
     response = await http.patch(
         f"/api/v1/tenants/{shop.tenant_id}",
@@ -273,7 +273,7 @@ async def test_a_config_change_of_rate_limits_applies_on_the_next_call(
         headers=shop.admin_headers,
     )
     assert response.status_code == 200, response.text
-    _, headers = await authenticator.authenticate(shop.read_key, write=False)
+    headers = (await authenticator.authenticate(shop.read_key, write=False))[1].headers
     assert headers["RateLimit-Limit"] == "7"
 
 
