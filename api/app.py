@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from importlib.metadata import PackageNotFoundError, version
 
 from redis.asyncio import Redis
@@ -66,8 +66,10 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
         await app.ctx.broker_redis.aclose()
 
     async def assign_request_id(request: Request) -> None:
-        incoming = request.headers.get("x-request-id", "")
-        request.ctx.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = request.headers.get("x-request-id")
+        request.ctx.request_id = (
+            incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
+        )
         request.ctx.started = time.perf_counter()
 
     async def log_and_tag(request: Request, response: HTTPResponse) -> None:
@@ -76,6 +78,8 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
             response.headers["X-Request-ID"] = request_id
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not access_log.isEnabledFor(logging.INFO):
+            return
         started = getattr(request.ctx, "started", None)
         access_log.info(
             "request",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -97,6 +98,10 @@ class RateLimiter:
     def __init__(self, redis: Redis, *, follow_up: str = "") -> None:
         self._redis = redis
         self._script = redis.register_script(_script(follow_up))
+        # Window members only need to be unique: a random prefix per limiter and a counter
+        # cost less than a UUID per request.
+        self._member_prefix = os.urandom(8).hex() + ":"
+        self._members = itertools.count()
 
     async def hit(
         self,
@@ -122,7 +127,7 @@ class RateLimiter:
                 now_ms,
                 window_ms,
                 limit,
-                uuid.uuid4().hex,
+                f"{self._member_prefix}{next(self._members)}",
                 touch_field,
                 touch_value,
                 touch_member,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -126,14 +127,15 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
             tenant_id=tenant_id, user_id=user_id, placement_id=placement_id, query_digest=digest
         )
         request.ctx.answer_key = answer_keys[0]
-        return answer_keys, [_live_hours(datetime.now(UTC))[0]]
+        # The live counters' hour: a trending answer must not outlive the hour it read.
+        return answer_keys, [str(int(time.time()) // 3600)]
 
     return lookup
 
 
 def _respond(body_head: bytes, *, cache: str) -> HTTPResponse:
     """The answer: its cacheable head closed with this response's own recommendationId."""
-    body = body_head + b',"recommendationId":"' + uuid.uuid4().hex.encode() + b'"}}'
+    body = body_head + b',"recommendationId":"' + os.urandom(16).hex().encode() + b'"}}'
     return HTTPResponse(
         body,
         content_type="application/json",
