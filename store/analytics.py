@@ -710,6 +710,18 @@ async def _distinct_users(
             for i in range(len(plan.unaggregated))
         )
         scope_args = [] if scope is None else [scope.placement_id, scope.strategy]
+        moments = [moment for piece in plan.unaggregated for moment in (piece.start, piece.end)]
+        if not bitmaps:
+            # Nothing to unite with (today alone, say): a distinct count is the answer, and
+            # numbering the users through analytics_users would cost more than the count.
+            return int(
+                await connection.fetchval(
+                    f"SELECT count(DISTINCT user_id) FROM ({selects}) r",
+                    tenant_id,
+                    *scope_args,
+                    *moments,
+                )
+            )
         # One row with an array: decoding tens of thousands of records costs more than the
         # query. A user never numbered is in no bitmap: a user of the raw slices only.
         found = await connection.fetchrow(
@@ -720,7 +732,7 @@ async def _distinct_users(
                 LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
             tenant_id,
             *scope_args,
-            *[moment for piece in plan.unaggregated for moment in (piece.start, piece.end)],
+            *moments,
         )
         known, unnumbered = found["known"], found["unnumbered"]
     return rules.union_count(bitmaps, known) + unnumbered
