@@ -453,7 +453,7 @@ async def _measure_all(
     print(
         f"answer cache after the warm run, {sampled} requests of the list: "
         + ", ".join(f"{name} {n / sampled:.0%}" for name, n in hits["cache"].most_common())
-        + f" ({len(set(paths))} distinct requests cycled; trending answers live 1 s)"
+        + f" ({len(set(paths))} distinct requests cycled; no events arrive meanwhile)"
     )
     mix = Counter(name or "(tenant default)" for name, _ in paths)
     print("\nstrategy mix of the request list (cycled in order by the generator):")
