@@ -111,12 +111,16 @@ class ApiKeyAuthenticator:
     CACHE_SECONDS = 300.0
     DEGRADED_CACHE_SECONDS = 5.0
     MAX_CACHED_KEYS = 10_000
+    # A key's last-used time is marked at most this often per process: a list shows it to the
+    # minute, and two Redis writes saved on every request are worth more than the precision.
+    LAST_USED_EVERY_SECONDS = 10.0
 
     def __init__(self, *, settings: Settings, pool: Any, limiter: Any) -> None:
         self._settings = settings
         self._pool = pool
         self._limiter = limiter
         self._cache: OrderedDict[bytes, _CachedKey] = OrderedDict()
+        self._last_marked: dict[str, float] = {}
 
     async def _load(self, key_hash: bytes, now: float, *, epoch: str | None) -> _CachedKey | None:
         """Read the key from PostgreSQL and cache it; unknown keys are not cached, so that
@@ -154,14 +158,20 @@ class ApiKeyAuthenticator:
         limit = self._limit(record, write=write)
         scope = "write" if write else "read"
         follow_up_keys, follow_up_args = (follow_up and follow_up(record.tenant_id)) or ([], [])
+        last_marked = self._last_marked.get(record.key_id)
+        mark_used = last_marked is None or now - last_marked >= self.LAST_USED_EVERY_SECONDS
+        if mark_used:
+            if len(self._last_marked) >= self.MAX_CACHED_KEYS:
+                self._last_marked.clear()
+            self._last_marked[record.key_id] = now
         try:
             decision = await self._limiter.hit(
                 key=keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
                 limit=limit,
                 epoch_key=keys.auth_epoch(record.tenant_id),
                 touch_hash=keys.api_key_last_used(record.tenant_id),
-                touch_field=record.key_id,
-                touch_value=datetime.now(UTC).isoformat(),
+                touch_field=record.key_id if mark_used else "",
+                touch_value=datetime.now(UTC).isoformat() if mark_used else "",
                 touch_index=keys.API_KEY_LAST_USED_TENANTS,
                 touch_member=record.tenant_id,
                 follow_up_keys=follow_up_keys,

@@ -203,15 +203,15 @@ return reply
 # counters and their hour; others tolerate trending backfill as old as their TTL.
 # Reply: {stamp, live} on a miss, {stamp, live, the cached answer} on a hit.
 ANSWER_LOOKUP = """
+local found = redis.call('MGET', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 local base = table.concat({
-  epoch, redis.call('GET', KEYS[6]) or '', redis.call('GET', KEYS[7]) or '',
-  redis.call('GET', KEYS[8]) or '', redis.call('GET', KEYS[9]) or '',
+  epoch, found[2] or '', found[3] or '', found[4] or '', found[5] or '',
   redis.call('HGET', KEYS[10], 'n') or ''}, '\\n')
 local stamp = redis.sha1hex(base)
 local trending = redis.call('HGET', KEYS[11], 'n') or ''
 local live = redis.sha1hex(base .. '\\n' .. ARGV[8] .. '\\n' .. trending)
 extra = {stamp, live}
-local cached = redis.call('GET', KEYS[5])
+local cached = found[1]
 if cached then
   local head = string.sub(cached, 1, 40)
   if head == stamp or head == live then extra[3] = string.sub(cached, 41) end

@@ -11,6 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from store.redis import run_script
+
 # KEYS: window zset, tenant auth epoch (or a dummy), last-used hash (or a dummy),
 #       index of tenants with unflushed last-used times (or a dummy), then the follow-up's keys
 # ARGV: now_ms, window_ms, limit, member, last-used field ("" for none), last-used value,
@@ -97,7 +99,7 @@ class RateLimiter:
 
     def __init__(self, redis: Redis, *, follow_up: str = "") -> None:
         self._redis = redis
-        self._script = redis.register_script(_script(follow_up))
+        self._source = _script(follow_up)
         # Window members only need to be unique: a random prefix per limiter and a counter
         # cost less than a UUID per request.
         self._member_prefix = os.urandom(8).hex() + ":"
@@ -121,19 +123,19 @@ class RateLimiter:
         """Count one request against `key`; also read an epoch and touch a hash, atomically."""
         now_ms = int(time.time() * 1000)
         window_ms = window_seconds * 1000
-        allowed, count, oldest, epoch, extra = await self._script(
-            keys=[key, epoch_key, touch_hash, touch_index, *follow_up_keys],
-            args=[
-                now_ms,
-                window_ms,
-                limit,
-                f"{self._member_prefix}{next(self._members)}",
-                touch_field,
-                touch_value,
-                touch_member,
-                *follow_up_args,
-            ],
-        )
+        script_keys = [key, epoch_key, touch_hash, touch_index, *follow_up_keys]
+        script_args: list[str | int] = [
+            now_ms,
+            window_ms,
+            limit,
+            f"{self._member_prefix}{next(self._members)}",
+            touch_field,
+            touch_value,
+            touch_member,
+            *follow_up_args,
+        ]
+        reply = await run_script(self._redis, self._source, script_keys, *script_args)
+        allowed, count, oldest, epoch, extra = reply
         # The oldest request still in the window leaves it first: that is when the budget
         # starts to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
         reset = max(1, -(-(int(oldest) + window_ms - now_ms) // 1000))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -298,7 +299,20 @@ def _row(name: str, result: dict[str, Any]) -> str:
     return (
         f"{name:<34}{rate:>12,.0f}{result['p50']:>10.2f}{result['p95']:>10.2f}"
         f"{result['p99']:>10.2f}{result['non2xx']:>8}{result['socketErrors']:>8}"
+        f"{result['server_cpu_us']:>10.0f}{result['redis_cpu_us']:>10.1f}"
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_cpu_seconds(redis: Any) -> float:
+    """User + system CPU time the Redis server has used so far."""
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -379,13 +393,18 @@ async def _measure_all(
         log_name="api-uncached.log",
     )
     api_headers = {"X-API-Key": read_key}
-    ceiling_target = (ceiling_port, ceiling_file, {})
-    uncached_target = (uncached_port, paths_file, api_headers)
-    cached_target = (settings.api_port, paths_file, api_headers)
+    ceiling_target = (ceiling_port, ceiling_file, {}, ceiling_process.pid)
+    uncached_target = (uncached_port, paths_file, api_headers, uncached_process.pid)
+    cached_target = (settings.api_port, paths_file, api_headers, api_process.pid)
+    redis = create_redis(settings)
 
-    async def load(target: tuple[int, Path, dict[str, str]], duration: float) -> dict[str, Any]:
-        port, file, headers = target
-        return await asyncio.to_thread(
+    async def load(
+        target: tuple[int, Path, dict[str, str], int], duration: float
+    ) -> dict[str, Any]:
+        """One run, with the CPU time the server process and Redis spent on it."""
+        port, file, headers, pid = target
+        server_before, redis_before = cpu_seconds(pid), await redis_cpu_seconds(redis)
+        result = await asyncio.to_thread(
             measure,
             args,
             port=port,
@@ -394,6 +413,10 @@ async def _measure_all(
             workdir=workdir,
             duration=duration,
         )
+        requests = max(1, result["requests"])
+        result["server_cpu_us"] = (cpu_seconds(pid) - server_before) / requests * 1e6
+        result["redis_cpu_us"] = (await redis_cpu_seconds(redis) - redis_before) / requests * 1e6
+        return result
 
     await load(ceiling_target, args.warmup)
     ceiling = await load(ceiling_target, args.duration)
@@ -418,7 +441,6 @@ async def _measure_all(
     hits = await asyncio.to_thread(
         sample_answers, base, read_key, paths[: args.sample], args.sample
     )
-    redis = create_redis(settings)
     try:
         stages = await measure_stages(
             redis, tenant_id=tenant_id, paths=[p for _, p in paths[: args.breakdown]]
@@ -434,7 +456,7 @@ async def _measure_all(
     )
     print(
         f"{'target':<34}{'req/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}"
-        f"{'non2xx':>8}{'errors':>8}"
+        f"{'non2xx':>8}{'errors':>8}{'cpu us/r':>10}{'redis us':>10}"
     )
     print(_row("ceiling: Sanic + one Redis GET", ceiling))
     print(_row("GET /recommendations, cache off", uncached))
@@ -448,6 +470,12 @@ async def _measure_all(
         f"{'ok' if ratio >= 0.5 else 'MISSED'}), {uncached_ratio:.0%} with the cache off; "
         f"p99 {api['p99']:.1f} ms warm (target <= 20 ms: "
         f"{'ok' if api['p99'] <= 20 else 'MISSED'}), {uncached['p99']:.1f} ms cache off"
+    )
+    print(
+        "server CPU per request (less sensitive to other load on the machine): ceiling "
+        f"{ceiling['server_cpu_us']:.0f} us, warm {api['server_cpu_us']:.0f} us "
+        f"({ceiling['server_cpu_us'] / api['server_cpu_us']:.0%} of the ceiling's rate), "
+        f"cache off {uncached['server_cpu_us']:.0f} us"
     )
     sampled = sum(hits["cache"].values())
     print(

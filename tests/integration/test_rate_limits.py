@@ -200,3 +200,12 @@ async def test_over_http_the_write_limit_of_a_tenant_override_answers_429(
     assert response.headers["RateLimit-Limit"] == "3" and "Retry-After" in response.headers
     # Reads of the same key are still within their own budget.
     assert (await http.get("/api/v1/catalog", headers=shop.write_headers)).status_code == 200
+
+
+async def test_the_limiter_loads_its_script_again_after_redis_forgot_it(redis: Redis) -> None:
+    limiter = RateLimiter(redis)
+    window = f"reco:test:script-flush:{uuid.uuid4().hex}"
+    assert (await limiter.hit(key=window, limit=5)).allowed
+    await redis.script_flush()
+    decision = await limiter.hit(key=window, limit=5)
+    assert decision.allowed and decision.count == 2
