@@ -43,9 +43,12 @@ def platform_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 20) -> None:
-    """Terminate `process` (Dramatiq forwards it to its children), kill it if it lingers."""
-    if process.poll() is None:
+def stop_process(
+    process: subprocess.Popen[bytes], *, timeout: float = 20, signal: bool = True
+) -> None:
+    """Terminate `process` (Dramatiq forwards it to its children), kill it if it lingers;
+    `signal=False` only waits for one already terminated."""
+    if signal and process.poll() is None:
         process.terminate()
     try:
         process.wait(timeout=timeout)
@@ -130,7 +133,9 @@ class Platform:
             if process.poll() is None:
                 process.terminate()
         for process in self.processes:
-            stop_process(process)
+            # Signalled once: a second SIGTERM makes Dramatiq's worker processes exit their
+            # main thread at once and hang on their consumer threads, orphaned.
+            stop_process(process, signal=False)
         for handle in self._logs:
             handle.close()
 

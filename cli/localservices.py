@@ -137,9 +137,14 @@ class PostgresServer:
                 stdout=subprocess.DEVNULL,
                 cwd="/",
             )
+        # Ingestion writes WAL fast: checkpoints forced by a small WAL budget every minute or so
+        # write every dirty page and make the next change of each page log it whole. Commits
+        # stay synchronous: an accepted event is never lost.
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-            "-c max_connections=200 -c shared_buffers=256MB -c fsync=on"
+            "-c max_connections=200 -c shared_buffers=256MB -c fsync=on "
+            "-c synchronous_commit=on -c max_wal_size=4GB -c checkpoint_timeout=15min "
+            "-c wal_buffers=16MB"
         )
         subprocess.run(
             _as_postgres_user(

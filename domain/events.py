@@ -66,6 +66,8 @@ class Event:
     placement_id: str | None
     recommendation_id: str | None
     flags: tuple[str, ...] = field(default=())
+    # occurred_at as the ISO 8601 text the dedupe digest hashed (made once per event).
+    occurred_at_text: str = ""
 
     def with_flag(self, flag: str) -> Event:
         """This event with one more warning flag (kept once, in order)."""
@@ -79,7 +81,7 @@ class Event:
             "type": self.event_type,
             "user": self.user_id,
             "product": self.product_id,
-            "ts": self.occurred_at.isoformat(),
+            "ts": self.occurred_at_text or _moment_text(self.occurred_at),
             "session": self.session_id,
             "meta": self.metadata,
             "price": self.price,
@@ -89,18 +91,28 @@ class Event:
         }
 
 
-def dedupe_digest(
-    *, tenant_id: str, user_id: str, event_type: str, product_id: str, occurred_at: datetime
-) -> str:
-    """32 hex chars identifying (tenant, user, type, product, time): equal events, equal digest."""
-    moment = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+def _moment_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _digest(tenant_id: str, user_id: str, event_type: str, product_id: str, moment: str) -> str:
     material = "\x1f".join((tenant_id, user_id, event_type, product_id, moment))
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
+def dedupe_digest(
+    *, tenant_id: str, user_id: str, event_type: str, product_id: str, occurred_at: datetime
+) -> str:
+    """32 hex chars identifying (tenant, user, type, product, time): equal events, equal digest."""
+    return _digest(tenant_id, user_id, event_type, product_id, _moment_text(occurred_at))
+
+
+DERIVED_ID_PREFIX = "ev_"
+
+
 def derived_event_id(digest: str) -> str:
     """The event id of an event that came without a client eventId."""
-    return f"ev_{digest}"
+    return f"{DERIVED_ID_PREFIX}{digest}"
 
 
 def _text(
@@ -155,6 +167,41 @@ def _timestamp(
     return moment
 
 
+def _json_size_bound(value: Any) -> int | None:
+    """An upper bound of the UTF-8 bytes of `value` as compact JSON, or None when only encoding
+    can tell (NaN or Infinity, NUL characters, text needing escapes, unusual types)."""
+    kind = type(value)
+    if kind is str:
+        # Printable ASCII escapes only quotes and backslashes, one extra byte each.
+        if value.isascii() and value.isprintable():
+            return len(value) + 2 + value.count('"') + value.count("\\")
+        return None
+    if kind is dict:
+        total = 2 + 2 * len(value)  # braces, a colon and a comma per member
+        for key, member in value.items():
+            key_size = _json_size_bound(key)
+            member_size = _json_size_bound(member)
+            if key_size is None or member_size is None:
+                return None
+            total += key_size + member_size
+        return total
+    if kind is list:
+        total = 1 + max(1, len(value))
+        for member in value:
+            member_size = _json_size_bound(member)
+            if member_size is None:
+                return None
+            total += member_size
+        return total
+    if kind is bool or value is None:
+        return 5
+    if kind is int:
+        return len(str(value))
+    if kind is float:
+        return 24 if math.isfinite(value) else None  # repr is at most 24 characters
+    return None
+
+
 def _metadata(raw: Mapping[str, Any], errors: list[FieldError], *, prefix: str) -> dict[str, Any]:
     value = raw.get("metadata")
     if value is None:
@@ -162,6 +209,10 @@ def _metadata(raw: Mapping[str, Any], errors: list[FieldError], *, prefix: str) 
     if not isinstance(value, dict):
         errors.append(FieldError(f"{prefix}metadata", "Must be a JSON object"))
         return {}
+    # Most metadata is a few short plain fields: bounding its size is cheaper than encoding it.
+    bound = _json_size_bound(value)
+    if bound is not None and bound <= MAX_METADATA_BYTES:
+        return value
     try:
         encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
@@ -238,13 +289,9 @@ def check_event(
     recommendation_id = metadata.get("recommendationId")
     if errors or user_id is None or product_id is None or not isinstance(event_type, str):
         return None, errors
-    digest = dedupe_digest(
-        tenant_id=tenant_id,
-        user_id=user_id,
-        event_type=event_type,
-        product_id=product_id,
-        occurred_at=occurred_at,
-    )
+    # Made once: the digest hashes it and the queue message carries it.
+    moment = _moment_text(occurred_at)
+    digest = _digest(tenant_id, user_id, event_type, product_id, moment)
     flags = (WARNING_STALE_TIMESTAMP,) if occurred_at < now - STALE_AFTER else ()
     event = Event(
         event_id=client_id or derived_event_id(digest),
@@ -262,6 +309,7 @@ def check_event(
         if isinstance(recommendation_id, str | int)
         else None,
         flags=flags,
+        occurred_at_text=moment,
     )
     return event, []
 

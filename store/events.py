@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import ujson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute, dedupe_digest
+from domain.events import (
+    ATTRIBUTION_WINDOW,
+    DERIVED_ID_PREFIX,
+    Click,
+    Purchase,
+    attribute,
+    dedupe_digest,
+)
 from store import keys
 from store.counters import (
     COUNTER_TTL_SECONDS,
@@ -120,6 +128,13 @@ class IngestOutcome:
     attributions: list[dict[str, Any]]
 
 
+def _json(value: Any) -> str:
+    try:
+        return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
+    except (OverflowError, TypeError, ValueError):  # integers past 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def _columns(events: Sequence[dict[str, Any]]) -> list[list[Any]]:
     return [
         [e["id"] for e in events],
@@ -127,7 +142,7 @@ def _columns(events: Sequence[dict[str, Any]]) -> list[list[Any]]:
         [e["user"] for e in events],
         [e["product"] for e in events],
         [e.get("session") for e in events],
-        [json.dumps(e.get("meta") or {}, separators=(",", ":")) for e in events],
+        [_json(e["meta"]) if e.get("meta") else "{}" for e in events],
         [e.get("placement") for e in events],
         [e.get("rec") for e in events],
         [None if e.get("price") is None else repr(float(e["price"])) for e in events],
@@ -143,9 +158,15 @@ async def insert_events(
     purchases, in one transaction. `rows` also holds this message's events stored earlier (a
     redelivery), so that side effects lost to a crash can still be applied; the Redis guard
     makes applying them twice harmless."""
+    # One id once: the same event may come in two messages stored together, and two events
+    # with one client eventId must not both pass its claim below.
+    by_id: dict[str, dict[str, Any]] = {}
+    for event in events:
+        by_id.setdefault(event["id"], event)
+    events = list(by_id.values())
     async with pool.acquire() as connection, connection.transaction():
         with_client_id = [e for e in events if e.get("client")]
-        fresh = list(events)
+        fresh = events
         if with_client_id:
             claimed = await connection.fetch(
                 """INSERT INTO event_ids (tenant_id, event_id, occurred_at)
@@ -163,7 +184,7 @@ async def insert_events(
             else []
         )
         rows = list(inserted)
-        missing = {e["id"] for e in events} - {r["event_id"] for r in inserted}
+        missing = by_id.keys() - {r["event_id"] for r in inserted}
         if missing:
             stored = await connection.fetch(
                 f"SELECT {_ROW_COLUMNS} FROM events WHERE tenant_id = $1 AND event_id = ANY($2)",
@@ -335,54 +356,87 @@ async def reconcile_attributions(
 # entries in one ZADD GT per key (highest time per member) followed by one trim. Float
 # increments (revenue) stay one HINCRBYFLOAT each, so that the stored sums are exactly those of
 # applying them one by one.
-# ARGV[1] is JSON (one argument: packing thousands costs more than the script), every index
-# 0-based: {"p": prefix of every key, "k": [key without the prefix, ...],
-# "f": [field or member of each distinct target, ...],
-# "g": [[op, key index, [target index, ...]], ...] (targets sharing one command; trims last),
-# "e": [[guard key index, guard member, [target index, amount, ...]], ...],
-# "x": [[seconds, [key index, ...]], ...]}. A guard member given as a number is the offset of
-# its 16 bytes in ARGV[2] (binary digests do not fit JSON strings).
+# ARGV[1] is JSON (one argument: packing thousands costs more than the script) of flat lists,
+# every index 0-based: "p" the prefix of every key, "k" each key without it and "kt" its TTL
+# in seconds; "go" the command of each group of targets and "gk" its key (groups in order,
+# trims last); "f" the field or member of each distinct target and "tg" its group; "eg",
+# "em" and "en" the guard key, guard member and operation count of each event, in order;
+# "t" the target of each operation of each event, in order, and "a" its amount, as text. A
+# guard member given as a number is the offset of its 16 bytes in ARGV[2] (binary digests do
+# not fit JSON strings). Guards are tested with one SMISMEMBER and set with one SADD per guard
+# key; an event repeated in the batch applies once. Flat lists of numbers and strings are what
+# cjson decodes fastest, and what the worker builds fastest.
 _APPLY_GUARDED = """
-local batch = cjson.decode(ARGV[1])
+local b = cjson.decode(ARGV[1])
 local blob = ARGV[2]
-local k, t, prefix = {}, batch.f, batch.p
-for i, suffix in ipairs(batch.k) do k[i] = prefix .. suffix end
-local op_of, key_of = {}, {}
-for _, g in ipairs(batch.g) do
-  for _, index in ipairs(g[3]) do
-    op_of[index + 1] = g[1]
-    key_of[index + 1] = g[2] + 1
+local k, prefix = {}, b.p
+for i, suffix in ipairs(b.k) do k[i] = prefix .. suffix end
+local fields, group_of, group_op, group_key = b.f, b.tg, b.go, b.gk
+local members = {}
+for g = 1, #group_op do members[g] = {} end
+for ti, g in ipairs(group_of) do
+  local list = members[g + 1]
+  list[#list + 1] = ti
+end
+local guard_members, by_guard = b.em, {}
+for i, gk in ipairs(b.eg) do
+  local member = guard_members[i]
+  if type(member) == 'number' then
+    member = string.sub(blob, member + 1, member + 16)
+    guard_members[i] = member
+  end
+  local list = by_guard[gk + 1]
+  if list == nil then list = {}; by_guard[gk + 1] = list end
+  list[#list + 1] = i
+end
+local new, applied = {}, 0
+for key, list in pairs(by_guard) do
+  local args, fresh, added = {}, {}, {}
+  for j, i in ipairs(list) do args[j] = guard_members[i] end
+  -- unpack has a stack limit; a large import sends thousands of events
+  for first = 1, #args, 1000 do
+    local last = math.min(first + 999, #args)
+    local found = redis.call('SMISMEMBER', k[key], unpack(args, first, last))
+    for j = first, last do
+      local member = args[j]
+      if found[j - first + 1] == 0 and not fresh[member] then
+        fresh[member] = true
+        new[list[j]] = true
+        applied = applied + 1
+        added[#added + 1] = member
+      end
+    end
+  end
+  for first = 1, #added, 1000 do
+    redis.call('SADD', k[key], unpack(added, first, math.min(first + 999, #added)))
   end
 end
-local acc = {}
-local applied = 0
-for _, e in ipairs(batch.e) do
-  local member = e[2]
-  if type(member) == 'number' then member = string.sub(blob, member + 1, member + 16) end
-  if redis.call('SADD', k[e[1] + 1], member) == 1 then
-    applied = applied + 1
-    local c = e[3]
-    for i = 1, #c, 2 do
-      local ti, amount = c[i] + 1, c[i + 1]
-      local op = op_of[ti]
+if applied == 0 then return 0 end
+local acc, targets, amounts, position = {}, b.t, b.a, 0
+for i, count in ipairs(b.en) do
+  if new[i] then
+    for j = position + 1, position + count do
+      local ti, amount = targets[j] + 1, amounts[j]
+      local g = group_of[ti] + 1
+      local op = group_op[g]
       if op == 'hincrby' or op == 'zincrby' then
-        acc[ti] = (acc[ti] or 0) + amount
+        acc[ti] = (acc[ti] or 0) + tonumber(amount)
       elseif op == 'zaddgt' then
         local old = acc[ti]
         if old == nil or tonumber(amount) > tonumber(old) then acc[ti] = amount end
       elseif op == 'hincrbyfloat' then
-        redis.call('HINCRBYFLOAT', k[key_of[ti]], t[ti], amount)
+        redis.call('HINCRBYFLOAT', k[group_key[g] + 1], fields[ti], amount)
       else
         acc[ti] = true
       end
     end
   end
+  position = position + count
 end
-for _, g in ipairs(batch.g) do
-  local op, key, args = g[1], k[g[2] + 1], {}
-  for _, index in ipairs(g[3]) do
-    local ti = index + 1
-    local value, field = acc[ti], t[ti]
+for g, op in ipairs(group_op) do
+  local key, args = k[group_key[g] + 1], {}
+  for _, ti in ipairs(members[g]) do
+    local value, field = acc[ti], fields[ti]
     if value ~= nil then
       if op == 'hincrby' then redis.call('HINCRBY', key, field, value)
       elseif op == 'zincrby' then redis.call('ZINCRBY', key, value, field)
@@ -395,7 +449,6 @@ for _, g in ipairs(batch.g) do
       end
     end
   end
-  -- unpack has a stack limit; a large import sends thousands of members
   for first = 1, #args, 1000 do
     local last = math.min(first + 999, #args)
     if op == 'zaddgt' then redis.call('ZADD', key, 'GT', unpack(args, first, last))
@@ -404,9 +457,7 @@ for _, g in ipairs(batch.g) do
     end
   end
 end
-for _, x in ipairs(batch.x) do
-  for _, index in ipairs(x[2]) do redis.call('EXPIRE', k[index + 1], x[1]) end
-end
+for i, seconds in ipairs(b.kt) do redis.call('EXPIRE', k[i], seconds) end
 return applied
 """
 
@@ -426,8 +477,7 @@ async def run_script(redis: Redis, source: str, script_keys: Sequence[Any], *arg
         return await redis.eval(source, len(script_keys), *script_keys, *args)
 
 
-@dataclass(frozen=True)
-class GuardedEffects:
+class GuardedEffects(NamedTuple):
     """Operations to apply once per guard (set key, member)."""
 
     guard_key: str
@@ -439,61 +489,52 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
     """Apply every guarded batch of operations whose guard is new; returns how many applied."""
     if not effects:
         return 0
-    index: dict[str, int] = {}
-    expiries: dict[str, int] = {}
+    payload, blob = _guarded_payload(effects)
+    return int(await run_script(redis, _APPLY_GUARDED, [], payload, blob))
+
+
+def _guarded_payload(effects: Sequence[GuardedEffects]) -> tuple[str, bytes]:
+    """The two arguments of the guarded script for `effects` (see _APPLY_GUARDED)."""
+    # This runs for every operation of every event a worker stores: every step below is one
+    # comprehension over the operations, the distinct targets, the events or the keys.
     targets: dict[tuple[str, str, str], int] = {}
-    fields: list[str] = []
-    groups: dict[tuple[str, int], list[int]] = {}
-    blob = bytearray()
-
-    def ref(key: str, ttl: int) -> int:
-        found = index.get(key)
-        if found is None:
-            found = index[key] = len(index)
-            expiries[key] = ttl
-        return found
-
-    encoded = []
-    for effect in effects:
-        member: Any = effect.guard_member
-        if isinstance(member, bytes):
-            if len(member) != 16:
-                raise ValueError("binary guard members are 16-byte digests")
-            offset = len(blob)
-            blob.extend(member)
-            member = offset
-        contributions: list[Any] = []
-        for op, key, a, b in effect.ops:
-            target = targets.get((op, key, a))
-            if target is None:
-                target = targets[(op, key, a)] = len(fields)
-                key_index = ref(key, _ttl(key))
-                fields.append(a)
-                groups.setdefault((op, key_index), []).append(target)
-            if op == "hincrby":
-                contributions += (target, int(b))
-            elif op == "zincrby":
-                contributions += (target, float(b) if "." in b or "e" in b else int(b))
-            else:
-                contributions += (target, b)
-        encoded.append([ref(effect.guard_key, SEEN_TTL_SECONDS), member, contributions])
-    # A history is trimmed only after every entry of the message was added to it.
-    ordered = sorted(groups.items(), key=lambda item: item[0][0] == "ztrim")
-    by_ttl: dict[int, list[int]] = {}
-    for key, ttl in expiries.items():
-        by_ttl.setdefault(ttl, []).append(index[key])
-    names = list(index)
-    # Every key of a message shares its tenant prefix: sent once, not once per key.
+    number = targets.setdefault
+    target_of = [
+        number((op, key, a), len(targets)) for _, _, ops in effects for op, key, a, _ in ops
+    ]
+    amounts = [b for _, _, ops in effects for _, _, _, b in ops]
+    group_keys = [(op, key) for op, key, _ in targets]
+    distinct = dict.fromkeys(group_keys)
+    # A history is trimmed only after every entry of the batch was added to it.
+    ordered = [g for g in distinct if g[0] != "ztrim"] + [g for g in distinct if g[0] == "ztrim"]
+    group_index = {g: i for i, g in enumerate(ordered)}
+    guard_keys = [guard_key for guard_key, _, _ in effects]
+    names = list(dict.fromkeys([key for _, key in ordered] + guard_keys))
+    key_index = {name: i for i, name in enumerate(names)}
+    guards = set(guard_keys)
+    members = [member for _, member, _ in effects]
+    binary = [member for member in members if type(member) is not str]
+    if any(len(member) != 16 for member in binary):
+        raise ValueError("binary guard members are 16-byte digests")
+    offsets = itertools.count(0, 16)
+    # Every key shares the tenant prefix: sent once, not once per key.
     prefix = os.path.commonprefix(names)  # noqa: RUF071 (a string prefix, not a path)
+    cut = len(prefix)
     payload = {
         "p": prefix,
-        "k": [name[len(prefix) :] for name in names],
-        "f": fields,
-        "g": [[op, key_index, members] for (op, key_index), members in ordered],
-        "e": encoded,
-        "x": [[ttl, members] for ttl, members in by_ttl.items()],
+        "k": [name[cut:] for name in names],
+        "kt": [SEEN_TTL_SECONDS if name in guards else _ttl(name) for name in names],
+        "go": [op for op, _ in ordered],
+        "gk": [key_index[key] for _, key in ordered],
+        "f": [field for _, _, field in targets],
+        "tg": [group_index[g] for g in group_keys],
+        "eg": [key_index[guard_key] for guard_key in guard_keys],
+        "em": [member if type(member) is str else next(offsets) for member in members],
+        "en": [len(ops) for _, _, ops in effects],
+        "t": target_of,
+        "a": amounts,
     }
-    return int(await run_script(redis, _APPLY_GUARDED, [], ujson.dumps(payload), bytes(blob)))
+    return ujson.dumps(payload), b"".join(binary)  # type: ignore[arg-type]
 
 
 def _ttl(key: str) -> int:
@@ -504,31 +545,48 @@ def _ttl(key: str) -> int:
     return ttl_of(key)
 
 
+def derived_digests(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The dedupe digest of each message-form event that came without a client eventId: its id
+    is made from that digest (domain.events.derived_event_id), so it need not be hashed again."""
+    cut = len(DERIVED_ID_PREFIX)
+    return {
+        e["id"]: e["id"][cut:]
+        for e in events
+        if not e.get("client") and e["id"].startswith(DERIVED_ID_PREFIX)
+    }
+
+
 def event_effects(
-    *, tenant_id: str, rows: Sequence[dict[str, Any]], client_ids: set[str] | None = None
+    *,
+    tenant_id: str,
+    rows: Sequence[Mapping[str, Any]],
+    client_ids: set[str] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> list[GuardedEffects]:
-    """Counter, history and trending effects of stored events, guarded by their dedupe digest."""
+    """Counter, history and trending effects of stored events, guarded by their dedupe digest
+    (taken from `digests` by event id when known, else computed from the row)."""
     today = datetime.now(UTC).strftime("%Y%m%d")
+    seen_keys: dict[str, str] = {}
+    known = digests or {}
     found = []
     for row in rows:
-        digest = dedupe_digest(
+        occurred_at = row["occurred_at"]
+        digest = known.get(row["event_id"]) or dedupe_digest(
             tenant_id=tenant_id,
             user_id=row["user_id"],
             event_type=row["event_type"],
             product_id=row["product_id"],
-            occurred_at=row["occurred_at"],
+            occurred_at=occurred_at,
         )
         ops = event_counter_ops(tenant_id=tenant_id, row=row)
         ops.extend(event_history_ops(tenant_id=tenant_id, row=row))
         if client_ids and row["event_id"] in client_ids:
             ops.append(("sadd", keys.event_client_ids(tenant_id, today), row["event_id"], ""))
-        found.append(
-            GuardedEffects(
-                guard_key=keys.events_seen(tenant_id, day_of(row["occurred_at"])),
-                guard_member=bytes.fromhex(digest),
-                ops=ops,
-            )
-        )
+        day = day_of(occurred_at)
+        guard_key = seen_keys.get(day)
+        if guard_key is None:
+            guard_key = seen_keys[day] = keys.events_seen(tenant_id, day)
+        found.append(GuardedEffects(guard_key, bytes.fromhex(digest), ops))
     return found
 
 
@@ -553,7 +611,12 @@ async def ingest_and_project(
     how many rows were new. Safe to repeat with the same events (redelivery, resumed import)."""
     outcome = await insert_events(pool, tenant_id=tenant_id, events=events)
     client_ids = {e["id"] for e in events if e.get("client")}
-    effects = event_effects(tenant_id=tenant_id, rows=outcome.rows, client_ids=client_ids)
+    effects = event_effects(
+        tenant_id=tenant_id,
+        rows=outcome.rows,
+        client_ids=client_ids,
+        digests=derived_digests(events),
+    )
     effects += attribution_effects(tenant_id=tenant_id, attributions=outcome.attributions)
     await apply_guarded(redis, effects)
     return outcome.inserted

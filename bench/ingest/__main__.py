@@ -1,7 +1,7 @@
 """Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
 
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
-        [--batch-clients 8] [--single-clients 32]
+        [--batch-clients 8] [--single-clients 32] [--profile DIR]
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
 and a worker pool on the `ingest` queue, then measures, in this order:
@@ -15,6 +15,9 @@ and a worker pool on the `ingest` queue, then measures, in this order:
    (event timestamp = the client's send time, row `received_at` = the insert transaction).
 
 Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
+
+--profile DIR samples the api and the worker pool with py-spy (pip install py-spy) during
+phases 2 and 3 and prints where each spends its time; the raw stacks stay in DIR.
 """
 
 from __future__ import annotations
@@ -22,17 +25,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from redis.asyncio import Redis
 
-from bench.harness import local_platform, make_bench_tenant
+from bench.harness import Platform, local_platform, make_bench_tenant
+from cli.localservices import PostgresServer
+from store.counters import day_of, read_counters
 from store.db import create_pool
+from store.redis import create_redis
 from store.settings import Settings
 
 COPY_COLUMNS = ["tenant_id", "event_id", "event_type", "user_id", "product_id", "occurred_at"]
@@ -119,14 +135,30 @@ async def _count(pool: asyncpg.Pool, tenant_id: str) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id))
 
 
-async def _wait_landed(pool: asyncpg.Pool, tenant_id: str, expected: int, limit: float) -> float:
-    """Seconds until `expected` rows exist (or `limit`)."""
+async def _counted(redis: Redis, tenant_id: str) -> int:
+    """Events the workers have stored and counted for the tenant (today and yesterday)."""
+    today = datetime.now(UTC)
+    days = {day_of(today), day_of(today - timedelta(days=1))}
+    found = [await read_counters(redis, tenant_id=tenant_id, day=day) for day in days]
+    return int(sum(counters.get("events", 0) for counters in found))
+
+
+async def _wait_landed(
+    pool: asyncpg.Pool, redis: Redis, tenant_id: str, expected: int, limit: float
+) -> float:
+    """Seconds until `expected` events are rows (or `limit`). Polled on the real-time counter,
+    which a worker bumps only after the rows' commit, so that the wait does not load
+    PostgreSQL with a count over the growing table every few milliseconds; then confirmed."""
     started = time.perf_counter()
-    for _ in range(int(limit / 0.05)):
-        if await _count(pool, tenant_id) >= expected:
+    while time.perf_counter() - started < limit:
+        if await _counted(redis, tenant_id) >= expected:
             break
-        await asyncio.sleep(0.05)
-    return time.perf_counter() - started
+        await asyncio.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    while await _count(pool, tenant_id) < expected and time.perf_counter() - started < limit:
+        await asyncio.sleep(0.05)  # not counted yet: only the rows say they landed
+        elapsed = time.perf_counter() - started
+    return elapsed
 
 
 class RawClient:
@@ -226,32 +258,207 @@ async def post_singles(
     return accepted, latencies
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+_samplers: set[int] = set()
+
+
+def _process_table() -> dict[int, tuple[int, float, float]]:
+    """Every process: its parent and the CPU seconds it used in user and in kernel mode."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        table[int(entry.name)] = (
+            int(fields[1]),
+            int(fields[11]) / _TICKS,
+            int(fields[12]) / _TICKS,
+        )
+    return table
+
+
+def cpu_seconds(roots: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """CPU seconds (user, kernel) used so far by each named process and its descendants."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    used = {}
+    for name, root in roots.items():
+        user = kernel = 0.0
+        stack = [root]
+        while stack:
+            pid = stack.pop()
+            _, in_user, in_kernel = table.get(pid, (0, 0.0, 0.0))
+            user += in_user
+            kernel += in_kernel
+            # Another group's tree (the api under the bench, say) is not counted twice, and
+            # neither are the profilers.
+            stack.extend(
+                child
+                for child in children.get(pid, ())
+                if child not in roots.values() and child not in _samplers
+            )
+        used[name] = (user, kernel)
+    return used
+
+
+def cpu_report(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], events: int
+) -> str:
+    """CPU time per process group over a phase, per event, with its share in the kernel."""
+    parts = []
+    for name in before:
+        user = after[name][0] - before[name][0]
+        kernel = after[name][1] - before[name][1]
+        total = user + kernel
+        parts.append(
+            f"{name} {total:.1f} s ({total / events * 1e6:.0f} us/event, "
+            f"{kernel / max(total, 1e-9):.0%} sys)"
+        )
+    return "  CPU: " + ", ".join(parts)
+
+
+@contextmanager
+def profiled(folder: Path | None, phase: str, pids: dict[str, int]) -> Iterator[None]:
+    """Sample each named process (and its children) with py-spy while the block runs, then
+    print its heaviest frames; nothing when `folder` is None."""
+    if folder is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    folder.mkdir(parents=True, exist_ok=True)
+    samplers = {
+        name: subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--subprocesses",
+                "--nonblocking",
+                "--gil",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(folder / f"{phase}-{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    }
+    _samplers.update(sampler.pid for sampler in samplers.values())
+    try:
+        yield
+    finally:
+        for sampler in samplers.values():
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for name, sampler in samplers.items():
+            sampler.wait(timeout=60)
+            print(summarize(folder / f"{phase}-{name}.txt", title=f"{phase} / {name}"))
+
+
+def summarize(path: Path, *, title: str, top: int = 25) -> str:
+    """The frames holding most samples of a py-spy raw file: own time and inclusive time."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    if not path.exists():
+        return f"{title}: no samples"
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"== {title}: {total} samples"]
+    lines += ["-- own"] + [f"{n / total:6.1%} {f}" for f, n in own.most_common(top)]
+    lines += ["-- inclusive"] + [f"{n / total:6.1%} {f}" for f, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+async def track_statements(platform: Platform, pool: asyncpg.Pool) -> asyncpg.Pool:
+    """Restart PostgreSQL with pg_stat_statements loaded; a new pool to it."""
+    await pool.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    await pool.close()
+    port = urlsplit(platform.settings.database_url).port
+    assert port is not None
+    server = PostgresServer(data_dir=platform.workdir / "postgres", port=port)
+    await asyncio.to_thread(server.stop)
+    await asyncio.to_thread(server.start)
+    pool = await create_pool(platform.settings, min_size=1, max_size=4)
+    await pool.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return pool
+
+
+async def statements_report(pool: asyncpg.Pool, *, top: int = 6) -> str:
+    """The statements PostgreSQL spent most time executing since the last call; resets."""
+    rows = await pool.fetch(
+        """SELECT calls, total_exec_time AS ms,
+                  left(regexp_replace(query, '\\s+', ' ', 'g'), 80) AS query
+           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1""",
+        top,
+    )
+    await pool.execute("SELECT pg_stat_statements_reset()")
+    return "\n".join(
+        f"  SQL {r['ms']:7.0f} ms {r['calls']:6d} calls "
+        f"{r['ms'] / max(1, r['calls']):6.2f} ms/call {r['query']}"
+        for r in rows
+    )
+
+
 async def run(args: argparse.Namespace) -> None:
     """Bring the stack up, run the phases, print the figures."""
     with local_platform("recomengine-bench-ingest-", keep=args.keep) as platform:
         settings = platform.settings
         pool = await create_pool(settings, min_size=1, max_size=4)
+        if args.statements:
+            pool = await track_statements(platform, pool)
+        projections = create_redis(settings)
         try:
             worker_args = ["worker", "--queues", "ingest", "--processes", str(args.processes)]
             worker_args += ["--threads", str(args.threads)]
-            platform.start(["cli.main", *worker_args], "worker.log")
-            await asyncio.to_thread(platform.start_api)
+            worker = platform.start(["cli.main", *worker_args], "worker.log")
+            api = await asyncio.to_thread(platform.start_api)
+            pids = {"api": api.pid, "worker": worker.pid}
+            roots = {
+                **pids,
+                "postgres": int(
+                    (platform.workdir / "postgres" / "postmaster.pid").read_text().split()[0]
+                ),
+                "redis": int((platform.workdir / "redis" / "redis.pid").read_text().split()[0]),
+                "bench": os.getpid(),
+            }
             address = ("127.0.0.1", settings.api_port)
             copy_rate = await copy_ceiling(pool, rows=args.copy_rows)
             print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
 
             tenant_id, key = await _make_tenant(pool, settings)
+            if args.statements:
+                await statements_report(pool)
             started = time.perf_counter()
-            batch_accepted = await post_batches(
-                address,
-                key=key,
-                generator=Generator("b"),
-                seconds=args.duration,
-                clients=args.batch_clients,
-            )
-            posting = time.perf_counter() - started
-            await _wait_landed(pool, tenant_id, batch_accepted, limit=600)
-            end_to_end = time.perf_counter() - started
+            cpu_before = cpu_seconds(roots)
+            with profiled(args.profile, "batches", pids):
+                batch_accepted = await post_batches(
+                    address,
+                    key=key,
+                    generator=Generator("b"),
+                    seconds=args.duration,
+                    clients=args.batch_clients,
+                )
+                posting = time.perf_counter() - started
+                await _wait_landed(pool, projections, tenant_id, batch_accepted, limit=600)
+                end_to_end = time.perf_counter() - started
             landed = await _count(pool, tenant_id)
             batch_rate = batch_accepted / posting
             e2e_rate = landed / end_to_end
@@ -261,21 +468,27 @@ async def run(args: argparse.Namespace) -> None:
                 f"({e2e_rate / copy_rate:.0%} of COPY)",
                 flush=True,
             )
+            print(cpu_report(cpu_before, cpu_seconds(roots), landed), flush=True)
+            if args.statements:
+                print(await statements_report(pool), flush=True)
 
             tenant_id, key = await _make_tenant(pool, settings)
             broker = Redis.from_url(settings.broker_url)
             started = time.perf_counter()
-            single_accepted, latencies = await post_singles(
-                address,
-                key=key,
-                generator=Generator("s"),
-                seconds=args.duration,
-                clients=args.single_clients,
-            )
+            cpu_before = cpu_seconds(roots)
+            with profiled(args.profile, "singles", pids):
+                single_accepted, latencies = await post_singles(
+                    address,
+                    key=key,
+                    generator=Generator("s"),
+                    seconds=args.duration,
+                    clients=args.single_clients,
+                )
             posting = time.perf_counter() - started
             backlog = int(await broker.llen("dramatiq:ingest"))
             landed_at_stop = await _count(pool, tenant_id)
-            drain = await _wait_landed(pool, tenant_id, single_accepted, limit=600)
+            drain = await _wait_landed(pool, projections, tenant_id, single_accepted, limit=600)
+            cpu_after = cpu_seconds(roots)
             await broker.aclose()
             print(
                 f"single events ({args.single_clients} clients): accepted "
@@ -285,6 +498,9 @@ async def run(args: argparse.Namespace) -> None:
                 f"{backlog} messages queued, drained {drain:.1f} s later",
                 flush=True,
             )
+            print(cpu_report(cpu_before, cpu_after, single_accepted), flush=True)
+            if args.statements:
+                print(await statements_report(pool), flush=True)
 
             tenant_id, key = await _make_tenant(pool, settings)
             half = e2e_rate / 2
@@ -297,7 +513,7 @@ async def run(args: argparse.Namespace) -> None:
                 clients=4,
                 per_second=half,
             )
-            await _wait_landed(pool, tenant_id, paced, limit=600)
+            await _wait_landed(pool, projections, tenant_id, paced, limit=600)
             delays = await pool.fetch(
                 """SELECT extract(epoch FROM received_at - occurred_at) * 1000 AS ms
                    FROM events WHERE tenant_id = $1""",
@@ -311,6 +527,7 @@ async def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
         finally:
+            await projections.aclose()
             await pool.close()
 
 
@@ -326,6 +543,14 @@ def main() -> None:
         "--single-clients", type=int, default=32, help="concurrent single-event posters"
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="load pg_stat_statements and print the costliest statements of each phase",
+    )
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="sample api and worker with py-spy into DIR"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

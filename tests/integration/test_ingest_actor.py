@@ -3,6 +3,7 @@ redelivery, crash between commit and projections, attribution, partitions."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from store.counters import read_counters
 from store.events import ingest_and_project, insert_events, list_events
 from workers import runtime
 from workers.actors.attribution import reconcile_revenue_attributions
-from workers.actors.ingest import MalformedMessage, ingest_events
+from workers.actors.ingest import IngestGroups, MalformedMessage, ingest_events
 
 # Dramatiq wraps async actors to run on its worker loop; the tests await the function itself.
 ingest: Any = getattr(ingest_events.fn, "__wrapped__")  # noqa: B009
@@ -215,3 +216,44 @@ async def test_the_partition_job_creates_months_ahead_idempotently(
 
 async def test_the_seen_marker_key_contains_the_tenant(tenant: TenantContext) -> None:
     assert tenant.tenant_id in keys.events_seen(tenant.tenant_id, "20260101")
+
+
+async def test_messages_waiting_together_are_stored_in_one_go_and_a_poison_one_fails_alone(
+    tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    stored: list[int] = []
+    release = asyncio.Event()
+
+    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        stored.append(len(events))
+        await release.wait()
+        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
+
+    groups = IngestGroups(store, in_flight=1)
+    first = [_message(t, productId="sku-a", timestamp=_at(now))]
+    second = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
+    poison = [{**_message(t, productId="sku-x", timestamp=_at(now)), "ts": "not a time"}]
+    submitted = [asyncio.create_task(groups.submit(t, m)) for m in (first, second, poison)]
+    await asyncio.sleep(0.05)
+    release.set()
+    outcomes = await asyncio.gather(*submitted, return_exceptions=True)
+    assert outcomes[:2] == [None, None] and isinstance(outcomes[2], ValueError)
+    # The first alone, the two that waited together, then each of those two alone.
+    assert stored == [1, 4, 3, 1]
+    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 4
+    assert (await _counters(redis, t, now))["events"] == 4
+
+
+async def test_two_events_with_one_client_event_id_stored_together_make_one_row(
+    tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    first = _message(t, eventId="retry-2", timestamp=_at(now - timedelta(seconds=5)))
+    retry = _message(t, eventId="retry-2", timestamp=_at(now))
+    assert await ingest_and_project(db, redis, tenant_id=t, events=[first, retry]) == 1
+    rows = await db.fetch("SELECT occurred_at FROM events WHERE tenant_id = $1", t)
+    assert [r["occurred_at"] for r in rows] == [now - timedelta(seconds=5)]
+    assert (await _counters(redis, t, now))["events"] == 1

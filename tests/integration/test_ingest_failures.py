@@ -123,8 +123,9 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
                 assert response.status_code == 202, response.text
                 return int(response.json()["accepted"])
 
-            for number in range(20):
-                accepted += await post(number)
+            # Posted at once, so that a backlog forms even when the worker keeps up with
+            # batches posted one after another.
+            accepted += sum(await asyncio.gather(*(post(number) for number in range(20))))
             # Kill the worker while it works through the backlog, keep posting, restart it.
             for _ in range(1000):
                 if await _landed(db, tenant.tenant_id) != (0, 0):

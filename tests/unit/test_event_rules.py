@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,10 @@ from domain.events import (
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TENANT = "t-1"
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _raw(**fields: object) -> dict[str, object]:
@@ -87,6 +92,46 @@ def test_a_boolean_is_not_a_price_and_metadata_counts_bytes_not_characters() -> 
     assert [e.field for e in errors] == ["metadata.price"]
     _, errors = check_event(_raw(metadata={"n": "é" * 2100}), tenant_id=TENANT, now=NOW)
     assert [e.field for e in errors] == ["metadata"]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        lambda n: {"note": "x" * n},
+        lambda n: {"quotes": '"' * (n // 2)},
+        lambda n: {f"k{i}": i for i in range(n // 7)},
+        lambda n: {"list": [1.5] * (n // 4), "nested": {"a": [None, True, "y"]}},
+    ],
+)
+def test_metadata_is_refused_exactly_past_4096_bytes_of_compact_json(shape: Any) -> None:
+    # Find the largest size of this shape that fits, then check one step more is refused.
+    fits = [n for n in range(1, 4200) if len(_compact(shape(n))) <= 4096]
+    at_limit, over = shape(max(fits)), shape(max(fits) + 8)
+    assert len(_compact(over)) > 4096
+    assert check_event(_raw(metadata=at_limit), tenant_id=TENANT, now=NOW)[1] == []
+    _, errors = check_event(_raw(metadata=over), tenant_id=TENANT, now=NOW)
+    assert [e.field for e in errors] == ["metadata"]
+
+
+def test_metadata_with_nan_or_nul_is_refused_whatever_its_size() -> None:
+    for metadata in ({"x": float("nan")}, {"x": [float("inf")]}, {"x\x00": 1}, {"x": "\x00"}):
+        _, errors = check_event(_raw(metadata=metadata), tenant_id=TENANT, now=NOW)
+        assert [e.field for e in errors] == ["metadata"]
+
+
+def test_the_queue_message_carries_the_utc_time_the_digest_was_made_of() -> None:
+    raw = _raw(timestamp="2026-06-01T14:00:00+02:00")
+    event = parse_event(raw, tenant_id=TENANT, now=NOW)
+    message = event.to_message()
+    assert message["ts"] == "2026-06-01T12:00:00.000000+00:00"
+    assert message["id"] == f"ev_{event.digest}"
+    assert event.digest == dedupe_digest(
+        tenant_id=TENANT,
+        user_id="u",
+        event_type="product_viewed",
+        product_id="p",
+        occurred_at=datetime.fromisoformat(message["ts"]),
+    )
 
 
 def test_nul_characters_are_refused_because_postgresql_cannot_store_them() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -21,6 +23,14 @@ MAX_RETRIES = 4
 # 30 s backoff cap) instead of being dead-lettered: an outage must not lose accepted events.
 MAX_OUTAGE_RETRIES = 1000
 _REQUIRED = ("id", "type", "user", "product", "ts")
+
+# Messages of one tenant that arrive while a store of that tenant runs are stored together: one
+# transaction, one attribution query and one projections script for all of them. A group is
+# capped so that the projections script (which blocks Redis while it runs) stays short.
+MAX_GROUP_EVENTS = 400
+# Groups stored at once by one worker process: one overlaps its PostgreSQL wait with the
+# Python and Redis work of another; more would only make smaller groups.
+GROUPS_IN_FLIGHT = 2
 
 
 class MalformedMessage(ValueError):
@@ -59,6 +69,123 @@ def _check(events: Any) -> list[dict[str, Any]]:
     return events
 
 
+Store = Callable[[str, list[dict[str, Any]]], Awaitable[Any]]
+_Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
+
+
+class IngestGroups:
+    """Stores the messages of one event loop in groups per tenant: a message waits while the
+    process already stores `in_flight` groups, and joins the messages of its tenant that wait
+    with it. Each `submit` returns once its events are stored and projected (the message may
+    then be acknowledged) or raises what storing them raised.
+
+    A group that fails for another reason than an outage is stored again message by message,
+    so that one poison message fails alone instead of taking its group with it.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_events: int = MAX_GROUP_EVENTS,
+        in_flight: int = GROUPS_IN_FLIGHT,
+    ) -> None:
+        self._store = store
+        self._max_events = max_events
+        self._in_flight = in_flight
+        self._running = 0
+        self._waiting: dict[str, list[_Waiting]] = {}
+
+    async def submit(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
+        """Store and project `events` of the tenant, in a group with other waiting messages."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant_id, []).append((events, future))
+        self._start_next()
+        await future
+
+    def _start_next(self) -> None:
+        while self._running < self._in_flight and self._waiting:
+            # The tenant waiting longest first (dicts keep insertion order).
+            tenant_id = next(iter(self._waiting))
+            waiting = self._waiting[tenant_id]
+            taken, size = 0, 0
+            while taken < len(waiting) and (
+                taken == 0 or size + len(waiting[taken][0]) <= self._max_events
+            ):
+                size += len(waiting[taken][0])
+                taken += 1
+            group, rest = waiting[:taken], waiting[taken:]
+            if rest:
+                # Re-inserted at the end: other tenants' messages go before the rest.
+                del self._waiting[tenant_id]
+                self._waiting[tenant_id] = rest
+            else:
+                del self._waiting[tenant_id]
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run(tenant_id, group))
+            task.add_done_callback(self._finished)
+
+    def _finished(self, _: asyncio.Task[None]) -> None:
+        self._running -= 1
+        self._start_next()
+
+    async def _run(self, tenant_id: str, group: list[_Waiting]) -> None:
+        live = [(events, future) for events, future in group if not future.done()]
+        if not live:
+            return
+        try:
+            await self._store(tenant_id, [e for events, _ in live for e in events])
+        except Exception as exc:
+            if len(live) == 1 or _is_outage(exc):
+                for _, future in live:
+                    _settle(future, exc)
+                return
+            log.warning(
+                "a group of %d messages failed (%r); storing them one by one", len(live), exc
+            )
+            for events, future in live:
+                try:
+                    await self._store(tenant_id, events)
+                except Exception as alone:
+                    _settle(future, alone)
+                else:
+                    _settle(future, None)
+        except BaseException as exc:
+            for _, future in live:
+                _settle(future, exc)
+            raise
+        else:
+            for _, future in live:
+                _settle(future, None)
+
+
+def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if future.done():  # its message gave up waiting (a time limit, a shutdown)
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+
+
+# One grouping per event loop: Dramatiq runs every async actor of a worker process on one loop.
+_groups: dict[asyncio.AbstractEventLoop, IngestGroups] = {}
+
+
+async def _store(tenant_id: str, events: list[dict[str, Any]]) -> None:
+    await ingest_and_project(await db_pool(), redis_client(), tenant_id=tenant_id, events=events)
+
+
+def _groups_of_this_loop() -> IngestGroups:
+    loop = asyncio.get_running_loop()
+    groups = _groups.get(loop)
+    if groups is None:
+        for stale in [other for other in _groups if other.is_closed()]:
+            del _groups[stale]
+        groups = _groups[loop] = IngestGroups(_store)
+    return groups
+
+
 @dramatiq.actor(
     queue_name="ingest",
     max_retries=MAX_RETRIES,
@@ -72,6 +199,4 @@ async def ingest_events(tenant_id: str, events: list[dict[str, Any]]) -> None:
     """Store the tenant's events (dedupe), then apply their side effects at most once each."""
     # Returns nothing: Dramatiq logs a warning for every message whose actor returns a value
     # without a results backend, which cost the worker a log line per message.
-    await ingest_and_project(
-        await db_pool(), redis_client(), tenant_id=tenant_id, events=_check(events)
-    )
+    await _groups_of_this_loop().submit(tenant_id, _check(events))
