@@ -6,6 +6,7 @@ made here at import time; it opens no connection until the first message is sent
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -25,6 +26,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
+from redis.exceptions import NoScriptError
 
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
@@ -96,17 +98,26 @@ broker = build_broker(get_settings().broker_url)
 dramatiq.set_broker(broker)
 
 
-async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
-    """Enqueue `message` from an asyncio program without blocking its loop.
+# What Dramatiq's Redis `enqueue` writes, atomically: the body under its id in
+# `<ns>:<queue>.msgs` (KEYS[1]), then the id at the tail of `<ns>:<queue>` (KEYS[2]), so that a
+# consumer never sees an id without its body. One script call is one command to send and one
+# short reply to read, where MULTI/HSET/RPUSH/EXEC is four of each.
+_ENQUEUE = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+"""
+_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 
-    Dramatiq's broker is synchronous; this writes exactly what its Redis `enqueue` command
-    writes (the message body in `<ns>:<queue>.msgs`, its id pushed on `<ns>:<queue>`), in one
-    MULTI/EXEC so a consumer never sees an id without its body. Returns once Redis has it.
-    """
+
+async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
+    """Enqueue `message` from an asyncio program without blocking its loop; returns once Redis
+    holds it (Dramatiq's broker is synchronous)."""
     redis_id = str(uuid.uuid4())
     encoded = message.copy(options={"redis_message_id": redis_id}).encode()
     queue = f"{broker.namespace}:{message.queue_name}"
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hset(f"{queue}.msgs", redis_id, encoded)
-        pipe.rpush(queue, redis_id)
-        await pipe.execute()
+    keys_and_args = (f"{queue}.msgs", queue, redis_id, encoded)
+    try:
+        await client.evalsha(_ENQUEUE_SHA, 2, *keys_and_args)
+    except NoScriptError:
+        # A restarted Redis forgets scripts; EVAL runs it and caches it again.
+        await client.eval(_ENQUEUE, 2, *keys_and_args)

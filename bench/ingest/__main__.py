@@ -1,7 +1,8 @@
 """Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
 
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
-        [--batch-clients 8] [--single-clients 32] [--profile DIR]
+        [--batch-clients 8] [--single-clients 32] [--phases batches,singles,latency]
+        [--statements] [--profile DIR]
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
 and a worker pool on the `ingest` queue, then measures, in this order:
@@ -16,8 +17,11 @@ and a worker pool on the `ingest` queue, then measures, in this order:
 
 Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
 
---profile DIR samples the api and the worker pool with py-spy (pip install py-spy) during
-phases 2 and 3 and prints where each spends its time; the raw stacks stay in DIR.
+After phases 2 and 3 it prints the CPU time each process used per event (api, worker pool,
+PostgreSQL, Redis, and this load generator, which shares the machine). --statements loads
+pg_stat_statements and prints the statements PostgreSQL spent most time on; --profile DIR
+samples the api and the worker pool with py-spy (pip install py-spy) during phases 2 and 3 and
+prints where each spends its time, the raw stacks staying in DIR.
 """
 
 from __future__ import annotations
@@ -443,89 +447,95 @@ async def run(args: argparse.Namespace) -> None:
             copy_rate = await copy_ceiling(pool, rows=args.copy_rows)
             print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
 
-            tenant_id, key = await _make_tenant(pool, settings)
-            if args.statements:
-                await statements_report(pool)
-            started = time.perf_counter()
-            cpu_before = cpu_seconds(roots)
-            with profiled(args.profile, "batches", pids):
-                batch_accepted = await post_batches(
-                    address,
-                    key=key,
-                    generator=Generator("b"),
-                    seconds=args.duration,
-                    clients=args.batch_clients,
+            phases = {phase.strip() for phase in args.phases.split(",")}
+            e2e_rate = args.latency_rate * 2
+            if "batches" in phases:
+                tenant_id, key = await _make_tenant(pool, settings)
+                if args.statements:
+                    await statements_report(pool)
+                started = time.perf_counter()
+                cpu_before = cpu_seconds(roots)
+                with profiled(args.profile, "batches", pids):
+                    batch_accepted = await post_batches(
+                        address,
+                        key=key,
+                        generator=Generator("b"),
+                        seconds=args.duration,
+                        clients=args.batch_clients,
+                    )
+                    posting = time.perf_counter() - started
+                    await _wait_landed(pool, projections, tenant_id, batch_accepted, limit=600)
+                    end_to_end = time.perf_counter() - started
+                landed = await _count(pool, tenant_id)
+                batch_rate = batch_accepted / posting
+                e2e_rate = landed / end_to_end
+                print(
+                    f"batches of 100: accepted {batch_rate:,.0f} events/s; landed {landed:,} of "
+                    f"{batch_accepted:,} in {end_to_end:.1f} s = {e2e_rate:,.0f} events/s end to "
+                    f"end ({e2e_rate / copy_rate:.0%} of COPY)",
+                    flush=True,
                 )
+                print(cpu_report(cpu_before, cpu_seconds(roots), landed), flush=True)
+                if args.statements:
+                    print(await statements_report(pool), flush=True)
+
+            if "singles" in phases:
+                tenant_id, key = await _make_tenant(pool, settings)
+                broker = Redis.from_url(settings.broker_url)
+                started = time.perf_counter()
+                cpu_before = cpu_seconds(roots)
+                with profiled(args.profile, "singles", pids):
+                    single_accepted, latencies = await post_singles(
+                        address,
+                        key=key,
+                        generator=Generator("s"),
+                        seconds=args.duration,
+                        clients=args.single_clients,
+                    )
                 posting = time.perf_counter() - started
-                await _wait_landed(pool, projections, tenant_id, batch_accepted, limit=600)
-                end_to_end = time.perf_counter() - started
-            landed = await _count(pool, tenant_id)
-            batch_rate = batch_accepted / posting
-            e2e_rate = landed / end_to_end
-            print(
-                f"batches of 100: accepted {batch_rate:,.0f} events/s; landed {landed:,} of "
-                f"{batch_accepted:,} in {end_to_end:.1f} s = {e2e_rate:,.0f} events/s end to end "
-                f"({e2e_rate / copy_rate:.0%} of COPY)",
-                flush=True,
-            )
-            print(cpu_report(cpu_before, cpu_seconds(roots), landed), flush=True)
-            if args.statements:
-                print(await statements_report(pool), flush=True)
+                backlog = int(await broker.llen("dramatiq:ingest"))
+                landed_at_stop = await _count(pool, tenant_id)
+                drain = await _wait_landed(pool, projections, tenant_id, single_accepted, limit=600)
+                cpu_after = cpu_seconds(roots)
+                await broker.aclose()
+                print(
+                    f"single events ({args.single_clients} clients): accepted "
+                    f"{single_accepted / posting:,.0f} events/s; POST p50 "
+                    f"{statistics.median(latencies):.1f} ms, p99 "
+                    f"{_percentile(latencies, 0.99):.1f} ms; when posting stopped "
+                    f"{landed_at_stop:,} of {single_accepted:,} had landed, {backlog} messages "
+                    f"queued, drained {drain:.1f} s later",
+                    flush=True,
+                )
+                print(cpu_report(cpu_before, cpu_after, single_accepted), flush=True)
+                if args.statements:
+                    print(await statements_report(pool), flush=True)
 
-            tenant_id, key = await _make_tenant(pool, settings)
-            broker = Redis.from_url(settings.broker_url)
-            started = time.perf_counter()
-            cpu_before = cpu_seconds(roots)
-            with profiled(args.profile, "singles", pids):
-                single_accepted, latencies = await post_singles(
+            if "latency" in phases:
+                tenant_id, key = await _make_tenant(pool, settings)
+                half = e2e_rate / 2
+                seconds = max(5.0, args.duration / 2)
+                paced = await post_batches(
                     address,
                     key=key,
-                    generator=Generator("s"),
-                    seconds=args.duration,
-                    clients=args.single_clients,
+                    generator=Generator("l"),
+                    seconds=seconds,
+                    clients=4,
+                    per_second=half,
                 )
-            posting = time.perf_counter() - started
-            backlog = int(await broker.llen("dramatiq:ingest"))
-            landed_at_stop = await _count(pool, tenant_id)
-            drain = await _wait_landed(pool, projections, tenant_id, single_accepted, limit=600)
-            cpu_after = cpu_seconds(roots)
-            await broker.aclose()
-            print(
-                f"single events ({args.single_clients} clients): accepted "
-                f"{single_accepted / posting:,.0f} events/s; POST p50 "
-                f"{statistics.median(latencies):.1f} ms, p99 {_percentile(latencies, 0.99):.1f} "
-                f"ms; when posting stopped {landed_at_stop:,} of {single_accepted:,} had landed, "
-                f"{backlog} messages queued, drained {drain:.1f} s later",
-                flush=True,
-            )
-            print(cpu_report(cpu_before, cpu_after, single_accepted), flush=True)
-            if args.statements:
-                print(await statements_report(pool), flush=True)
-
-            tenant_id, key = await _make_tenant(pool, settings)
-            half = e2e_rate / 2
-            seconds = max(5.0, args.duration / 2)
-            paced = await post_batches(
-                address,
-                key=key,
-                generator=Generator("l"),
-                seconds=seconds,
-                clients=4,
-                per_second=half,
-            )
-            await _wait_landed(pool, projections, tenant_id, paced, limit=600)
-            delays = await pool.fetch(
-                """SELECT extract(epoch FROM received_at - occurred_at) * 1000 AS ms
-                   FROM events WHERE tenant_id = $1""",
-                tenant_id,
-            )
-            values = [float(r["ms"]) for r in delays]
-            print(
-                f"enqueue-to-row at {paced / seconds:,.0f} events/s (half of end to end): "
-                f"p50 {_percentile(values, 0.50):.0f} ms, p95 {_percentile(values, 0.95):.0f} ms, "
-                f"p99 {_percentile(values, 0.99):.0f} ms",
-                flush=True,
-            )
+                await _wait_landed(pool, projections, tenant_id, paced, limit=600)
+                delays = await pool.fetch(
+                    """SELECT extract(epoch FROM received_at - occurred_at) * 1000 AS ms
+                       FROM events WHERE tenant_id = $1""",
+                    tenant_id,
+                )
+                values = [float(r["ms"]) for r in delays]
+                print(
+                    f"enqueue-to-row at {paced / seconds:,.0f} events/s (half of end to end): "
+                    f"p50 {_percentile(values, 0.50):.0f} ms, p95 "
+                    f"{_percentile(values, 0.95):.0f} ms, p99 {_percentile(values, 0.99):.0f} ms",
+                    flush=True,
+                )
         finally:
             await projections.aclose()
             await pool.close()
@@ -543,6 +553,17 @@ def main() -> None:
         "--single-clients", type=int, default=32, help="concurrent single-event posters"
     )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
+    parser.add_argument(
+        "--phases",
+        default="batches,singles,latency",
+        help="which of batches, singles, latency to run (comma-separated)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=7500.0,
+        help="events/s of the latency phase when the batches phase does not run",
+    )
     parser.add_argument(
         "--statements",
         action="store_true",
