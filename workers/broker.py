@@ -38,9 +38,11 @@ QUEUES = ("ingest", "catalog", "projections", "training", "maintenance")
 # second (its idle delay-queue consumers poll), so 10 s never mistakes a busy worker for dead.
 HEARTBEAT_TIMEOUT_MS = 10_000
 # Out of 1,000,000 broker commands. Maintenance (requeueing dead workers' messages) only runs on
-# one of these; each worker process polls ~10 queues about once a second, so 5 % finds a dead
-# worker within a second or two of its heartbeat expiring. It costs two sorted-set range reads.
-MAINTENANCE_CHANCE = 50_000
+# one of these, and only for the queue that command reads: a pool consuming just `ingest` polls
+# it about once a second when idle, so at 5 % a dead worker's messages waited 20 s on average
+# and over a minute one time in twenty. At 25 % they wait a few seconds past the heartbeat
+# timeout. Without a dead worker it costs two sorted-set range reads per command.
+MAINTENANCE_CHANCE = 250_000
 # Dead-lettered messages are kept a week for `recomengine dlq list|replay`.
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
 

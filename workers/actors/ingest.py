@@ -31,6 +31,10 @@ MAX_GROUP_EVENTS = 400
 # Groups stored at once by one worker process: one overlaps its PostgreSQL wait with the
 # Python and Redis work of another; more would only make smaller groups.
 GROUPS_IN_FLIGHT = 2
+# A second group starts beside a running one only when this many events wait: a trickle of
+# small messages (coalesced single events) then waits for the running group and joins the
+# next, larger one, which costs a transaction and a script per group instead of per message.
+OVERLAP_MIN_EVENTS = 100
 
 
 class MalformedMessage(ValueError):
@@ -75,9 +79,10 @@ _Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
 
 class IngestGroups:
     """Stores the messages of one event loop in groups per tenant: a message waits while the
-    process already stores `in_flight` groups, and joins the messages of its tenant that wait
-    with it. Each `submit` returns once its events are stored and projected (the message may
-    then be acknowledged) or raises what storing them raised.
+    process already stores a group (or `in_flight` groups, when `overlap_min_events` wait), and
+    joins the messages of its tenant that wait with it. Each `submit` returns once its events
+    are stored and projected (the message may then be acknowledged) or raises what storing
+    them raised.
 
     A group that fails for another reason than an outage is stored again message by message,
     so that one poison message fails alone instead of taking its group with it.
@@ -89,22 +94,31 @@ class IngestGroups:
         *,
         max_events: int = MAX_GROUP_EVENTS,
         in_flight: int = GROUPS_IN_FLIGHT,
+        overlap_min_events: int = OVERLAP_MIN_EVENTS,
     ) -> None:
         self._store = store
         self._max_events = max_events
         self._in_flight = in_flight
+        self._overlap_min_events = overlap_min_events
         self._running = 0
         self._waiting: dict[str, list[_Waiting]] = {}
+        self._waiting_events = 0
 
     async def submit(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
         """Store and project `events` of the tenant, in a group with other waiting messages."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant_id, []).append((events, future))
+        self._waiting_events += len(events)
         self._start_next()
         await future
 
     def _start_next(self) -> None:
-        while self._running < self._in_flight and self._waiting:
+        while self._waiting and (
+            self._running == 0
+            or (
+                self._running < self._in_flight and self._waiting_events >= self._overlap_min_events
+            )
+        ):
             # The tenant waiting longest first (dicts keep insertion order).
             tenant_id = next(iter(self._waiting))
             waiting = self._waiting[tenant_id]
@@ -115,6 +129,7 @@ class IngestGroups:
                 size += len(waiting[taken][0])
                 taken += 1
             group, rest = waiting[:taken], waiting[taken:]
+            self._waiting_events -= size
             if rest:
                 # Re-inserted at the end: other tenants' messages go before the rest.
                 del self._waiting[tenant_id]
