@@ -4,7 +4,6 @@ they feed in Redis, applied at most once per event."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import itertools
 import json
 import os
@@ -17,7 +16,6 @@ from typing import Any, NamedTuple
 import asyncpg
 import ujson
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from domain.events import (
     ATTRIBUTION_WINDOW,
@@ -36,6 +34,7 @@ from store.counters import (
     event_counter_ops,
 )
 from store.history import event_history_ops, ttl_of
+from store.redis import run_script
 
 SEEN_TTL_SECONDS = 8 * 24 * 3600
 CLIENT_ID_TTL_SECONDS = 2 * 24 * 3600
@@ -460,21 +459,6 @@ end
 for i, seconds in ipairs(b.kt) do redis.call('EXPIRE', k[i], seconds) end
 return applied
 """
-
-
-_SCRIPT_SHAS: dict[str, str] = {}
-
-
-async def run_script(redis: Redis, source: str, script_keys: Sequence[Any], *args: Any) -> Any:
-    """Run a Lua script by its SHA1 (EVALSHA), loading it when Redis does not have it yet."""
-    sha = _SCRIPT_SHAS.get(source)
-    if sha is None:
-        sha = _SCRIPT_SHAS[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
-    try:
-        return await redis.evalsha(sha, len(script_keys), *script_keys, *args)
-    except NoScriptError:
-        # A restarted or flushed Redis forgets scripts; EVAL runs it and caches it again.
-        return await redis.eval(source, len(script_keys), *script_keys, *args)
 
 
 class GuardedEffects(NamedTuple):

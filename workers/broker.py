@@ -6,7 +6,6 @@ made here at import time; it opens no connection until the first message is sent
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from typing import Any
@@ -26,8 +25,8 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
-from redis.exceptions import NoScriptError
 
+from store.redis import run_script
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
 
@@ -108,7 +107,6 @@ _ENQUEUE = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 """
-_ENQUEUE_SHA = hashlib.sha1(_ENQUEUE.encode()).hexdigest()  # noqa: S324 (Redis names scripts so)
 
 
 async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
@@ -117,9 +115,4 @@ async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
     redis_id = str(uuid.uuid4())
     encoded = message.copy(options={"redis_message_id": redis_id}).encode()
     queue = f"{broker.namespace}:{message.queue_name}"
-    keys_and_args = (f"{queue}.msgs", queue, redis_id, encoded)
-    try:
-        await client.evalsha(_ENQUEUE_SHA, 2, *keys_and_args)
-    except NoScriptError:
-        # A restarted Redis forgets scripts; EVAL runs it and caches it again.
-        await client.eval(_ENQUEUE, 2, *keys_and_args)
+    await run_script(client, _ENQUEUE, [f"{queue}.msgs", queue], redis_id, encoded)
