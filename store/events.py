@@ -123,7 +123,7 @@ class IngestOutcome:
     """What one ingest call stored: rows whose side effects are due, and their attributions."""
 
     inserted: int
-    rows: list[dict[str, Any]]
+    rows: list[Mapping[str, Any]]
     attributions: list[dict[str, Any]]
 
 
@@ -177,10 +177,9 @@ async def insert_events(
             )
             new_ids = {r["event_id"] for r in claimed}
             fresh = [e for e in events if not e.get("client") or e["id"] in new_ids]
-        inserted = (
-            [dict(r) for r in await connection.fetch(_INSERT_EVENTS, tenant_id, *_columns(fresh))]
-            if fresh
-            else []
+        # Records read like the dicts the side effects expect (row["x"], row.get("x")).
+        inserted: list[Mapping[str, Any]] = (
+            await connection.fetch(_INSERT_EVENTS, tenant_id, *_columns(fresh)) if fresh else []
         )
         rows = list(inserted)
         missing = by_id.keys() - {r["event_id"] for r in inserted}
@@ -190,7 +189,7 @@ async def insert_events(
                 tenant_id,
                 sorted(missing),
             )
-            rows.extend(dict(r) for r in stored)
+            rows.extend(stored)
         purchases = [r for r in inserted if r["event_type"] == "purchase"]
         attributed = (
             await _attribute(connection, tenant_id=tenant_id, purchases=purchases)
@@ -215,7 +214,7 @@ async def _count_for_experiments(
     connection: asyncpg.Connection,
     *,
     tenant_id: str,
-    events: Sequence[dict[str, Any]],
+    events: Sequence[Mapping[str, Any]],
     attributions: Sequence[asyncpg.Record],
 ) -> None:
     """Per-user experiment counts of newly stored impressions and clicks, and of newly
@@ -253,7 +252,7 @@ async def _count_for_experiments(
 
 
 async def _attribute(
-    connection: asyncpg.Connection, *, tenant_id: str, purchases: Sequence[dict[str, Any]]
+    connection: asyncpg.Connection, *, tenant_id: str, purchases: Sequence[Mapping[str, Any]]
 ) -> list[asyncpg.Record]:
     """Attribute purchases to their last free click (the domain rule); returns the rows made."""
     windows: dict[tuple[str, str], list[datetime]] = {}
@@ -291,7 +290,7 @@ async def _attribute(
 
 
 async def _attributions_of(
-    pool: asyncpg.Pool, *, tenant_id: str, rows: Sequence[dict[str, Any]]
+    pool: asyncpg.Pool, *, tenant_id: str, rows: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     if not rows:
         return []
