@@ -22,6 +22,7 @@ EVENT_TYPES = (
     "recommendation_clicked",
     "recommendation_impressed",
 )
+_EVENT_TYPE_SET = frozenset(EVENT_TYPES)
 RECOMMENDATION_TYPES = frozenset({"recommendation_clicked", "recommendation_impressed"})
 MAX_ID_LENGTH = 256
 MAX_CLIENT_EVENT_ID_LENGTH = 128
@@ -262,13 +263,15 @@ def check_event(
     """The normalised event and no errors, or None and every broken rule of `raw`."""
     if not isinstance(raw, dict):
         return None, [FieldError(prefix.rstrip(".") or "body", "Must be a JSON object")]
-    errors: list[FieldError] = [
-        FieldError(f"{prefix}{name}", "Unknown field") for name in sorted(set(raw) - _FIELDS)
-    ]
+    errors: list[FieldError] = (
+        []
+        if raw.keys() <= _FIELDS
+        else [FieldError(f"{prefix}{name}", "Unknown field") for name in sorted(set(raw) - _FIELDS)]
+    )
     event_type = raw.get("eventType")
     if event_type is None:
         errors.append(FieldError(f"{prefix}eventType", "Field required"))
-    elif event_type not in EVENT_TYPES:
+    elif type(event_type) is not str or event_type not in _EVENT_TYPE_SET:
         errors.append(FieldError(f"{prefix}eventType", f"Must be one of {', '.join(EVENT_TYPES)}"))
     user_id = _text(raw, "userId", errors, required=True, max_length=MAX_ID_LENGTH, prefix=prefix)
     product_id = _text(
@@ -284,7 +287,10 @@ def check_event(
     metadata = _metadata(raw, errors, prefix=prefix)
     price = _price(metadata, errors, prefix=prefix) if event_type == "purchase" else None
     placement_id = _placement(
-        metadata, errors, required=event_type in RECOMMENDATION_TYPES, prefix=prefix
+        metadata,
+        errors,
+        required=type(event_type) is str and event_type in RECOMMENDATION_TYPES,
+        prefix=prefix,
     )
     recommendation_id = metadata.get("recommendationId")
     if errors or user_id is None or product_id is None or not isinstance(event_type, str):

@@ -134,6 +134,12 @@ def test_the_queue_message_carries_the_utc_time_the_digest_was_made_of() -> None
     )
 
 
+def test_an_event_type_that_is_not_text_is_a_field_error() -> None:
+    for value in (["purchase"], {"a": 1}, 3):
+        _, errors = check_event(_raw(eventType=value), tenant_id=TENANT, now=NOW)
+        assert [e.field for e in errors] == ["eventType"]
+
+
 def test_nul_characters_are_refused_because_postgresql_cannot_store_them() -> None:
     _, errors = check_event(_raw(userId="a\x00b"), tenant_id=TENANT, now=NOW)
     assert [e.field for e in errors] == ["userId"]
