@@ -195,10 +195,10 @@ def refresh_user_lists(
     """Collaborative lists of touched users from the published item neighbours.
 
     The incremental retrain cannot afford new user neighbourhoods for everyone, so touched
-    users are rescored with the item-item half of the collaborative model:
+    users are rescored with the collaborative model's published (cosine) item neighbours:
     ``s(u, j) = sum_h log1p(w_uh) * sim(h, j)`` over the user's products ``h`` and their
     published neighbours ``j``, leaving out products the user already has. The daily full
-    retrain brings the user-user half back.
+    retrain brings the user-user half, the ridge item model and the trend factor back.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Collaborative filtering: user-user cosine neighbourhoods, blended with item-item neighbours."""
+"""Collaborative filtering: user-user cosine neighbours blended with a local ridge item model."""
 
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ from domain.strategies.base import (
 )
 
 WeightTransform = Literal["log1p", "binary", "raw"]
+# Targets whose neighbourhood Gram matrices are computed in one sparse product: a few only,
+# since the product also computes the (discarded) pairs across targets.
+GRAM_CHUNK = 4
+# Targets whose ridge systems are solved in one batched call.
+SOLVE_BATCH = 512
 
 
 class CollaborativeModel:
-    """User-user collaborative filtering on interaction vectors, with an item-item blend.
+    """User-user collaborative filtering on interaction vectors, blended with an item model.
 
     What it does, in order:
 
@@ -44,14 +49,28 @@ class CollaborativeModel:
     4. **User-user score.** ``s_uu(u, j) = sum_v sim(u, v) * r_vj / n_v ** neighbour_damping``
        over the neighbours, where ``r`` is the (compressed, undamped) interaction value and
        ``n_v`` the number of products of ``v`` (a neighbour who buys everything votes less).
-    5. **Item-item blend.** Items are compared by the same shrunk cosine on their user
+    5. **Item model: local ridge regression.** Each product ``j`` is predicted from its
+       ``ridge_neighbours`` products of highest plain cosine (on who interacted with what,
+       0/1): ``w_j = (G_NN + ridge_lambda I)^-1 G_Nj``, with ``G`` the co-occurrence counts
+       among the neighbourhood ``N``. It is the closed-form item regression of EASE restricted
+       to each product's neighbourhood: a product explained by a neighbour already owned does
+       not also collect the votes of that neighbour's companions, and no products x products
+       matrix is ever inverted, only one small system per product.
+       ``s_ii(u, j) = sum_h x_uh * w_hj`` over the user's products. ``ridge_neighbours=0``
+       scores with the cosine item neighbours of step 7 instead.
+    6. **Blend and product factors.** The final score is
+       ``(1 - item_weight) * s_uu / max(s_uu) + item_weight * s_ii / max(s_ii)`` per user,
+       divided by ``popularity ** popularity_penalty`` and multiplied by
+       ``trend ** trend_power``, where ``trend = (recent + 1) / (expected + 1)`` compares the
+       users of a product in the last ``trend_days`` with the share of its users that window
+       would hold at a steady pace: what similar users buy *now* (season, new arrivals) comes
+       first. ``item_weight=0`` is pure user-user (the spec's design). A history that
+       reaches nothing through either (one best-seller left out of the user similarities and
+       in no product's neighbourhood) is scored by the cosine item neighbours of step 7.
+    7. **Item neighbours.** Items are also compared by the same shrunk cosine on their user
        columns, divided by the neighbour product's popularity ``** item_popularity_damping``;
-       each product keeps its ``n_item_neighbours`` nearest products.
-       ``s_ii(u, j) = sum_h x_uh * sim(h, j)`` over the user's products. The final score is
-       ``(1 - item_weight) * s_uu / max(s_uu) + item_weight * s_ii / max(s_ii)`` per user, then
-       divided by ``popularity ** popularity_penalty``. ``item_weight=0`` is pure user-user (the
-       spec's design); the item neighbours are still fitted to explain results (``because``) and
-       to answer :meth:`similar_items`.
+       each product keeps its ``n_item_neighbours`` nearest products. They explain results
+       (``because``), answer :meth:`similar_items` and are published for serving.
 
     **Scale.** Every product is a sparse x sparse product kept sparse, with each row's top
     entries taken from its stored values, so no block is ever densified to the width of the
@@ -59,13 +78,16 @@ class CollaborativeModel:
     and an item-item one ``sum_u n_products_of_u ** 2``; when that exceeds ``max_pair_work``,
     the most widely held products are left out of the user similarities (an IDF weight of 0
     for best-sellers, which say little about taste) and the broadest users out of the item
-    similarities, until the work fits. Smaller tenants (Complete Journey included) are
-    computed exactly; ``user_columns_kept_`` and ``item_rows_kept_`` tell what was used.
+    similarities and the ridge model, until the work fits. Smaller tenants (Complete Journey
+    included) are computed exactly; ``user_columns_kept_`` and ``item_rows_kept_`` tell what
+    was used. The ridge model costs one ``(ridge_neighbours + 1)``-square Gram matrix and one
+    solve per product; the Gram matrices are gathered from the whole products x products one
+    when it fits ``dense_gram_mb``, else computed by sparse products a few targets at a time.
 
     Products the user already interacted with are excluded. Learned attributes end in ``_``.
-    The defaults were tuned on Complete Journey (``python -m bench.offline_eval``, a validation
-    split four weeks before the test one): shrinkage and IDF damping did not help there, the
-    item-item blend and the popularity penalties did.
+    The defaults were tuned on Complete Journey (``python -m bench.offline_eval.tune``, on
+    validation splits before the test window): the ridge item model, the blend, the trend
+    factor and the popularity penalty helped there; shrinkage and IDF damping did not.
 
     Parameters
     ----------
@@ -82,7 +104,15 @@ class CollaborativeModel:
     half_life_days : float or None
         Recency half-life applied to each user-product's weight by its last event time.
     item_weight : float
-        Share of the item-item score in the blend, in [0, 1].
+        Share of the item model's score in the blend, in [0, 1].
+    ridge_neighbours : int
+        Products each product is regressed on (0 scores with the cosine item neighbours).
+    ridge_lambda : float
+        L2 penalty of the ridge item model.
+    trend_days : float
+        Recent window of the trend factor.
+    trend_power : float
+        Exponent of the trend factor (0 disables it).
     n_item_neighbours : int
         Products kept per product.
     item_similarity_power : float
@@ -95,6 +125,9 @@ class CollaborativeModel:
         Exponent of the division of item-item similarities by the neighbour's popularity.
     max_pair_work : float
         Budget of multiply-adds of each similarity product (``inf`` is always exact).
+    dense_gram_mb : float
+        Largest products x products Gram matrix (float32) the ridge model holds whole;
+        larger catalogs compute each product's neighbourhood Gram on its own.
     block_size : int
         Rows per block in neighbour and scoring computations.
     """
@@ -110,13 +143,18 @@ class CollaborativeModel:
         idf_power: float = 0.0,
         weight_transform: WeightTransform = "log1p",
         half_life_days: float | None = None,
-        item_weight: float = 0.2,
+        item_weight: float = 0.6,
+        ridge_neighbours: int = 64,
+        ridge_lambda: float = 150.0,
+        trend_days: float = 28.0,
+        trend_power: float = 0.25,
         n_item_neighbours: int = 100,
         item_similarity_power: float = 1.0,
         popularity_penalty: float = 0.125,
         neighbour_damping: float = 0.0,
         item_popularity_damping: float = 0.3,
         max_pair_work: float = 1.0e8,
+        dense_gram_mb: float = 512.0,
         block_size: int = 512,
     ) -> None:
         self.n_neighbours = n_neighbours
@@ -126,12 +164,17 @@ class CollaborativeModel:
         self.weight_transform = weight_transform
         self.half_life_days = half_life_days
         self.item_weight = item_weight
+        self.ridge_neighbours = ridge_neighbours
+        self.ridge_lambda = ridge_lambda
+        self.trend_days = trend_days
+        self.trend_power = trend_power
         self.n_item_neighbours = n_item_neighbours
         self.item_similarity_power = item_similarity_power
         self.popularity_penalty = popularity_penalty
         self.neighbour_damping = neighbour_damping
         self.item_popularity_damping = item_popularity_damping
         self.max_pair_work = max_pair_work
+        self.dense_gram_mb = dense_gram_mb
         self.block_size = block_size
 
     # ------------------------------------------------------------------ fit
@@ -172,6 +215,14 @@ class CollaborativeModel:
         self.neighbour_similarities_ = sims.astype(np.float32)
         self.neighbour_matrix_ = rows_to_sparse(idx, sims, n_users)
         self.item_neighbours_ = self._item_neighbour_matrix()
+        self.item_weights_ = (
+            self._ridge_item_weights() if self.ridge_neighbours > 0 else self.item_neighbours_
+        )
+        self.trend_ = self._trend(data)
+        # One multiplier per product applied after the blend: popularity penalty and trend.
+        self.product_factors_ = (
+            np.maximum(popularity, 1.0) ** -self.popularity_penalty * self.trend_**self.trend_power
+        ).astype(np.float32)
         return self
 
     def _values(self, data: InteractionData) -> sp.csr_matrix:
@@ -249,6 +300,84 @@ class CollaborativeModel:
             return sp.csr_matrix((n_items, n_items), dtype=np.float32)
         return sp.vstack(parts).tocsr()
 
+    def _ridge_item_weights(self) -> sp.csr_matrix:
+        """Return the local ridge item weights, shape (n_products, n_products).
+
+        Column ``j`` holds ``w_j = (G_NN + ridge_lambda I)^-1 G_Nj`` on the rows of its
+        neighbourhood ``N`` (the ``ridge_neighbours`` products of highest plain cosine with
+        ``j``), where ``G = B.T @ B`` counts the users (of ``item_rows_kept_``) holding both
+        products. ``W[h, j]`` is thus how much owning ``h`` predicts ``j``; entries may be
+        negative.
+        """
+        b = self.item_values_.copy()
+        b.data[:] = 1.0  # who interacted with what: counts of shared users
+        bt = b.T.tocsr()  # (n_products, n_users)
+        n_items = bt.shape[0]
+        k = min(self.ridge_neighbours, max(n_items - 1, 0))
+        if k == 0:
+            return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+        norms = np.sqrt(np.diff(bt.indptr)).astype(np.float64)
+        # A catalog whose Gram matrix fits the memory budget keeps it whole: each system is
+        # then a gather; larger ones compute every neighbourhood's Gram sparsely.
+        dense = float(n_items) ** 2 * 4 <= self.dense_gram_mb * 2**20
+        gram = np.zeros((n_items, n_items), dtype=np.float32) if dense else None
+        neighbours = np.zeros((n_items, k), dtype=np.int64)
+        valid = np.zeros((n_items, k), dtype=bool)
+        for start in range(0, n_items, self.block_size):
+            block = np.arange(start, min(start + self.block_size, n_items))
+            found = (bt[block] @ b).tocsr()  # (b, n_products) shared-user counts
+            if gram is not None:
+                gram[block] = found.toarray()
+            rows = np.repeat(block, np.diff(found.indptr))
+            sims = found.data / (norms[rows] * norms[found.indices] + 1e-12)
+            sims[(found.data <= 0) | (found.indices == rows)] = -np.inf
+            found.data = sims.astype(np.float32)
+            idx, val = sparse_top_k(found, k)
+            neighbours[block], valid[block] = idx, np.isfinite(val)
+        diagonal = np.arange(k)
+        parts_rows, parts_cols, parts_vals = [], [], []
+        for start in range(0, n_items, SOLVE_BATCH):
+            targets = np.arange(start, min(start + SOLVE_BATCH, n_items))
+            nbrs, ok = neighbours[targets], valid[targets]
+            columns = np.concatenate([nbrs, targets[:, None]], axis=1)  # (b, k + 1)
+            if gram is not None:
+                grams = gram[columns[:, :, None], columns[:, None, :]]
+            else:
+                grams = _neighbourhood_grams(bt, columns)
+            # Padding (products with fewer than k co-occurring ones) gets an identity row.
+            a = (grams[:, :k, :k] * (ok[:, :, None] & ok[:, None, :])).astype(np.float64)
+            a[:, diagonal, diagonal] += self.ridge_lambda
+            y = (grams[:, :k, k] * ok).astype(np.float64)
+            w = _solve_positive_definite(a, y)
+            keep = ok & (w != 0)
+            parts_rows.append(nbrs[keep])
+            parts_cols.append(np.broadcast_to(targets[:, None], nbrs.shape)[keep])
+            parts_vals.append(w[keep])
+        return sp.csr_matrix(
+            (
+                np.concatenate(parts_vals).astype(np.float32),
+                (np.concatenate(parts_rows), np.concatenate(parts_cols)),
+            ),
+            shape=(n_items, n_items),
+        )
+
+    def _trend(self, data: InteractionData) -> np.ndarray:
+        """Return each product's recent users over its expected recent users, shape (n,).
+
+        ``(recent + 1) / (expected + 1)`` where ``recent`` counts the users whose last event
+        on the product is within ``trend_days`` of ``now`` and ``expected`` is the product's
+        users times the window's share of the whole history (at least the window).
+        """
+        n_items = data.n_products
+        if data.last_seen.nnz == 0 or self.trend_days <= 0:
+            return np.ones(n_items, dtype=np.float64)
+        window = self.trend_days * SECONDS_PER_DAY
+        seen = data.last_seen.tocsr()
+        recent = np.bincount(seen.indices[seen.data >= data.now - window], minlength=n_items)
+        users = np.bincount(seen.indices, minlength=n_items)
+        span = max(data.now - float(data.event_times.min()), window)
+        return (recent + 1.0) / (users * (window / span) + 1.0)
+
     # ------------------------------------------------------------- scoring
     def score_users(self, users: np.ndarray) -> np.ndarray:
         """Return blended scores with already-seen products at ``-inf``.
@@ -277,7 +406,7 @@ class CollaborativeModel:
         Returns
         -------
         csr_matrix of shape (b, n_products), float32
-            Only products some neighbour or some item neighbour reaches are stored.
+            Only products some neighbour or the item model reaches are stored.
         """
         self._check_fitted("neighbour_matrix_")
         own = self.values_[users]  # (b, n_products)
@@ -288,13 +417,31 @@ class CollaborativeModel:
             uu = (self.neighbour_matrix_[users] @ self.votes_).tocsr()
             scores = scores + (1.0 - self.item_weight) * _row_max_normalise(uu)
         if self.item_weight > 0.0:
-            ii = (own @ self.item_neighbours_).tocsr()
+            ii = (own @ self.item_weights_).tocsr()
             scores = scores + self.item_weight * _row_max_normalise(ii)
-        scores = sp.csr_matrix(scores, dtype=np.float32)
-        if self.popularity_penalty:
-            penalty = np.maximum(self.popularity_, 1.0) ** -self.popularity_penalty
-            scores.data *= penalty[scores.indices].astype(np.float32)
-        scores.data[~(scores.data > 0)] = 0.0  # seen (-inf) and non-positive scores
+        scores = self._positive(scores)
+        empty = np.flatnonzero(np.diff(scores.indptr) == 0)
+        ridge = self.item_weights_ is not self.item_neighbours_
+        if empty.size and self.item_weight > 0.0 and ridge:
+            # A history that reaches nothing through the neighbours or the ridge weights (say
+            # one best-seller, left out of the user similarities and in no neighbourhood) is
+            # scored by the cosine item neighbours, which every product has.
+            mine = own[empty]
+            seen = mine.copy()
+            seen.data[:] = -np.inf
+            fallback = self._positive(seen + mine @ self.item_neighbours_)
+            spread = sp.csr_matrix(
+                (np.ones(empty.size, dtype=np.float32), (empty, np.arange(empty.size))),
+                shape=(scores.shape[0], empty.size),
+            )
+            scores = (scores + spread @ fallback).tocsr()
+        return scores
+
+    def _positive(self, blend: sp.csr_matrix) -> sp.csr_matrix:
+        """Apply the product factors and keep the positive entries (seen ones are ``-inf``)."""
+        scores = sp.csr_matrix(blend, dtype=np.float32)
+        scores.data *= self.product_factors_[scores.indices]
+        scores.data[~(scores.data > 0)] = 0.0
         scores.eliminate_zeros()
         return scores
 
@@ -450,6 +597,62 @@ class CollaborativeModel:
     def _check_fitted(self, attribute: str) -> None:
         if not hasattr(self, attribute):
             raise NotFittedError(f"{type(self).__name__} is not fitted")
+
+
+def _solve_positive_definite(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Solve a batch of symmetric positive definite systems ``a[t] @ w[t] = y[t]``.
+
+    Cholesky factors, then forward and back substitution vectorised over the batch: numpy's
+    batched ``solve`` runs a threaded LU per small matrix, which stalls on a busy machine.
+
+    Parameters
+    ----------
+    a : ndarray of shape (b, k, k)
+    y : ndarray of shape (b, k)
+
+    Returns
+    -------
+    ndarray of shape (b, k)
+    """
+    low = np.linalg.cholesky(a)
+    k = y.shape[1]
+    z = np.empty_like(y)
+    for i in range(k):
+        z[:, i] = (y[:, i] - np.einsum("bj,bj->b", low[:, i, :i], z[:, :i])) / low[:, i, i]
+    w = np.empty_like(y)
+    for i in range(k - 1, -1, -1):
+        rest = np.einsum("bj,bj->b", low[:, i + 1 :, i], w[:, i + 1 :])
+        w[:, i] = (z[:, i] - rest) / low[:, i, i]
+    return w
+
+
+def _neighbourhood_grams(bt: sp.csr_matrix, columns: np.ndarray) -> np.ndarray:
+    """Return the shared-user counts among each row's products.
+
+    Parameters
+    ----------
+    bt : csr_matrix of shape (n_products, n_users)
+        0/1 product x user matrix.
+    columns : ndarray of shape (b, m), int
+        Products of each neighbourhood.
+
+    Returns
+    -------
+    ndarray of shape (b, m, m), float32
+        ``out[t, p, q]`` = users holding both ``columns[t, p]`` and ``columns[t, q]``.
+    """
+    b, m = columns.shape
+    # float32 holds counts exactly up to 2 ** 24 and halves the cost of the solves.
+    out = np.empty((b, m, m), dtype=np.float32)
+    for start in range(0, b, GRAM_CHUNK):
+        chunk = columns[start : start + GRAM_CHUNK]
+        c = chunk.shape[0]
+        sub = bt[chunk.ravel()]  # (c * m, n_users)
+        # The product also pairs products of different targets; only the diagonal blocks
+        # are kept, which is why chunks stay small.
+        gram = (sub @ sub.T).toarray().reshape(c, m, c, m)
+        out[start : start + c] = gram[np.arange(c), :, np.arange(c), :]
+    return out
 
 
 def _row_max_normalise(scores: sp.csr_matrix) -> sp.csr_matrix:
