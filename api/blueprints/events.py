@@ -127,9 +127,11 @@ Screen = Callable[[str, list[Event]], Coroutine[Any, Any, tuple[list[dict[str, A
 
 
 class _Pending:
-    def __init__(self, future: asyncio.Future[list[tuple[bool, dict[str, Any]]]]) -> None:
-        self.future = future
+    def __init__(self) -> None:
         self.events: list[Event] = []
+        # One future per waiting request: a request that goes away (cancelled) takes only its
+        # own future with it.
+        self.waiters: list[asyncio.Future[tuple[bool, dict[str, Any]]]] = []
 
 
 def _mark_repeats(duplicates: list[bool], events: list[Event]) -> None:
@@ -175,22 +177,22 @@ class IngestEnqueuer:
     async def enqueue_one(self, tenant_id: str, event: Event) -> tuple[bool, dict[str, Any]]:
         """Join the tenant's pending events; whether the event was a duplicate, and its
         message (with warning flags)."""
+        loop = asyncio.get_running_loop()
         pending = self._pending.get(tenant_id)
         if pending is None:
-            loop = asyncio.get_running_loop()
-            pending = _Pending(loop.create_future())
-            self._pending[tenant_id] = pending
+            pending = self._pending[tenant_id] = _Pending()
             if self._sending.get(tenant_id, 0) < self._in_flight:
                 if self._window > 0:
                     loop.call_later(self._window, self._flush, tenant_id, pending)
                 else:
                     loop.call_soon(self._flush, tenant_id, pending)
             # else: sent when one of the tenant's messages on their way arrives.
-        position = len(pending.events)
+        waiter: asyncio.Future[tuple[bool, dict[str, Any]]] = loop.create_future()
         pending.events.append(event)
+        pending.waiters.append(waiter)
         if len(pending.events) >= COALESCE_MAX_EVENTS:
             self._flush(tenant_id, pending)
-        return (await asyncio.shield(pending.future))[position]
+        return await waiter
 
     def _flush(self, tenant_id: str, pending: _Pending) -> None:
         if self._pending.get(tenant_id) is not pending:
@@ -206,14 +208,19 @@ class IngestEnqueuer:
             waiting = self._pending.get(tenant_id)
             if waiting is not None:
                 self._flush(tenant_id, waiting)
-            if pending.future.done():
-                return
-            if done.cancelled():
-                pending.future.set_exception(Unavailable("The event queue is unavailable."))
-            elif done.exception() is not None:
-                pending.future.set_exception(done.exception())  # type: ignore[arg-type]
-            else:
-                pending.future.set_result(done.result())
+            failure = (
+                Unavailable("The event queue is unavailable.")
+                if done.cancelled()
+                else done.exception()
+            )
+            answers = done.result() if failure is None else []
+            for index, waiter in enumerate(pending.waiters):
+                if waiter.done():
+                    continue
+                if failure is None:
+                    waiter.set_result(answers[index])
+                else:
+                    waiter.set_exception(failure)
 
         task.add_done_callback(settle)
 
