@@ -93,7 +93,9 @@ class Event:
 
 
 def _moment_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.tzinfo is not UTC:  # validated timestamps are in UTC already
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def _digest(tenant_id: str, user_id: str, event_type: str, product_id: str, moment: str) -> str:
