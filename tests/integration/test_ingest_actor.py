@@ -257,3 +257,36 @@ async def test_two_events_with_one_client_event_id_stored_together_make_one_row(
     rows = await db.fetch("SELECT occurred_at FROM events WHERE tenant_id = $1", t)
     assert [r["occurred_at"] for r in rows] == [now - timedelta(seconds=5)]
     assert (await _counters(redis, t, now))["events"] == 1
+
+
+async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlog(
+    tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    started: list[int] = []
+    release = asyncio.Event()
+
+    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        started.append(len(events))
+        await release.wait()
+        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
+
+    def message(first: int, size: int) -> list[dict[str, Any]]:
+        numbers = range(first, first + size)
+        return [_message(t, productId=f"sku-{n}", timestamp=_at(now)) for n in numbers]
+
+    groups = IngestGroups(store, in_flight=2, overlap_min_events=100)
+    running = [asyncio.create_task(groups.submit(t, message(0, 5)))]
+    await asyncio.sleep(0.01)
+    # A trickle waits for the running group...
+    running += [asyncio.create_task(groups.submit(t, message(5 + 5 * i, 5))) for i in range(3)]
+    await asyncio.sleep(0.01)
+    assert started == [5]
+    # ...and a backlog of 100 events or more starts a second group beside it.
+    running.append(asyncio.create_task(groups.submit(t, message(100, 90))))
+    await asyncio.sleep(0.01)
+    assert started == [5, 105]
+    release.set()
+    await asyncio.gather(*running)
+    assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 110
