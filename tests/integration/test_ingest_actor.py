@@ -231,7 +231,7 @@ async def test_messages_waiting_together_are_stored_in_one_go_and_a_poison_one_f
         await release.wait()
         await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
 
-    groups = IngestGroups(store, in_flight=1)
+    groups = IngestGroups(store, in_flight=1, linger=0)
     first = [_message(t, productId="sku-a", timestamp=_at(now))]
     second = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
     poison = [{**_message(t, productId="sku-x", timestamp=_at(now)), "ts": "not a time"}]
@@ -276,7 +276,7 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
         numbers = range(first, first + size)
         return [_message(t, productId=f"sku-{n}", timestamp=_at(now)) for n in numbers]
 
-    groups = IngestGroups(store, in_flight=2, overlap_min_events=100)
+    groups = IngestGroups(store, in_flight=2, overlap_min_events=100, linger=0)
     running = [asyncio.create_task(groups.submit(t, message(0, 5)))]
     await asyncio.sleep(0.01)
     # A trickle waits for the running group...
@@ -290,3 +290,29 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
     release.set()
     await asyncio.gather(*running)
     assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 110
+
+
+async def test_a_message_to_an_idle_worker_waits_briefly_for_others_to_share_its_group(
+    tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    started: list[int] = []
+
+    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        started.append(len(events))
+        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
+
+    groups = IngestGroups(store, linger=0.05)
+    first = asyncio.create_task(groups.submit(t, [_message(t, productId="a", timestamp=_at(now))]))
+    await asyncio.sleep(0.01)
+    assert started == []  # lingering
+    second = asyncio.create_task(groups.submit(t, [_message(t, productId="b", timestamp=_at(now))]))
+    await asyncio.gather(first, second)
+    assert started == [2]
+    # A backlog does not linger, however long the wait would be.
+    big = [_message(t, productId=f"sku-{n}", timestamp=_at(now)) for n in range(100)]
+    storing = asyncio.create_task(IngestGroups(store, linger=60).submit(t, big))
+    await asyncio.sleep(0.01)
+    assert started == [2, 100]
+    await storing

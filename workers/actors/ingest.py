@@ -35,6 +35,10 @@ GROUPS_IN_FLIGHT = 2
 # small messages (coalesced single events) then waits for the running group and joins the
 # next, larger one, which costs a transaction and a script per group instead of per message.
 OVERLAP_MIN_EVENTS = 100
+# A message that finds the process idle waits this long for others before its group starts,
+# unless the overlap threshold is reached first: a few milliseconds more between accepting an
+# event and storing it, for groups several times larger when single events trickle in.
+LINGER_SECONDS = 0.005
 
 
 class MalformedMessage(ValueError):
@@ -82,10 +86,10 @@ _Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
 
 class IngestGroups:
     """Stores the messages of one event loop in groups per tenant: a message waits while the
-    process already stores a group (or `in_flight` groups, when `overlap_min_events` wait), and
-    joins the messages of its tenant that wait with it. Each `submit` returns once its events
-    are stored and projected (the message may then be acknowledged) or raises what storing
-    them raised.
+    process already stores a group (or `in_flight` groups, when `overlap_min_events` wait), or
+    for `linger` seconds when it finds the process idle, and joins the messages of its tenant
+    that wait with it. Each `submit` returns once its events are stored and projected (the
+    message may then be acknowledged) or raises what storing them raised.
 
     A group that fails for another reason than an outage is stored again message by message,
     so that one poison message fails alone instead of taking its group with it.
@@ -98,24 +102,37 @@ class IngestGroups:
         max_events: int = MAX_GROUP_EVENTS,
         in_flight: int = GROUPS_IN_FLIGHT,
         overlap_min_events: int = OVERLAP_MIN_EVENTS,
+        linger: float = LINGER_SECONDS,
     ) -> None:
         self._store = store
         self._max_events = max_events
         self._in_flight = in_flight
         self._overlap_min_events = overlap_min_events
+        self._linger = linger
+        self._lingering: asyncio.TimerHandle | None = None
         self._running = 0
         self._waiting: dict[str, list[_Waiting]] = {}
         self._waiting_events = 0
 
     async def submit(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
         """Store and project `events` of the tenant, in a group with other waiting messages."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        idle = self._running == 0 and not self._waiting
         self._waiting.setdefault(tenant_id, []).append((events, future))
         self._waiting_events += len(events)
-        self._start_next()
+        if self._waiting_events >= self._overlap_min_events or not (idle or self._lingering):
+            self._start_next()
+        elif idle and self._linger > 0:
+            self._lingering = loop.call_later(self._linger, self._start_next)
+        elif idle:
+            self._start_next()
         await future
 
     def _start_next(self) -> None:
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
         while self._waiting and (
             self._running == 0
             or (
