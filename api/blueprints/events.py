@@ -34,9 +34,9 @@ bp = Blueprint("events", url_prefix="/api/v1")
 metrics_bp = Blueprint("queue_metrics")
 
 # Single events of a tenant share one queue message: one message (and one worker transaction)
-# per event caps a worker near 1,000 events/s. They wait for the tenant's message on its way to
-# the broker rather than for a fixed window: the clients of one busy moment go together, and
-# nobody waits when nothing is being sent.
+# per event caps a worker near 1,000 events/s. They wait for the pre-check of the tenant's
+# previous message rather than for a fixed window: the clients of one busy moment go together,
+# and nobody waits when nothing is being sent.
 COALESCE_SECONDS = 0.0
 COALESCE_IN_FLIGHT = 1
 COALESCE_MAX_EVENTS = 100
@@ -149,10 +149,11 @@ class IngestEnqueuer:
     tenant (one pre-check and one message for all of them). Every call returns only once the
     broker holds its events.
 
-    Single events of a tenant wait while `in_flight` messages of that tenant are on their way
-    to the broker, and go together as soon as one arrives: under load a message carries what
-    came in during one pre-check and enqueue, when idle an event goes at once. `window` adds a
-    fixed wait before a tenant's first message (0: none beyond the current loop iteration).
+    Single events of a tenant wait while `in_flight` messages of that tenant are being
+    pre-checked, and go together as soon as one is (its enqueue overlaps their pre-check):
+    under load a message carries what came in during one pre-check, when idle an event goes at
+    once. `window` adds a fixed wait before a tenant's first message (0: none beyond the
+    current loop iteration).
     """
 
     def __init__(
@@ -199,15 +200,27 @@ class IngestEnqueuer:
             return  # already sent (it filled up, or a message before it arrived)
         del self._pending[tenant_id]
         self._sending[tenant_id] = self._sending.get(tenant_id, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._deliver(tenant_id, pending.events))
+        released = False
 
-        def settle(done: asyncio.Task[list[tuple[bool, dict[str, Any]]]]) -> None:
+        def release() -> None:
+            # The next events of the tenant may be pre-checked while these are enqueued.
+            nonlocal released
+            if released:
+                return
+            released = True
             left = self._sending.pop(tenant_id) - 1
             if left:
                 self._sending[tenant_id] = left
             waiting = self._pending.get(tenant_id)
             if waiting is not None:
                 self._flush(tenant_id, waiting)
+
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(tenant_id, pending.events, release)
+        )
+
+        def settle(done: asyncio.Task[list[tuple[bool, dict[str, Any]]]]) -> None:
+            release()
             failure = (
                 Unavailable("The event queue is unavailable.")
                 if done.cancelled()
@@ -225,9 +238,10 @@ class IngestEnqueuer:
         task.add_done_callback(settle)
 
     async def _deliver(
-        self, tenant_id: str, events: list[Event]
+        self, tenant_id: str, events: list[Event], screened: Callable[[], None]
     ) -> list[tuple[bool, dict[str, Any]]]:
         messages, duplicates = await self._screen(tenant_id, events)
+        screened()
         _mark_repeats(duplicates, events)
         fresh = [m for m, duplicate in zip(messages, duplicates, strict=True) if not duplicate]
         if fresh:

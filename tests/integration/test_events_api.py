@@ -361,21 +361,23 @@ async def test_single_events_of_one_window_share_one_message_and_repeats_are_dup
     assert answers[0][1]["flags"] == ["unknown_product"]
 
 
-async def test_single_events_arriving_while_a_message_is_sent_go_together_in_the_next(
+async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next_message(
     redis: Redis, tenant: TenantContext
 ) -> None:
     from api.blueprints.events import IngestEnqueuer, _screen
     from domain.events import parse_event
 
+    screened: list[list[str]] = []
     sent: list[list[str]] = []
-    release, sending = asyncio.Event(), asyncio.Event()
+    release, screening = asyncio.Event(), asyncio.Event()
 
     async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
         sent.append([e["user"] for e in events])
-        sending.set()
-        await release.wait()
 
     async def screen(tenant_id: str, events: list[Any]) -> Any:
+        screened.append([e.user_id for e in events])
+        screening.set()
+        await release.wait()
         return await _screen(redis, tenant_id, events)
 
     enqueuer = IngestEnqueuer(send, screen)
@@ -384,12 +386,13 @@ async def test_single_events_arriving_while_a_message_is_sent_go_together_in_the
         parse_event(_event(userId=f"u{i}"), tenant_id=tenant.tenant_id, now=now) for i in range(4)
     ]
     first = asyncio.create_task(enqueuer.enqueue_one(tenant.tenant_id, events[0]))
-    # Nothing else is being sent: the first event goes at once.
-    await asyncio.wait_for(sending.wait(), timeout=5)
+    # Nothing else is on its way: the first event goes at once.
+    await asyncio.wait_for(screening.wait(), timeout=5)
     rest = [asyncio.create_task(enqueuer.enqueue_one(tenant.tenant_id, e)) for e in events[1:]]
     await asyncio.sleep(0.05)
-    assert sent == [["u0"]] and not first.done()
+    assert screened == [["u0"]] and sent == [] and not first.done()
     release.set()
     answers = await asyncio.gather(first, *rest)
+    assert screened == [["u0"], ["u1", "u2", "u3"]]
     assert sent == [["u0"], ["u1", "u2", "u3"]]
     assert [duplicate for duplicate, _ in answers] == [False] * 4
