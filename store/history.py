@@ -23,7 +23,8 @@ USER_STAMP_TTL_SECONDS = 24 * 3600
 
 def hour_of(moment: datetime) -> str:
     """The UTC hour bucket (YYYYMMDDHH) of a moment."""
-    return moment.strftime("%Y%m%d%H")
+    # Formatted by hand like counters.day_of: strftime costs several times more per event.
+    return f"{moment.year:04d}{moment.month:02d}{moment.day:02d}{moment.hour:02d}"
 
 
 def history_member(event_type: str, product_id: str) -> str:
