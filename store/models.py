@@ -196,7 +196,7 @@ return reply
 # counts the request, reads the auth epoch and returns a cached answer when still valid.
 # KEYS, after the limiter's four: 5 the answer, 6 current model version, 7 widget config,
 # 8 running experiment, 9 the tenant's serving stamp, 10 the user's stamp, 11 the trending
-# stamp. ARGV after the limiter's seven: 8 the current hour bucket.
+# stamp. ARGV after the limiter's eight: 9 the current hour bucket.
 # An answer is stored behind the SHA-1 of everything it was computed from that can change
 # without its own key changing, so any write to one of those makes the stored stamp differ.
 # A trending answer is stored behind the `live` stamp, which also covers the live trending
@@ -209,7 +209,7 @@ local base = table.concat({
   redis.call('HGET', KEYS[10], 'n') or ''}, '\\n')
 local stamp = redis.sha1hex(base)
 local trending = redis.call('HGET', KEYS[11], 'n') or ''
-local live = redis.sha1hex(base .. '\\n' .. ARGV[8] .. '\\n' .. trending)
+local live = redis.sha1hex(base .. '\\n' .. ARGV[9] .. '\\n' .. trending)
 extra = {stamp, live}
 local cached = found[1]
 if cached then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
@@ -15,27 +16,32 @@ from store.redis import run_script
 
 # KEYS: window zset, tenant auth epoch (or a dummy), last-used hash (or a dummy),
 #       index of tenants with unflushed last-used times (or a dummy), then the follow-up's keys
-# ARGV: now_ms, window_ms, limit, member, last-used field ("" for none), last-used value,
-#       tenant id for the index, then the follow-up's arguments
+# ARGV: now_ms, window_ms, limit, member prefix, requests counted, last-used field ("" for
+#       none), last-used value, tenant id for the index, then the follow-up's arguments
 # The window, the epoch read and the last-used mark happen in one round trip so that an
-# authenticated request costs a single Redis call; a caller's follow-up (Lua that sets
-# `extra`, run only for an allowed request that passed more than four keys) rides along.
+# authenticated request costs a single Redis call, and the concurrent requests of one subject
+# share it: they are allowed in order while the budget lasts. A caller's follow-up (Lua that
+# sets `extra`, run only for an allowed request that passed more than four keys) rides along.
 _WINDOW = """
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local epoch = redis.call('GET', KEYS[2]) or '0'
-if ARGV[5] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
-  redis.call('SADD', KEYS[4], ARGV[7])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
+  redis.call('SADD', KEYS[4], ARGV[8])
 end
-local allowed = 0
-if count < limit then
-  allowed = 1
-  count = count + 1
-  redis.call('ZADD', KEYS[1], now, ARGV[4])
+local allowed = math.max(0, math.min(wanted, limit - count))
+if allowed > 0 then
+  local members = {}
+  for i = 1, allowed do
+    members[2 * i - 1] = now
+    members[2 * i] = ARGV[4] .. i
+  end
+  redis.call('ZADD', KEYS[1], unpack(members))
   redis.call('PEXPIRE', KEYS[1], window)
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -46,7 +52,7 @@ local extra = false
 def _script(follow_up: str) -> str:
     return (
         _WINDOW
-        + "if allowed == 1 and #KEYS > 4 then\n"
+        + "if allowed > 0 and #KEYS > 4 then\n"
         + follow_up
         + "\nend\nreturn {allowed, count, tonumber(first[2]) or now, epoch, extra}"
     )
@@ -90,12 +96,28 @@ class RateDecision:
         return headers
 
 
+class _Waiting:
+    """Hits of one window waiting to be counted together."""
+
+    def __init__(self) -> None:
+        self.futures: list[asyncio.Future[RateDecision]] = []
+        self.touch_field = ""
+        self.touch_value = ""
+
+
 class RateLimiter:
     """Counts requests per subject in a sliding window of `window_seconds`.
 
+    Hits of one window made while an earlier call for it is on its way to Redis wait and are
+    counted together when it returns, in arrival order: a busy key costs one Redis call per
+    round trip instead of one per request, and nobody waits when the key is idle.
+
     `follow_up` is Lua run after an allowed hit that passes `follow_up_keys`; it sees the
     window's locals (`epoch`, ...) and sets `extra`, which comes back as `RateDecision.extra`.
+    Such hits carry their own follow-up and are sent alone.
     """
+
+    MAX_SHARED = 200
 
     def __init__(self, redis: Redis, *, follow_up: str = "") -> None:
         self._redis = redis
@@ -104,6 +126,8 @@ class RateLimiter:
         # cost less than a UUID per request.
         self._member_prefix = os.urandom(8).hex() + ":"
         self._members = itertools.count()
+        self._waiting: dict[tuple[Any, ...], _Waiting] = {}
+        self._busy: set[tuple[Any, ...]] = set()
 
     async def hit(
         self,
@@ -121,6 +145,63 @@ class RateLimiter:
         follow_up_args: Sequence[str] = (),
     ) -> RateDecision:
         """Count one request against `key`; also read an epoch and touch a hash, atomically."""
+        window = (key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member)
+        if follow_up_keys:
+            touch = (touch_field, touch_value)
+            decisions = await self._count(window, 1, touch, follow_up_keys, follow_up_args)
+            return decisions[0]
+        waiting = self._waiting.get(window)
+        if waiting is None:
+            waiting = self._waiting[window] = _Waiting()
+            if window not in self._busy:
+                asyncio.get_running_loop().call_soon(self._send, window)
+            # else: sent when the call on its way returns.
+        future: asyncio.Future[RateDecision] = asyncio.get_running_loop().create_future()
+        waiting.futures.append(future)
+        if touch_field:
+            waiting.touch_field, waiting.touch_value = touch_field, touch_value
+        if len(waiting.futures) >= self.MAX_SHARED:
+            del self._waiting[window]
+            self._start(window, waiting)
+        return await future
+
+    def _send(self, window: tuple[Any, ...]) -> None:
+        waiting = self._waiting.pop(window, None)
+        if waiting is not None:
+            self._start(window, waiting)
+
+    def _start(self, window: tuple[Any, ...], waiting: _Waiting) -> None:
+        self._busy.add(window)
+        touch = (waiting.touch_field, waiting.touch_value)
+        task = asyncio.get_running_loop().create_task(
+            self._count(window, len(waiting.futures), touch, (), ())
+        )
+
+        def settle(done: asyncio.Task[list[RateDecision]]) -> None:
+            self._busy.discard(window)
+            if window in self._waiting:
+                self._send(window)
+            failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
+            for index, future in enumerate(waiting.futures):
+                if future.done():
+                    continue  # its request went away; it was counted all the same
+                if failure is None:
+                    future.set_result(done.result()[index])
+                else:
+                    future.set_exception(failure)
+
+        task.add_done_callback(settle)
+
+    async def _count(
+        self,
+        window: tuple[Any, ...],
+        requests: int,
+        touch: tuple[str, str],
+        follow_up_keys: Sequence[str],
+        follow_up_args: Sequence[str],
+    ) -> list[RateDecision]:
+        """One decision per request, counted in one script call."""
+        key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member = window
         now_ms = int(time.time() * 1000)
         window_ms = window_seconds * 1000
         script_keys = [key, epoch_key, touch_hash, touch_index, *follow_up_keys]
@@ -128,24 +209,31 @@ class RateLimiter:
             now_ms,
             window_ms,
             limit,
-            f"{self._member_prefix}{next(self._members)}",
-            touch_field,
-            touch_value,
+            f"{self._member_prefix}{next(self._members)}:",
+            requests,
+            *touch,
             touch_member,
             *follow_up_args,
         ]
         reply = await run_script(self._redis, self._source, script_keys, *script_args)
-        allowed, count, oldest, epoch, extra = reply
+        allowed, counted_before, oldest, epoch, extra = reply
         # The oldest request still in the window leaves it first: that is when the budget
         # starts to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
         reset = max(1, -(-(int(oldest) + window_ms - now_ms) // 1000))
         epoch_text = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        return RateDecision(
-            allowed=bool(allowed),
-            limit=limit,
-            remaining=max(0, limit - int(count)),
-            reset_seconds=reset,
-            epoch=epoch_text,
-            count=int(count),
-            extra=extra,
-        )
+        decisions = []
+        for index in range(requests):
+            ok = index < allowed
+            count = int(counted_before) + (index + 1 if ok else int(allowed))
+            decisions.append(
+                RateDecision(
+                    allowed=ok,
+                    limit=limit,
+                    remaining=max(0, limit - count),
+                    reset_seconds=reset,
+                    epoch=epoch_text,
+                    count=count,
+                    extra=extra,
+                )
+            )
+        return decisions

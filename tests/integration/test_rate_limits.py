@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -209,3 +210,53 @@ async def test_the_limiter_loads_its_script_again_after_redis_forgot_it(redis: R
     await redis.script_flush()
     decision = await limiter.hit(key=window, limit=5)
     assert decision.allowed and decision.count == 2
+
+
+def _count_script_calls(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the scripts this client runs (other processes may share the server)."""
+    calls: list[str] = []
+    execute = redis.execute_command
+
+    async def counted(*args: Any, **options: Any) -> Any:
+        if args[0] in ("EVALSHA", "EVAL"):
+            calls.append(args[0])
+        return await execute(*args, **options)
+
+    monkeypatch.setattr(redis, "execute_command", counted)
+    return calls
+
+
+async def test_concurrent_hits_of_one_key_share_a_redis_call_and_are_allowed_in_order(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = RateLimiter(redis)
+    window = f"reco:test:shared:{uuid.uuid4().hex}"
+    assert (await limiter.hit(key=window, limit=8)).count == 1  # loads the script
+    calls = _count_script_calls(redis, monkeypatch)
+
+    decisions = await asyncio.gather(*(limiter.hit(key=window, limit=8) for _ in range(10)))
+
+    assert calls == ["EVALSHA"]
+    assert [d.allowed for d in decisions] == [True] * 7 + [False] * 3
+    assert [d.remaining for d in decisions] == [6, 5, 4, 3, 2, 1, 0, 0, 0, 0]
+    assert await redis.zcard(window) == 8
+    # The window goes on counting from where the shared call left it.
+    assert not (await limiter.hit(key=window, limit=8)).allowed
+    assert (await limiter.hit(key=window, limit=9)).count == 9
+
+
+async def test_hits_made_while_a_call_is_on_its_way_go_together_in_the_next_one(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limiter = RateLimiter(redis)
+    window = f"reco:test:in-flight:{uuid.uuid4().hex}"
+    await limiter.hit(key=window, limit=100)
+    calls = _count_script_calls(redis, monkeypatch)
+
+    first = asyncio.ensure_future(limiter.hit(key=window, limit=100))
+    await asyncio.sleep(0)  # the first call is now on its way
+    later = [asyncio.ensure_future(limiter.hit(key=window, limit=100)) for _ in range(5)]
+    decisions = await asyncio.gather(first, *later)
+
+    assert calls == ["EVALSHA", "EVALSHA"]
+    assert sorted(d.count for d in decisions) == [2, 3, 4, 5, 6, 7]
