@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
@@ -44,14 +45,46 @@ def field_errors(error: ValidationError, *, prefix: str = "") -> list[FieldError
     return found
 
 
+# JSON may escape a lone UTF-16 surrogate ("\\ud800"), which decodes into a str that no UTF-8
+# encoder (PostgreSQL, Redis, the queue) accepts: such text would fail far from the request.
+# Only bodies with a surrogate escape at all (emoji escaped as pairs, mostly) are walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_unpaired_surrogate(value: Any) -> bool:
+    """Whether any string of a decoded JSON value holds a surrogate without its pair."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def read_json(request: Request) -> Any:
-    """The request body as JSON; 400 when it is empty or malformed."""
-    if not request.body:
+    """The request body as JSON; 400 when it is empty, malformed or not Unicode text."""
+    body = request.body
+    if not body:
         raise BadRequest("The request body is empty; a JSON body is required.")
     try:
-        return json.loads(request.body)
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest("The body is not valid JSON.") from exc
+    except RecursionError as exc:
+        raise BadRequest("The body nests arrays or objects too deeply.") from exc
+    if _SURROGATE_ESCAPE.search(body) and _has_unpaired_surrogate(data):
+        raise BadRequest(
+            "The body is not Unicode text: it escapes a UTF-16 surrogate without its pair."
+        )
+    return data
 
 
 def parse_body(request: Request, model: type[ModelT]) -> ModelT:

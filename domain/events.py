@@ -118,6 +118,18 @@ def derived_event_id(digest: str) -> str:
     return f"{DERIVED_ID_PREFIX}{digest}"
 
 
+UNPAIRED_SURROGATE = "Must be Unicode text (a UTF-16 surrogate without its pair is not)"
+
+
+def _is_unicode_text(value: str) -> bool:
+    """Whether `value` encodes to UTF-8: JSON escapes can smuggle in lone surrogates."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(
     raw: Mapping[str, Any],
     name: str,
@@ -141,6 +153,9 @@ def _text(
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing here keeps it out of the queue.
         errors.append(FieldError(f"{prefix}{name}", "Must not contain NUL characters"))
+        return None
+    if not value.isascii() and not _is_unicode_text(value):
+        errors.append(FieldError(f"{prefix}{name}", UNPAIRED_SURROGATE))
         return None
     return value
 
@@ -220,6 +235,9 @@ def _metadata(raw: Mapping[str, Any], errors: list[FieldError], *, prefix: str) 
         encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
         errors.append(FieldError(f"{prefix}metadata", "Must not contain NaN or Infinity"))
+        return {}
+    if not _is_unicode_text(encoded):
+        errors.append(FieldError(f"{prefix}metadata", UNPAIRED_SURROGATE))
         return {}
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         errors.append(

@@ -112,6 +112,58 @@ async def test_malformed_json_is_a_400_problem(
     assert await _count(db, tenant.tenant_id) == 0
 
 
+UNSTORABLE_BODIES = {
+    "unpaired surrogate in sessionId": b'"sessionId": "s\\udfff"',
+    "unpaired surrogate in userId": b'"userId": "\\ud800u"',
+    "unpaired surrogate in a metadata value": b'"metadata": {"note": "\\udfff"}',
+    "unpaired surrogate in a metadata key": b'"metadata": {"\\ud83d": 1}',
+    "nesting deeper than Python's recursion": b'"metadata": {"deep": '
+    + b"[" * 100_000
+    + b"]" * 100_000
+    + b"}",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSTORABLE_BODIES))
+async def test_json_that_is_not_storable_text_is_a_400_problem_and_stores_nothing(
+    case: str, http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    event = (
+        b'{"eventType": "product_viewed", "userId": "u1", "productId": "sku-1", '
+        + UNSTORABLE_BODIES[case]
+        + b"}"
+    )
+    headers = {**tenant.write_headers, "Content-Type": "application/json"}
+    for path, body in (
+        ("/api/v1/events", event),
+        ("/api/v1/events/batch", b'{"events": [' + event + b"]}"),
+        # Every route reads its body the same way.
+        ("/api/v1/catalog", event),
+    ):
+        response = await http.post(path, content=body, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+    await asyncio.sleep(0.3)
+    assert await _count(db, tenant.tenant_id) == 0
+
+
+async def test_a_paired_surrogate_escape_is_ordinary_text(
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    body = (
+        b'{"eventType": "product_viewed", "userId": "u1", "productId": "sku-1", '
+        b'"sessionId": "\\ud83d\\ude00"}'
+    )
+    headers = {**tenant.write_headers, "Content-Type": "application/json"}
+    response = await http.post("/api/v1/events", content=body, headers=headers)
+    assert response.status_code == 202, response.text
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+    stored = await db.fetchval(
+        "SELECT session_id FROM events WHERE tenant_id = $1", tenant.tenant_id
+    )
+    assert stored == "\U0001f600"
+
+
 async def test_a_batch_of_101_events_is_refused_whole(
     http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:

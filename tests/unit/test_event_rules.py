@@ -145,6 +145,34 @@ def test_nul_characters_are_refused_because_postgresql_cannot_store_them() -> No
     assert [e.field for e in errors] == ["userId"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"userId": "u\ud800"}, "userId"),
+        ({"productId": "\udfffp"}, "productId"),
+        ({"sessionId": "s\udc00"}, "sessionId"),
+        ({"eventId": "e\ud83d"}, "eventId"),
+        ({"metadata": {"note": "\udfff"}}, "metadata"),
+        ({"metadata": {"\ud800": 1}}, "metadata"),
+    ],
+)
+def test_text_with_an_unpaired_surrogate_is_refused_because_it_cannot_be_encoded(
+    fields: dict[str, Any], field: str
+) -> None:
+    # json.loads('"\\ud800"') gives such a string; an import file can hold one too.
+    _, errors = check_event(_raw(**fields), tenant_id=TENANT, now=NOW)
+    assert [e.field for e in errors] == [field]
+
+
+def test_text_beyond_ascii_and_paired_surrogates_decoded_are_accepted() -> None:
+    event = parse_event(
+        _raw(userId="Zoë", sessionId=json.loads('"\\ud83d\\ude00"'), metadata={"note": "ü"}),
+        tenant_id=TENANT,
+        now=NOW,
+    )
+    assert event.user_id == "Zoë" and event.session_id == "\U0001f600"
+
+
 def test_a_batch_envelope_needs_one_to_a_hundred_events() -> None:
     assert len(batch_items({"events": [{}] * 100})) == 100
     bodies: list[Any] = [
