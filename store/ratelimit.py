@@ -96,6 +96,32 @@ class RateDecision:
         return headers
 
 
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """What one script call counted for the requests it carried, in their order."""
+
+    allowed: int  # the first `allowed` requests were let through
+    counted_before: int
+    limit: int
+    reset_seconds: int
+    epoch: str
+    extra: Any
+
+    def decision(self, index: int) -> RateDecision:
+        """The decision of the request at `index`."""
+        allowed = index < self.allowed
+        count = self.counted_before + (index + 1 if allowed else self.allowed)
+        return RateDecision(
+            allowed=allowed,
+            limit=self.limit,
+            remaining=max(0, self.limit - count),
+            reset_seconds=self.reset_seconds,
+            epoch=self.epoch,
+            count=count,
+            extra=self.extra,
+        )
+
+
 class _Waiting:
     """Hits of one window waiting to be counted together."""
 
@@ -148,8 +174,8 @@ class RateLimiter:
         window = (key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member)
         if follow_up_keys:
             touch = (touch_field, touch_value)
-            decisions = await self._count(window, 1, touch, follow_up_keys, follow_up_args)
-            return decisions[0]
+            counted = await self._count(window, 1, touch, follow_up_keys, follow_up_args)
+            return counted.decision(0)
         waiting = self._waiting.get(window)
         if waiting is None:
             waiting = self._waiting[window] = _Waiting()
@@ -177,18 +203,19 @@ class RateLimiter:
             self._count(window, len(waiting.futures), touch, (), ())
         )
 
-        def settle(done: asyncio.Task[list[RateDecision]]) -> None:
+        def settle(done: asyncio.Task[_Counted]) -> None:
             self._busy.discard(window)
             if window in self._waiting:
                 self._send(window)
-            failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
             for index, future in enumerate(waiting.futures):
                 if future.done():
                     continue  # its request went away; it was counted all the same
-                if failure is None:
-                    future.set_result(done.result()[index])
-                else:
+                if done.cancelled():
+                    future.cancel()
+                elif (failure := done.exception()) is not None:
                     future.set_exception(failure)
+                else:
+                    future.set_result(done.result().decision(index))
 
         task.add_done_callback(settle)
 
@@ -199,8 +226,8 @@ class RateLimiter:
         touch: tuple[str, str],
         follow_up_keys: Sequence[str],
         follow_up_args: Sequence[str],
-    ) -> list[RateDecision]:
-        """One decision per request, counted in one script call."""
+    ) -> _Counted:
+        """Count `requests` requests in one script call."""
         key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member = window
         now_ms = int(time.time() * 1000)
         window_ms = window_seconds * 1000
@@ -220,20 +247,11 @@ class RateLimiter:
         # The oldest request still in the window leaves it first: that is when the budget
         # starts to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
         reset = max(1, -(-(int(oldest) + window_ms - now_ms) // 1000))
-        epoch_text = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-        decisions = []
-        for index in range(requests):
-            ok = index < allowed
-            count = int(counted_before) + (index + 1 if ok else int(allowed))
-            decisions.append(
-                RateDecision(
-                    allowed=ok,
-                    limit=limit,
-                    remaining=max(0, limit - count),
-                    reset_seconds=reset,
-                    epoch=epoch_text,
-                    count=count,
-                    extra=extra,
-                )
-            )
-        return decisions
+        return _Counted(
+            allowed=int(allowed),
+            counted_before=int(counted_before),
+            limit=limit,
+            reset_seconds=reset,
+            epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+            extra=extra,
+        )
