@@ -134,9 +134,9 @@ class _Waiting:
 class RateLimiter:
     """Counts requests per subject in a sliding window of `window_seconds`.
 
-    Hits of one window made while an earlier call for it is on its way to Redis wait and are
-    counted together when it returns, in arrival order: a busy key costs one Redis call per
-    round trip instead of one per request, and nobody waits when the key is idle.
+    Hits of one window made in the same turn of the event loop (the requests that arrived
+    together) are counted in one call, in arrival order: a busy key costs one Redis call per
+    turn instead of one per request, and no hit waits for another call to return.
 
     `follow_up` is Lua run after an allowed hit that passes `follow_up_keys`; it sees the
     window's locals (`epoch`, ...) and sets `extra`, which comes back as `RateDecision.extra`.
@@ -153,7 +153,6 @@ class RateLimiter:
         self._member_prefix = os.urandom(8).hex() + ":"
         self._members = itertools.count()
         self._waiting: dict[tuple[Any, ...], _Waiting] = {}
-        self._busy: set[tuple[Any, ...]] = set()
 
     async def hit(
         self,
@@ -179,9 +178,7 @@ class RateLimiter:
         waiting = self._waiting.get(window)
         if waiting is None:
             waiting = self._waiting[window] = _Waiting()
-            if window not in self._busy:
-                asyncio.get_running_loop().call_soon(self._send, window)
-            # else: sent when the call on its way returns.
+            asyncio.get_running_loop().call_soon(self._send, window)
         future: asyncio.Future[RateDecision] = asyncio.get_running_loop().create_future()
         waiting.futures.append(future)
         if touch_field:
@@ -197,16 +194,12 @@ class RateLimiter:
             self._start(window, waiting)
 
     def _start(self, window: tuple[Any, ...], waiting: _Waiting) -> None:
-        self._busy.add(window)
         touch = (waiting.touch_field, waiting.touch_value)
         task = asyncio.get_running_loop().create_task(
             self._count(window, len(waiting.futures), touch, (), ())
         )
 
         def settle(done: asyncio.Task[_Counted]) -> None:
-            self._busy.discard(window)
-            if window in self._waiting:
-                self._send(window)
             for index, future in enumerate(waiting.futures):
                 if future.done():
                     continue  # its request went away; it was counted all the same

@@ -245,18 +245,23 @@ async def test_concurrent_hits_of_one_key_share_a_redis_call_and_are_allowed_in_
     assert (await limiter.hit(key=window, limit=9)).count == 9
 
 
-async def test_hits_made_while_a_call_is_on_its_way_go_together_in_the_next_one(
+async def test_hits_of_two_keys_in_the_same_turn_are_counted_apart(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     limiter = RateLimiter(redis)
-    window = f"reco:test:in-flight:{uuid.uuid4().hex}"
-    await limiter.hit(key=window, limit=100)
+    first, second = (f"reco:test:apart:{uuid.uuid4().hex}" for _ in range(2))
+    await limiter.hit(key=first, limit=3)  # loads the script
     calls = _count_script_calls(redis, monkeypatch)
 
-    first = asyncio.ensure_future(limiter.hit(key=window, limit=100))
-    await asyncio.sleep(0)  # the first call is now on its way
-    later = [asyncio.ensure_future(limiter.hit(key=window, limit=100)) for _ in range(5)]
-    decisions = await asyncio.gather(first, *later)
+    decisions = await asyncio.gather(
+        *(limiter.hit(key=key, limit=3) for key in (first, second, first, second, first))
+    )
 
-    assert calls == ["EVALSHA", "EVALSHA"]
-    assert sorted(d.count for d in decisions) == [2, 3, 4, 5, 6, 7]
+    assert len(calls) == 2
+    assert [(d.allowed, d.count) for d in decisions] == [
+        (True, 2),
+        (True, 1),
+        (True, 3),
+        (True, 2),
+        (False, 3),
+    ]
