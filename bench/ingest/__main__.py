@@ -18,7 +18,9 @@ and a worker pool on the `ingest` queue, then measures, in this order:
 Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
 
 After phases 2 and 3 it prints the CPU time each process used per event (api, worker pool,
-PostgreSQL, Redis, and this load generator, which shares the machine). --statements loads
+PostgreSQL, Redis, and this load generator, which shares the machine). Before each phase it
+times a fixed pure-Python loop: on a virtual machine whose host gets slower, that time and every
+figure of the phase move together. --statements loads
 pg_stat_statements and prints the statements PostgreSQL spent most time on; --profile DIR
 samples the api and the worker pool with py-spy (pip install py-spy) during phases 2 and 3 and
 prints where each spends its time, the raw stacks staying in DIR.
@@ -63,6 +65,19 @@ UNLIMITED = {"rateLimits": {"writesPerMinute": 100_000_000}}
 async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str]:
     tenant = await make_bench_tenant(pool, settings, config=UNLIMITED, permissions=["read_write"])
     return tenant.tenant_id, tenant.keys["read_write"]
+
+
+def host_reference_ms() -> float:
+    """Milliseconds of a fixed pure-Python loop, best of five: the same code on a busier or
+    slower host (a virtual machine's neighbours) takes longer, and every figure moves with it."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        total = 0
+        for number in range(200_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -495,10 +510,18 @@ async def run(args: argparse.Namespace) -> None:
             address = ("127.0.0.1", settings.api_port)
             copy_rate = await copy_ceiling(pool, rows=args.copy_rows)
             print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
+            reference = host_reference_ms()
+
+            def host_line() -> str:
+                return (
+                    f"  host: reference loop {host_reference_ms():.1f} ms before this phase, "
+                    f"{reference:.1f} ms at the start (longer: a slower host)"
+                )
 
             phases = {phase.strip() for phase in args.phases.split(",")}
             e2e_rate = args.latency_rate * 2
             if "batches" in phases:
+                host = host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 if args.statements:
                     await statements_report(pool)
@@ -525,10 +548,12 @@ async def run(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 print(cpu_report(cpu_before, cpu_seconds(roots), landed), flush=True)
+                print(host, flush=True)
                 if args.statements:
                     print(await statements_report(pool), flush=True)
 
             if "singles" in phases:
+                host = host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 broker = Redis.from_url(settings.broker_url)
                 pushes_before = await _pushes(broker)
@@ -569,10 +594,12 @@ async def run(args: argparse.Namespace) -> None:
                     flush=True,
                 )
                 print(cpu_report(cpu_before, cpu_after, single_accepted), flush=True)
+                print(host, flush=True)
                 if args.statements:
                     print(await statements_report(pool), flush=True)
 
             if "latency" in phases:
+                host = host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 half = e2e_rate / 2
                 seconds = max(5.0, args.duration / 2)
@@ -597,6 +624,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"{_percentile(values, 0.95):.0f} ms, p99 {_percentile(values, 0.99):.0f} ms",
                     flush=True,
                 )
+                print(host, flush=True)
         finally:
             await projections.aclose()
             await pool.close()
