@@ -12,6 +12,7 @@ from sanic import Request
 from sanic.exceptions import BadRequest
 
 from domain.errors import FieldError, ValidationFailed
+from domain.text import is_unicode_text
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -57,9 +58,7 @@ def _has_unpaired_surrogate(value: Any) -> bool:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            try:
-                item.encode()
-            except UnicodeEncodeError:
+            if not is_unicode_text(item):
                 return True
         elif isinstance(item, dict):
             pending.extend(item)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from domain.errors import FieldError, ValidationFailed
+from domain.text import is_unicode_text
 
 MAX_PRODUCT_ID_CHARS = 256
 MAX_NAME_CHARS = 500
@@ -339,13 +340,7 @@ def _attributes(errors: list[FieldError], value: Any) -> dict[str, Any]:
 
 def _storable(text: str) -> bool:
     # PostgreSQL refuses NUL and lone surrogates (which JSON's \\ud800 escapes can produce).
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in text and is_unicode_text(text)
 
 
 def encode_cursor(product_id: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from domain.errors import FieldError, ValidationFailed
 from domain.interactions import EVENT_WEIGHTS
+from domain.text import is_unicode_text
 
 EVENT_TYPES = (
     "product_viewed",
@@ -121,15 +122,6 @@ def derived_event_id(digest: str) -> str:
 UNPAIRED_SURROGATE = "Must be Unicode text (a UTF-16 surrogate without its pair is not)"
 
 
-def _is_unicode_text(value: str) -> bool:
-    """Whether `value` encodes to UTF-8: JSON escapes can smuggle in lone surrogates."""
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _text(
     raw: Mapping[str, Any],
     name: str,
@@ -154,7 +146,7 @@ def _text(
         # PostgreSQL text cannot hold NUL; refusing here keeps it out of the queue.
         errors.append(FieldError(f"{prefix}{name}", "Must not contain NUL characters"))
         return None
-    if not value.isascii() and not _is_unicode_text(value):
+    if not value.isascii() and not is_unicode_text(value):
         errors.append(FieldError(f"{prefix}{name}", UNPAIRED_SURROGATE))
         return None
     return value
@@ -236,7 +228,7 @@ def _metadata(raw: Mapping[str, Any], errors: list[FieldError], *, prefix: str) 
     except ValueError:
         errors.append(FieldError(f"{prefix}metadata", "Must not contain NaN or Infinity"))
         return {}
-    if not _is_unicode_text(encoded):
+    if not is_unicode_text(encoded):
         errors.append(FieldError(f"{prefix}metadata", UNPAIRED_SURROGATE))
         return {}
     if len(encoded.encode()) > MAX_METADATA_BYTES:

@@ -547,8 +547,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"end ({e2e_rate / copy_rate:.0%} of COPY)",
                     flush=True,
                 )
-                print(cpu_report(cpu_before, cpu_seconds(roots), landed), flush=True)
-                print(host, flush=True)
+                print(cpu_report(cpu_before, cpu_seconds(roots), landed), host, sep="\n")
                 if args.statements:
                     print(await statements_report(pool), flush=True)
 
@@ -593,8 +592,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"({single_accepted / max(1, messages):.1f} events each)",
                     flush=True,
                 )
-                print(cpu_report(cpu_before, cpu_after, single_accepted), flush=True)
-                print(host, flush=True)
+                print(cpu_report(cpu_before, cpu_after, single_accepted), host, sep="\n")
                 if args.statements:
                     print(await statements_report(pool), flush=True)
 

@@ -57,6 +57,23 @@ async def _attributions(db: asyncpg.Pool, tenant_id: str) -> list[asyncpg.Record
     )
 
 
+class _RecordingStore:
+    """The store of an IngestGroups under test: records each group's size, waits for `release`
+    (set unless held), then stores the group for real."""
+
+    def __init__(self, db: asyncpg.Pool, redis: Redis, *, held: bool) -> None:
+        self.sizes: list[int] = []
+        self.release = asyncio.Event()
+        if not held:
+            self.release.set()
+        self._db, self._redis = db, redis
+
+    async def __call__(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
+        self.sizes.append(len(events))
+        await self.release.wait()
+        await ingest_and_project(self._db, self._redis, tenant_id=tenant_id, events=events)
+
+
 async def test_the_same_message_delivered_twice_stores_counts_and_attributes_once(
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
@@ -223,25 +240,18 @@ async def test_messages_waiting_together_are_stored_in_one_go_and_a_poison_one_f
 ) -> None:
     t = tenant.tenant_id
     now = datetime.now(UTC)
-    stored: list[int] = []
-    release = asyncio.Event()
-
-    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        stored.append(len(events))
-        await release.wait()
-        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
-
+    store = _RecordingStore(db, redis, held=True)
     groups = IngestGroups(store, in_flight=1, linger=0)
     first = [_message(t, productId="sku-a", timestamp=_at(now))]
     second = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
     poison = [{**_message(t, productId="sku-x", timestamp=_at(now)), "ts": "not a time"}]
     submitted = [asyncio.create_task(groups.submit(t, m)) for m in (first, second, poison)]
     await asyncio.sleep(0.05)
-    release.set()
+    store.release.set()
     outcomes = await asyncio.gather(*submitted, return_exceptions=True)
     assert outcomes[:2] == [None, None] and isinstance(outcomes[2], ValueError)
     # The first alone, the two that waited together, then each of those two alone.
-    assert stored == [1, 4, 3, 1]
+    assert store.sizes == [1, 4, 3, 1]
     assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 4
     assert (await _counters(redis, t, now))["events"] == 4
 
@@ -264,13 +274,7 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
 ) -> None:
     t = tenant.tenant_id
     now = datetime.now(UTC)
-    started: list[int] = []
-    release = asyncio.Event()
-
-    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        started.append(len(events))
-        await release.wait()
-        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
+    store = _RecordingStore(db, redis, held=True)
 
     def message(first: int, size: int) -> list[dict[str, Any]]:
         numbers = range(first, first + size)
@@ -282,12 +286,12 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
     # A trickle waits for the running group...
     running += [asyncio.create_task(groups.submit(t, message(5 + 5 * i, 5))) for i in range(3)]
     await asyncio.sleep(0.01)
-    assert started == [5]
+    assert store.sizes == [5]
     # ...and a backlog of 100 events or more starts a second group beside it.
     running.append(asyncio.create_task(groups.submit(t, message(100, 90))))
     await asyncio.sleep(0.01)
-    assert started == [5, 105]
-    release.set()
+    assert store.sizes == [5, 105]
+    store.release.set()
     await asyncio.gather(*running)
     assert await db.fetchval("SELECT count(*) FROM events WHERE tenant_id = $1", t) == 110
 
@@ -297,22 +301,18 @@ async def test_a_message_to_an_idle_worker_waits_briefly_for_others_to_share_its
 ) -> None:
     t = tenant.tenant_id
     now = datetime.now(UTC)
-    started: list[int] = []
-
-    async def store(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        started.append(len(events))
-        await ingest_and_project(db, redis, tenant_id=tenant_id, events=events)
+    store = _RecordingStore(db, redis, held=False)
 
     groups = IngestGroups(store, linger=0.05)
     first = asyncio.create_task(groups.submit(t, [_message(t, productId="a", timestamp=_at(now))]))
     await asyncio.sleep(0.01)
-    assert started == []  # lingering
+    assert store.sizes == []  # lingering
     second = asyncio.create_task(groups.submit(t, [_message(t, productId="b", timestamp=_at(now))]))
     await asyncio.gather(first, second)
-    assert started == [2]
+    assert store.sizes == [2]
     # A backlog does not linger, however long the wait would be.
     big = [_message(t, productId=f"sku-{n}", timestamp=_at(now)) for n in range(100)]
     storing = asyncio.create_task(IngestGroups(store, linger=60).submit(t, big))
     await asyncio.sleep(0.01)
-    assert started == [2, 100]
+    assert store.sizes == [2, 100]
     await storing
