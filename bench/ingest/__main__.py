@@ -1,7 +1,8 @@
 """Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
 
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
-        [--batch-clients 8] [--single-clients 32] [--phases batches,singles,latency]
+        [--batch-clients 8] [--single-clients 32] [--generator wrk|asyncio]
+        [--paced-fractions 0.5,0.8] [--phases batches,singles,paced,latency]
         [--statements] [--profile DIR]
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
@@ -10,15 +11,20 @@ and a worker pool on the `ingest` queue, then measures, in this order:
 1. raw asyncpg COPY into `events` (the ceiling: no HTTP, no queue, no dedupe, no projections);
 2. batches of 100 posted by concurrent clients for --duration s: events/s accepted by the api,
    and events/s landed in PostgreSQL end to end (until the last accepted event is a row);
-3. single events for --duration s: events/s accepted, POST latency p50/p99, and the backlog
-   left on the queue when posting stops (no growing backlog = the workers keep up);
-4. batches at half the rate of (2) for --duration/2 s: enqueue-to-row latency p50/p95/p99
+3. single events for --duration s from --single-clients connections, each posting again as
+   soon as it is answered (wrk when installed: `apt-get install -y wrk`): the most one api
+   process accepts, POST latency, and the backlog left on the queue when posting stops (no
+   growing backlog = the workers keep up);
+4. single events paced at each --paced-fractions of the rate of (3), --duration/2 s each: POST
+   latency counted from each event's scheduled moment, as a merchant's backend posting
+   whenever a shopper acts would see it (a slow answer that delays the next post counts);
+5. batches at half the rate of (2) for --duration/2 s: enqueue-to-row latency p50/p95/p99
    (event timestamp = the client's send time, row `received_at` = the insert transaction).
 
 Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
 
-After phases 2 and 3 it prints the CPU time each process used per event (api, worker pool,
-PostgreSQL, Redis, and this load generator, which shares the machine). Before each phase it
+After phases 2 to 4 it prints the CPU time each process used per event (api, worker pool,
+PostgreSQL, Redis, and the load generator, which shares the machine). Before each phase it
 times a fixed pure-Python loop: on a virtual machine whose host gets slower, that time and every
 figure of the phase move together. --statements loads
 pg_stat_statements and prints the statements PostgreSQL spent most time on; --profile DIR
@@ -34,13 +40,12 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +57,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from bench.harness import Platform, local_platform, make_bench_tenant
+from bench.wrk import run_wrk, wrk_available
 from cli.localservices import PostgresServer
 from store.counters import day_of, read_counters
 from store.db import create_pool
@@ -78,6 +84,9 @@ def host_reference_ms() -> float:
             total += number
         best = min(best, time.perf_counter() - started)
     return best * 1000
+
+
+LATENCY_QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -149,6 +158,54 @@ class Generator:
         """`size` new events with distinct timestamps."""
         now = datetime.now(UTC)
         return [self.event(now - timedelta(microseconds=i)) for i in range(size)]
+
+
+# The Generator's mix of single events, made by wrk. Each wrk thread has its own users; the
+# timestamps step by a microsecond from the run's start, so that no two events of a thread
+# share a dedupe key (a thread posts far fewer than a million events a second).
+SINGLES_SCRIPT = """
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("thread_id", counter)
+end
+
+function init(args)
+  run = args[1] .. thread_id
+  start_micros = tonumber(args[2])
+  n = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+end
+
+local function metadata(kind)
+  if kind == 1 or kind == 2 or kind == 3 then
+    return ',"metadata":{"placementId":"home","strategy":"trending"}'
+  elseif kind == 5 then
+    return ',"metadata":{"price":19.99}'
+  end
+  return ""
+end
+
+local TYPES = {[1] = "recommendation_impressed", [2] = "recommendation_impressed",
+               [3] = "recommendation_clicked", [4] = "add_to_cart", [5] = "purchase"}
+
+function request()
+  n = n + 1
+  local kind = n % 20
+  local micros = start_micros + n
+  local seconds = math.floor(micros / 1000000)
+  local timestamp = os.date("!%Y-%m-%dT%H:%M:%S", seconds) ..
+    string.format(".%06d+00:00", micros - seconds * 1000000)
+  local body = string.format(
+    '{"eventType":"%s","userId":"%s-u%d","productId":"sku-%d","timestamp":"%s",' ..
+    '"sessionId":"s%d"%s}',
+    TYPES[kind] or "product_viewed", run, n % 3000, (n * 7919) % 5000, timestamp,
+    n % 900, metadata(kind))
+  return wrk.format(nil, "/api/v1/events", nil, body)
+end
+"""
 
 
 async def _pushes(broker: Redis) -> int:
@@ -243,13 +300,10 @@ class RawClient:
         self._host, self._port, self._key = host, port, key
         self._connection: _Answer | None = None
 
-    async def post(self, path: str, payload: Any) -> tuple[int, Any, float]:
-        """POST JSON; the status, the decoded JSON answer, and the seconds until it was read."""
-        if self._connection is None:
-            _, self._connection = await asyncio.get_running_loop().create_connection(
-                _Answer, self._host, self._port
-            )
-        connection = self._connection
+    async def post(self, path: str, payload: Any) -> tuple[int, Any, float, float]:
+        """POST JSON; the status, the decoded JSON answer, and the moments (perf_counter) the
+        request was written and its answer read."""
+        connection = await self.connect()
         assert connection.transport is not None
         body = json.dumps(payload, separators=(",", ":")).encode()
         head = (
@@ -257,10 +311,18 @@ class RawClient:
             f"X-API-Key: {self._key}\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         answered = connection.expect()
-        started = time.perf_counter()
+        sent = time.perf_counter()
         connection.transport.write(head.encode() + body)
         status, answer, finished = await answered
-        return status, json.loads(answer) if answer else None, finished - started
+        return status, json.loads(answer) if answer else None, sent, finished
+
+    async def connect(self) -> _Answer:
+        """The open connection (opened now if need be)."""
+        if self._connection is None:
+            _, self._connection = await asyncio.get_running_loop().create_connection(
+                _Answer, self._host, self._port
+            )
+        return self._connection
 
     async def close(self) -> None:
         """Close the connection."""
@@ -288,7 +350,7 @@ async def post_batches(
         client = RawClient(*base, key)
         next_at = time.perf_counter()
         while time.perf_counter() < deadline:
-            status, answer, _ = await client.post(
+            status, answer, _, _ = await client.post(
                 "/api/v1/events/batch", {"events": generator.batch()}
             )
             if status != 202:
@@ -304,26 +366,70 @@ async def post_batches(
 
 
 async def post_singles(
-    base: tuple[str, int], *, key: str, generator: Generator, seconds: float, clients: int
-) -> tuple[int, list[float]]:
-    """Post single events from `clients` loops for `seconds`; accepted and latencies (ms)."""
+    base: tuple[str, int],
+    *,
+    key: str,
+    generator: Generator,
+    seconds: float,
+    clients: int,
+    per_second: float | None = None,
+) -> tuple[int, dict[str, float]]:
+    """Post single events from `clients` asyncio loops for `seconds`; accepted and the
+    latency summary (ms).
+
+    Paced at `per_second`, each loop sends on a fixed schedule and an event's latency runs from
+    its scheduled moment, not from when it was sent: an answer late enough to hold up the
+    next send counts against the server, as it would for a merchant's backend that posts
+    whenever a shopper acts.
+    """
     accepted = 0
     latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
+    connections = [RawClient(*base, key) for _ in range(clients)]
+    # Connected before the clock starts: a connection's set-up is not an event's latency.
+    await asyncio.gather(*(client.connect() for client in connections))
+    started = time.perf_counter()
+    deadline = started + seconds
+    interval = clients / per_second if per_second else 0.0
 
-    async def loop() -> None:
+    async def loop(number: int) -> None:
         nonlocal accepted
-        client = RawClient(*base, key)
+        client = connections[number]
+        scheduled = started + interval * number / clients  # the loops take turns
         while time.perf_counter() < deadline:
-            status, answer, seconds = await client.post("/api/v1/events", generator.event())
-            latencies.append(seconds * 1000)
+            if interval:
+                await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            status, answer, sent, finished = await client.post("/api/v1/events", generator.event())
+            latencies.append((finished - (scheduled if interval else sent)) * 1000)
             if status != 202:
                 raise RuntimeError(f"event answered {status}: {answer}")
             accepted += 1
+            scheduled += interval
         await client.close()
 
-    await asyncio.gather(*(loop() for _ in range(clients)))
-    return accepted, latencies
+    await asyncio.gather(*(loop(number) for number in range(clients)))
+    summary = {name: _percentile(latencies, q) for name, q in LATENCY_QUANTILES.items()}
+    return accepted, {**summary, "max": max(latencies)}
+
+
+def post_singles_with_wrk(
+    base: tuple[str, int], *, key: str, run: str, seconds: float, clients: int, workdir: Path
+) -> tuple[int, dict[str, float]]:
+    """Post single events from `clients` wrk connections for `seconds`; accepted and the
+    latency summary (ms)."""
+    host, port = base
+    result = run_wrk(
+        url=f"http://{host}:{port}",
+        script=SINGLES_SCRIPT,
+        script_args=[run, str(int(time.time() * 1e6))],
+        headers={"X-API-Key": key},
+        connections=clients,
+        duration=seconds,
+        threads=1,
+        workdir=workdir,
+    )
+    if result["non2xx"] or result["socketErrors"]:
+        raise RuntimeError(f"wrk saw failed requests: {result}")
+    return int(result["requests"]), result
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -340,10 +446,11 @@ def _process_table() -> dict[int, tuple[int, float, float]]:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
         except OSError:
             continue
+        # A process's own CPU time, and that of its children it has waited for (wrk's).
         table[int(entry.name)] = (
             int(fields[1]),
-            int(fields[11]) / _TICKS,
-            int(fields[12]) / _TICKS,
+            (int(fields[11]) + int(fields[13])) / _TICKS,
+            (int(fields[12]) + int(fields[14])) / _TICKS,
         )
     return table
 
@@ -485,8 +592,91 @@ async def statements_report(pool: asyncpg.Pool, *, top: int = 6) -> str:
     )
 
 
+async def singles_phase(
+    args: argparse.Namespace,
+    platform: Platform,
+    pool: asyncpg.Pool,
+    projections: Redis,
+    roots: dict[str, int],
+    pids: dict[str, int],
+    *,
+    per_second: float | None,
+    host_line: Callable[[], str],
+) -> float:
+    """Post single events for --duration s as fast as --single-clients connections go, or for
+    half of it paced at `per_second` from --paced-clients loops; print the figures; return the
+    accepted rate."""
+    settings = platform.settings
+    address = ("127.0.0.1", settings.api_port)
+    host = host_line()
+    tenant_id, key = await _make_tenant(pool, settings)
+    broker = Redis.from_url(settings.broker_url)
+    pushes_before = await _pushes(broker)
+    started = time.perf_counter()
+    cpu_before = cpu_seconds(roots)
+    if per_second is not None:
+        clients, how = args.paced_clients, f"paced at {per_second:,.0f}/s"
+        accepted, latency = await post_singles(
+            address,
+            key=key,
+            generator=Generator(f"p{per_second:.0f}"),
+            seconds=max(5.0, args.duration / 2),
+            clients=clients,
+            per_second=per_second,
+        )
+    else:
+        clients, how = args.single_clients, args.generator
+        with profiled(args.profile, "singles", pids):
+            if args.generator == "wrk":
+                accepted, latency = await asyncio.to_thread(
+                    post_singles_with_wrk,
+                    address,
+                    key=key,
+                    run=f"s{uuid.uuid4().hex[:6]}",
+                    seconds=args.duration,
+                    clients=clients,
+                    workdir=platform.workdir,
+                )
+            else:
+                accepted, latency = await post_singles(
+                    address,
+                    key=key,
+                    generator=Generator("s"),
+                    seconds=args.duration,
+                    clients=clients,
+                )
+    posting = time.perf_counter() - started
+    backlog = int(await broker.llen("dramatiq:ingest"))
+    landed_at_stop = await _count(pool, tenant_id)
+    drain = await _wait_landed(pool, projections, tenant_id, accepted, limit=600)
+    cpu_after = cpu_seconds(roots)
+    messages = await _pushes(broker) - pushes_before
+    await broker.aclose()
+    print(
+        f"single events ({clients} clients, {how}): accepted {accepted / posting:,.0f} "
+        f"events/s; POST p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms; when posting "
+        f"stopped {landed_at_stop:,} of {accepted:,} had landed, {backlog} messages queued, "
+        f"drained {drain:.1f} s later",
+        flush=True,
+    )
+    print(
+        "  POST latency ms: "
+        + ", ".join(f"{name} {latency[name]:.1f}" for name in LATENCY_QUANTILES)
+        + f", max {latency['max']:.1f}; {messages:,} queue messages "
+        f"({accepted / max(1, messages):.1f} events each)",
+        flush=True,
+    )
+    print(cpu_report(cpu_before, cpu_after, accepted), host, sep="\n", flush=True)
+    if args.statements:
+        print(await statements_report(pool), flush=True)
+    return accepted / posting
+
+
 async def run(args: argparse.Namespace) -> None:
     """Bring the stack up, run the phases, print the figures."""
+    if args.generator == "wrk" and not wrk_available():
+        print("wrk is not installed (apt-get install -y wrk): using the asyncio client")
+        args.generator = "asyncio"
     with local_platform("recomengine-bench-ingest-", keep=args.keep) as platform:
         settings = platform.settings
         pool = await create_pool(settings, min_size=1, max_size=4)
@@ -551,50 +741,30 @@ async def run(args: argparse.Namespace) -> None:
                 if args.statements:
                     print(await statements_report(pool), flush=True)
 
+            single_rate = args.single_rate
             if "singles" in phases:
-                host = host_line()
-                tenant_id, key = await _make_tenant(pool, settings)
-                broker = Redis.from_url(settings.broker_url)
-                pushes_before = await _pushes(broker)
-                started = time.perf_counter()
-                cpu_before = cpu_seconds(roots)
-                with profiled(args.profile, "singles", pids):
-                    single_accepted, latencies = await post_singles(
-                        address,
-                        key=key,
-                        generator=Generator("s"),
-                        seconds=args.duration,
-                        clients=args.single_clients,
-                    )
-                posting = time.perf_counter() - started
-                backlog = int(await broker.llen("dramatiq:ingest"))
-                landed_at_stop = await _count(pool, tenant_id)
-                drain = await _wait_landed(pool, projections, tenant_id, single_accepted, limit=600)
-                cpu_after = cpu_seconds(roots)
-                messages = await _pushes(broker) - pushes_before
-                await broker.aclose()
-                print(
-                    f"single events ({args.single_clients} clients): accepted "
-                    f"{single_accepted / posting:,.0f} events/s; POST p50 "
-                    f"{statistics.median(latencies):.1f} ms, p99 "
-                    f"{_percentile(latencies, 0.99):.1f} ms; when posting stopped "
-                    f"{landed_at_stop:,} of {single_accepted:,} had landed, {backlog} messages "
-                    f"queued, drained {drain:.1f} s later",
-                    flush=True,
+                single_rate = await singles_phase(
+                    args,
+                    platform,
+                    pool,
+                    projections,
+                    roots,
+                    pids,
+                    per_second=None,
+                    host_line=host_line,
                 )
-                print(
-                    "  POST latency ms: "
-                    + ", ".join(
-                        f"p{q * 100:g} {_percentile(latencies, q):.1f}"
-                        for q in (0.9, 0.95, 0.99, 0.999)
+            if "paced" in phases:
+                for fraction in (float(f) for f in args.paced_fractions.split(",")):
+                    await singles_phase(
+                        args,
+                        platform,
+                        pool,
+                        projections,
+                        roots,
+                        pids,
+                        per_second=single_rate * fraction,
+                        host_line=host_line,
                     )
-                    + f", max {max(latencies):.1f}; {messages:,} queue messages "
-                    f"({single_accepted / max(1, messages):.1f} events each)",
-                    flush=True,
-                )
-                print(cpu_report(cpu_before, cpu_after, single_accepted), host, sep="\n")
-                if args.statements:
-                    print(await statements_report(pool), flush=True)
 
             if "latency" in phases:
                 host = host_line()
@@ -639,11 +809,31 @@ def main() -> None:
     parser.add_argument(
         "--single-clients", type=int, default=32, help="concurrent single-event posters"
     )
+    parser.add_argument(
+        "--generator",
+        choices=["wrk", "asyncio"],
+        default="wrk",
+        help="the single-event client: wrk (C, least CPU) or this process's asyncio loops",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
     parser.add_argument(
         "--phases",
-        default="batches,singles,latency",
-        help="which of batches, singles, latency to run (comma-separated)",
+        default="batches,singles,paced,latency",
+        help="which of batches, singles, paced, latency to run (comma-separated)",
+    )
+    parser.add_argument(
+        "--paced-fractions",
+        default="0.5,0.8",
+        help="the paced phases' rates, as fractions of the singles phase's accepted rate",
+    )
+    parser.add_argument(
+        "--paced-clients", type=int, default=64, help="loops sending paced single events"
+    )
+    parser.add_argument(
+        "--single-rate",
+        type=float,
+        default=5000.0,
+        help="events/s the paced fractions apply to when the singles phase does not run",
     )
     parser.add_argument(
         "--latency-rate",

@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.wrk import parse_result, run_wrk
+
 # Each wrk thread starts at a different place of the list and walks it in order, so the mix
-# sent is the list's mix. `done` runs once, after every thread, with the merged histogram.
-WRK_SCRIPT = """
+# sent is the list's mix.
+PATHS_SCRIPT = """
 local paths, n, position = {}, 0, 0
 local threads, counter = {}, 0
 
@@ -43,26 +44,10 @@ function request()
   position = position % n + 1
   return wrk.format("GET", paths[position])
 end
-
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    '\\nRESULT {"requests":%d,"seconds":%.3f,"non2xx":%d,"socketErrors":%d,' ..
-    '"p50":%.3f,"p95":%.3f,"p99":%.3f,"max":%.3f,"mean":%.3f}\\n',
-    summary.requests, summary.duration / 1e6, e.status,
-    e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000,
-    latency:percentile(99) / 1000, latency.max / 1000, latency.mean / 1000))
-end
 """
 
 
-def wrk_available() -> bool:
-    """Whether the wrk binary is on the PATH."""
-    return shutil.which("wrk") is not None
-
-
-def run_wrk(
+def run_wrk_paths(
     *,
     port: int,
     paths_file: Path,
@@ -72,16 +57,17 @@ def run_wrk(
     threads: int,
     workdir: Path,
 ) -> dict[str, Any]:
-    """Drive http://127.0.0.1:port with wrk for `duration` s; the parsed summary."""
-    script = workdir / "read_path.lua"
-    script.write_text(WRK_SCRIPT)
-    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{int(duration)}s"]
-    command += ["--timeout", "5s", "-s", str(script)]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    command += [f"http://127.0.0.1:{port}", "--", str(paths_file)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return _result(done.stdout)
+    """Drive http://127.0.0.1:port with wrk for `duration` s, cycling through the paths."""
+    return run_wrk(
+        url=f"http://127.0.0.1:{port}",
+        script=PATHS_SCRIPT,
+        script_args=[str(paths_file)],
+        headers=headers,
+        connections=connections,
+        duration=duration,
+        threads=threads,
+        workdir=workdir,
+    )
 
 
 def run_asyncio_generator(
@@ -97,14 +83,7 @@ def run_asyncio_generator(
     command += ["--paths", str(paths_file), "--connections", str(connections)]
     command += ["--duration", str(duration), "--headers", json.dumps(headers)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return _result(done.stdout)
-
-
-def _result(stdout: str) -> dict[str, Any]:
-    for line in stdout.splitlines():
-        if line.startswith("RESULT "):
-            return dict(json.loads(line[len("RESULT ") :]))
-    raise RuntimeError(f"the load generator printed no result:\n{stdout[-2000:]}")
+    return parse_result(done.stdout)
 
 
 def _percentile(ordered: list[float], q: float) -> float:

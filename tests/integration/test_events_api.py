@@ -11,11 +11,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import Process, TenantContext
+from conftest import Process, TenantContext, make_tenant
 from redis.asyncio import Redis
 
 from store import keys
 from store.counters import read_counters
+from store.settings import Settings
 
 
 def _event(**overrides: Any) -> dict[str, Any]:
@@ -182,6 +183,50 @@ async def test_a_read_key_may_not_post_events(
 ) -> None:
     response = await http.post("/api/v1/events", json=_event(), headers=tenant.read_headers)
     assert response.status_code == 403
+
+
+async def test_single_events_over_the_write_limit_are_429s_and_are_not_stored(
+    http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings, worker: Process
+) -> None:
+    # Posted together, the six events are counted together and share pre-checks and queue
+    # messages: only the three admitted ones may be queued.
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"writesPerMinute": 3}})
+    responses = await asyncio.gather(
+        *(
+            http.post("/api/v1/events", json=_event(userId=f"u{i}"), headers=shop.write_headers)
+            for i in range(6)
+        )
+    )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [202, 202, 202, 429, 429, 429]
+    # Over the limit, a bad body is refused for the limit, not for the body.
+    bad = await http.post("/api/v1/events", json={"eventType": 1}, headers=shop.write_headers)
+    assert bad.status_code == 429 and "Retry-After" in bad.headers
+    assert await _wait_rows(db, shop.tenant_id, 3) == 3
+    await asyncio.sleep(0.5)
+    stored = await db.fetch("SELECT event_id FROM events WHERE tenant_id = $1", shop.tenant_id)
+    accepted = {r.json()["eventId"] for r in responses if r.status_code == 202}
+    assert {row["event_id"] for row in stored} == accepted
+
+
+async def test_a_revoked_key_cannot_post_a_single_event_on_its_next_call(
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    assert first.status_code == 202  # the key is now in the api's cache
+    key_id = await db.fetchval(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = 'read_write'",
+        uuid.UUID(tenant.tenant_id),
+    )
+    revoked = await http.delete(
+        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key_id}", headers=tenant.admin_headers
+    )
+    assert revoked.status_code == 204
+    refused = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    assert refused.status_code == 401
+    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
+    await asyncio.sleep(0.5)
+    assert await _count(db, tenant.tenant_id) == 1
 
 
 async def test_an_accepted_event_lands_with_its_warnings_as_flags(
