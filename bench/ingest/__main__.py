@@ -25,6 +25,7 @@ Every side effect of ingestion is on: dedupe, counters, history, trending, attri
 
 After phases 2 to 4 it prints the CPU time each process used per event (api, worker pool,
 PostgreSQL, Redis, and the load generator, which shares the machine). Before each phase it
+lets the previous one's after-effects finish (a CHECKPOINT, then until the cores are idle) and
 times a fixed pure-Python loop: on a virtual machine whose host gets slower, that time and every
 figure of the phase move together. --statements loads
 pg_stat_statements and prints the statements PostgreSQL spent most time on; --profile DIR
@@ -45,7 +46,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +67,7 @@ from store.settings import Settings
 
 COPY_COLUMNS = ["tenant_id", "event_id", "event_type", "user_id", "product_id", "occurred_at"]
 UNLIMITED = {"rateLimits": {"writesPerMinute": 100_000_000}}
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 async def _make_tenant(pool: asyncpg.Pool, settings: Settings) -> tuple[str, str]:
@@ -87,6 +89,33 @@ def host_reference_ms() -> float:
 
 
 LATENCY_QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
+
+
+def _idle_seconds() -> float:
+    """CPU seconds all cores have been idle since boot (Linux /proc/stat)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / _TICKS  # idle + iowait
+
+
+async def settle(pool: asyncpg.Pool, *, quiet_share: float = 0.9, limit: float = 60.0) -> str:
+    """Let the previous phase's after-effects finish before the next phase: a CHECKPOINT
+    (a million inserted rows leave PostgreSQL writing out pages for minutes), then wait until
+    the cores are `quiet_share` idle over a second (autovacuum, the workers' tail); what it
+    took, as a report line."""
+    started = time.perf_counter()
+    await pool.execute("CHECKPOINT")
+    cores = os.cpu_count() or 1
+    idle_share = 0.0
+    while time.perf_counter() - started < limit:
+        before, at = _idle_seconds(), time.perf_counter()
+        await asyncio.sleep(1.0)
+        idle_share = (_idle_seconds() - before) / (time.perf_counter() - at) / cores
+        if idle_share >= quiet_share:
+            break
+    return (
+        f"  settled before this phase: CHECKPOINT, then {time.perf_counter() - started:.0f} s "
+        f"until the cores were {idle_share:.0%} idle"
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -415,7 +444,9 @@ def post_singles_with_wrk(
     base: tuple[str, int], *, key: str, run: str, seconds: float, clients: int, workdir: Path
 ) -> tuple[int, dict[str, float]]:
     """Post single events from `clients` wrk connections for `seconds`; accepted and the
-    latency summary (ms)."""
+    latency summary (ms). wrk does not count the requests still on their way when it stops (at
+    most one per connection): those events land too, so a few more rows than accepted events
+    may show."""
     host, port = base
     result = run_wrk(
         url=f"http://{host}:{port}",
@@ -432,7 +463,6 @@ def post_singles_with_wrk(
     return int(result["requests"]), result
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
 _samplers: set[int] = set()
 
 
@@ -601,14 +631,14 @@ async def singles_phase(
     pids: dict[str, int],
     *,
     per_second: float | None,
-    host_line: Callable[[], str],
+    host_line: Callable[[], Awaitable[str]],
 ) -> float:
     """Post single events for --duration s as fast as --single-clients connections go, or for
     half of it paced at `per_second` from --paced-clients loops; print the figures; return the
     accepted rate."""
     settings = platform.settings
     address = ("127.0.0.1", settings.api_port)
-    host = host_line()
+    host = await host_line()
     tenant_id, key = await _make_tenant(pool, settings)
     broker = Redis.from_url(settings.broker_url)
     pushes_before = await _pushes(broker)
@@ -702,16 +732,17 @@ async def run(args: argparse.Namespace) -> None:
             print(f"COPY ceiling: {copy_rate:,.0f} rows/s ({args.copy_rows:,} rows)", flush=True)
             reference = host_reference_ms()
 
-            def host_line() -> str:
+            async def host_line() -> str:
+                settled = await settle(pool)
                 return (
-                    f"  host: reference loop {host_reference_ms():.1f} ms before this phase, "
-                    f"{reference:.1f} ms at the start (longer: a slower host)"
+                    f"{settled}\n  host: reference loop {host_reference_ms():.1f} ms before "
+                    f"this phase, {reference:.1f} ms at the start (longer: a slower host)"
                 )
 
             phases = {phase.strip() for phase in args.phases.split(",")}
             e2e_rate = args.latency_rate * 2
             if "batches" in phases:
-                host = host_line()
+                host = await host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 if args.statements:
                     await statements_report(pool)
@@ -767,7 +798,7 @@ async def run(args: argparse.Namespace) -> None:
                     )
 
             if "latency" in phases:
-                host = host_line()
+                host = await host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 half = e2e_rate / 2
                 seconds = max(5.0, args.duration / 2)
