@@ -45,8 +45,8 @@ import httpx
 
 from bench.harness import Platform, local_platform, make_bench_tenant, stop_process, wait_ready
 from bench.read_path.breakdown import measure_stages, print_stages
-from bench.read_path.load import run_asyncio_generator, run_wrk_paths
-from bench.wrk import wrk_available
+from bench.read_path.load import PATHS_SCRIPT, run_asyncio_generator
+from bench.wrk import run_wrk, wrk_available
 from cli.localservices import free_port
 from domain.catalog import parse_item
 from store.catalog import upsert_items
@@ -277,9 +277,10 @@ def measure(
 ) -> dict[str, Any]:
     """One load run with the chosen generator."""
     if args.generator == "wrk":
-        return run_wrk_paths(
-            port=port,
-            paths_file=paths_file,
+        return run_wrk(
+            url=f"http://127.0.0.1:{port}",
+            script=PATHS_SCRIPT,
+            script_args=[str(paths_file)],
             headers=headers,
             connections=args.connections,
             duration=duration,

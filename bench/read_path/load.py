@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.wrk import parse_result, run_wrk
+from bench.wrk import parse_result
 
 # Each wrk thread starts at a different place of the list and walks it in order, so the mix
 # sent is the list's mix.
@@ -45,29 +45,6 @@ function request()
   return wrk.format("GET", paths[position])
 end
 """
-
-
-def run_wrk_paths(
-    *,
-    port: int,
-    paths_file: Path,
-    headers: dict[str, str],
-    connections: int,
-    duration: float,
-    threads: int,
-    workdir: Path,
-) -> dict[str, Any]:
-    """Drive http://127.0.0.1:port with wrk for `duration` s, cycling through the paths."""
-    return run_wrk(
-        url=f"http://127.0.0.1:{port}",
-        script=PATHS_SCRIPT,
-        script_args=[str(paths_file)],
-        headers=headers,
-        connections=connections,
-        duration=duration,
-        threads=threads,
-        workdir=workdir,
-    )
 
 
 def run_asyncio_generator(
