@@ -44,9 +44,6 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
     app.ctx.settings = settings
     app.ctx.version = APP_VERSION
 
-    for blueprint in ALL_BLUEPRINTS:
-        app.blueprint(blueprint)
-
     app.error_handler.add(Exception, problems.handle_exception)
 
     @app.before_server_start
@@ -59,6 +56,10 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
         app.ctx.api_keys = ApiKeyAuthenticator(
             settings=settings, pool=app.ctx.db, limiter=app.ctx.limiter
         )
+
+    # After the pools' listener: the blueprints' start-up listeners run after it and use them.
+    for blueprint in ALL_BLUEPRINTS:
+        app.blueprint(blueprint)
 
     @app.after_server_start
     async def freeze_startup_objects(app: Sanic) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -71,12 +71,9 @@ class Event:
     # occurred_at as the ISO 8601 text the dedupe digest hashed (made once per event).
     occurred_at_text: str = ""
 
-    def with_flag(self, flag: str) -> Event:
-        """This event with one more warning flag (kept once, in order)."""
-        return self if flag in self.flags else replace(self, flags=(*self.flags, flag))
-
     def to_message(self) -> dict[str, Any]:
-        """The JSON-primitive form carried in a queue message."""
+        """The JSON-primitive form carried in a queue message (flags last: the ingest pre-check
+        script adds a warning to the end of the encoded form)."""
         return {
             "id": self.event_id,
             "client": self.client_event_id,

@@ -21,6 +21,7 @@ from domain.events import (
     ATTRIBUTION_WINDOW,
     DERIVED_ID_PREFIX,
     Click,
+    Event,
     Purchase,
     attribute,
     dedupe_digest,
@@ -38,6 +39,8 @@ from store.redis import run_script
 
 SEEN_TTL_SECONDS = 8 * 24 * 3600
 CLIENT_ID_TTL_SECONDS = 2 * 24 * 3600
+# Stands for a key a script does not use this time.
+_NO_KEY = "reco:none"
 
 _ROW_COLUMNS = """
     event_id, event_type, user_id, product_id, occurred_at, price::float8 AS price, placement_id,
@@ -607,45 +610,85 @@ async def ingest_and_project(
 
 @dataclass(frozen=True)
 class Precheck:
-    """What Redis knows of events about to be queued."""
+    """What Redis knows of events about to be queued, one entry per event."""
 
     known_product: list[bool]
     seen: list[bool]
-    seen_client_id: list[bool]
+    seen_client_id: list[bool]  # False for an event without a client eventId
 
 
-# The fast dedupe and catalog check of a whole request in one command and one short reply: a
+@dataclass(frozen=True)
+class QueueFrame:
+    """A broker message the pre-check script fills with the fresh events and queues itself.
+
+    `head` and `tail` are the message encoded around its (empty) events list; the broker's
+    hash and list are in database `db` of the projections' Redis server.
+    """
+
+    db: int
+    messages_key: str
+    queue_key: str
+    message_id: str
+    head: bytes
+    tail: bytes
+
+
+# The fast dedupe and catalog check of a whole request in one command and one short reply (a
 # pipeline of one HEXISTS/SISMEMBER per event costs the api more in packing and parsing replies
-# than everything else it does. KEYS: the catalog hash, then the seen sets, then the client-id
-# sets (today, yesterday). ARGV[1]: product ids joined by NUL (ids never hold NUL: validation
-# refuses it); ARGV[2]: the 16-byte digests concatenated; ARGV[3]: per digest one byte, the
-# KEYS index of its seen set; ARGV[4]: client ids joined by NUL. Returns one '0'/'1' string:
-# products, then digests, then client ids, in input order.
+# than everything else it does), and, given a queue frame, the enqueue of the fresh events in
+# the same call: a request then makes one round trip to Redis after its rate-limit call
+# instead of two, which is most of what a lone single event costs the api.
+# KEYS: the catalog hash, the client-id sets (today, yesterday), the broker's message hash and
+# queue list (or dummies), then the seen sets. ARGV[1]: one byte per event, the KEYS index of
+# its seen set; ARGV[2]: product ids joined by NUL (ids never hold NUL: validation refuses
+# it); ARGV[3]: the 16-byte digests concatenated; ARGV[4]: client ids joined by NUL ('' for
+# none); ARGV[5..8]: broker db, message id, head and tail of the message ('' when not
+# queueing); ARGV[9..]: per event its message-form JSON, ending in its flags list ('' to
+# leave it out). Returns one digit per event: 1 known product + 2 seen + 4 client id seen.
 _PRECHECK = """
-local out = {}
-local function each(joined, fn)
-  if joined == '' then return end
-  local start = 1
-  while true do
+local where = ARGV[1]
+local n = #where
+local function split(joined)
+  local parts, start = {}, 1
+  for i = 1, n - 1 do
     local stop = string.find(joined, '\\0', start, true)
-    if not stop then fn(string.sub(joined, start)); return end
-    fn(string.sub(joined, start, stop - 1))
+    parts[i] = string.sub(joined, start, stop - 1)
     start = stop + 1
   end
+  parts[n] = string.sub(joined, start)
+  return parts
 end
-each(ARGV[1], function(id) out[#out + 1] = redis.call('HEXISTS', KEYS[1], id) end)
-local digests, where = ARGV[2], ARGV[3]
-for i = 1, #where do
+local products, digests, clients = split(ARGV[2]), ARGV[3], split(ARGV[4])
+local queueing = ARGV[7] ~= ''
+local answer, fresh = {}, {}
+for i = 1, n do
+  local known = redis.call('HEXISTS', KEYS[1], products[i])
   local member = string.sub(digests, 16 * i - 15, 16 * i)
-  out[#out + 1] = redis.call('SISMEMBER', KEYS[string.byte(where, i)], member)
+  local seen = redis.call('SISMEMBER', KEYS[string.byte(where, i)], member)
+  local by_client = 0
+  if clients[i] ~= '' then
+    by_client = redis.call('SISMEMBER', KEYS[2], clients[i])
+    if by_client == 0 then by_client = redis.call('SISMEMBER', KEYS[3], clients[i]) end
+  end
+  answer[i] = known + 2 * seen + 4 * by_client
+  local body = ARGV[8 + i]
+  if queueing and seen + by_client == 0 and body ~= '' then
+    if known == 0 then
+      -- The body ends with its flags list: add the warning inside it.
+      local open = string.sub(body, 1, -3)
+      local comma = string.sub(open, -1) == '[' and '' or ','
+      body = open .. comma .. '"unknown_product"]}'
+    end
+    fresh[#fresh + 1] = body
+  end
 end
-local today, yesterday = KEYS[#KEYS - 1], KEYS[#KEYS]
-each(ARGV[4], function(id)
-  local found = redis.call('SISMEMBER', today, id)
-  if found == 0 then found = redis.call('SISMEMBER', yesterday, id) end
-  out[#out + 1] = found
-end)
-return table.concat(out)
+if #fresh > 0 then
+  -- Only for this script: the caller's connection stays on the projections' database.
+  redis.call('SELECT', ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[6], ARGV[7] .. table.concat(fresh, ',') .. ARGV[8])
+  redis.call('RPUSH', KEYS[5], ARGV[6])
+end
+return table.concat(answer)
 """
 
 
@@ -653,39 +696,51 @@ async def precheck(
     redis: Redis,
     *,
     tenant_id: str,
-    product_ids: Sequence[str],
-    digests: Sequence[tuple[str, datetime]],
-    client_ids: Sequence[str],
+    events: Sequence[Event],
+    frame: QueueFrame | None = None,
+    bodies: Sequence[bytes] = (),
 ) -> Precheck:
-    """In one round trip: whether each product is in the catalog projection, and whether each
-    event (digest, time) and each client eventId was already ingested (the fast dedupe)."""
+    """In one round trip: whether each event's product is in the catalog projection, and
+    whether the event (digest) and its client eventId were already ingested (the fast dedupe).
+
+    With a `frame`, the same call queues as one message the `bodies` (each event's encoded
+    message form, b"" to leave it out) of the events found neither seen nor by client id,
+    adding the `unknown_product` flag to those whose product is unknown.
+    """
     now = datetime.now(UTC)
-    script_keys = [keys.catalog_cards(tenant_id)]
+    script_keys = [
+        keys.catalog_cards(tenant_id),
+        keys.event_client_ids(tenant_id, day_of(now)),
+        keys.event_client_ids(tenant_id, day_of(now - timedelta(days=1))),
+        frame.messages_key if frame else _NO_KEY,
+        frame.queue_key if frame else _NO_KEY,
+    ]
     slot: dict[str, int] = {}
     where = bytearray()
-    for _, moment in digests:
-        day = day_of(moment)
+    for event in events:
+        day = day_of(event.occurred_at)
         if day not in slot:
             script_keys.append(keys.events_seen(tenant_id, day))
             slot[day] = len(script_keys)  # Lua indexes from 1
         where.append(slot[day])
-    script_keys.append(keys.event_client_ids(tenant_id, day_of(now)))
-    script_keys.append(keys.event_client_ids(tenant_id, day_of(now - timedelta(days=1))))
+    queue_args: list[Any] = (
+        [frame.db, frame.message_id, frame.head, frame.tail, *bodies] if frame else ["", "", "", ""]
+    )
     answer = await run_script(
         redis,
         _PRECHECK,
         script_keys,
-        "\0".join(product_ids),
-        b"".join(bytes.fromhex(digest) for digest, _ in digests),
         bytes(where),
-        "\0".join(client_ids),
+        "\0".join(e.product_id for e in events),
+        b"".join(bytes.fromhex(e.digest) for e in events),
+        "\0".join(e.event_id if e.client_event_id else "" for e in events),
+        *queue_args,
     )
-    bits = [c == 49 for c in answer]  # b"1"
-    products, digested = len(product_ids), len(product_ids) + len(digests)
+    found = [c - 48 for c in answer]  # digits
     return Precheck(
-        known_product=bits[:products],
-        seen=bits[products:digested],
-        seen_client_id=bits[digested:],
+        known_product=[bool(f & 1) for f in found],
+        seen=[bool(f & 2) for f in found],
+        seen_client_id=[bool(f & 4) for f in found],
     )
 
 

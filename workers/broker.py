@@ -7,6 +7,7 @@ made here at import time; it opens no connection until the first message is sent
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from store.events import QueueFrame
 from store.redis import run_script
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
@@ -94,7 +96,8 @@ def build_broker(url: str) -> RedisBroker:
     return broker
 
 
-dramatiq.set_encoder(FastJSONEncoder())
+_ENCODER = FastJSONEncoder()
+dramatiq.set_encoder(_ENCODER)
 broker = build_broker(get_settings().broker_url)
 dramatiq.set_broker(broker)
 
@@ -116,3 +119,28 @@ async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
     encoded = message.copy(options={"redis_message_id": redis_id}).encode()
     queue = f"{broker.namespace}:{message.queue_name}"
     await run_script(client, _ENQUEUE, [f"{queue}.msgs", queue], redis_id, encoded)
+
+
+def encode_value(value: dict[str, Any]) -> bytes:
+    """`value` encoded as it is inside a message."""
+    return _ENCODER.encode(value)
+
+
+def message_frame(message: dramatiq.Message[Any], *, db: int) -> QueueFrame:
+    """`message`, whose last argument is an empty list, encoded around that list, for a Redis
+    script to fill and queue in database `db` (see store.events.precheck)."""
+    marker = os.urandom(16).hex()
+    redis_id = str(uuid.uuid4())
+    filled = message.copy(
+        args=(*message.args[:-1], [marker]), options={"redis_message_id": redis_id}
+    )
+    head, tail = filled.encode().split(f'"{marker}"'.encode())
+    queue = f"{broker.namespace}:{message.queue_name}"
+    return QueueFrame(
+        db=db,
+        messages_key=f"{queue}.msgs",
+        queue_key=queue,
+        message_id=redis_id,
+        head=head,
+        tail=tail,
+    )

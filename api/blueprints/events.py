@@ -25,7 +25,7 @@ from domain.events import (
     check_event,
     parse_event,
 )
-from store.events import decode_cursor, encode_cursor, list_events, precheck
+from store.events import QueueFrame, decode_cursor, encode_cursor, list_events, precheck
 from workers.broker import QUEUES
 from workers.metrics import queue_families, queue_stats_async
 
@@ -121,9 +121,74 @@ class EventPage(ApiModel):
 
 
 Send = Callable[[str, list[dict[str, Any]]], Coroutine[Any, Any, None]]
-# Pre-checks events of one tenant: their queue messages (warning flags added) and whether each
-# was ingested before.
-Screen = Callable[[str, list[Event]], Coroutine[Any, Any, tuple[list[dict[str, Any]], list[bool]]]]
+# The queue message one script call fills and queues itself (None: queue with `Send`).
+Frame = Callable[[str], QueueFrame]
+# What was answered for each event of a delivery: whether it was a duplicate, and its message.
+Answers = list[tuple[bool, dict[str, Any]]]
+
+
+def _repeats(events: list[Event]) -> list[bool]:
+    """Whether each event repeats an earlier one of the same request or message."""
+    repeats = []
+    before: set[str] = set()
+    for event in events:
+        repeats.append(event.digest in before or event.event_id in before)
+        before.update((event.digest, event.event_id))
+    return repeats
+
+
+class QueueDelivery:
+    """Pre-checks events of one tenant and queues the fresh ones as one message.
+
+    With a `frame`, the pre-check script queues them in the same Redis call (the broker is on
+    the projections' server); otherwise `send` queues them after it, in a second call.
+    """
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        send: Send,
+        frame: Frame | None,
+        encode: Callable[[dict[str, Any]], bytes],
+    ) -> None:
+        self._redis = redis
+        self._send = send
+        self._frame = frame
+        self._encode = encode
+
+    async def deliver(
+        self, tenant_id: str, events: list[Event], checked: Callable[[], None] = lambda: None
+    ) -> Answers:
+        """Whether each event was a duplicate, and its message (warning flags added), once the
+        broker holds the fresh ones; `checked()` runs as soon as the pre-check has answered."""
+        repeats = _repeats(events)
+        messages = [event.to_message() for event in events]
+        frame = self._frame(tenant_id) if self._frame else None
+        bodies = []
+        if frame:
+            bodies = [b"" if r else self._encode(m) for m, r in zip(messages, repeats, strict=True)]
+        try:
+            found = await precheck(
+                self._redis, tenant_id=tenant_id, events=events, frame=frame, bodies=bodies
+            )
+        except (RedisError, OSError) as exc:
+            raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
+        checked()
+        answers: Answers = []
+        fresh = []
+        for message, known, seen, by_client, repeat in zip(
+            messages, found.known_product, found.seen, found.seen_client_id, repeats, strict=True
+        ):
+            if not known:
+                message["flags"].append(WARNING_UNKNOWN_PRODUCT)
+            duplicate = seen or by_client or repeat
+            if not duplicate:
+                fresh.append(message)
+            answers.append((duplicate, message))
+        if fresh and frame is None:
+            await self._send(tenant_id, fresh)
+        return answers
 
 
 class _Pending:
@@ -134,46 +199,33 @@ class _Pending:
         self.waiters: list[asyncio.Future[tuple[bool, dict[str, Any]]]] = []
 
 
-def _mark_repeats(duplicates: list[bool], events: list[Event]) -> None:
-    """Mark as duplicates the events that repeat an earlier one of the same request or window
-    (in place)."""
-    in_batch: set[str] = set()
-    for index, event in enumerate(events):
-        if event.digest in in_batch or event.event_id in in_batch:
-            duplicates[index] = True
-        in_batch.update((event.digest, event.event_id))
-
-
 class IngestEnqueuer:
     """Puts events on the ingest queue: a batch as one message, single events coalesced per
     tenant (one pre-check and one message for all of them). Every call returns only once the
     broker holds its events.
 
     Single events of a tenant wait while `in_flight` messages of that tenant are being
-    pre-checked, and go together as soon as one is (its enqueue overlaps their pre-check):
-    under load a message carries what came in during one pre-check, when idle an event goes at
-    once. `window` adds a fixed wait before a tenant's first message (0: none beyond the
-    current loop iteration).
+    pre-checked, and go together as soon as one is: under load a message carries what came in
+    during one pre-check, when idle an event goes at once. `window` adds a fixed wait before a
+    tenant's first message (0: none beyond the current loop iteration).
     """
 
     def __init__(
         self,
-        send: Send,
-        screen: Screen,
+        delivery: QueueDelivery,
         *,
         window: float = COALESCE_SECONDS,
         in_flight: int = COALESCE_IN_FLIGHT,
     ) -> None:
-        self._send = send
-        self._screen = screen
+        self._delivery = delivery
         self._window = window
         self._in_flight = in_flight
         self._pending: dict[str, _Pending] = {}
         self._sending: dict[str, int] = {}
 
-    async def enqueue_batch(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
-        """One message for the batch."""
-        await self._send(tenant_id, events)
+    async def enqueue_batch(self, tenant_id: str, events: list[Event]) -> Answers:
+        """One message for the fresh events of a batch; the answer for each event."""
+        return await self._delivery.deliver(tenant_id, events)
 
     async def enqueue_one(self, tenant_id: str, event: Event) -> tuple[bool, dict[str, Any]]:
         """Join the tenant's pending events; whether the event was a duplicate, and its
@@ -216,10 +268,10 @@ class IngestEnqueuer:
                 self._flush(tenant_id, waiting)
 
         task = asyncio.get_running_loop().create_task(
-            self._deliver(tenant_id, pending.events, release)
+            self._delivery.deliver(tenant_id, pending.events, release)
         )
 
-        def settle(done: asyncio.Task[list[tuple[bool, dict[str, Any]]]]) -> None:
+        def settle(done: asyncio.Task[Answers]) -> None:
             release()
             failure = (
                 Unavailable("The event queue is unavailable.")
@@ -237,23 +289,12 @@ class IngestEnqueuer:
 
         task.add_done_callback(settle)
 
-    async def _deliver(
-        self, tenant_id: str, events: list[Event], screened: Callable[[], None]
-    ) -> list[tuple[bool, dict[str, Any]]]:
-        messages, duplicates = await self._screen(tenant_id, events)
-        screened()
-        _mark_repeats(duplicates, events)
-        fresh = [m for m, duplicate in zip(messages, duplicates, strict=True) if not duplicate]
-        if fresh:
-            await self._send(tenant_id, fresh)
-        return list(zip(duplicates, messages, strict=True))
-
 
 @bp.before_server_start
 async def build_enqueuer(app: Sanic) -> None:
     """The process's enqueuer, writing Dramatiq messages to the broker without blocking."""
     from workers.actors.ingest import ingest_events
-    from workers.broker import enqueue_async
+    from workers.broker import encode_value, enqueue_async, message_frame
 
     async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
         try:
@@ -261,41 +302,26 @@ async def build_enqueuer(app: Sanic) -> None:
         except (RedisError, OSError) as exc:
             raise Unavailable("The event queue is unavailable; retry shortly.") from exc
 
-    async def screen(
-        tenant_id: str, events: list[Event]
-    ) -> tuple[list[dict[str, Any]], list[bool]]:
-        return await _screen(app.ctx.redis, tenant_id, events)
+    broker_db = int(app.ctx.broker_redis.connection_pool.connection_kwargs.get("db") or 0)
 
-    app.ctx.ingest = IngestEnqueuer(send, screen)
+    def frame(tenant_id: str) -> QueueFrame:
+        return message_frame(ingest_events.message(tenant_id, []), db=broker_db)
+
+    same_server = _server_of(app.ctx.redis) == _server_of(app.ctx.broker_redis)
+    delivery = QueueDelivery(
+        app.ctx.redis, send=send, frame=frame if same_server else None, encode=encode_value
+    )
+    app.ctx.ingest = IngestEnqueuer(delivery)
 
 
-async def _screen(
-    redis: Any, tenant_id: str, events: list[Event]
-) -> tuple[list[dict[str, Any]], list[bool]]:
-    """The queue message of each event with its warning flags, and whether it was already
-    ingested (fast Redis pre-check)."""
-    try:
-        found = await precheck(
-            redis,
-            tenant_id=tenant_id,
-            product_ids=[e.product_id for e in events],
-            digests=[(e.digest, e.occurred_at) for e in events],
-            client_ids=[e.event_id for e in events if e.client_event_id],
-        )
-    except (RedisError, OSError) as exc:
-        raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
-    client_seen = iter(found.seen_client_id)
-    duplicate = []
-    messages = []
-    for event, is_known, is_seen in zip(events, found.known_product, found.seen, strict=True):
-        by_client = next(client_seen) if event.client_event_id else False
-        duplicate.append(is_seen or by_client)
-        message = event.to_message()
-        # Flagging the message, not the frozen event, spares a dataclass copy per event.
-        if not is_known and WARNING_UNKNOWN_PRODUCT not in message["flags"]:
-            message["flags"].append(WARNING_UNKNOWN_PRODUCT)
-        messages.append(message)
-    return messages, duplicate
+def _server_of(client: Any) -> tuple[Any, ...]:
+    """What tells a Redis server apart in a client's settings (everything but the database)."""
+    pool = client.connection_pool
+    settings = pool.connection_kwargs
+    return (
+        pool.connection_class,
+        *(settings.get(name) for name in ("host", "port", "path", "username", "password")),
+    )
 
 
 @bp.post("/events")
@@ -344,25 +370,21 @@ async def post_event_batch(request: Request) -> HTTPResponse:
             }
         else:
             valid.append((index, event))
-    to_send: list[dict[str, Any]] = []
     if valid:
-        screened = [event for _, event in valid]
-        messages, duplicates = await _screen(request.app.ctx.redis, request.ctx.tenant_id, screened)
+        answers = await request.app.ctx.ingest.enqueue_batch(
+            request.ctx.tenant_id, [event for _, event in valid]
+        )
         # The same event twice in one batch is a duplicate of itself.
-        _mark_repeats(duplicates, screened)
-        for (index, event), message, duplicate in zip(valid, messages, duplicates, strict=True):
+        for (index, event), (duplicate, message) in zip(valid, answers, strict=True):
             if duplicate:
                 results[index] = {"index": index, "status": "duplicate", "eventId": event.event_id}
-                continue
-            results[index] = {
-                "index": index,
-                "status": "accepted",
-                "eventId": event.event_id,
-                "warnings": list(message["flags"]),
-            }
-            to_send.append(message)
-    if to_send:
-        await request.app.ctx.ingest.enqueue_batch(request.ctx.tenant_id, to_send)
+            else:
+                results[index] = {
+                    "index": index,
+                    "status": "accepted",
+                    "eventId": event.event_id,
+                    "warnings": list(message["flags"]),
+                }
     counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
     for result in results:
         counts[result["status"]] += 1

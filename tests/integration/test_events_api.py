@@ -433,51 +433,55 @@ async def test_the_events_routes_are_in_the_openapi_document(http: httpx.AsyncCl
     assert "get" in paths["/api/v1/tenants/{tenant_id}/events"]
 
 
+def _two_call_delivery(redis: Redis, sent: list[list[str]]) -> Any:
+    """A delivery that pre-checks in Redis, then records the users of each message it queues."""
+    from api.blueprints.events import QueueDelivery
+    from workers.broker import encode_value
+
+    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
+        sent.append([e["user"] for e in events])
+
+    return QueueDelivery(redis, send=send, frame=None, encode=encode_value)
+
+
 async def test_single_events_of_one_window_share_one_message_and_repeats_are_duplicates(
     redis: Redis, tenant: TenantContext
 ) -> None:
-    from api.blueprints.events import IngestEnqueuer, _screen
+    from api.blueprints.events import IngestEnqueuer
     from domain.events import parse_event
 
-    sent: list[list[dict[str, Any]]] = []
-
-    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        sent.append(events)
-
-    async def screen(tenant_id: str, events: list[Any]) -> Any:
-        return await _screen(redis, tenant_id, events)
-
-    enqueuer = IngestEnqueuer(send, screen, window=0.05)
+    sent: list[list[str]] = []
+    enqueuer = IngestEnqueuer(_two_call_delivery(redis, sent), window=0.05)
     now = datetime.now(UTC)
     raw = [_event(userId="same"), _event(userId="same"), _event(userId="other")]
     raw[1]["timestamp"] = raw[0]["timestamp"]
     events = [parse_event(r, tenant_id=tenant.tenant_id, now=now) for r in raw]
     answers = await asyncio.gather(*(enqueuer.enqueue_one(tenant.tenant_id, e) for e in events))
     assert [duplicate for duplicate, _ in answers] == [False, True, False]
-    assert [m["user"] for m in sent[0]] == ["same", "other"] and len(sent) == 1
+    assert sent == [["same", "other"]]
     assert answers[0][1]["flags"] == ["unknown_product"]
 
 
 async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next_message(
     redis: Redis, tenant: TenantContext
 ) -> None:
-    from api.blueprints.events import IngestEnqueuer, _screen
+    from api.blueprints.events import IngestEnqueuer
     from domain.events import parse_event
 
     screened: list[list[str]] = []
     sent: list[list[str]] = []
     release, screening = asyncio.Event(), asyncio.Event()
+    delivery = _two_call_delivery(redis, sent)
+    deliver = delivery.deliver
 
-    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        sent.append([e["user"] for e in events])
-
-    async def screen(tenant_id: str, events: list[Any]) -> Any:
+    async def slow_deliver(tenant_id: str, events: list[Any], checked: Any) -> Any:
         screened.append([e.user_id for e in events])
         screening.set()
         await release.wait()
-        return await _screen(redis, tenant_id, events)
+        return await deliver(tenant_id, events, checked)
 
-    enqueuer = IngestEnqueuer(send, screen)
+    delivery.deliver = slow_deliver
+    enqueuer = IngestEnqueuer(delivery)
     now = datetime.now(UTC)
     events = [
         parse_event(_event(userId=f"u{i}"), tenant_id=tenant.tenant_id, now=now) for i in range(4)

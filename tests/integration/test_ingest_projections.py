@@ -7,12 +7,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dramatiq
 from redis.asyncio import Redis
 
-from domain.events import dedupe_digest
+from domain.events import Event, parse_event
 from store import keys
 from store.counters import day_of
 from store.events import GuardedEffects, apply_guarded, event_effects, precheck
+from store.settings import Settings
+from workers.broker import encode_value, message_frame
 
 
 def _row(n: int, *, user: str, kind: str, moment: datetime, **extra: Any) -> dict[str, Any]:
@@ -114,33 +117,75 @@ async def test_merged_effects_leave_redis_exactly_as_applying_each_event_alone(
     assert len(history) == 100
 
 
+def _events(t: str, now: datetime, *raw: dict[str, Any]) -> list[Event]:
+    return [
+        parse_event({"eventType": "product_viewed", "productId": "p", **r}, tenant_id=t, now=now)
+        for r in raw
+    ]
+
+
 async def test_the_precheck_answers_for_each_product_event_and_client_id(redis: Redis) -> None:
     t = str(uuid.uuid4())
     now = datetime.now(UTC)
     old = now - timedelta(days=3)
-
-    def digest(n: int, moment: datetime) -> str:
-        return dedupe_digest(
-            tenant_id=t, user_id=f"u{n}", event_type="purchase", product_id="p", occurred_at=moment
-        )
-
-    await redis.hset(keys.catalog_cards(t), "sku-é/1", "{}")
-    await redis.sadd(keys.events_seen(t, day_of(now)), bytes.fromhex(digest(1, now)))
-    await redis.sadd(keys.events_seen(t, day_of(old)), bytes.fromhex(digest(2, old)))
+    events = _events(
+        t,
+        now,
+        {"userId": "u1", "timestamp": now.isoformat(), "productId": "sku-é/1"},
+        {"userId": "u2", "timestamp": old.isoformat(), "productId": "sku-2"},
+        {"userId": "u3", "timestamp": now.isoformat(), "eventId": "c-today"},
+        {"userId": "u4", "timestamp": now.isoformat(), "eventId": "c-yesterday"},
+        {"userId": "u5", "timestamp": old.isoformat(), "eventId": "c-never"},
+    )
+    await redis.hset(keys.catalog_cards(t), mapping={"sku-é/1": "{}", "p": "{}"})
+    await redis.sadd(keys.events_seen(t, day_of(now)), bytes.fromhex(events[0].digest))
+    await redis.sadd(keys.events_seen(t, day_of(old)), bytes.fromhex(events[1].digest))
     await redis.sadd(keys.event_client_ids(t, day_of(now)), "c-today")
     await redis.sadd(keys.event_client_ids(t, day_of(now - timedelta(days=1))), "c-yesterday")
-    found = await precheck(
-        redis,
-        tenant_id=t,
-        product_ids=["sku-é/1", "sku-2", "sku-é/1x"],
-        digests=[
-            (digest(1, now), now),
-            (digest(2, old), old),
-            (digest(3, now), now),
-            (digest(2, now), now),
-        ],
-        client_ids=["c-today", "c-yesterday", "c-never"],
+    found = await precheck(redis, tenant_id=t, events=events)
+    assert found.known_product == [True, False, True, True, True]
+    assert found.seen == [True, True, False, False, False]
+    assert found.seen_client_id == [False, False, True, True, False]
+
+
+async def test_the_precheck_queues_the_fresh_events_itself_in_the_brokers_database(
+    redis: Redis, migrated: Settings
+) -> None:
+    t = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    events = _events(
+        t,
+        now,
+        {"userId": "seen", "timestamp": now.isoformat()},
+        {"userId": "fresh", "timestamp": now.isoformat(), "productId": "sku-ünknown"},
+        {"userId": "stale", "timestamp": (now - timedelta(days=2)).isoformat()},
+        {"userId": "left-out", "timestamp": now.isoformat()},
     )
-    assert found.known_product == [True, False, False]
-    assert found.seen == [True, True, False, False]
-    assert found.seen_client_id == [True, True, False]
+    await redis.hset(keys.catalog_cards(t), "p", "{}")
+    await redis.sadd(keys.events_seen(t, day_of(now)), bytes.fromhex(events[0].digest))
+    broker = Redis.from_url(migrated.broker_url)
+    broker_db = int(broker.connection_pool.connection_kwargs.get("db") or 0)
+    # A queue of its own: the session's worker consumes the real ones.
+    empty: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=f"test-{t}", actor_name="ingest_events", args=(t, []), kwargs={}, options={}
+    )
+    frame = message_frame(empty, db=broker_db)
+    messages = [e.to_message() for e in events]
+    bodies = [encode_value(m) for m in messages[:3]] + [b""]
+    try:
+        found = await precheck(redis, tenant_id=t, events=events, frame=frame, bodies=bodies)
+        assert found.seen == [True, False, False, False]
+        assert await broker.lrange(frame.queue_key, 0, -1) == [frame.message_id.encode()]
+        encoded = await broker.hget(frame.messages_key, frame.message_id)
+        assert isinstance(encoded, bytes)
+        queued = dramatiq.Message.decode(encoded)
+    finally:
+        await broker.delete(frame.queue_key, frame.messages_key)
+        await broker.aclose()
+    assert queued.options["redis_message_id"] == frame.message_id
+    tenant_id, carried = queued.args
+    messages[1]["flags"].append("unknown_product")
+    assert tenant_id == t and carried == messages[1:3]
+    assert carried[1]["flags"] == ["stale_timestamp"]
+    # The script's SELECT did not move the caller's connection off the projections' database.
+    assert await redis.hexists(keys.catalog_cards(t), "p")
