@@ -99,6 +99,31 @@ class _CachedKey:
     fetched_at: float
 
 
+@dataclass(frozen=True)
+class Admission:
+    """An API key resolved from the cache whose request the route counts itself."""
+
+    key_hash: bytes
+    cached: _CachedKey
+    write: bool
+    window: dict[str, Any]  # the rate limiter's arguments for this request
+
+    @property
+    def group(self) -> tuple[str, int, str]:
+        """What requests counted together must share: window, limit and epoch."""
+        return self.window["key"], self.window["limit"], self.epoch
+
+    @property
+    def record(self) -> KeyRecord:
+        """The key as cached."""
+        return self.cached.record
+
+    @property
+    def epoch(self) -> str:
+        """The tenant's auth epoch the cached key is valid under."""
+        return self.cached.epoch or ""
+
+
 class ApiKeyAuthenticator:
     """Resolves API keys with an in-process cache that a Redis epoch invalidates at once.
 
@@ -136,14 +161,8 @@ class ApiKeyAuthenticator:
             self._cache.popitem(last=False)
         return cached
 
-    async def authenticate(
-        self, raw_key: str, *, write: bool, follow_up: FollowUp | None = None
-    ) -> tuple[KeyRecord, RateDecision]:
-        """The key's record and rate-limit decision; raises on any refusal.
-
-        `follow_up` names the keys and arguments of the limiter's follow-up script for this
-        tenant (or None): its reply comes back as the decision's `extra`.
-        """
+    async def _resolve(self, raw_key: str) -> tuple[bytes, _CachedKey]:
+        """The key's hash and cache entry (loaded when absent or old); 401 when unknown."""
         parsed = apikeys.parse_key(raw_key)
         if parsed is None:
             raise Unauthorized("The API key is malformed.")
@@ -154,52 +173,96 @@ class ApiKeyAuthenticator:
             cached = await self._load(key_hash, now, epoch=None)
         if cached is None:
             raise Unauthorized("The API key is not valid.")
-        record = cached.record
-        limit = self._limit(record, write=write)
-        scope = "write" if write else "read"
-        follow_up_keys, follow_up_args = (follow_up and follow_up(record.tenant_id)) or ([], [])
+        return key_hash, cached
+
+    def _window(self, record: KeyRecord, *, write: bool) -> dict[str, Any]:
+        """The rate limiter's arguments for one request of the key: its window, the tenant's
+        auth epoch, and the key's last-used mark when one is due."""
+        now = time.monotonic()
         last_marked = self._last_marked.get(record.key_id)
         mark_used = last_marked is None or now - last_marked >= self.LAST_USED_EVERY_SECONDS
         if mark_used:
             if len(self._last_marked) >= self.MAX_CACHED_KEYS:
                 self._last_marked.clear()
             self._last_marked[record.key_id] = now
+        scope = "write" if write else "read"
+        return {
+            "key": keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
+            "limit": self._limit(record, write=write),
+            "epoch_key": keys.auth_epoch(record.tenant_id),
+            "touch_hash": keys.api_key_last_used(record.tenant_id),
+            "touch_field": record.key_id if mark_used else "",
+            "touch_value": datetime.now(UTC).isoformat() if mark_used else "",
+            "touch_index": keys.API_KEY_LAST_USED_TENANTS,
+            "touch_member": record.tenant_id,
+        }
+
+    async def authenticate(
+        self, raw_key: str, *, write: bool, follow_up: FollowUp | None = None
+    ) -> tuple[KeyRecord, RateDecision]:
+        """The key's record and rate-limit decision; raises on any refusal.
+
+        `follow_up` names the keys and arguments of the limiter's follow-up script for this
+        tenant (or None): its reply comes back as the decision's `extra`.
+        """
+        key_hash, cached = await self._resolve(raw_key)
+        extra = follow_up(cached.record.tenant_id) if follow_up else None
+        follow_up_keys, follow_up_args = extra or ([], [])
+        window = self._window(cached.record, write=write)
         try:
             decision = await self._limiter.hit(
-                key=keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
-                limit=limit,
-                epoch_key=keys.auth_epoch(record.tenant_id),
-                touch_hash=keys.api_key_last_used(record.tenant_id),
-                touch_field=record.key_id if mark_used else "",
-                touch_value=datetime.now(UTC).isoformat() if mark_used else "",
-                touch_index=keys.API_KEY_LAST_USED_TENANTS,
-                touch_member=record.tenant_id,
-                follow_up_keys=follow_up_keys,
-                follow_up_args=follow_up_args,
+                **window, follow_up_keys=follow_up_keys, follow_up_args=follow_up_args
             )
         except (RedisError, OSError) as exc:
             # Redis down: writes fail closed; reads go on unmetered with a short-lived cache.
             if write:
                 raise Unavailable("Rate limiting is unavailable; retry shortly.") from exc
+            now = time.monotonic()
             if now - cached.fetched_at > self.DEGRADED_CACHE_SECONDS:
-                cached = await self._load(key_hash, now, epoch=None)
-                if cached is None:
+                reloaded = await self._load(key_hash, now, epoch=None)
+                if reloaded is None:
                     raise Unauthorized("The API key is not valid.") from exc
+                cached = reloaded
             unmetered = RateDecision(
                 allowed=True, limit=0, remaining=0, reset_seconds=0, epoch="", metered=False
             )
             return self._check(cached.record, write=write), unmetered
+        return await self.settle(Admission(key_hash, cached, write, window), decision)
+
+    async def admit(self, raw_key: str, *, write: bool) -> Admission | None:
+        """The key as cached, for a route that counts the request in a Redis call of its own
+        (with the admission's `window`), then calls `settle` unless the count allowed it
+        under the cached epoch.
+
+        None when the cache cannot vouch for the key (no epoch known yet, or a cached refusal
+        that a change since may have lifted): authenticate it instead.
+        """
+        key_hash, cached = await self._resolve(raw_key)
+        if cached.epoch is None:
+            return None
+        try:
+            self._check(cached.record, write=write)
+        except (Unauthorized, Forbidden):
+            return None
+        return Admission(key_hash, cached, write, self._window(cached.record, write=write))
+
+    async def settle(
+        self, admission: Admission, decision: RateDecision
+    ) -> tuple[KeyRecord, RateDecision]:
+        """The key's record and the decision once the count is known; raises on any refusal."""
+        cached, write = admission.cached, admission.write
         if cached.epoch != decision.epoch:
             # Either the tenant's keys, status or config changed since this key was cached, or
             # the row was read before any epoch was known (and may predate a change whose bump
             # the script has just seen): reload it, now that the epoch was read before the row.
-            reloaded = await self._load(key_hash, now, epoch=decision.epoch)
+            reloaded = await self._load(admission.key_hash, time.monotonic(), epoch=decision.epoch)
             if reloaded is None:
                 raise Unauthorized("The API key is not valid.")
             cached = reloaded
             decision = decision.with_limit(self._limit(cached.record, write=write))
         record = self._check(cached.record, write=write)
         if not decision.allowed:
+            scope = "write" if write else "read"
             raise RateLimited(
                 f"Rate limit of {decision.limit} {scope} requests per minute exceeded.",
                 retry_after=decision.reset_seconds,
@@ -235,6 +298,12 @@ def _api_key_from(request: Request) -> str | None:
     return None
 
 
+def _key_context(request: Request, record: KeyRecord) -> None:
+    request.ctx.tenant_id = record.tenant_id
+    request.ctx.api_key_id = record.key_id
+    request.ctx.tenant_config = record.tenant_config
+
+
 def require_api_key(
     *, write: bool, follow_up: Callable[[Request], FollowUp | None] | None = None
 ) -> Callable[[Handler], Handler]:
@@ -254,12 +323,51 @@ def require_api_key(
             record, decision = await authenticator.authenticate(
                 raw, write=write, follow_up=follow_up(request) if follow_up else None
             )
-            request.ctx.tenant_id = record.tenant_id
-            request.ctx.api_key_id = record.key_id
-            request.ctx.tenant_config = record.tenant_config
+            _key_context(request, record)
             request.ctx.follow_up_reply = decision.extra
             response = await handler(request, *args, **kwargs)
             response.headers.update(decision.headers)
+            return response
+
+        return guarded
+
+    return decorate
+
+
+def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
+    """Route decorator for a route that counts the rate limit in a Redis call of its own (single
+    events: with their pre-check and enqueue), like require_api_key otherwise.
+
+    A key the cache vouches for goes on uncounted as `request.ctx.admission`; the handler
+    counts it, then leaves the decision in `request.ctx.rate_decision`. Any other key is
+    authenticated and counted at once (`admission` None). A handler that fails before counting
+    (a bad body) has its request counted then, so that 401, 403 and 429 come first as on every
+    other route.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+            raw = _api_key_from(request)
+            if raw is None:
+                raise Unauthorized("An API key is required (X-API-Key header).")
+            authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
+            admission = await authenticator.admit(raw, write=write)
+            decision: RateDecision | None = None
+            if admission is None:
+                record, decision = await authenticator.authenticate(raw, write=write)
+            else:
+                record = admission.record
+            _key_context(request, record)
+            request.ctx.admission = admission
+            request.ctx.rate_decision = decision
+            try:
+                response = await handler(request, *args, **kwargs)
+            except Exception:
+                if request.ctx.rate_decision is None:
+                    await authenticator.authenticate(raw, write=write)
+                raise
+            response.headers.update(request.ctx.rate_decision.headers)
             return response
 
         return guarded

@@ -97,7 +97,7 @@ class RateDecision:
 
 
 @dataclass(frozen=True, slots=True)
-class _Counted:
+class Counted:
     """What one script call counted for the requests it carried, in their order."""
 
     allowed: int  # the first `allowed` requests were let through
@@ -154,6 +154,28 @@ class RateLimiter:
         self._members = itertools.count()
         self._waiting: dict[tuple[Any, ...], _Waiting] = {}
 
+    async def count(
+        self,
+        *,
+        requests: int,
+        key: str,
+        limit: int,
+        window_seconds: int = 60,
+        epoch_key: str = "reco:none",
+        touch_hash: str = "reco:none",
+        touch_field: str = "",
+        touch_value: str = "",
+        touch_index: str = "reco:none:index",
+        touch_member: str = "",
+        follow_up_keys: Sequence[str] = (),
+        follow_up_args: Sequence[Any] = (),
+    ) -> Counted:
+        """Count `requests` requests of one subject in one call of their own, with the
+        follow-up (which sees how many were `allowed`)."""
+        window = (key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member)
+        touch = (touch_field, touch_value)
+        return await self._count(window, requests, touch, follow_up_keys, follow_up_args)
+
     async def hit(
         self,
         *,
@@ -199,7 +221,7 @@ class RateLimiter:
             self._count(window, len(waiting.futures), touch, (), ())
         )
 
-        def settle(done: asyncio.Task[_Counted]) -> None:
+        def settle(done: asyncio.Task[Counted]) -> None:
             for index, future in enumerate(waiting.futures):
                 if future.done():
                     continue  # its request went away; it was counted all the same
@@ -218,14 +240,14 @@ class RateLimiter:
         requests: int,
         touch: tuple[str, str],
         follow_up_keys: Sequence[str],
-        follow_up_args: Sequence[str],
-    ) -> _Counted:
+        follow_up_args: Sequence[Any],
+    ) -> Counted:
         """Count `requests` requests in one script call."""
         key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member = window
         now_ms = int(time.time() * 1000)
         window_ms = window_seconds * 1000
         script_keys = [key, epoch_key, touch_hash, touch_index, *follow_up_keys]
-        script_args: list[str | int] = [
+        script_args: list[Any] = [
             now_ms,
             window_ms,
             limit,
@@ -240,7 +262,7 @@ class RateLimiter:
         # The oldest request still in the window leaves it first: that is when the budget
         # starts to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
         reset = max(1, -(-(int(oldest) + window_ms - now_ms) // 1000))
-        return _Counted(
+        return Counted(
             allowed=int(allowed),
             counted_before=int(counted_before),
             limit=limit,

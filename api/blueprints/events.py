@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import Field
@@ -14,7 +14,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
 
 from api.openapi import document
-from api.security import owned_tenant, require_admin, require_api_key
+from api.security import Admission, admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
 from domain.errors import FieldError, Unavailable, ValidationFailed
 from domain.events import (
@@ -25,7 +25,17 @@ from domain.events import (
     check_event,
     parse_event,
 )
-from store.events import QueueFrame, decode_cursor, encode_cursor, list_events, precheck
+from store.events import (
+    ADMITTED_SCREEN,
+    QueueFrame,
+    decode_cursor,
+    encode_cursor,
+    list_events,
+    precheck,
+    read_screen,
+    screen_arguments,
+)
+from store.ratelimit import RateDecision, RateLimiter
 from workers.broker import QUEUES
 from workers.metrics import queue_families, queue_stats_async
 
@@ -123,8 +133,18 @@ class EventPage(ApiModel):
 Send = Callable[[str, list[dict[str, Any]]], Coroutine[Any, Any, None]]
 # The queue message one script call fills and queues itself (None: queue with `Send`).
 Frame = Callable[[str], QueueFrame]
-# What was answered for each event of a delivery: whether it was a duplicate, and its message.
-Answers = list[tuple[bool, dict[str, Any]]]
+
+
+class Answer(NamedTuple):
+    """What became of one event handed to the ingest queue."""
+
+    duplicate: bool
+    message: dict[str, Any]  # its queue message, warning flags added
+    # The rate-limit count of its request, when the delivery made it.
+    decision: RateDecision | None = None
+    # False when that count refused it, or found its key changed since it was cached: then
+    # nothing was checked or queued.
+    screened: bool = True
 
 
 def _repeats(events: list[Event]) -> list[bool]:
@@ -141,73 +161,98 @@ class QueueDelivery:
     """Pre-checks events of one tenant and queues the fresh ones as one message.
 
     With a `frame`, the pre-check script queues them in the same Redis call (the broker is on
-    the projections' server); otherwise `send` queues them after it, in a second call.
+    the projections' server); otherwise `send` queues them after it, in a second call. Events
+    of admitted requests (see api.security.admit_api_key) are counted by `limiter` in that
+    call too.
     """
 
     def __init__(
         self,
         redis: Any,
         *,
+        limiter: RateLimiter,
         send: Send,
         frame: Frame | None,
         encode: Callable[[dict[str, Any]], bytes],
     ) -> None:
         self._redis = redis
+        self._limiter = limiter
         self._send = send
         self._frame = frame
         self._encode = encode
 
     async def deliver(
-        self, tenant_id: str, events: list[Event], checked: Callable[[], None] = lambda: None
-    ) -> Answers:
-        """Whether each event was a duplicate, and its message (warning flags added), once the
-        broker holds the fresh ones; `checked()` runs as soon as the pre-check has answered."""
+        self,
+        tenant_id: str,
+        events: list[Event],
+        checked: Callable[[], None] = lambda: None,
+        admission: Admission | None = None,
+    ) -> list[Answer]:
+        """What became of each event, once the broker holds the fresh ones; `checked()` runs
+        as soon as the pre-check has answered. With an `admission`, the requests of `events`
+        are counted against its window first, and only those it allows are checked."""
         repeats = _repeats(events)
         messages = [event.to_message() for event in events]
         frame = self._frame(tenant_id) if self._frame else None
         bodies = []
         if frame:
             bodies = [b"" if r else self._encode(m) for m, r in zip(messages, repeats, strict=True)]
+        counted = None
         try:
-            found = await precheck(
-                self._redis, tenant_id=tenant_id, events=events, frame=frame, bodies=bodies
-            )
+            if admission is None:
+                found = await precheck(
+                    self._redis, tenant_id=tenant_id, events=events, frame=frame, bodies=bodies
+                )
+            else:
+                script_keys, script_args = screen_arguments(
+                    tenant_id=tenant_id, events=events, frame=frame, bodies=bodies
+                )
+                counted = await self._limiter.count(
+                    requests=len(events),
+                    **admission.window,
+                    follow_up_keys=script_keys,
+                    follow_up_args=[admission.epoch, *script_args],
+                )
+                found = read_screen(counted.extra or b"")
         except (RedisError, OSError) as exc:
             raise Unavailable("Event ingestion is unavailable; retry shortly.") from exc
         checked()
-        answers: Answers = []
+        answers = []
         fresh = []
-        for message, known, seen, by_client, repeat in zip(
-            messages, found.known_product, found.seen, found.seen_client_id, repeats, strict=True
-        ):
-            if not known:
+        for index, (message, repeat) in enumerate(zip(messages, repeats, strict=True)):
+            decision = counted.decision(index) if counted else None
+            if index >= len(found.seen):
+                answers.append(Answer(False, message, decision, screened=False))
+                continue
+            if not found.known_product[index]:
                 message["flags"].append(WARNING_UNKNOWN_PRODUCT)
-            duplicate = seen or by_client or repeat
+            duplicate = found.seen[index] or found.seen_client_id[index] or repeat
             if not duplicate:
                 fresh.append(message)
-            answers.append((duplicate, message))
+            answers.append(Answer(duplicate, message, decision))
         if fresh and frame is None:
             await self._send(tenant_id, fresh)
         return answers
 
 
 class _Pending:
-    def __init__(self) -> None:
+    def __init__(self, admission: Admission | None) -> None:
+        self.admission = admission
         self.events: list[Event] = []
         # One future per waiting request: a request that goes away (cancelled) takes only its
         # own future with it.
-        self.waiters: list[asyncio.Future[tuple[bool, dict[str, Any]]]] = []
+        self.waiters: list[asyncio.Future[Answer]] = []
 
 
 class IngestEnqueuer:
     """Puts events on the ingest queue: a batch as one message, single events coalesced per
-    tenant (one pre-check and one message for all of them). Every call returns only once the
-    broker holds its events.
+    tenant and admission (one pre-check and one message for all of them). Every call returns
+    only once the broker holds its events.
 
-    Single events of a tenant wait while `in_flight` messages of that tenant are being
+    Single events of a group wait while `in_flight` messages of that group are being
     pre-checked, and go together as soon as one is: under load a message carries what came in
     during one pre-check, when idle an event goes at once. `window` adds a fixed wait before a
-    tenant's first message (0: none beyond the current loop iteration).
+    group's first message (0: none beyond the current loop iteration).
     """
 
     def __init__(
@@ -220,58 +265,62 @@ class IngestEnqueuer:
         self._delivery = delivery
         self._window = window
         self._in_flight = in_flight
-        self._pending: dict[str, _Pending] = {}
-        self._sending: dict[str, int] = {}
+        self._pending: dict[tuple[Any, ...], _Pending] = {}
+        self._sending: dict[tuple[Any, ...], int] = {}
 
-    async def enqueue_batch(self, tenant_id: str, events: list[Event]) -> Answers:
-        """One message for the fresh events of a batch; the answer for each event."""
+    async def enqueue_batch(self, tenant_id: str, events: list[Event]) -> list[Answer]:
+        """One message for the fresh events of a batch; what became of each event."""
         return await self._delivery.deliver(tenant_id, events)
 
-    async def enqueue_one(self, tenant_id: str, event: Event) -> tuple[bool, dict[str, Any]]:
-        """Join the tenant's pending events; whether the event was a duplicate, and its
-        message (with warning flags)."""
+    async def enqueue_one(
+        self, tenant_id: str, event: Event, admission: Admission | None = None
+    ) -> Answer:
+        """Join the pending events of the tenant (and admission); what became of the event."""
         loop = asyncio.get_running_loop()
-        pending = self._pending.get(tenant_id)
+        group = (tenant_id,) if admission is None else (tenant_id, *admission.group)
+        pending = self._pending.get(group)
         if pending is None:
-            pending = self._pending[tenant_id] = _Pending()
-            if self._sending.get(tenant_id, 0) < self._in_flight:
+            pending = self._pending[group] = _Pending(admission)
+            if self._sending.get(group, 0) < self._in_flight:
                 if self._window > 0:
-                    loop.call_later(self._window, self._flush, tenant_id, pending)
+                    loop.call_later(self._window, self._flush, group, pending)
                 else:
-                    loop.call_soon(self._flush, tenant_id, pending)
-            # else: sent when one of the tenant's messages on their way arrives.
-        waiter: asyncio.Future[tuple[bool, dict[str, Any]]] = loop.create_future()
+                    loop.call_soon(self._flush, group, pending)
+            # else: sent when one of the group's messages on their way arrives.
+        elif admission is not None and admission.window["touch_field"]:
+            pending.admission = admission  # the one due to mark the key used
+        waiter: asyncio.Future[Answer] = loop.create_future()
         pending.events.append(event)
         pending.waiters.append(waiter)
         if len(pending.events) >= COALESCE_MAX_EVENTS:
-            self._flush(tenant_id, pending)
+            self._flush(group, pending)
         return await waiter
 
-    def _flush(self, tenant_id: str, pending: _Pending) -> None:
-        if self._pending.get(tenant_id) is not pending:
+    def _flush(self, group: tuple[Any, ...], pending: _Pending) -> None:
+        if self._pending.get(group) is not pending:
             return  # already sent (it filled up, or a message before it arrived)
-        del self._pending[tenant_id]
-        self._sending[tenant_id] = self._sending.get(tenant_id, 0) + 1
+        del self._pending[group]
+        self._sending[group] = self._sending.get(group, 0) + 1
         released = False
 
         def release() -> None:
-            # The next events of the tenant may be pre-checked while these are enqueued.
+            # The next events of the group may be pre-checked while these are enqueued.
             nonlocal released
             if released:
                 return
             released = True
-            left = self._sending.pop(tenant_id) - 1
+            left = self._sending.pop(group) - 1
             if left:
-                self._sending[tenant_id] = left
-            waiting = self._pending.get(tenant_id)
+                self._sending[group] = left
+            waiting = self._pending.get(group)
             if waiting is not None:
-                self._flush(tenant_id, waiting)
+                self._flush(group, waiting)
 
         task = asyncio.get_running_loop().create_task(
-            self._delivery.deliver(tenant_id, pending.events, release)
+            self._delivery.deliver(group[0], pending.events, release, pending.admission)
         )
 
-        def settle(done: asyncio.Task[Answers]) -> None:
+        def settle(done: asyncio.Task[list[Answer]]) -> None:
             release()
             failure = (
                 Unavailable("The event queue is unavailable.")
@@ -309,7 +358,11 @@ async def build_enqueuer(app: Sanic) -> None:
 
     same_server = _server_of(app.ctx.redis) == _server_of(app.ctx.broker_redis)
     delivery = QueueDelivery(
-        app.ctx.redis, send=send, frame=frame if same_server else None, encode=encode_value
+        app.ctx.redis,
+        limiter=RateLimiter(app.ctx.redis, follow_up=ADMITTED_SCREEN),
+        send=send,
+        frame=frame if same_server else None,
+        encode=encode_value,
     )
     app.ctx.ingest = IngestEnqueuer(delivery)
 
@@ -332,17 +385,26 @@ def _server_of(client: Any) -> tuple[Any, ...]:
     responses={202: EventAccepted, 200: EventAccepted},
     security="apiKey",
 )
-@require_api_key(write=True)
+@admit_api_key(write=True)
 async def post_event(request: Request) -> HTTPResponse:
     """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
     event = parse_event(read_json(request), tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
-    duplicate, message = await request.app.ctx.ingest.enqueue_one(request.ctx.tenant_id, event)
-    if duplicate:
+    ingest: IngestEnqueuer = request.app.ctx.ingest
+    admission = request.ctx.admission
+    answer = await ingest.enqueue_one(request.ctx.tenant_id, event, admission)
+    if answer.decision is not None:
+        request.ctx.rate_decision = answer.decision
+        if not answer.screened:
+            # Refused, or the key changed since it was cached: judged again on a fresh copy of
+            # the key (401, 403 or 429 are raised here), then queued the usual way.
+            _, request.ctx.rate_decision = await request.app.ctx.api_keys.settle(
+                admission, answer.decision
+            )
+            answer = await ingest.enqueue_one(request.ctx.tenant_id, event)
+    if answer.duplicate:
         return json({"status": "duplicate", "eventId": event.event_id}, status=200)
-    return json(
-        {"status": "accepted", "eventId": event.event_id, "warnings": list(message["flags"])},
-        status=202,
-    )
+    warnings = list(answer.message["flags"])
+    return json({"status": "accepted", "eventId": event.event_id, "warnings": warnings}, status=202)
 
 
 @bp.post("/events/batch")
@@ -375,7 +437,7 @@ async def post_event_batch(request: Request) -> HTTPResponse:
             request.ctx.tenant_id, [event for _, event in valid]
         )
         # The same event twice in one batch is a duplicate of itself.
-        for (index, event), (duplicate, message) in zip(valid, answers, strict=True):
+        for (index, event), (duplicate, message, *_) in zip(valid, answers, strict=True):
             if duplicate:
                 results[index] = {"index": index, "status": "duplicate", "eventId": event.event_id}
             else:

@@ -188,9 +188,13 @@ async def test_a_read_key_may_not_post_events(
 async def test_single_events_over_the_write_limit_are_429s_and_are_not_stored(
     http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings, worker: Process
 ) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"writesPerMinute": 4}})
+    # The first request loads the key into the api's cache; the next ones are counted in the
+    # Redis call that pre-checks and queues their events.
+    first = await http.post("/api/v1/events", json=_event(), headers=shop.write_headers)
+    assert first.status_code == 202 and first.headers["RateLimit-Remaining"] == "3"
     # Posted together, the six events are counted together and share pre-checks and queue
     # messages: only the three admitted ones may be queued.
-    shop = await make_tenant(db, migrated, config={"rateLimits": {"writesPerMinute": 3}})
     responses = await asyncio.gather(
         *(
             http.post("/api/v1/events", json=_event(userId=f"u{i}"), headers=shop.write_headers)
@@ -199,14 +203,49 @@ async def test_single_events_over_the_write_limit_are_429s_and_are_not_stored(
     )
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [202, 202, 202, 429, 429, 429]
+    remaining = sorted(r.headers["RateLimit-Remaining"] for r in responses if r.status_code == 202)
+    assert remaining == ["0", "1", "2"]
+    assert all("Retry-After" in r.headers for r in responses if r.status_code == 429)
     # Over the limit, a bad body is refused for the limit, not for the body.
     bad = await http.post("/api/v1/events", json={"eventType": 1}, headers=shop.write_headers)
     assert bad.status_code == 429 and "Retry-After" in bad.headers
-    assert await _wait_rows(db, shop.tenant_id, 3) == 3
+    assert await _wait_rows(db, shop.tenant_id, 4) == 4
     await asyncio.sleep(0.5)
     stored = await db.fetch("SELECT event_id FROM events WHERE tenant_id = $1", shop.tenant_id)
-    accepted = {r.json()["eventId"] for r in responses if r.status_code == 202}
+    accepted = {r.json()["eventId"] for r in [first, *responses] if r.status_code == 202}
     assert {row["event_id"] for row in stored} == accepted
+
+
+async def test_a_bad_body_under_the_limit_is_a_422_and_is_counted(
+    http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings
+) -> None:
+    shop = await make_tenant(db, migrated, config={"rateLimits": {"writesPerMinute": 2}})
+    first = await http.post("/api/v1/events", json={"eventType": 1}, headers=shop.write_headers)
+    second = await http.post("/api/v1/events", json={"eventType": 1}, headers=shop.write_headers)
+    third = await http.post("/api/v1/events", json=_event(), headers=shop.write_headers)
+    assert [first.status_code, second.status_code, third.status_code] == [422, 422, 429]
+
+
+async def test_a_single_event_posted_after_another_key_changed_is_queued_once(
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    assert first.status_code == 202  # the key is now in the api's cache
+    read_key_id = await db.fetchval(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = 'read'",
+        uuid.UUID(tenant.tenant_id),
+    )
+    revoked = await http.delete(
+        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{read_key_id}", headers=tenant.admin_headers
+    )
+    assert revoked.status_code == 204
+    # The tenant's keys changed, so the cached write key is read again before its event is
+    # queued; it is still valid.
+    second = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    assert second.status_code == 202 and "RateLimit-Remaining" in second.headers
+    assert await _wait_rows(db, tenant.tenant_id, 2) == 2
+    await asyncio.sleep(0.5)
+    assert await _count(db, tenant.tenant_id) == 2
 
 
 async def test_a_revoked_key_cannot_post_a_single_event_on_its_next_call(
@@ -436,12 +475,15 @@ async def test_the_events_routes_are_in_the_openapi_document(http: httpx.AsyncCl
 def _two_call_delivery(redis: Redis, sent: list[list[str]]) -> Any:
     """A delivery that pre-checks in Redis, then records the users of each message it queues."""
     from api.blueprints.events import QueueDelivery
+    from store.events import ADMITTED_SCREEN
+    from store.ratelimit import RateLimiter
     from workers.broker import encode_value
 
     async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
         sent.append([e["user"] for e in events])
 
-    return QueueDelivery(redis, send=send, frame=None, encode=encode_value)
+    limiter = RateLimiter(redis, follow_up=ADMITTED_SCREEN)
+    return QueueDelivery(redis, limiter=limiter, send=send, frame=None, encode=encode_value)
 
 
 async def test_single_events_of_one_window_share_one_message_and_repeats_are_duplicates(
@@ -457,9 +499,9 @@ async def test_single_events_of_one_window_share_one_message_and_repeats_are_dup
     raw[1]["timestamp"] = raw[0]["timestamp"]
     events = [parse_event(r, tenant_id=tenant.tenant_id, now=now) for r in raw]
     answers = await asyncio.gather(*(enqueuer.enqueue_one(tenant.tenant_id, e) for e in events))
-    assert [duplicate for duplicate, _ in answers] == [False, True, False]
+    assert [answer.duplicate for answer in answers] == [False, True, False]
     assert sent == [["same", "other"]]
-    assert answers[0][1]["flags"] == ["unknown_product"]
+    assert answers[0].message["flags"] == ["unknown_product"]
 
 
 async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next_message(
@@ -474,11 +516,11 @@ async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next
     delivery = _two_call_delivery(redis, sent)
     deliver = delivery.deliver
 
-    async def slow_deliver(tenant_id: str, events: list[Any], checked: Any) -> Any:
+    async def slow_deliver(tenant_id: str, events: list[Any], *rest: Any) -> Any:
         screened.append([e.user_id for e in events])
         screening.set()
         await release.wait()
-        return await deliver(tenant_id, events, checked)
+        return await deliver(tenant_id, events, *rest)
 
     delivery.deliver = slow_deliver
     enqueuer = IngestEnqueuer(delivery)
@@ -496,4 +538,4 @@ async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next
     answers = await asyncio.gather(first, *rest)
     assert screened == [["u0"], ["u1", "u2", "u3"]]
     assert sent == [["u0"], ["u1", "u2", "u3"]]
-    assert [duplicate for duplicate, _ in answers] == [False] * 4
+    assert [answer.duplicate for answer in answers] == [False] * 4
