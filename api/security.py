@@ -20,7 +20,7 @@ from domain import apikeys
 from domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
 from store import keys
 from store.api_keys import KeyRecord, find_key_by_hash
-from store.ratelimit import RateDecision
+from store.ratelimit import NO_TOUCH, RateDecision, Touch, Window
 from store.settings import Settings
 
 ALLOWED_JWT_ALGORITHMS = ["HS256"]
@@ -106,12 +106,13 @@ class Admission:
     key_hash: bytes
     cached: _CachedKey
     write: bool
-    window: dict[str, Any]  # the rate limiter's arguments for this request
+    window: Window
+    touch: Touch  # the key's last-used mark, when one is due
 
     @property
-    def group(self) -> tuple[str, int, str]:
-        """What requests counted together must share: window, limit and epoch."""
-        return self.window["key"], self.window["limit"], self.epoch
+    def group(self) -> tuple[Window, str]:
+        """What requests counted in one call must share: their window and epoch."""
+        return self.window, self.epoch
 
     @property
     def record(self) -> KeyRecord:
@@ -175,27 +176,27 @@ class ApiKeyAuthenticator:
             raise Unauthorized("The API key is not valid.")
         return key_hash, cached
 
-    def _window(self, record: KeyRecord, *, write: bool) -> dict[str, Any]:
-        """The rate limiter's arguments for one request of the key: its window, the tenant's
-        auth epoch, and the key's last-used mark when one is due."""
+    def _window(self, record: KeyRecord, *, write: bool) -> tuple[Window, Touch]:
+        """The rate-limit window of one request of the key (with the tenant's auth epoch), and
+        the key's last-used mark when one is due."""
         now = time.monotonic()
         last_marked = self._last_marked.get(record.key_id)
-        mark_used = last_marked is None or now - last_marked >= self.LAST_USED_EVERY_SECONDS
-        if mark_used:
+        touch = NO_TOUCH
+        if last_marked is None or now - last_marked >= self.LAST_USED_EVERY_SECONDS:
             if len(self._last_marked) >= self.MAX_CACHED_KEYS:
                 self._last_marked.clear()
             self._last_marked[record.key_id] = now
+            touch = (record.key_id, datetime.now(UTC).isoformat())
         scope = "write" if write else "read"
-        return {
-            "key": keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
-            "limit": self._limit(record, write=write),
-            "epoch_key": keys.auth_epoch(record.tenant_id),
-            "touch_hash": keys.api_key_last_used(record.tenant_id),
-            "touch_field": record.key_id if mark_used else "",
-            "touch_value": datetime.now(UTC).isoformat() if mark_used else "",
-            "touch_index": keys.API_KEY_LAST_USED_TENANTS,
-            "touch_member": record.tenant_id,
-        }
+        window = Window(
+            key=keys.api_key_rate_limit(record.tenant_id, record.key_id, scope, 60),
+            limit=self._limit(record, write=write),
+            epoch_key=keys.auth_epoch(record.tenant_id),
+            touch_hash=keys.api_key_last_used(record.tenant_id),
+            touch_index=keys.API_KEY_LAST_USED_TENANTS,
+            touch_member=record.tenant_id,
+        )
+        return window, touch
 
     async def authenticate(
         self, raw_key: str, *, write: bool, follow_up: FollowUp | None = None
@@ -206,13 +207,20 @@ class ApiKeyAuthenticator:
         tenant (or None): its reply comes back as the decision's `extra`.
         """
         key_hash, cached = await self._resolve(raw_key)
-        extra = follow_up(cached.record.tenant_id) if follow_up else None
-        follow_up_keys, follow_up_args = extra or ([], [])
-        window = self._window(cached.record, write=write)
+        lookup = follow_up(cached.record.tenant_id) if follow_up else None
+        window, touch = self._window(cached.record, write=write)
         try:
-            decision = await self._limiter.hit(
-                **window, follow_up_keys=follow_up_keys, follow_up_args=follow_up_args
-            )
+            if lookup:
+                counted = await self._limiter.count(
+                    window,
+                    requests=1,
+                    touch=touch,
+                    follow_up_keys=lookup[0],
+                    follow_up_args=lookup[1],
+                )
+                decision = counted.decision(0)
+            else:
+                decision = await self._limiter.hit(window, touch=touch)
         except (RedisError, OSError) as exc:
             # Redis down: writes fail closed; reads go on unmetered with a short-lived cache.
             if write:
@@ -227,7 +235,7 @@ class ApiKeyAuthenticator:
                 allowed=True, limit=0, remaining=0, reset_seconds=0, epoch="", metered=False
             )
             return self._check(cached.record, write=write), unmetered
-        return await self.settle(Admission(key_hash, cached, write, window), decision)
+        return await self.settle(Admission(key_hash, cached, write, window, touch), decision)
 
     async def admit(self, raw_key: str, *, write: bool) -> Admission | None:
         """The key as cached, for a route that counts the request in a Redis call of its own
@@ -244,7 +252,7 @@ class ApiKeyAuthenticator:
             self._check(cached.record, write=write)
         except (Unauthorized, Forbidden):
             return None
-        return Admission(key_hash, cached, write, self._window(cached.record, write=write))
+        return Admission(key_hash, cached, write, *self._window(cached.record, write=write))
 
     async def settle(
         self, admission: Admission, decision: RateDecision
@@ -298,6 +306,13 @@ def _api_key_from(request: Request) -> str | None:
     return None
 
 
+def _required_api_key(request: Request) -> str:
+    raw = _api_key_from(request)
+    if raw is None:
+        raise Unauthorized("An API key is required (X-API-Key header).")
+    return raw
+
+
 def _key_context(request: Request, record: KeyRecord) -> None:
     request.ctx.tenant_id = record.tenant_id
     request.ctx.api_key_id = record.key_id
@@ -316,9 +331,7 @@ def require_api_key(
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            raw = _api_key_from(request)
-            if raw is None:
-                raise Unauthorized("An API key is required (X-API-Key header).")
+            raw = _required_api_key(request)
             authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
             record, decision = await authenticator.authenticate(
                 raw, write=write, follow_up=follow_up(request) if follow_up else None
@@ -348,9 +361,7 @@ def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
     def decorate(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-            raw = _api_key_from(request)
-            if raw is None:
-                raise Unauthorized("An API key is required (X-API-Key header).")
+            raw = _required_api_key(request)
             authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
             admission = await authenticator.admit(raw, write=write)
             decision: RateDecision | None = None

@@ -97,6 +97,25 @@ class RateDecision:
 
 
 @dataclass(frozen=True, slots=True)
+class Window:
+    """One subject's sliding window, with the epoch its script call reads and the hash and
+    index it marks the subject used in (dummies when unused)."""
+
+    key: str
+    limit: int
+    seconds: int = 60
+    epoch_key: str = "reco:none"
+    touch_hash: str = "reco:none"
+    touch_index: str = "reco:none:index"
+    touch_member: str = ""
+
+
+# A last-used mark: the field of the window's touch hash and its value ("" for none).
+Touch = tuple[str, str]
+NO_TOUCH: Touch = ("", "")
+
+
+@dataclass(frozen=True, slots=True)
 class Counted:
     """What one script call counted for the requests it carried, in their order."""
 
@@ -127,20 +146,19 @@ class _Waiting:
 
     def __init__(self) -> None:
         self.futures: list[asyncio.Future[RateDecision]] = []
-        self.touch_field = ""
-        self.touch_value = ""
+        self.touch = NO_TOUCH
 
 
 class RateLimiter:
-    """Counts requests per subject in a sliding window of `window_seconds`.
+    """Counts requests per subject in a sliding window (`Window`).
 
     Hits of one window made in the same turn of the event loop (the requests that arrived
     together) are counted in one call, in arrival order: a busy key costs one Redis call per
     turn instead of one per request, and no hit waits for another call to return.
 
-    `follow_up` is Lua run after an allowed hit that passes `follow_up_keys`; it sees the
-    window's locals (`epoch`, ...) and sets `extra`, which comes back as `RateDecision.extra`.
-    Such hits carry their own follow-up and are sent alone.
+    `follow_up` is Lua run after the allowed requests of a `count` that passes
+    `follow_up_keys`; it sees the window's locals (`allowed`, `epoch`, ...) and sets `extra`,
+    which comes back as `Counted.extra`. Such counts are sent alone.
     """
 
     MAX_SHARED = 200
@@ -152,73 +170,44 @@ class RateLimiter:
         # cost less than a UUID per request.
         self._member_prefix = os.urandom(8).hex() + ":"
         self._members = itertools.count()
-        self._waiting: dict[tuple[Any, ...], _Waiting] = {}
+        self._waiting: dict[Window, _Waiting] = {}
 
     async def count(
         self,
+        window: Window,
         *,
         requests: int,
-        key: str,
-        limit: int,
-        window_seconds: int = 60,
-        epoch_key: str = "reco:none",
-        touch_hash: str = "reco:none",
-        touch_field: str = "",
-        touch_value: str = "",
-        touch_index: str = "reco:none:index",
-        touch_member: str = "",
+        touch: Touch = NO_TOUCH,
         follow_up_keys: Sequence[str] = (),
         follow_up_args: Sequence[Any] = (),
     ) -> Counted:
-        """Count `requests` requests of one subject in one call of their own, with the
+        """Count `requests` requests of one window in one call of their own, with the
         follow-up (which sees how many were `allowed`)."""
-        window = (key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member)
-        touch = (touch_field, touch_value)
         return await self._count(window, requests, touch, follow_up_keys, follow_up_args)
 
-    async def hit(
-        self,
-        *,
-        key: str,
-        limit: int,
-        window_seconds: int = 60,
-        epoch_key: str = "reco:none",
-        touch_hash: str = "reco:none",
-        touch_field: str = "",
-        touch_value: str = "",
-        touch_index: str = "reco:none:index",
-        touch_member: str = "",
-        follow_up_keys: Sequence[str] = (),
-        follow_up_args: Sequence[str] = (),
-    ) -> RateDecision:
-        """Count one request against `key`; also read an epoch and touch a hash, atomically."""
-        window = (key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member)
-        if follow_up_keys:
-            touch = (touch_field, touch_value)
-            counted = await self._count(window, 1, touch, follow_up_keys, follow_up_args)
-            return counted.decision(0)
+    async def hit(self, window: Window, *, touch: Touch = NO_TOUCH) -> RateDecision:
+        """Count one request; also read an epoch and mark the subject used, atomically."""
         waiting = self._waiting.get(window)
         if waiting is None:
             waiting = self._waiting[window] = _Waiting()
             asyncio.get_running_loop().call_soon(self._send, window)
         future: asyncio.Future[RateDecision] = asyncio.get_running_loop().create_future()
         waiting.futures.append(future)
-        if touch_field:
-            waiting.touch_field, waiting.touch_value = touch_field, touch_value
+        if touch[0]:
+            waiting.touch = touch
         if len(waiting.futures) >= self.MAX_SHARED:
             del self._waiting[window]
             self._start(window, waiting)
         return await future
 
-    def _send(self, window: tuple[Any, ...]) -> None:
+    def _send(self, window: Window) -> None:
         waiting = self._waiting.pop(window, None)
         if waiting is not None:
             self._start(window, waiting)
 
-    def _start(self, window: tuple[Any, ...], waiting: _Waiting) -> None:
-        touch = (waiting.touch_field, waiting.touch_value)
+    def _start(self, window: Window, waiting: _Waiting) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._count(window, len(waiting.futures), touch, (), ())
+            self._count(window, len(waiting.futures), waiting.touch, (), ())
         )
 
         def settle(done: asyncio.Task[Counted]) -> None:
@@ -236,25 +225,30 @@ class RateLimiter:
 
     async def _count(
         self,
-        window: tuple[Any, ...],
+        window: Window,
         requests: int,
-        touch: tuple[str, str],
+        touch: Touch,
         follow_up_keys: Sequence[str],
         follow_up_args: Sequence[Any],
     ) -> Counted:
         """Count `requests` requests in one script call."""
-        key, limit, window_seconds, epoch_key, touch_hash, touch_index, touch_member = window
         now_ms = int(time.time() * 1000)
-        window_ms = window_seconds * 1000
-        script_keys = [key, epoch_key, touch_hash, touch_index, *follow_up_keys]
+        window_ms = window.seconds * 1000
+        script_keys = [
+            window.key,
+            window.epoch_key,
+            window.touch_hash,
+            window.touch_index,
+            *follow_up_keys,
+        ]
         script_args: list[Any] = [
             now_ms,
             window_ms,
-            limit,
+            window.limit,
             f"{self._member_prefix}{next(self._members)}:",
             requests,
             *touch,
-            touch_member,
+            window.touch_member,
             *follow_up_args,
         ]
         reply = await run_script(self._redis, self._source, script_keys, *script_args)
@@ -265,7 +259,7 @@ class RateLimiter:
         return Counted(
             allowed=int(allowed),
             counted_before=int(counted_before),
-            limit=limit,
+            limit=window.limit,
             reset_seconds=reset,
             epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
             extra=extra,

@@ -39,6 +39,7 @@ from store.auth_tokens import (
     rotate_refresh_token,
 )
 from store.passwords import dummy_hash, hash_password_async, verify_password_async
+from store.ratelimit import Window
 from store.settings import Settings
 from workers.actors.mail import send_mail
 
@@ -186,9 +187,11 @@ async def _throttle_ip(request: Request) -> None:
     settings = _settings(request)
     try:
         decision = await request.app.ctx.limiter.hit(
-            key=keys.auth_throttle("ip", request.client_ip or "unknown", IP_WINDOW_SECONDS),
-            limit=settings.auth_limit_per_minute,
-            window_seconds=IP_WINDOW_SECONDS,
+            Window(
+                key=keys.auth_throttle("ip", request.client_ip or "unknown", IP_WINDOW_SECONDS),
+                limit=settings.auth_limit_per_minute,
+                seconds=IP_WINDOW_SECONDS,
+            )
         )
     except (RedisError, OSError) as exc:
         # Unmetered auth would invite password guessing: fail closed.
@@ -277,7 +280,7 @@ async def login(request: Request) -> HTTPResponse:
     verified = await verify_password_async(body.password, stored_hash)
     if found is None or not verified:
         await request.app.ctx.limiter.hit(
-            key=failures_key, limit=limit, window_seconds=LOGIN_FAILURE_WINDOW_SECONDS
+            Window(key=failures_key, limit=limit, seconds=LOGIN_FAILURE_WINDOW_SECONDS)
         )
         raise Unauthorized("The email or the password is wrong.")
     await request.app.ctx.redis.delete(failures_key)

@@ -208,8 +208,9 @@ class QueueDelivery:
                     tenant_id=tenant_id, events=events, frame=frame, bodies=bodies
                 )
                 counted = await self._limiter.count(
+                    admission.window,
                     requests=len(events),
-                    **admission.window,
+                    touch=admission.touch,
                     follow_up_keys=script_keys,
                     follow_up_args=[admission.epoch, *script_args],
                 )
@@ -287,7 +288,7 @@ class IngestEnqueuer:
                 else:
                     loop.call_soon(self._flush, group, pending)
             # else: sent when one of the group's messages on their way arrives.
-        elif admission is not None and admission.window["touch_field"]:
+        elif admission is not None and admission.touch[0]:
             pending.admission = admission  # the one due to mark the key used
         waiter: asyncio.Future[Answer] = loop.create_future()
         pending.events.append(event)

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from domain.serving import ServingRequest, rank, select
 from store import keys
 from store.models import ServingReader
-from store.ratelimit import RateLimiter
+from store.ratelimit import RateLimiter, Window
 
 STAGES = (
     "rate-limit call",
@@ -72,14 +72,15 @@ async def measure_stages(
             samples,
             "rate-limit call",
             limiter.hit(
-                key=keys.api_key_rate_limit(tenant_id, "breakdown", "read", 60),
-                limit=100_000_000,
-                epoch_key=keys.auth_epoch(tenant_id),
-                touch_hash=keys.api_key_last_used(tenant_id),
-                touch_field="breakdown",
-                touch_value=datetime.now(UTC).isoformat(),
-                touch_index=keys.API_KEY_LAST_USED_TENANTS,
-                touch_member=tenant_id,
+                Window(
+                    key=keys.api_key_rate_limit(tenant_id, "breakdown", "read", 60),
+                    limit=100_000_000,
+                    epoch_key=keys.auth_epoch(tenant_id),
+                    touch_hash=keys.api_key_last_used(tenant_id),
+                    touch_index=keys.API_KEY_LAST_USED_TENANTS,
+                    touch_member=tenant_id,
+                ),
+                touch=("breakdown", datetime.now(UTC).isoformat()),
             ),
         )
         now = datetime.now(UTC)

@@ -185,13 +185,13 @@ async def test_only_a_key_the_cache_can_vouch_for_is_admitted_uncounted(
     await authenticator.authenticate(tenant.write_key, write=True)
     admission = await authenticator.admit(tenant.write_key, write=True)
     assert admission is not None and admission.record.tenant_id == tenant.tenant_id
-    assert admission.window["limit"] == migrated.write_limit_per_minute
+    assert admission.window.limit == migrated.write_limit_per_minute
     # A key whose cached copy is refused may have been allowed since: not admitted either.
     await authenticator.authenticate(tenant.read_key, write=False)
     assert await authenticator.admit(tenant.read_key, write=True) is None
     # Counted elsewhere under another epoch, the admitted key is read again before it is used.
     await redis.incr(keys.auth_epoch(tenant.tenant_id))
-    decision = await RateLimiter(redis).hit(**admission.window)
+    decision = await RateLimiter(redis).hit(admission.window)
     record, settled = await authenticator.settle(admission, decision)
     assert record.key_id == admission.record.key_id and settled.allowed
     readmitted = await authenticator.admit(tenant.write_key, write=True)

@@ -43,6 +43,20 @@ async def _wait_rows(db: asyncpg.Pool, tenant_id: str, expected: int, within: fl
     return count
 
 
+async def _revoke_key(
+    http: httpx.AsyncClient, db: asyncpg.Pool, tenant: TenantContext, *, permission: str
+) -> None:
+    key_id = await db.fetchval(
+        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = $2",
+        uuid.UUID(tenant.tenant_id),
+        permission,
+    )
+    revoked = await http.delete(
+        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key_id}", headers=tenant.admin_headers
+    )
+    assert revoked.status_code == 204
+
+
 @pytest.fixture
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """An asyncio HTTP client for the api."""
@@ -231,14 +245,7 @@ async def test_a_single_event_posted_after_another_key_changed_is_queued_once(
 ) -> None:
     first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
     assert first.status_code == 202  # the key is now in the api's cache
-    read_key_id = await db.fetchval(
-        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = 'read'",
-        uuid.UUID(tenant.tenant_id),
-    )
-    revoked = await http.delete(
-        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{read_key_id}", headers=tenant.admin_headers
-    )
-    assert revoked.status_code == 204
+    await _revoke_key(http, db, tenant, permission="read")
     # The tenant's keys changed, so the cached write key is read again before its event is
     # queued; it is still valid.
     second = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
@@ -253,14 +260,7 @@ async def test_a_revoked_key_cannot_post_a_single_event_on_its_next_call(
 ) -> None:
     first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
     assert first.status_code == 202  # the key is now in the api's cache
-    key_id = await db.fetchval(
-        "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = 'read_write'",
-        uuid.UUID(tenant.tenant_id),
-    )
-    revoked = await http.delete(
-        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key_id}", headers=tenant.admin_headers
-    )
-    assert revoked.status_code == 204
+    await _revoke_key(http, db, tenant, permission="read_write")
     refused = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
     assert refused.status_code == 401
     assert await _wait_rows(db, tenant.tenant_id, 1) == 1

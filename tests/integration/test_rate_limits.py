@@ -18,7 +18,7 @@ from api.security import ApiKeyAuthenticator
 from cli.localservices import free_port
 from domain.errors import RateLimited, Unavailable
 from store import keys
-from store.ratelimit import RateLimiter
+from store.ratelimit import RateLimiter, Window
 from store.settings import Settings
 
 
@@ -206,9 +206,9 @@ async def test_over_http_the_write_limit_of_a_tenant_override_answers_429(
 async def test_the_limiter_loads_its_script_again_after_redis_forgot_it(redis: Redis) -> None:
     limiter = RateLimiter(redis)
     window = f"reco:test:script-flush:{uuid.uuid4().hex}"
-    assert (await limiter.hit(key=window, limit=5)).allowed
+    assert (await limiter.hit(Window(key=window, limit=5))).allowed
     await redis.script_flush()
-    decision = await limiter.hit(key=window, limit=5)
+    decision = await limiter.hit(Window(key=window, limit=5))
     assert decision.allowed and decision.count == 2
 
 
@@ -231,18 +231,18 @@ async def test_concurrent_hits_of_one_key_share_a_redis_call_and_are_allowed_in_
 ) -> None:
     limiter = RateLimiter(redis)
     window = f"reco:test:shared:{uuid.uuid4().hex}"
-    assert (await limiter.hit(key=window, limit=8)).count == 1  # loads the script
+    assert (await limiter.hit(Window(key=window, limit=8))).count == 1  # loads the script
     calls = _count_script_calls(redis, monkeypatch)
 
-    decisions = await asyncio.gather(*(limiter.hit(key=window, limit=8) for _ in range(10)))
+    decisions = await asyncio.gather(*(limiter.hit(Window(key=window, limit=8)) for _ in range(10)))
 
     assert calls == ["EVALSHA"]
     assert [d.allowed for d in decisions] == [True] * 7 + [False] * 3
     assert [d.remaining for d in decisions] == [6, 5, 4, 3, 2, 1, 0, 0, 0, 0]
     assert await redis.zcard(window) == 8
     # The window goes on counting from where the shared call left it.
-    assert not (await limiter.hit(key=window, limit=8)).allowed
-    assert (await limiter.hit(key=window, limit=9)).count == 9
+    assert not (await limiter.hit(Window(key=window, limit=8))).allowed
+    assert (await limiter.hit(Window(key=window, limit=9))).count == 9
 
 
 async def test_hits_of_two_keys_in_the_same_turn_are_counted_apart(
@@ -250,11 +250,11 @@ async def test_hits_of_two_keys_in_the_same_turn_are_counted_apart(
 ) -> None:
     limiter = RateLimiter(redis)
     first, second = (f"reco:test:apart:{uuid.uuid4().hex}" for _ in range(2))
-    await limiter.hit(key=first, limit=3)  # loads the script
+    await limiter.hit(Window(key=first, limit=3))  # loads the script
     calls = _count_script_calls(redis, monkeypatch)
 
     decisions = await asyncio.gather(
-        *(limiter.hit(key=key, limit=3) for key in (first, second, first, second, first))
+        *(limiter.hit(Window(key=key, limit=3)) for key in (first, second, first, second, first))
     )
 
     assert len(calls) == 2
