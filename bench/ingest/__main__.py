@@ -28,7 +28,8 @@ PostgreSQL, Redis, and the load generator, which shares the machine). Before eac
 lets the previous one's after-effects finish (a CHECKPOINT, then until the cores are idle) and
 times a fixed pure-Python loop: on a virtual machine whose host gets slower, that time and every
 figure of the phase move together. --statements loads
-pg_stat_statements and prints the statements PostgreSQL spent most time on; --profile DIR
+pg_stat_statements and prints the statements PostgreSQL and the commands Redis spent most time
+on; --profile DIR
 samples the api and the worker pool with py-spy (pip install py-spy) during phases 2 and 3 and
 prints where each spends its time, the raw stacks staying in DIR.
 """
@@ -606,8 +607,9 @@ async def track_statements(platform: Platform, pool: asyncpg.Pool) -> asyncpg.Po
     return pool
 
 
-async def statements_report(pool: asyncpg.Pool, *, top: int = 6) -> str:
-    """The statements PostgreSQL spent most time executing since the last call; resets."""
+async def statements_report(pool: asyncpg.Pool, redis: Redis, *, top: int = 6) -> str:
+    """The statements PostgreSQL and the commands Redis spent most time executing since the
+    last call (a script's commands count in its EVALSHA); resets both."""
     rows = await pool.fetch(
         """SELECT calls, total_exec_time AS ms,
                   left(regexp_replace(query, '\\s+', ' ', 'g'), 80) AS query
@@ -615,10 +617,25 @@ async def statements_report(pool: asyncpg.Pool, *, top: int = 6) -> str:
         top,
     )
     await pool.execute("SELECT pg_stat_statements_reset()")
+    commands = sorted(
+        (
+            (int(stats["usec"]), int(stats["calls"]), name.removeprefix("cmdstat_"))
+            for name, stats in (await redis.info("commandstats")).items()
+        ),
+        reverse=True,
+    )[:top]
+    await redis.config_resetstat()
     return "\n".join(
-        f"  SQL {r['ms']:7.0f} ms {r['calls']:6d} calls "
-        f"{r['ms'] / max(1, r['calls']):6.2f} ms/call {r['query']}"
-        for r in rows
+        [
+            f"  SQL {r['ms']:7.0f} ms {r['calls']:6d} calls "
+            f"{r['ms'] / max(1, r['calls']):6.2f} ms/call {r['query']}"
+            for r in rows
+        ]
+        + [
+            f"  Redis {usec / 1000:7.0f} ms {calls:6d} calls {usec / max(1, calls):6.0f} us/call "
+            f"{name}"
+            for usec, calls, name in commands
+        ]
     )
 
 
@@ -698,7 +715,7 @@ async def singles_phase(
     )
     print(cpu_report(cpu_before, cpu_after, accepted), host, sep="\n", flush=True)
     if args.statements:
-        print(await statements_report(pool), flush=True)
+        print(await statements_report(pool, projections), flush=True)
     return accepted / posting
 
 
@@ -745,7 +762,7 @@ async def run(args: argparse.Namespace) -> None:
                 host = await host_line()
                 tenant_id, key = await _make_tenant(pool, settings)
                 if args.statements:
-                    await statements_report(pool)
+                    await statements_report(pool, projections)
                 started = time.perf_counter()
                 cpu_before = cpu_seconds(roots)
                 with profiled(args.profile, "batches", pids):
@@ -770,7 +787,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 print(cpu_report(cpu_before, cpu_seconds(roots), landed), host, sep="\n")
                 if args.statements:
-                    print(await statements_report(pool), flush=True)
+                    print(await statements_report(pool, projections), flush=True)
 
             single_rate = args.single_rate
             if "singles" in phases:
