@@ -189,3 +189,10 @@ async def test_the_precheck_queues_the_fresh_events_itself_in_the_brokers_databa
     assert carried[1]["flags"] == ["stale_timestamp"]
     # The script's SELECT did not move the caller's connection off the projections' database.
     assert await redis.hexists(keys.catalog_cards(t), "p")
+
+
+def test_day_buckets_follow_each_moments_date_however_many_days_came_before() -> None:
+    start = datetime(2019, 12, 31, 23, 59, 59, tzinfo=UTC)
+    moments = [start + timedelta(hours=7 * n) for n in range(20_000)]  # past the cache's size
+    for moment in moments + moments[:50]:
+        assert day_of(moment) == moment.strftime("%Y%m%d")
