@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 from conftest import ROOT, Process, Services, TenantContext, make_tenant, settings_env, wait_for
 
-from cli.localservices import free_port
+from cli.localservices import RedisServer, free_port
 from store.settings import Settings
 
 
@@ -161,3 +161,58 @@ async def test_queue_depth_lag_and_processed_counts_are_prometheus_metrics(
                     process.popen.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     process.stop(kill=True)
+
+
+async def test_with_the_broker_on_its_own_redis_server_events_are_queued_in_a_second_call(
+    migrated: Settings, services: Services, db: asyncpg.Pool
+) -> None:
+    broker = RedisServer(data_dir=services.workdir / "broker-redis", port=free_port())
+    broker.start()
+    settings = migrated.model_copy(
+        update={
+            "broker_url": broker.url(0),
+            "redis_url": services.redis.url(12),
+            "api_port": free_port(),
+        }
+    )
+    tenant = await make_tenant(db, settings)
+    env = settings_env(settings)
+    api = Process(["api"], env, services.workdir / "own-broker-api.log").start()
+    worker = Process(
+        ["worker", "--queues", "ingest"],
+        {**env, "RECOMENGINE_WORKER_METRICS_PORT": str(free_port())},
+        services.workdir / "own-broker-worker.log",
+    ).start()
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        wait_for(f"{base}/health", timeout=60, process=api)
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            # The first single event loads the key; the next ones are counted in their
+            # pre-check call, then queued in a call to the broker's server.
+            for number in range(3):
+                single = {"eventType": "product_viewed", "userId": f"s{number}", "productId": "p"}
+                response = await http.post(
+                    "/api/v1/events", json=single, headers=tenant.write_headers
+                )
+                assert response.status_code == 202
+            events = [
+                {"eventType": "add_to_cart", "userId": f"b{i}", "productId": "p"} for i in range(5)
+            ]
+            response = await http.post(
+                "/api/v1/events/batch", json={"events": events}, headers=tenant.write_headers
+            )
+            assert response.status_code == 202 and response.json()["accepted"] == 5
+        for _ in range(150):
+            if await _count(db, tenant.tenant_id) >= 8:
+                break
+            await asyncio.sleep(0.2)
+        assert await _count(db, tenant.tenant_id) == 8
+    finally:
+        for process in (worker, api):
+            if process.popen is not None and process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+                try:
+                    process.popen.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.stop(kill=True)
+        broker.stop()
