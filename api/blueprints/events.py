@@ -305,7 +305,8 @@ class IngestEnqueuer:
         released = False
 
         def release() -> None:
-            # The next events of the group may be pre-checked while these are enqueued.
+            # The next events of the group may go: with the broker on another server, their
+            # pre-check overlaps this message's enqueue.
             nonlocal released
             if released:
                 return
