@@ -1,7 +1,7 @@
 """Event ingestion benchmark against the real api, worker, Redis and PostgreSQL.
 
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
-        [--batch-clients 8] [--single-clients 32] [--generator wrk|asyncio]
+        [--batch-clients 12] [--single-clients 32] [--generator wrk|asyncio]
         [--paced-fractions 0.5,0.8] [--phases batches,singles,paced,latency]
         [--statements] [--profile DIR]
 
@@ -10,7 +10,9 @@ and a worker pool on the `ingest` queue, then measures, in this order:
 
 1. raw asyncpg COPY into `events` (the ceiling: no HTTP, no queue, no dedupe, no projections);
 2. batches of 100 posted by concurrent clients for --duration s: events/s accepted by the api,
-   and events/s landed in PostgreSQL end to end (until the last accepted event is a row);
+   and events/s landed in PostgreSQL end to end (until the last accepted event is a row). The
+   clients post faster than the workers store, so that the workers, not the clients' pace,
+   set the end-to-end rate (with 8 clients each waiting for its answer they did not);
 3. single events for --duration s from --single-clients connections, each posting again as
    soon as it is answered (wrk when installed: `apt-get install -y wrk`): the most one api
    process accepts, POST latency, and the backlog left on the queue when posting stops (no
@@ -853,7 +855,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="worker processes")
     parser.add_argument("--threads", type=int, default=8, help="worker threads per process")
     parser.add_argument("--copy-rows", type=int, default=200_000)
-    parser.add_argument("--batch-clients", type=int, default=8, help="concurrent batch posters")
+    parser.add_argument("--batch-clients", type=int, default=12, help="concurrent batch posters")
     parser.add_argument(
         "--single-clients", type=int, default=32, help="concurrent single-event posters"
     )
