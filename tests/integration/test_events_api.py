@@ -43,9 +43,13 @@ async def _wait_rows(db: asyncpg.Pool, tenant_id: str, expected: int, within: fl
     return count
 
 
-async def _revoke_key(
+async def _post_after_revoking(
     http: httpx.AsyncClient, db: asyncpg.Pool, tenant: TenantContext, *, permission: str
-) -> None:
+) -> httpx.Response:
+    """Post one event (which caches the write key in the api), revoke the tenant's key of
+    `permission`, then post another event; the second answer."""
+    first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    assert first.status_code == 202
     key_id = await db.fetchval(
         "SELECT id FROM api_keys WHERE tenant_id = $1 AND permission = $2",
         uuid.UUID(tenant.tenant_id),
@@ -55,6 +59,15 @@ async def _revoke_key(
         f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key_id}", headers=tenant.admin_headers
     )
     assert revoked.status_code == 204
+    return await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+
+
+async def _settled_count(db: asyncpg.Pool, tenant_id: str, expected: int) -> int:
+    """The tenant's stored events once `expected` landed and a little more time passed (for
+    one that should not land)."""
+    await _wait_rows(db, tenant_id, expected)
+    await asyncio.sleep(0.5)
+    return await _count(db, tenant_id)
 
 
 @pytest.fixture
@@ -243,29 +256,19 @@ async def test_a_bad_body_under_the_limit_is_a_422_and_is_counted(
 async def test_a_single_event_posted_after_another_key_changed_is_queued_once(
     http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
-    first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
-    assert first.status_code == 202  # the key is now in the api's cache
-    await _revoke_key(http, db, tenant, permission="read")
     # The tenant's keys changed, so the cached write key is read again before its event is
     # queued; it is still valid.
-    second = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    second = await _post_after_revoking(http, db, tenant, permission="read")
     assert second.status_code == 202 and "RateLimit-Remaining" in second.headers
-    assert await _wait_rows(db, tenant.tenant_id, 2) == 2
-    await asyncio.sleep(0.5)
-    assert await _count(db, tenant.tenant_id) == 2
+    assert await _settled_count(db, tenant.tenant_id, 2) == 2
 
 
 async def test_a_revoked_key_cannot_post_a_single_event_on_its_next_call(
     http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
 ) -> None:
-    first = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
-    assert first.status_code == 202  # the key is now in the api's cache
-    await _revoke_key(http, db, tenant, permission="read_write")
-    refused = await http.post("/api/v1/events", json=_event(), headers=tenant.write_headers)
+    refused = await _post_after_revoking(http, db, tenant, permission="read_write")
     assert refused.status_code == 401
-    assert await _wait_rows(db, tenant.tenant_id, 1) == 1
-    await asyncio.sleep(0.5)
-    assert await _count(db, tenant.tenant_id) == 1
+    assert await _settled_count(db, tenant.tenant_id, 1) == 1
 
 
 async def test_an_accepted_event_lands_with_its_warnings_as_flags(
