@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 import asyncpg
-import ujson
+import orjson
 from redis.asyncio import Redis
 
 from domain.events import (
@@ -132,8 +132,8 @@ class IngestOutcome:
 
 def _json(value: Any) -> str:
     try:
-        return ujson.dumps(value, ensure_ascii=False, escape_forward_slashes=False)
-    except (OverflowError, TypeError, ValueError):  # integers past 64 bits
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers past 64 bits
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -479,7 +479,7 @@ async def apply_guarded(redis: Redis, effects: Sequence[GuardedEffects]) -> int:
     return int(await run_script(redis, _APPLY_GUARDED, [], payload, blob))
 
 
-def _guarded_payload(effects: Sequence[GuardedEffects]) -> tuple[str, bytes]:
+def _guarded_payload(effects: Sequence[GuardedEffects]) -> tuple[bytes, bytes]:
     """The two arguments of the guarded script for `effects` (see _APPLY_GUARDED)."""
     # This runs for every operation of every event a worker stores: every step below is one
     # comprehension over the operations, the distinct targets, the events or the keys.
@@ -520,7 +520,7 @@ def _guarded_payload(effects: Sequence[GuardedEffects]) -> tuple[str, bytes]:
         "t": target_of,
         "a": amounts,
     }
-    return ujson.dumps(payload), b"".join(binary)  # type: ignore[arg-type]
+    return orjson.dumps(payload), b"".join(binary)  # type: ignore[arg-type]
 
 
 def _ttl(key: str) -> int:

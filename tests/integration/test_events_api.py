@@ -293,6 +293,36 @@ async def test_an_accepted_event_lands_with_its_warnings_as_flags(
     assert set(flags) == {"unknown_product", "stale_timestamp"}
 
 
+async def test_metadata_is_stored_exactly_as_posted_in_single_events_and_batches(
+    http: httpx.AsyncClient, tenant: TenantContext, db: asyncpg.Pool, worker: Process
+) -> None:
+    # Integers past 64 bits, decimals, non-ASCII text and slashes: JSON libraries differ on
+    # each of them, and the queue message carries the metadata from the api to the worker.
+    metadata = {
+        "order": 2**70 + 1,
+        "small": -(2**63),
+        "ratio": 0.1,
+        "note": 'café / 東京 \\ "quoted"',
+        "nested": {"list": [1, 2.5, None, True], "empty": {}},
+    }
+    single = await http.post(
+        "/api/v1/events", json=_event(metadata=metadata), headers=tenant.write_headers
+    )
+    batch = await http.post(
+        "/api/v1/events/batch",
+        json={"events": [_event(metadata=metadata), _event(metadata={"plain": 1})]},
+        headers=tenant.write_headers,
+    )
+    assert single.status_code == 202 and batch.status_code == 202
+    ids = [single.json()["eventId"]] + [r["eventId"] for r in batch.json()["results"]]
+    assert await _wait_rows(db, tenant.tenant_id, 3) == 3
+    stored = await db.fetch(
+        "SELECT event_id, metadata FROM events WHERE tenant_id = $1", tenant.tenant_id
+    )
+    by_id = {row["event_id"]: row["metadata"] for row in stored}
+    assert [by_id[i] for i in ids] == [metadata, metadata, {"plain": 1}]
+
+
 async def test_a_product_in_the_catalog_gets_no_unknown_product_warning(
     http: httpx.AsyncClient, tenant: TenantContext, redis: Redis
 ) -> None:
