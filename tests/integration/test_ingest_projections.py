@@ -14,6 +14,7 @@ from domain.events import Event, parse_event
 from store import keys
 from store.counters import day_of
 from store.events import GuardedEffects, apply_guarded, event_effects, precheck
+from store.history import hour_of
 from store.settings import Settings
 from workers.broker import encode_value, message_frame
 
@@ -196,3 +197,10 @@ def test_day_buckets_follow_each_moments_date_however_many_days_came_before() ->
     moments = [start + timedelta(hours=7 * n) for n in range(20_000)]  # past the cache's size
     for moment in moments + moments[:50]:
         assert day_of(moment) == moment.strftime("%Y%m%d")
+
+
+def test_hour_buckets_follow_each_moments_date_and_hour_however_many_hours_came_before() -> None:
+    start = datetime(2019, 12, 31, 22, 59, 59, tzinfo=UTC)
+    moments = [start + timedelta(minutes=37 * n) for n in range(20_000)]  # past the cache's size
+    for moment in moments + moments[:50]:
+        assert hour_of(moment) == moment.strftime("%Y%m%d%H")
