@@ -90,10 +90,23 @@ class Event:
         }
 
 
+# The text of each second, cached: the events of a batch, and most events of a busy second,
+# share theirs, and isoformat costs twice the lookup and the fraction together (this runs for
+# every event the api accepts). The text must stay byte for byte isoformat's: digests hash it.
+_SECOND_TEXTS: dict[int, str] = {}
+_MAX_SECOND_TEXTS = 4096
+
+
 def _moment_text(moment: datetime) -> str:
     if moment.tzinfo is not UTC:  # validated timestamps are in UTC already
         moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
+    second = ((moment.toordinal() * 24 + moment.hour) * 60 + moment.minute) * 60 + moment.second
+    head = _SECOND_TEXTS.get(second)
+    if head is None:
+        if len(_SECOND_TEXTS) >= _MAX_SECOND_TEXTS:
+            _SECOND_TEXTS.clear()
+        head = _SECOND_TEXTS[second] = moment.replace(tzinfo=None).isoformat(timespec="seconds")
+    return f"{head}.{moment.microsecond:06d}+00:00"
 
 
 def _digest(tenant_id: str, user_id: str, event_type: str, product_id: str, moment: str) -> str:

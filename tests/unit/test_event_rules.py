@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from hashlib import sha256
 from typing import Any
 
 import pytest
@@ -132,6 +133,23 @@ def test_the_queue_message_carries_the_utc_time_the_digest_was_made_of() -> None
         product_id="p",
         occurred_at=datetime.fromisoformat(message["ts"]),
     )
+
+
+def test_digests_hash_the_isoformat_text_of_the_time_whatever_seconds_came_before() -> None:
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    # Seconds with and without a fraction, across days and past the cache's size, then again.
+    moments = [
+        start + timedelta(seconds=7919 * n, microseconds=n if n % 2 else 0) for n in range(12_000)
+    ]
+    moments.append(datetime(2026, 6, 1, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))))
+    for moment in moments + moments[:50]:
+        expected = moment.astimezone(UTC).isoformat(timespec="microseconds")
+        assert (
+            dedupe_digest(
+                tenant_id=TENANT, user_id="u", event_type="e", product_id="p", occurred_at=moment
+            )
+            == sha256("\x1f".join((TENANT, "u", "e", "p", expected)).encode()).hexdigest()[:32]
+        )
 
 
 def test_an_event_type_that_is_not_text_is_a_field_error() -> None:
