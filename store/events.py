@@ -54,9 +54,7 @@ INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, sessio
 SELECT $1, e.id, e.type, e.user_id, e.product_id, e.session_id, e.meta::jsonb, e.placement,
        e.rec, e.price::numeric,
        CASE WHEN e.flags = '' THEN '{{}}'::text[] ELSE string_to_array(e.flags, ',') END, e.ts
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::text[], $10::text[], $11::text[], $12::timestamptz[])
-     AS e(id, type, user_id, product_id, session_id, meta, placement, rec, price, flags, ts)
+FROM unnest($2::ingest_event[]) AS e
 ON CONFLICT DO NOTHING
 RETURNING {_ROW_COLUMNS}
 """
@@ -137,19 +135,23 @@ def _json(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _columns(events: Sequence[dict[str, Any]]) -> list[list[Any]]:
+def _rows(events: Sequence[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Message-form events as `ingest_event` rows."""
     return [
-        [e["id"] for e in events],
-        [e["type"] for e in events],
-        [e["user"] for e in events],
-        [e["product"] for e in events],
-        [e.get("session") for e in events],
-        [_json(e["meta"]) if e.get("meta") else "{}" for e in events],
-        [e.get("placement") for e in events],
-        [e.get("rec") for e in events],
-        [None if e.get("price") is None else repr(float(e["price"])) for e in events],
-        [",".join(e.get("flags") or ()) for e in events],
-        [datetime.fromisoformat(e["ts"]) for e in events],
+        (
+            e["id"],
+            e["type"],
+            e["user"],
+            e["product"],
+            e.get("session"),
+            _json(e["meta"]) if e.get("meta") else "{}",
+            e.get("placement"),
+            e.get("rec"),
+            None if e.get("price") is None else repr(float(e["price"])),
+            ",".join(e.get("flags") or ()),
+            datetime.fromisoformat(e["ts"]),
+        )
+        for e in events
     ]
 
 
@@ -182,7 +184,7 @@ async def insert_events(
             fresh = [e for e in events if not e.get("client") or e["id"] in new_ids]
         # Records read like the dicts the side effects expect (row["x"], row.get("x")).
         inserted: list[Mapping[str, Any]] = (
-            await connection.fetch(_INSERT_EVENTS, tenant_id, *_columns(fresh)) if fresh else []
+            await connection.fetch(_INSERT_EVENTS, tenant_id, _rows(fresh)) if fresh else []
         )
         rows = list(inserted)
         missing = by_id.keys() - {r["event_id"] for r in inserted}
