@@ -21,21 +21,13 @@ TRENDING_TTL_SECONDS = 8 * 24 * 3600
 USER_STAMP_TTL_SECONDS = 24 * 3600
 
 
-# Hour buckets by hour number, cached like counters.day_of: nearly every event of a message
-# falls in one or two hours, and formatting the bucket costs several times a dictionary hit.
-_HOUR_BUCKETS: dict[int, str] = {}
-_MAX_HOUR_BUCKETS = 4096
+_HOURS = tuple(f"{hour:02d}" for hour in range(24))
 
 
 def hour_of(moment: datetime) -> str:
     """The UTC hour bucket (YYYYMMDDHH) of a moment (in UTC already)."""
-    number = moment.toordinal() * 24 + moment.hour
-    hour = _HOUR_BUCKETS.get(number)
-    if hour is None:
-        if len(_HOUR_BUCKETS) >= _MAX_HOUR_BUCKETS:
-            _HOUR_BUCKETS.clear()
-        hour = _HOUR_BUCKETS[number] = f"{day_of(moment)}{moment.hour:02d}"
-    return hour
+    # The day from day_of's cache: a fifth of formatting the whole bucket, for every event.
+    return day_of(moment) + _HOURS[moment.hour]
 
 
 def history_member(event_type: str, product_id: str) -> str:

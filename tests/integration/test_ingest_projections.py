@@ -201,6 +201,6 @@ def test_day_buckets_follow_each_moments_date_however_many_days_came_before() ->
 
 def test_hour_buckets_follow_each_moments_date_and_hour_however_many_hours_came_before() -> None:
     start = datetime(2019, 12, 31, 22, 59, 59, tzinfo=UTC)
-    moments = [start + timedelta(minutes=37 * n) for n in range(20_000)]  # past the cache's size
+    moments = [start + timedelta(minutes=37 * n) for n in range(20_000)]  # past the day cache
     for moment in moments + moments[:50]:
         assert hour_of(moment) == moment.strftime("%Y%m%d%H")
