@@ -130,6 +130,36 @@ async def test_a_client_event_id_is_stored_once_even_with_another_timestamp(
     assert (await _counters(redis, t, now))["events"] == 1
 
 
+async def test_messages_queued_with_every_field_spelled_out_are_stored_like_slim_ones(
+    actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
+) -> None:
+    # Earlier releases queued every optional field, null or empty: such messages may still
+    # wait in the queue or the dead-letter queue when a new worker starts.
+    t = tenant.tenant_id
+    now = datetime.now(UTC)
+    slim = _message(t, userId="slim", timestamp=_at(now))
+    assert set(slim) == {"id", "type", "user", "product", "ts", "flags"}
+    spelled = {
+        "client": False,
+        "session": None,
+        "meta": {},
+        "price": None,
+        "placement": None,
+        "rec": None,
+        **_message(t, userId="spelled", timestamp=_at(now)),
+    }
+    await ingest(t, [slim])
+    await ingest(t, [spelled])
+    stored = await db.fetch(
+        """SELECT user_id, session_id, metadata::text, price, placement_id, recommendation_id,
+                  flags FROM events WHERE tenant_id = $1 ORDER BY user_id""",
+        t,
+    )
+    assert [r["user_id"] for r in stored] == ["slim", "spelled"]
+    assert [tuple(r)[1:] for r in stored] == [(None, "{}", None, None, None, [])] * 2
+    assert (await _counters(redis, t, now))["events"] == 2
+
+
 async def test_a_malformed_message_is_refused_without_retries(actors: None) -> None:
     with pytest.raises(MalformedMessage):
         await ingest(str(uuid.uuid4()), [{"id": 1}])
