@@ -44,6 +44,10 @@ class Settings(BaseModel):
     db_pool_min: int = 1
     db_pool_max: int = 10
     log_level: str = "INFO"
+    # The claim watchdog (workers.watchdog): how long past its time limit a message may stay
+    # with a consumer that makes no progress, and how often one worker process looks.
+    watchdog_margin_seconds: float = Field(default=30, gt=0)
+    watchdog_interval_seconds: float = Field(default=5, gt=0)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -27,11 +27,14 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
+from prometheus_client import CollectorRegistry
 
 from store.events import QueueFrame
 from store.redis import run_script
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
+from workers.supervision import ProcessSupervision
+from workers.watchdog import ClaimWatchdog
 
 QUEUES = ("ingest", "catalog", "projections", "training", "maintenance")
 
@@ -76,12 +79,14 @@ class FastJSONEncoder(Encoder):
 
 def build_broker(url: str) -> RedisBroker:
     """A Redis broker with explicit middleware (retries and time limits are set per actor)."""
+    registry = CollectorRegistry()  # what each worker process serves on its metrics port
     broker = RedisBroker(
         url=url,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
         middleware=[
+            ProcessSupervision(registry),
             AgeLimit(),
             TimeLimit(),
             ShutdownNotifications(),
@@ -92,7 +97,8 @@ def build_broker(url: str) -> RedisBroker:
             Retries(max_retries=3, min_backoff=500, max_backoff=10_000),
             CurrentMessage(),
             AsyncIO(),
-            WorkerMetrics(QUEUES),
+            WorkerMetrics(QUEUES, registry),
+            ClaimWatchdog(QUEUES, registry),
         ],
     )
     return broker

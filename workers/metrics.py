@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from workers.watchdog import REQUEUED_KEY, claims_key
+
 log = logging.getLogger("recomengine.metrics")
 
 NAMESPACE = "dramatiq"
@@ -36,6 +38,10 @@ class QueueStats:
     delayed: int
     dead: int
     lag_seconds: float
+    # Age of the oldest message a consumer has fetched and not acked, as the claim watchdog
+    # first saw it (workers.watchdog); messages it took back from stuck consumers so far.
+    oldest_claimed_seconds: float = 0.0
+    requeued_from_stuck: int = 0
 
 
 def _keys(queue: str) -> tuple[str, str, str, str, str]:
@@ -44,21 +50,31 @@ def _keys(queue: str) -> tuple[str, str, str, str, str]:
 
 
 def _stats(queue: str, raw: list[Any], oldest: bytes | None, now: float) -> QueueStats:
-    ready, pending, delayed, dead = (int(v or 0) for v in raw)
+    ready, pending, delayed, dead, requeued = (int(v or 0) for v in raw[:5])
+    claimed_since = [float(seen) for seen in raw[5]]
     lag = 0.0
     if oldest is not None:
         # Age of the oldest waiting message: what a new event waits before a worker sees it.
         lag = max(0.0, now - Message.decode(oldest).message_timestamp / 1000)
-    return QueueStats(queue, ready, max(0, pending - ready), delayed, dead, lag)
+    oldest_claimed = max(0.0, now - min(claimed_since) / 1000) if claimed_since else 0.0
+    return QueueStats(
+        queue, ready, max(0, pending - ready), delayed, dead, lag, oldest_claimed, requeued
+    )
+
+
+def _read(pipe: Any, queue: str) -> None:
+    base, msgs, delayed, _, dead = _keys(queue)
+    pipe.llen(base).hlen(msgs).llen(delayed).zcard(dead).hget(REQUEUED_KEY, queue)
+    pipe.hvals(claims_key(queue)).lindex(base, 0)
 
 
 def queue_stats(client: Any, queues: Iterable[str]) -> list[QueueStats]:
     """Depth, delayed, dead and lag of each queue, read with a synchronous Redis client."""
     found = []
     for queue in queues:
-        base, msgs, delayed, _, dead = _keys(queue)
+        _, msgs, *_ = _keys(queue)
         pipe = client.pipeline(transaction=False)
-        pipe.llen(base).hlen(msgs).llen(delayed).zcard(dead).lindex(base, 0)
+        _read(pipe, queue)
         *raw, head = pipe.execute()
         oldest = client.hget(msgs, head) if head is not None else None
         found.append(_stats(queue, raw, oldest, time.time()))
@@ -69,9 +85,9 @@ async def queue_stats_async(client: Any, queues: Iterable[str]) -> list[QueueSta
     """The same as `queue_stats`, with an asyncio Redis client."""
     found = []
     for queue in queues:
-        base, msgs, delayed, _, dead = _keys(queue)
+        _, msgs, *_ = _keys(queue)
         async with client.pipeline(transaction=False) as pipe:
-            pipe.llen(base).hlen(msgs).llen(delayed).zcard(dead).lindex(base, 0)
+            _read(pipe, queue)
             *raw, head = await pipe.execute()
         oldest = await client.hget(msgs, head) if head is not None else None
         found.append(_stats(queue, raw, oldest, time.time()))
@@ -97,6 +113,16 @@ def queue_families(stats: Iterable[QueueStats]) -> list[GaugeMetricFamily]:
         ),
         "lag_seconds": GaugeMetricFamily(
             "recomengine_queue_lag_seconds", "Age of the oldest waiting message", labels=["queue"]
+        ),
+        "oldest_claimed_seconds": GaugeMetricFamily(
+            "recomengine_queue_oldest_claimed_seconds",
+            "Age of the oldest message fetched by a consumer and not acked",
+            labels=["queue"],
+        ),
+        "requeued_from_stuck": GaugeMetricFamily(
+            "recomengine_queue_requeued_from_stuck",
+            "Messages taken back from consumers that stopped progressing (all pools, so far)",
+            labels=["queue"],
         ),
     }
     for item in stats:
@@ -124,8 +150,8 @@ class WorkerMetrics(Middleware):
     """Counts processed and failed messages per queue and actor, times them, and serves
     everything (with the queue gauges) over HTTP from each worker process."""
 
-    def __init__(self, queues: Iterable[str]) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, queues: Iterable[str], registry: CollectorRegistry) -> None:
+        self.registry = registry
         self._queues = list(queues)
         self.processed = Counter(
             "recomengine_messages_processed",

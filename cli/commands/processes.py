@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from functools import partial
 
@@ -58,26 +57,35 @@ def run_api(args: argparse.Namespace) -> int:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    """Replace this process with a Dramatiq worker pool on the given queues."""
+    """Run a Dramatiq worker pool on the given queues until stopped."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    from store.logs import configure_logging
+    from store.settings import get_settings
+
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = sorted(set(queues) - set(QUEUES))
     if unknown:
         print(f"unknown queues: {', '.join(unknown)}; known: {', '.join(QUEUES)}", file=sys.stderr)
         return 2
-    command = [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "workers.main",
-        "--processes",
-        str(args.processes),
-        "--threads",
-        str(args.threads),
-        "--queues",
-        *queues,
-    ]
-    os.execv(sys.executable, command)  # noqa: S606 (fixed argv, no shell)
-    return 0  # not reached
+    # The pool's parent logs JSON lines to its own stderr like every other process; each worker
+    # process sets up its own logging when it boots (workers.supervision), so nothing goes
+    # through Dramatiq's log pipes, which block once their reader is gone.
+    configure_logging(get_settings().log_level)
+    pool = make_argument_parser().parse_args(
+        [
+            "workers.main",
+            "--processes",
+            str(args.processes),
+            "--threads",
+            str(args.threads),
+            "--skip-logging",
+            "--queues",
+            *queues,
+        ]
+    )
+    return int(dramatiq_main(pool) or 0)
 
 
 def run_scheduler(args: argparse.Namespace) -> int:

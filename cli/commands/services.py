@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 from cli.commands.database import ROOT
 from cli.commands.models import DEMO_STATE, describe_demo
 from cli.localservices import PostgresServer, RedisServer, postgres_data_dir, wait_for_http_ok
+from cli.process_groups import leader_alive, start_group, stop_group
 
 RUN_DIR = ROOT / ".run" / "dev"
 PG_PORT = 15432
@@ -67,14 +65,6 @@ def environment() -> dict[str, str]:
     return env
 
 
-def _alive(pid_file: Path) -> bool:
-    try:
-        os.kill(int(pid_file.read_text().strip()), 0)
-        return True
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return False
-
-
 def run_up(args: argparse.Namespace) -> int:
     """Bring the platform up; harmless when it already runs."""
     postgres, redis = _servers()
@@ -87,18 +77,18 @@ def run_up(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     for name, arguments in PROCESSES.items():
         pid_file = RUN_DIR / f"{name}.pid"
-        if _alive(pid_file):
+        if leader_alive(pid_file):
             continue
-        with open(logs / f"{name}.log", "ab") as log_file:
-            process = subprocess.Popen(
-                [*command, *arguments],
-                env=env,
-                cwd=ROOT,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        pid_file.write_text(str(process.pid))
+        # Whatever survived a leader that died (a kill -9, the OOM killer) goes first, so an
+        # earlier pool never runs beside the new one.
+        stop_group(pid_file)
+        start_group(
+            [*command, *arguments],
+            pid_file=pid_file,
+            log_path=logs / f"{name}.log",
+            env=env,
+            cwd=ROOT,
+        )
     ready_url = f"http://localhost:{API_PORT}/ready"
     if not wait_for_http_ok(ready_url, timeout=60):
         print(f"the api did not become ready; see {logs}/api.log", file=sys.stderr)
@@ -125,17 +115,7 @@ Stop everything with: make down
 def run_down(args: argparse.Namespace) -> int:
     """Stop the processes, then Redis and PostgreSQL."""
     for name in PROCESSES:
-        pid_file = RUN_DIR / f"{name}.pid"
-        if _alive(pid_file):
-            pid = int(pid_file.read_text().strip())
-            # The parent stops its own children (a second signal would stall Dramatiq's).
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while _alive(pid_file) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _alive(pid_file):
-                os.killpg(pid, signal.SIGKILL)
-        pid_file.unlink(missing_ok=True)
+        stop_group(RUN_DIR / f"{name}.pid")
     postgres, redis = _servers()
     redis.stop()
     postgres.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -13,17 +12,27 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from conftest import ROOT, Process, Services, make_tenant, settings_env, wait_for
+from conftest import ROOT, Process, Services, make_tenant, settings_env
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from redis import Redis as SyncRedis
+from support.ingest_runs import (
+    FAST_WRITES,
+    batch,
+    landed,
+    run_settings,
+    start,
+    start_api,
+    stop,
+    wait_landed,
+)
 
 from cli.commands.database import upgrade
 from cli.localservices import PostgresServer, free_port
@@ -31,84 +40,15 @@ from domain.events import parse_event
 from store.db import create_pool
 from store.settings import Settings
 
-FAST_WRITES = {"rateLimits": {"writesPerMinute": 1_000_000}}
-
-
-def _settings(base: Settings, services: Services, *, broker_db: int, redis_db: int) -> Settings:
-    # Own broker and projection databases: the session worker must not take these messages.
-    return base.model_copy(
-        update={
-            "broker_url": services.redis.url(broker_db),
-            "redis_url": services.redis.url(redis_db),
-            "api_port": free_port(),
-        }
-    )
-
-
-def _start(settings: Settings, args: list[str], log: Path) -> Process:
-    return Process(args, settings_env(settings), log).start()
-
-
-def _stop(process: Process) -> None:
-    """SIGTERM to the main process only: Dramatiq forwards it to its worker processes, and a
-    second copy of the signal (as a process-group kill sends) makes them hang until killed."""
-    if process.popen is None or process.popen.poll() is not None:
-        return
-    process.popen.send_signal(signal.SIGTERM)
-    try:
-        process.popen.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.stop(kill=True)
-
-
-def _start_api(settings: Settings, log: Path) -> Process:
-    api = _start(settings, ["api"], log)
-    wait_for(f"http://127.0.0.1:{settings.api_port}/health", timeout=60, process=api)
-    return api
-
-
-def _batch(run: str, number: int, size: int = 100) -> list[dict[str, Any]]:
-    now = datetime.now(UTC) - timedelta(minutes=1)
-    return [
-        {
-            "eventType": "product_viewed",
-            "userId": f"{run}-u{number}",
-            "productId": f"sku-{i}",
-            "timestamp": (now - timedelta(milliseconds=i)).isoformat(),
-        }
-        for i in range(size)
-    ]
-
-
-async def _landed(pool: asyncpg.Pool, tenant_id: str) -> tuple[int, int]:
-    row = await pool.fetchrow(
-        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events WHERE tenant_id = $1",
-        tenant_id,
-    )
-    assert row is not None
-    return int(row["n"]), int(row["d"])
-
-
-async def _wait_landed(pool: asyncpg.Pool, tenant_id: str, expected: int, within: float) -> int:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            count, _ = await _landed(pool, tenant_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            count = -1
-        if count >= expected or time.monotonic() > deadline:
-            return count
-        await asyncio.sleep(0.25)
-
 
 async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     migrated: Settings, services: Services, db: asyncpg.Pool
 ) -> None:
-    settings = _settings(migrated, services, broker_db=6, redis_db=7)
+    settings = run_settings(migrated, services, broker_db=6, redis_db=7)
     tenant = await make_tenant(db, settings, config=FAST_WRITES)
-    api = _start_api(settings, services.workdir / "kill-api.log")
+    api = start_api(settings, services.workdir / "kill-api.log")
     worker_args = ["worker", "--queues", "ingest", "--processes", "1", "--threads", "2"]
-    worker = _start(settings, worker_args, services.workdir / "kill-worker.log")
+    worker = start(settings, worker_args, services.workdir / "kill-worker.log")
     accepted = 0
     try:
         base = f"http://127.0.0.1:{settings.api_port}"
@@ -117,7 +57,7 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
             async def post(number: int) -> int:
                 response = await http.post(
                     "/api/v1/events/batch",
-                    json={"events": _batch("kill", number)},
+                    json={"events": batch("kill", number)},
                     headers=tenant.write_headers,
                 )
                 assert response.status_code == 202, response.text
@@ -128,25 +68,25 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
             accepted += sum(await asyncio.gather(*(post(number) for number in range(20))))
             # Kill the worker while it works through the backlog, keep posting, restart it.
             for _ in range(1000):
-                if await _landed(db, tenant.tenant_id) != (0, 0):
+                if await landed(db, tenant.tenant_id) != (0, 0):
                     break
                 await asyncio.sleep(0.02)
             worker.stop(kill=True)
-            landed_at_kill, _ = await _landed(db, tenant.tenant_id)
+            landed_at_kill, _ = await landed(db, tenant.tenant_id)
             for number in range(20, 40):
                 accepted += await post(number)
         assert 0 < landed_at_kill < accepted, "the kill must come in the middle of the stream"
         started = time.monotonic()
-        worker = _start(settings, worker_args, services.workdir / "kill-worker-2.log")
-        landed = await _wait_landed(db, tenant.tenant_id, accepted, within=60)
+        worker = start(settings, worker_args, services.workdir / "kill-worker-2.log")
+        landed_count = await wait_landed(db, tenant.tenant_id, accepted, within=60)
         await asyncio.sleep(1)  # anything redelivered late would show up as an extra row
-        assert await _landed(db, tenant.tenant_id) == (accepted, accepted)
-        assert landed == accepted
+        assert await landed(db, tenant.tenant_id) == (accepted, accepted)
+        assert landed_count == accepted
         # Redelivery of the dead worker's messages takes seconds (heartbeat), not minutes.
         assert time.monotonic() - started < 45
     finally:
-        _stop(worker)
-        _stop(api)
+        stop(worker)
+        stop(api)
 
 
 @pytest.fixture
@@ -166,15 +106,15 @@ def own_postgres(services: Services) -> Iterator[PostgresServer]:
 async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_lands_later(
     migrated: Settings, services: Services, own_postgres: PostgresServer
 ) -> None:
-    settings = _settings(migrated, services, broker_db=8, redis_db=9).model_copy(
+    settings = run_settings(migrated, services, broker_db=8, redis_db=9).model_copy(
         update={"database_url": own_postgres.url}
     )
     await asyncio.to_thread(upgrade, settings.database_url)
     pool = await create_pool(settings, min_size=1, max_size=2)
     tenant = await make_tenant(pool, settings, config=FAST_WRITES)
     await pool.close()
-    api = _start_api(settings, services.workdir / "pgstop-api.log")
-    worker = _start(settings, ["worker", "--queues", "ingest"], services.workdir / "pgstop-w.log")
+    api = start_api(settings, services.workdir / "pgstop-api.log")
+    worker = start(settings, ["worker", "--queues", "ingest"], services.workdir / "pgstop-w.log")
     accepted = 0
     try:
         base = f"http://127.0.0.1:{settings.api_port}"
@@ -184,7 +124,7 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
                 nonlocal accepted
                 response = await http.post(
                     "/api/v1/events/batch",
-                    json={"events": _batch("pgstop", number, size=50)},
+                    json={"events": batch("pgstop", number, size=50)},
                     headers=tenant.write_headers,
                 )
                 assert response.status_code == 202, response.text
@@ -205,13 +145,13 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
         own_postgres.start()
         pool = await create_pool(settings, min_size=1, max_size=2)
         try:
-            assert await _wait_landed(pool, tenant.tenant_id, accepted, within=90) == accepted
-            assert await _landed(pool, tenant.tenant_id) == (accepted, accepted)
+            assert await wait_landed(pool, tenant.tenant_id, accepted, within=90) == accepted
+            assert await landed(pool, tenant.tenant_id) == (accepted, accepted)
         finally:
             await pool.close()
     finally:
-        _stop(worker)
-        _stop(api)
+        stop(worker)
+        stop(api)
 
 
 def _dead(client: Any, queue: str = "ingest") -> list[bytes]:
