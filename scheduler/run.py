@@ -3,7 +3,9 @@ sure that, however many schedulers run, each firing is enqueued once."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import socket
 from datetime import UTC, datetime
@@ -35,6 +37,15 @@ def fire(job: Job, redis: Redis, *, slot: datetime | None = None) -> bool:
     return True
 
 
+HEARTBEAT_SECONDS = 10
+
+
+def beat(redis: Redis) -> None:
+    """Tell the operators' console this scheduler is alive."""
+    alive = {"host": socket.gethostname(), "pid": os.getpid(), "at": datetime.now(UTC).isoformat()}
+    redis.set(keys.SCHEDULER_HEARTBEAT, json.dumps(alive), ex=HEARTBEAT_SECONDS * 3)
+
+
 def run() -> None:
     """Run the scheduler in the foreground until SIGTERM/SIGINT."""
     settings = get_settings()
@@ -54,6 +65,9 @@ def run() -> None:
             misfire_grace_time=300,
             **job.trigger_args,
         )
+
+    scheduler.add_job(beat, "interval", seconds=HEARTBEAT_SECONDS, args=[redis], id="heartbeat")
+    beat(redis)
 
     def stop(*_: Any) -> None:
         scheduler.shutdown(wait=False)

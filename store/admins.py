@@ -16,28 +16,33 @@ class AdminRecord:
     id: str
     email: str
     name: str
+    # Operators see the operators' console: queues, workers, dead letters, every tenant's models.
+    is_operator: bool = False
 
 
 async def create_admin(
-    pool: asyncpg.Pool, *, email: str, name: str, password_hash: str
+    pool: asyncpg.Pool, *, email: str, name: str, password_hash: str, is_operator: bool = False
 ) -> AdminRecord:
     """A new admin; Conflict when the email is taken (case-insensitive)."""
     try:
         row = await pool.fetchrow(
-            "INSERT INTO admins (email, name, password_hash) VALUES ($1, $2, $3) "
-            "RETURNING id, email, name",
+            "INSERT INTO admins (email, name, password_hash, is_operator) VALUES ($1, $2, $3, $4) "
+            "RETURNING id, email, name, is_operator",
             email,
             name,
             password_hash,
+            is_operator,
         )
     except asyncpg.UniqueViolationError as exc:
         raise Conflict("An account with this email already exists.") from exc
     assert row is not None
-    return AdminRecord(id=str(row["id"]), email=row["email"], name=row["name"])
+    return _record(row)
 
 
 def _record(row: asyncpg.Record) -> AdminRecord:
-    return AdminRecord(id=str(row["id"]), email=row["email"], name=row["name"])
+    return AdminRecord(
+        id=str(row["id"]), email=row["email"], name=row["name"], is_operator=row["is_operator"]
+    )
 
 
 async def find_admin_credentials(
@@ -45,7 +50,8 @@ async def find_admin_credentials(
 ) -> tuple[AdminRecord, str] | None:
     """The admin with this email (case-insensitive) and its password hash, or None."""
     row = await pool.fetchrow(
-        "SELECT id, email, name, password_hash FROM admins WHERE lower(email) = lower($1)",
+        "SELECT id, email, name, is_operator, password_hash FROM admins "
+        "WHERE lower(email) = lower($1)",
         email,
     )
     if row is None:
@@ -55,5 +61,7 @@ async def find_admin_credentials(
 
 async def get_admin(pool: asyncpg.Pool, *, admin_id: str) -> AdminRecord | None:
     """The admin with this id, or None."""
-    row = await pool.fetchrow("SELECT id, email, name FROM admins WHERE id = $1", admin_id)
+    row = await pool.fetchrow(
+        "SELECT id, email, name, is_operator FROM admins WHERE id = $1", admin_id
+    )
     return _record(row) if row is not None else None

@@ -23,6 +23,8 @@ def api_key_last_used(tenant_id: str) -> str:
 API_KEY_LAST_USED_TENANTS = f"{PREFIX}:apikeys:lastused:tenants"
 AUTH_INVALIDATION_CHANNEL = f"{PREFIX}:auth:invalidate"
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:lock"
+# STRING (JSON, expires): the running scheduler's host, pid and last beat.
+SCHEDULER_HEARTBEAT = f"{PREFIX}:scheduler:heartbeat"
 
 
 def auth_epoch(tenant_id: str) -> str:
@@ -96,6 +98,11 @@ def model_current(tenant_id: str) -> str:
 def model_prefix(tenant_id: str) -> str:
     """Prefix of one published model version's keys: `<prefix><version>:<part>`."""
     return f"{PREFIX}:{tenant_id}:m:"
+
+
+def training_runs(tenant_id: str) -> str:
+    """HASH: the last full and incremental retrain (when, how long) and failures so far."""
+    return f"{PREFIX}:{tenant_id}:training:runs"
 
 
 def touched_users(tenant_id: str) -> str:

@@ -65,6 +65,16 @@ async def list_tenants_for_owner(pool: asyncpg.Pool, *, owner_id: str) -> list[a
     )
 
 
+async def list_all_tenants(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every tenant that is not deleted, oldest first (the operators' view, across owners)."""
+    return list(
+        await pool.fetch(
+            f"SELECT {_TENANT_COLUMNS} FROM tenants "
+            "WHERE deleted_at IS NULL ORDER BY created_at, id"
+        )
+    )
+
+
 async def tenant_usage(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, int]:
     """Cheap counts of what the tenant holds: keys, catalog, this month's events, and more."""
     row = await pool.fetchrow(

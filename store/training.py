@@ -1,13 +1,17 @@
-"""What a training run reads from PostgreSQL: a tenant's recent events and its catalog."""
+"""What a training run reads from PostgreSQL (a tenant's recent events and its catalog), and
+the record of its runs in Redis."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from domain.interactions import EVENT_WEIGHTS
 from domain.training import EventColumns
+from store import keys
 
 HISTORY_DAYS = 365
 
@@ -92,4 +96,28 @@ async def load_user_weights(
         ) * int(row["n"])
     return {
         user: {p: w for p, w in products.items() if w > 0} for user, products in weights.items()
+    }
+
+
+async def record_training_run(
+    redis: Redis, *, tenant_id: str, kind: str, seconds: float, error: str | None = None
+) -> None:
+    """Note a finished (`error` None) or failed retrain of `kind` full|incremental."""
+    runs = keys.training_runs(tenant_id)
+    now = datetime.now(UTC).isoformat()
+    if error is None:
+        await redis.hset(runs, mapping={f"{kind}At": now, f"{kind}Seconds": round(seconds, 3)})
+    else:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(runs, "failures", 1)
+            pipe.hset(runs, mapping={"lastFailureAt": now, "lastError": error[:300]})
+            await pipe.execute()
+
+
+async def read_training_runs(redis: Redis, *, tenant_id: str) -> dict[str, str]:
+    """What record_training_run noted for the tenant."""
+    raw = await redis.hgetall(keys.training_runs(tenant_id))
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
     }

@@ -14,11 +14,15 @@ the requeued copy alone.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
@@ -36,6 +40,8 @@ DEFAULT_TIME_LIMIT_MS = 600_000
 PROGRESS_KEY = "recomengine:watchdog:progress"
 LEASE_KEY = "recomengine:watchdog:lease"
 REQUEUED_KEY = "recomengine:watchdog:requeued"
+# HASH consumer id -> JSON {host, pid, queues, threads, startedAt}: who the live ones are.
+WORKERS_KEY = "recomengine:workers"
 
 
 def claims_key(queue: str) -> str:
@@ -118,6 +124,7 @@ def sweep(
     departed = [consumer for consumer in progress if consumer not in live]
     if departed:
         client.hdel(PROGRESS_KEY, *departed)
+        client.hdel(WORKERS_KEY, *departed)
     all_queues = [name for queue in queues for name in (queue, f"{queue}.DQ")]
     pipe = client.pipeline(transaction=False)
     for consumer in live:
@@ -222,7 +229,18 @@ class ClaimWatchdog(Middleware):
     after_skip_message = _progressed
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
-        """Start publishing and sweeping."""
+        """Register this process, start publishing and sweeping."""
+        about = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": sorted(q for q in worker.consumers if not q.endswith(".DQ")),
+            "threads": worker.worker_threads,
+            "startedAt": datetime.now(UTC).isoformat(),
+        }
+        try:
+            broker.client.hset(WORKERS_KEY, broker.broker_id, json.dumps(about))  # type: ignore[attr-defined]
+        except Exception:  # Redis away at boot: the console misses this process for now
+            log.warning("could not register the worker process", exc_info=True)
         thread = threading.Thread(target=self._run, args=(broker,), name="watchdog", daemon=True)
         thread.start()
 
@@ -230,7 +248,9 @@ class ClaimWatchdog(Middleware):
         """Stop, and take this process out of the progress table."""
         self._stop.set()
         try:
-            broker.client.hdel(PROGRESS_KEY, broker.broker_id)  # type: ignore[attr-defined]
+            client = broker.client  # type: ignore[attr-defined]
+            client.hdel(PROGRESS_KEY, broker.broker_id)  # type: ignore[attr-defined]
+            client.hdel(WORKERS_KEY, broker.broker_id)  # type: ignore[attr-defined]
         except Exception:  # shutting down while Redis is away: the entry only goes stale
             log.debug("could not remove the progress entry", exc_info=True)
 

@@ -8,6 +8,7 @@ from api.blueprints import (
     events,
     experiments,
     health,
+    operations,
     recommendations,
     tenants,
     widgets,
@@ -25,4 +26,5 @@ ALL_BLUEPRINTS = [
     widgets.bp,
     experiments.bp,
     analytics.bp,
+    operations.bp,
 ]

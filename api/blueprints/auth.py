@@ -9,7 +9,7 @@ import hmac
 import logging
 from typing import Annotated
 
-from pydantic import AfterValidator, EmailStr, StringConstraints
+from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
@@ -95,6 +95,9 @@ class AdminRead(ApiModel):
     id: str
     email: str
     name: str
+    is_operator: bool = Field(
+        default=False, description="Whether the account may use the operators' console (/ops)."
+    )
 
 
 class SessionRead(ApiModel):
@@ -210,7 +213,9 @@ def _session_response(
 ) -> HTTPResponse:
     access_token, expires_in = issue_access_token(admin_id=admin.id, settings=settings)
     session = SessionRead(
-        admin=AdminRead(id=admin.id, email=admin.email, name=admin.name),
+        admin=AdminRead(
+            id=admin.id, email=admin.email, name=admin.name, is_operator=admin.is_operator
+        ),
         access_token=access_token,
         expires_in=expires_in,
     )
@@ -406,4 +411,8 @@ async def me(request: Request) -> HTTPResponse:
     admin = await get_admin(request.app.ctx.db, admin_id=request.ctx.admin_id)
     if admin is None:
         raise Unauthorized("The account of this access token no longer exists.")
-    return json(AdminRead(id=admin.id, email=admin.email, name=admin.name).model_dump())
+    return json(
+        AdminRead(
+            id=admin.id, email=admin.email, name=admin.name, is_operator=admin.is_operator
+        ).model_dump(by_alias=True)
+    )

@@ -26,15 +26,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="RECOMENGINE_ADMIN_PASSWORD",
         help="environment variable holding the password (prompted when unset)",
     )
+    parser.add_argument(
+        "--operator", action="store_true", help="grant the operator role (the /ops console)"
+    )
     parser.set_defaults(func=run)
 
 
-async def _create(email: str, name: str, password: str) -> str:
+async def _create(email: str, name: str, password: str, *, operator: bool) -> str:
     settings = get_settings()
     pool = await create_pool(settings, min_size=1, max_size=1)
     try:
         password_hash = hash_password(password, rounds=settings.bcrypt_rounds)
-        admin = await create_admin(pool, email=email, name=name, password_hash=password_hash)
+        admin = await create_admin(
+            pool, email=email, name=name, password_hash=password_hash, is_operator=operator
+        )
         return admin.id
     finally:
         await pool.close()
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     password = os.environ.get(args.password_env) or getpass.getpass("Password: ")
     try:
         check_password(password)
-        admin_id = asyncio.run(_create(args.email, args.name, password))
+        admin_id = asyncio.run(_create(args.email, args.name, password, operator=args.operator))
     except DomainError as error:
         details = "; ".join(f"{e.field}: {e.message}" for e in error.errors)
         print(f"error: {error.detail} {details}".strip(), file=sys.stderr)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import dramatiq
@@ -20,7 +21,13 @@ from store.models import (
     replace_content_lists,
     update_user_lists,
 )
-from store.training import active_tenant_ids, load_catalog, load_events, load_user_weights
+from store.training import (
+    active_tenant_ids,
+    load_catalog,
+    load_events,
+    load_user_weights,
+    record_training_run,
+)
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
 
@@ -89,10 +96,29 @@ async def refresh_content(*, tenant_id: str) -> None:
         await train_and_publish(tenant_id=tenant_id)
 
 
+async def _recorded(tenant_id: str, kind: str, run: Awaitable[object]) -> None:
+    """Run a retrain and note it (or its failure) for the operators' console."""
+    started = time.perf_counter()
+    try:
+        await run
+    except Exception as exc:
+        await record_training_run(
+            redis_client(),
+            tenant_id=tenant_id,
+            kind=kind,
+            seconds=time.perf_counter() - started,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        raise
+    await record_training_run(
+        redis_client(), tenant_id=tenant_id, kind=kind, seconds=time.perf_counter() - started
+    )
+
+
 @dramatiq.actor(queue_name="training", max_retries=2, time_limit=30 * 60_000)
 async def train_tenant(tenant_id: str) -> None:
     """Retrain and republish every strategy of one tenant (idempotent: a new version each time)."""
-    await train_and_publish(tenant_id=tenant_id)
+    await _recorded(tenant_id, "full", train_and_publish(tenant_id=tenant_id))
 
 
 async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> int:
@@ -123,7 +149,7 @@ async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> int:
 @dramatiq.actor(queue_name="training", max_retries=2, time_limit=10 * 60_000)
 async def retrain_touched_users(tenant_id: str) -> None:
     """Incremental retrain of one tenant (idempotent: rescoring a user twice is harmless)."""
-    await refresh_touched_users(tenant_id=tenant_id)
+    await _recorded(tenant_id, "incremental", refresh_touched_users(tenant_id=tenant_id))
 
 
 @dramatiq.actor(queue_name="training", max_retries=1, time_limit=60_000)
