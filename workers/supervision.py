@@ -116,19 +116,39 @@ class _LineWriter(io.TextIOBase):
         return len(text)
 
 
-def configure_worker_logging(*, level: str, dropped: Counter | None = None) -> QueueListener:
-    """Send this process's records as JSON lines to its own stderr, through a bounded queue.
+class _LineSink(logging.Handler):
+    """Writes each formatted record as one line to a file descriptor in non-blocking mode: a
+    line the descriptor cannot take at once (a full pipe) is dropped and counted. A line of up
+    to 4 KB reaches a pipe whole or not at all."""
 
-    Returns the running listener (its thread is the only one that ever writes to the stream).
+    def __init__(self, fd: int, dropped: Counter | None) -> None:
+        super().__init__()
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self.dropped = dropped
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the line, or drop it."""
+        try:
+            os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError:  # full (EAGAIN) or broken (EPIPE)
+            if self.dropped is not None:
+                self.dropped.inc()
+
+
+def configure_worker_logging(*, level: str, dropped: Counter | None = None) -> QueueListener:
+    """Send this process's records as JSON lines to its own stderr: threads hand them to a
+    bounded queue, one thread writes them without ever waiting for the reader.
+
+    Returns the running listener (the thread that writes).
     """
     lines: queue.Queue[Any] = queue.Queue(maxsize=LOG_QUEUE_LINES)
     handler = DroppingQueueHandler(lines, dropped)
     handler.addFilter(MessageContext())
     handler.setFormatter(JsonFormatter())
-    stream = open(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    writer = logging.StreamHandler(stream)
-    writer.setFormatter(logging.Formatter("%(message)s"))  # already JSON
-    listener = QueueListener(lines, writer)
+    sink = _LineSink(os.dup(2), dropped)
+    sink.setFormatter(logging.Formatter("%(message)s"))  # already JSON
+    listener = QueueListener(lines, sink)
     listener.start()
     # A broken stream must not print a traceback per line (to a stream that may be broken too).
     logging.raiseExceptions = False
@@ -163,5 +183,8 @@ class ProcessSupervision(Middleware):
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         """Write out the lines still queued."""
         if self._listener is not None:
-            self._listener.stop()
+            try:
+                self._listener.stop()
+            except queue.Full:  # the writer is far behind: what it has not written is dropped
+                pass
             self._listener = None
