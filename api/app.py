@@ -14,7 +14,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
 from api import problems
-from api.blueprints import ALL_BLUEPRINTS
+from api.blueprints import ALL_BLUEPRINTS, storefront
 from api.security import ApiKeyAuthenticator
 from store.db import create_pool
 from store.logs import configure_logging
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
     # After the pools' listener: the blueprints' start-up listeners run after it and use them.
     for blueprint in ALL_BLUEPRINTS:
         app.blueprint(blueprint)
+    storefront.install(app)  # the SDK bundle, storefront routes and per-tenant CORS
 
     @app.after_server_start
     async def freeze_startup_objects(app: Sanic) -> None:

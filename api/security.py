@@ -317,6 +317,7 @@ def _key_context(request: Request, record: KeyRecord) -> None:
     request.ctx.tenant_id = record.tenant_id
     request.ctx.api_key_id = record.key_id
     request.ctx.tenant_config = record.tenant_config
+    request.ctx.api_key = record
 
 
 def require_api_key(

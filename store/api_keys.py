@@ -26,6 +26,8 @@ class KeyRecord:
     tenant_status: str
     tenant_deleted: bool
     tenant_config: dict[str, Any]
+    # Derives the tenant's storefront user-token secret (None until an admin makes one).
+    user_token_nonce: str | None = None
 
 
 async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord | None:
@@ -33,7 +35,7 @@ async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord 
     row = await pool.fetchrow(
         """
         SELECT k.id, k.tenant_id, k.permission, k.revoked_at IS NOT NULL AS revoked,
-               t.status, t.deleted_at IS NOT NULL AS deleted, t.config
+               t.status, t.deleted_at IS NOT NULL AS deleted, t.config, t.user_token_nonce
         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
         WHERE k.key_hash = $1
         """,
@@ -49,6 +51,7 @@ async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord 
         tenant_status=row["status"],
         tenant_deleted=row["deleted"],
         tenant_config=row["config"] or {},
+        user_token_nonce=row["user_token_nonce"],
     )
 
 

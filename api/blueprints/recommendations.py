@@ -17,8 +17,11 @@ from sanic.response import HTTPResponse, json
 
 from api.openapi import document
 from api.security import FollowUp, owned_tenant, require_admin, require_api_key
+from api.user_tokens import user_is_signed
 from api.validation import ApiModel, parse_query
+from domain.errors import Forbidden
 from domain.serving import DEFAULT_LIMIT, MAX_LIMIT, Hydration, ServingRequest, rank, select
+from domain.storefront import requires_signed_user, strip_because
 from domain.strategies.base import STRATEGY_NAMES
 from store.models import ServingReader, answer_lookup_keys, cache_answer, read_meta
 
@@ -133,8 +136,11 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
     return lookup
 
 
-def _respond(body_head: bytes, *, cache: str) -> HTTPResponse:
-    """The answer: its cacheable head closed with this response's own recommendationId."""
+def _respond(body_head: bytes, *, cache: str, signed: bool) -> HTTPResponse:
+    """The answer: its cacheable head closed with this response's own recommendationId;
+    `reason.because` (the shopper's history) only for a read_write key or a signed user."""
+    if not signed:
+        body_head = strip_because(body_head)
     body = body_head + b',"recommendationId":"' + os.urandom(16).hex().encode() + b'"}}'
     return HTTPResponse(
         body,
@@ -155,8 +161,12 @@ def _respond(body_head: bytes, *, cache: str) -> HTTPResponse:
 async def recommendations(request: Request) -> HTTPResponse:
     """Serve recommendations from a still-valid cached answer, else the models and projections."""
     lookup = request.ctx.follow_up_reply  # [stamp, live, cached head?]; None: no look-up
-    if lookup and len(lookup) > 2:
-        return _respond(lookup[2], cache="hit")
+    signed = user_is_signed(request, _last(request, "userId"))
+    # With requireUserToken an unsigned shopper's cached answer is served only after the
+    # strategy check below: the cached bytes do not say which strategy was asked for.
+    gated = bool((request.ctx.tenant_config or {}).get("requireUserToken")) and not signed
+    if lookup and len(lookup) > 2 and not gated:
+        return _respond(lookup[2], cache="hit", signed=signed)
     query = parse_query(request, RecommendationsQuery)
     tenant_id = request.ctx.tenant_id
     reader: ServingReader = request.app.ctx.serving_reader
@@ -195,6 +205,14 @@ async def recommendations(request: Request) -> HTTPResponse:
         if len(items) >= decision.limit or len(ranked) < depth or depth >= HYDRATE_AT_MOST:
             break
         depth *= 3
+    if gated and requires_signed_user(
+        config=request.ctx.tenant_config,
+        strategy=decision.requested,
+        product_id=query.product_id,
+    ):
+        raise Forbidden(
+            "This shop requires a signed userId (X-User-Token) for personalised recommendations."
+        )
     meta = {
         **decision.choice.to_meta(),
         "requestedStrategy": decision.requested,
@@ -214,7 +232,7 @@ async def recommendations(request: Request) -> HTTPResponse:
         # A trending answer is kept behind the stamp that also covers the live counters.
         stamp = lookup[1] if meta["strategy"] == "trending" else lookup[0]
         await _cache(request, head=head, stamp=stamp)
-    return _respond(head, cache="miss" if lookup else "off")
+    return _respond(head, cache="miss" if lookup else "off", signed=signed)
 
 
 async def _cache(request: Request, *, head: bytes, stamp: bytes) -> None:

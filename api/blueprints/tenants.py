@@ -46,6 +46,16 @@ class TenantConfig(ApiModel):
     allowed_origins: list[str] | None = Field(default=None, max_length=50)
     rate_limits: RateLimitsConfig | None = None
     timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris")
+    require_user_token: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Personalised answers need a signed userId (X-User-Token)",
+    )
+    require_consent: bool | None = Field(
+        default=None,
+        strict=True,
+        description="The SDK tracks nothing until the shopper's consent(true)",
+    )
 
     @field_validator("currency")
     @classmethod
