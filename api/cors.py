@@ -59,7 +59,7 @@ class OriginIndex:
         return origin_allowed(origin, self._origins)
 
 
-async def preflight(request: Request) -> HTTPResponse:
+async def preflight(request: Request, **_path: str) -> HTTPResponse:
     """204 with the allowed methods and headers for an origin some tenant allows; 204 without
     any CORS header otherwise (the browser then refuses the request)."""
     origin = request.headers.get("origin")

@@ -20,6 +20,22 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
   touch "$stamp"
 fi
 
+# The storefront SDK (TypeScript): the api serves the built sdk/dist/recomengine.js. Node is a
+# build tool only; both steps are skipped when the lock file and the sources did not change.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "missing: Node.js 20 with npm, to build the storefront SDK in sdk/." >&2
+  exit 1
+fi
+sdk_stamp=sdk/node_modules/.installed
+if [ ! -f "$sdk_stamp" ] || [ sdk/package-lock.json -nt "$sdk_stamp" ]; then
+  (cd sdk && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$sdk_stamp"
+fi
+if [ ! -f sdk/dist/recomengine.js ] \
+  || [ -n "$(find sdk/src sdk/build.mjs sdk/package-lock.json -newer sdk/dist/recomengine.js -print -quit)" ]; then
+  (cd sdk && npm run --silent build)
+fi
+
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 if [ "$want_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then

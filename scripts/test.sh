@@ -7,4 +7,6 @@ scripts/bootstrap.sh --browser
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The storefront SDK: lint, types and unit tests (the browser tests run under pytest).
+(cd sdk && npm run --silent lint && npm run --silent typecheck && npm run --silent test)
 .venv/bin/python -m pytest "$@"

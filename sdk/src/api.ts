@@ -14,8 +14,8 @@ function headers(client: Client, json?: boolean): Record<string, string> {
   return h;
 }
 
-async function getJson(client: Client, path: string): Promise<Response> {
-  return fetch(client.apiBase + path, { headers: headers(client), credentials: "omit" });
+async function getJson(client: Client, path: string, cache?: RequestCache): Promise<Response> {
+  return fetch(client.apiBase + path, { headers: headers(client), credentials: "omit", cache });
 }
 
 export interface Query {
@@ -43,7 +43,8 @@ export async function fetchRecommendations(client: Client, query: Query): Promis
 /** The placement's widget config; none (404) or any failure means the defaults. */
 export async function fetchWidget(client: Client, placementId: string): Promise<Widget> {
   try {
-    const response = await getJson(client, `/api/v1/widgets/${encodeURIComponent(placementId)}`);
+    // Revalidated on every page (a 304 when unchanged), so an admin's change shows at once.
+    const response = await getJson(client, `/api/v1/widgets/${encodeURIComponent(placementId)}`, "no-cache");
     return response.ok ? ((await response.json()) as Widget) : {};
   } catch {
     return {};

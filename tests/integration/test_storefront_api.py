@@ -107,11 +107,20 @@ async def test_the_content_hashed_bundle_is_immutable_and_a_wrong_hash_is_not_fo
 # --- CORS ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/recommendations",
+        "/api/v1/widgets/home",
+        "/api/v1/storefront/events",
+        "/api/v1/users/merge",
+    ],
+)
 async def test_a_preflight_from_an_allowed_origin_gets_the_methods_headers_and_max_age(
-    http: httpx.AsyncClient, shop: Shop
+    path: str, http: httpx.AsyncClient, shop: Shop
 ) -> None:
     response = await http.options(
-        "/api/v1/recommendations",
+        path,
         headers={
             "Origin": SHOP,
             "Access-Control-Request-Method": "GET",
