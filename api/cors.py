@@ -28,6 +28,7 @@ STOREFRONT_PATHS = (
     "/api/v1/storefront/",
     "/api/v1/users/merge",
     "/api/v1/events",
+    "/api/v1/catalog",
 )
 
 

@@ -150,6 +150,8 @@ for _path in (
     "/api/v1/users/merge",
     "/api/v1/events",
     "/api/v1/events/batch",
+    "/api/v1/catalog",
+    "/api/v1/catalog/<product_id:str>",
 ):
     bp.add_route(preflight, _path, methods=["OPTIONS"], name=f"preflight{_path}")
 

@@ -16,6 +16,7 @@ import httpx
 from tqdm import tqdm
 
 from cli.commands.database import ROOT
+from cli.shop import SHOP_ORIGINS, SHOP_URL, write_shop
 
 TRAIN_STEPS = [
     "loaded",
@@ -114,6 +115,7 @@ def _load_complete_journey(
                     "manufacturer": str(row.manufacturer_id),
                     "packageSize": str(row.package_size or ""),
                 },
+                "url": f"{SHOP_URL}product.html?id={row.product_id}",
                 "available": True,
             }
         )
@@ -189,7 +191,11 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
                     headers=admin,
                     json={
                         "name": "Complete Journey Grocery (demo)",
-                        "config": {"currency": "USD", "rateLimits": {"writesPerMinute": 50_000}},
+                        "config": {
+                            "currency": "USD",
+                            "rateLimits": {"writesPerMinute": 50_000},
+                            "allowedOrigins": list(SHOP_ORIGINS),
+                        },
                     },
                 )
             )
@@ -252,20 +258,55 @@ def _wait_for_landing(state: dict[str, Any], *, within: float = 900) -> None:
     asyncio.run(wait())
 
 
+async def _open_to_shop(state: dict[str, Any], api: str) -> None:
+    """Let the demo shop's origin call the api (demos loaded before the shop existed too)."""
+    async with httpx.AsyncClient(base_url=f"{api}/api/v1", timeout=30) as client:
+        login = await client.post(
+            "/auth/login", json={"email": state["adminEmail"], "password": state["adminPassword"]}
+        )
+        login.raise_for_status()
+        admin = {"Authorization": f"Bearer {login.json()['accessToken']}"}
+        tenant = (await client.get(f"/tenants/{state['tenantId']}", headers=admin)).json()
+        config = dict(tenant.get("config") or {})
+        origins = list(config.get("allowedOrigins") or [])
+        if all(origin in origins for origin in SHOP_ORIGINS):
+            return
+        config["allowedOrigins"] = origins + [o for o in SHOP_ORIGINS if o not in origins]
+        changed = await client.patch(
+            f"/tenants/{state['tenantId']}", headers=admin, json={"config": config}
+        )
+        changed.raise_for_status()
+
+
+def open_demo_shop(state: dict[str, Any], api: str, *, public_api: str | None = None) -> None:
+    """Write the demo shop into .run/shop/ and allow its origin; a failure only warns."""
+    try:
+        asyncio.run(_open_to_shop(state, api))
+        write_shop(
+            api_base=public_api or api.replace("127.0.0.1", "localhost"),
+            read_key=state["readKey"],
+            write_key=state["writeKey"],
+        )
+    except (httpx.HTTPError, OSError, KeyError) as exc:
+        print(f"warning: the demo shop could not be set up: {exc}", file=sys.stderr)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Load the demo tenant through the public API, then train it."""
-    if DEMO_STATE.exists() and not args.force:
-        print(f"demo already loaded: {DEMO_STATE}")
-        return 0
     from store.settings import get_settings
 
     api = args.api or f"http://127.0.0.1:{get_settings().api_port}"
+    if DEMO_STATE.exists() and not args.force:
+        open_demo_shop(json.loads(DEMO_STATE.read_text()), api)
+        print(f"demo already loaded: {DEMO_STATE}; its shop: {SHOP_URL}")
+        return 0
     state = asyncio.run(_demo(api, args.weeks, args.max_events))
     _wait_for_landing(state)
     run_train(argparse.Namespace(tenant=state["tenantId"]))
     DEMO_STATE.parent.mkdir(parents=True, exist_ok=True)
     DEMO_STATE.write_text(json.dumps(state, indent=2))
     os.chmod(DEMO_STATE, 0o600)  # it holds the demo's keys and password
+    open_demo_shop(state, api)
     print(describe_demo(state, api))
     return 0
 
@@ -278,5 +319,6 @@ def describe_demo(state: dict[str, Any], api: str) -> str:
         f"  admin login   {state['adminEmail']} / {state['adminPassword']}\n"
         f"  try           curl -H 'X-API-Key: {state['readKey']}' "
         f"'{api}/api/v1/recommendations?userId={state['sampleUser']}'\n"
+        f"  demo shop     {SHOP_URL} (the storefront SDK on a small shop)\n"
         f"  (keys and password are in {Path('.run/dev/demo.json')})"
     )
