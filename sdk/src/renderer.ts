@@ -21,17 +21,24 @@ function clamp(value: unknown, low: number, high: number, fallback: number): num
   return n >= low && n <= high ? Math.floor(n) : fallback;
 }
 
+// Building a currency formatter costs about a millisecond: one per currency per page.
+const formatters: Record<string, Intl.NumberFormat | null> = {};
+
 export function price(item: Item): string {
   const amount = item.price;
   if (typeof amount !== "number" || !Number.isFinite(amount)) return "";
-  try {
-    if (item.currency) {
-      return new Intl.NumberFormat(undefined, { style: "currency", currency: item.currency }).format(amount);
+  const currency = item.currency || "";
+  if (!(currency in formatters)) {
+    try {
+      formatters[currency] = currency
+        ? new Intl.NumberFormat(undefined, { style: "currency", currency })
+        : null;
+    } catch {
+      formatters[currency] = null; // an unknown currency code: plain number below
     }
-  } catch {
-    // an unknown currency code: plain number below
   }
-  return amount.toFixed(2);
+  const format = formatters[currency];
+  return format ? format.format(amount) : amount.toFixed(2);
 }
 
 /** The placement's layout as the widget config says, with the spec's defaults. */
