@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
 
+from api.blueprints.storefront import apply_server_variants
 from api.openapi import document
 from api.security import Admission, admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
@@ -390,7 +391,9 @@ def _server_of(client: Any) -> tuple[Any, ...]:
 @admit_api_key(write=True)
 async def post_event(request: Request) -> HTTPResponse:
     """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
-    event = parse_event(read_json(request), tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
+    body = read_json(request)
+    await apply_server_variants(request, [body])  # experiment variants are the server's
+    event = parse_event(body, tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
     ingest: IngestEnqueuer = request.app.ctx.ingest
     admission = request.ctx.admission
     answer = await ingest.enqueue_one(request.ctx.tenant_id, event, admission)
@@ -421,6 +424,7 @@ async def post_event(request: Request) -> HTTPResponse:
 async def post_event_batch(request: Request) -> HTTPResponse:
     """Validate each event, queue the valid new ones as one message, report per event."""
     items = batch_items(read_json(request))
+    await apply_server_variants(request, items)  # experiment variants are the server's
     now = datetime.now(UTC)
     results: list[dict[str, Any]] = [{} for _ in items]
     valid: list[tuple[int, Event]] = []

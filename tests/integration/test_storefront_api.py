@@ -498,3 +498,24 @@ async def test_merging_moves_the_anonymous_history_to_the_user_with_a_token_only
         headers=shop.ctx.write_headers,
     )
     assert same.status_code == 422
+
+
+async def test_a_merchant_backend_event_also_counts_under_the_server_variant(
+    http: httpx.AsyncClient, shop: Shop, worker_process: Process, db: asyncpg.Pool
+) -> None:
+    experiment_id = await _start_experiment(http, shop.ctx, 50)
+    truth = assign_variant(experiment_id=experiment_id, user_id="backend-user", traffic_split=50)
+    event = {
+        "eventType": "recommendation_clicked",
+        "userId": "backend-user",
+        "productId": "p2",
+        "metadata": {
+            "placementId": "home",
+            "experimentId": experiment_id,
+            "variant": {"control": "variant", "variant": "control"}[truth],
+        },
+    }
+    posted = await http.post("/api/v1/events", json=event, headers=shop.ctx.write_headers)
+    assert posted.status_code == 202, posted.text
+    rows = await _event_rows(db, shop.ctx.tenant_id, 1)
+    assert [_metadata(r)["variant"] for r in rows] == [truth]
