@@ -66,7 +66,7 @@ export function paint(host: HTMLElement, items: Item[], widget: Widget, base: st
   const frame = el("div", `r ${look.layout}`);
   frame.style.setProperty("--c", String(look.columns));
   frame.style.setProperty("--p", look.colour);
-  if (look.font) frame.style.setProperty("--f", look.font);
+  if (look.font) frame.style.fontFamily = look.font;
   const list = el("ul", "w");
   const nodes: HTMLElement[] = [];
   for (const item of items.slice(0, look.maxItems)) {

@@ -1,7 +1,8 @@
 /** The widget's own styles, inside its shadow root: nothing leaks in or out. */
 export const CSS =
-  ":host{display:block;all:initial;display:block;font:14px/1.4 var(--f,inherit);color:#111}" +
-  ".r{position:relative}" +
+  // all:initial keeps the page's inherited styles out; the font family alone comes from the page.
+  ":host{all:initial;display:block;font-family:inherit}" +
+  ".r{position:relative;font-size:14px;line-height:1.4;color:#111}" +
   ".w{display:grid;grid-template-columns:repeat(var(--c),minmax(0,1fr));gap:12px;margin:0;padding:0}" +
   ".carousel .w{display:flex;overflow-x:auto;scroll-snap-type:x mandatory;scroll-behavior:smooth;outline:0}" +
   ".carousel .i{flex:0 0 calc((100% - 12px * (var(--c) - 1)) / var(--c));scroll-snap-align:start}" +

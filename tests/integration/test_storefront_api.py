@@ -519,3 +519,11 @@ async def test_a_merchant_backend_event_also_counts_under_the_server_variant(
     assert posted.status_code == 202, posted.text
     rows = await _event_rows(db, shop.ctx.tenant_id, 1)
     assert [_metadata(r)["variant"] for r in rows] == [truth]
+
+
+async def test_the_storefront_routes_are_in_the_openapi_document(http: httpx.AsyncClient) -> None:
+    paths = (await http.get("/api/v1/openapi.json")).json()["paths"]
+    assert "post" in paths["/api/v1/storefront/events"]
+    assert "post" in paths["/api/v1/users/merge"]
+    assert "post" in paths["/api/v1/tenants/{tenant_id}/user-token-secret"]
+    assert "get" in paths["/v1/{filename}"]

@@ -128,7 +128,16 @@ async def test_the_configured_layouts_and_item_counts_render(
     watched: Any, shop: Shop, http: httpx.AsyncClient, api_url: str, static_site: Any
 ) -> None:
     await set_widget(
-        http, shop.ctx, {"placementId": "home", "layout": "grid", "columns": 3, "maxItems": 6}
+        http,
+        shop.ctx,
+        {
+            "placementId": "home",
+            "layout": "grid",
+            "columns": 3,
+            "maxItems": 6,
+            "ctaText": "Buy it",
+            "theme": {"primaryColor": "#10B981", "fontFamily": "Georgia, serif"},
+        },
     )
     await set_widget(
         http, shop.ctx, {"placementId": "strip", "layout": "carousel", "columns": 4, "maxItems": 8}
@@ -151,10 +160,20 @@ async def test_the_configured_layouts_and_item_counts_render(
             const list = root.querySelector('ul');
             return [p, {frame: root.querySelector('div').className,
                         columns: getComputedStyle(list).gridTemplateColumns.split(' ').length,
-                        prices: root.querySelectorAll('.p').length}];
+                        prices: root.querySelectorAll('.p').length,
+                        cta: root.querySelector('.b').textContent,
+                        colour: getComputedStyle(root.querySelector('.b')).backgroundColor,
+                        font: getComputedStyle(root.querySelector('.n')).fontFamily}];
         }))"""
     )
-    assert layout["home"] == {"frame": "r grid", "columns": 3, "prices": 6}
+    assert layout["home"] == {
+        "frame": "r grid",
+        "columns": 3,
+        "prices": 6,
+        "cta": "Buy it",
+        "colour": "rgb(16, 185, 129)",
+        "font": "Georgia, serif",
+    }
     assert layout["strip"]["frame"] == "r carousel"
     assert layout["side"]["frame"] == "r list" and layout["side"]["prices"] == 0
     assert watched.errors == []
@@ -235,7 +254,8 @@ async def test_styles_stay_inside_the_widget_both_ways(
     watched: Any, shop: Shop, api_url: str, static_site: Any
 ) -> None:
     head = (
-        "<style>li, a, ul { display: none !important; color: rgb(255, 0, 0) !important; }</style>"
+        "<style>li, a, ul { display: none !important; color: rgb(255, 0, 0) !important; }"
+        "body { color: rgb(255, 0, 0); font-family: 'Courier New', monospace; }</style>"
     )
     body = '<span class="n" id="host-n">host</span>'
     body += '<div data-recomengine-placement="home" data-strategy="trending"></div>'
@@ -253,9 +273,11 @@ async def test_styles_stay_inside_the_widget_both_ways(
         f"""() => {{ const n = {shadow("home")}.querySelector('.n');
                    const host = document.getElementById('host-n');
                    return {{inside: getComputedStyle(n).color,
+                           font: getComputedStyle(n).fontFamily,
                            hostWhiteSpace: getComputedStyle(host).whiteSpace}}; }}"""
     )
-    assert styles["inside"] != "rgb(255, 0, 0)"
+    assert styles["inside"] != "rgb(255, 0, 0)"  # neither selectors nor inheritance get in
+    assert styles["font"] == '"Courier New", monospace'  # but the font is the page's
     assert styles["hostWhiteSpace"] == "normal"  # the widget's .n rule did not leak out
 
 
