@@ -1,14 +1,14 @@
 """Tenants: the nonce from which each tenant's storefront user-token secret is derived.
 
-Revision ID: 0010_user_token_secret
-Revises: 0009
+Revision ID: 0011_user_token_secret
+Revises: 0010
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
-revision = "0010_user_token_secret"
-down_revision = "0009"
+revision = "0011_user_token_secret"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
