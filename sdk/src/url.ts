@@ -10,10 +10,10 @@ export function safeUrl(value: unknown, base: string): string | null {
 }
 
 /** The API base: `data-api-base` when given, else the origin of the script's own src. */
-export function apiBaseOf(src: string | null, override: string | null): string {
+export function apiBaseOf(src: string | null, override: string | null, page = location.href): string {
   const chosen = override || src || "";
   try {
-    const url = new URL(chosen, location.href);
+    const url = new URL(chosen, page);
     return override ? url.href.replace(/\/+$/, "") : url.origin;
   } catch {
     return "";

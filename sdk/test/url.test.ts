@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { safeUrl } from "../src/url";
+import { apiBaseOf, safeUrl } from "../src/url";
 
 describe("links and images", () => {
   it("keep http and https addresses", () => {
@@ -16,5 +16,23 @@ describe("links and images", () => {
   it("drop what is not a string", () => {
     expect(safeUrl(null, "https://shop.example/")).toBeNull();
     expect(safeUrl({ toString: () => "https://x" }, "https://shop.example/")).toBeNull();
+  });
+});
+
+describe("the API base", () => {
+  it("is the origin of the script's own src", () => {
+    expect(apiBaseOf("https://api.example:5008/v1/recomengine.js", null, "https://shop.example/")).toBe(
+      "https://api.example:5008",
+    );
+  });
+
+  it("is data-api-base when given, without a trailing slash", () => {
+    expect(
+      apiBaseOf(
+        "https://cdn.example/v1/recomengine.js",
+        "https://api.example/base/",
+        "https://shop.example/",
+      ),
+    ).toBe("https://api.example/base");
   });
 });
