@@ -93,9 +93,9 @@ def run_up(args: argparse.Namespace) -> int:
     if not wait_for_http_ok(ready_url, timeout=60):
         print(f"the api did not become ready; see {logs}/api.log", file=sys.stderr)
         return 1
-    if not DEMO_STATE.exists():
-        # First start: a demo tenant with real shopping data, so there is something to see.
-        subprocess.run([*command, "demo"], env=env, cwd=ROOT, check=False)
+    # First start: a demo tenant with real shopping data, so there is something to see; later
+    # starts only rewrite its shop (cheap), so a loaded demo keeps up with the shop's pages.
+    subprocess.run([*command, "demo"], env=env, cwd=ROOT, check=False)
     print(
         f"""
 RecomEngine is up.
