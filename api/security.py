@@ -21,6 +21,7 @@ from domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavai
 from store import keys
 from store.api_keys import KeyRecord, find_key_by_hash
 from store.ratelimit import NO_TOUCH, RateDecision, Touch, Window
+from store.sessions import cached_session_version
 from store.settings import Settings
 
 ALLOWED_JWT_ALGORITHMS = ["HS256"]
@@ -29,8 +30,10 @@ Handler = Callable[..., Awaitable[HTTPResponse]]
 FollowUp = Callable[[str], tuple[list[str], list[str]] | None]
 
 
-def issue_access_token(*, admin_id: str, settings: Settings) -> tuple[str, int]:
-    """A signed access token for the admin and its lifetime in seconds."""
+def issue_access_token(
+    *, admin_id: str, settings: Settings, session_version: int = 0
+) -> tuple[str, int]:
+    """A signed access token for the admin's current session version, and its lifetime."""
     now = int(time.time())
     claims = {
         "sub": admin_id,
@@ -41,13 +44,14 @@ def issue_access_token(*, admin_id: str, settings: Settings) -> tuple[str, int]:
         "nbf": now,
         "exp": now + settings.access_token_ttl_seconds,
         "jti": uuid.uuid4().hex,
+        "sv": session_version,
     }
     token = jwt.encode(claims, settings.jwt_secret, algorithm=ALLOWED_JWT_ALGORITHMS[0])
     return token, settings.access_token_ttl_seconds
 
 
-def verify_access_token(token: str, *, settings: Settings) -> str:
-    """The admin id of a valid access token; Unauthorized for anything else."""
+def verify_access_token(token: str, *, settings: Settings) -> tuple[str, int]:
+    """The admin id and session version of a valid access token; Unauthorized otherwise."""
     try:
         claims = jwt.decode(
             token,
@@ -55,16 +59,17 @@ def verify_access_token(token: str, *, settings: Settings) -> str:
             algorithms=ALLOWED_JWT_ALGORITHMS,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
-            options={"require": ["exp", "iat", "sub", "aud", "iss", "typ"]},
+            options={"require": ["exp", "iat", "sub", "aud", "iss", "typ", "sv"]},
         )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("The access token has expired.") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized("The access token is invalid.") from exc
-    if claims.get("typ") != "access":
+    version = claims.get("sv")
+    if claims.get("typ") != "access" or type(version) is not int:
         raise Unauthorized("The access token is invalid.")
     try:
-        return str(uuid.UUID(str(claims["sub"])))
+        return str(uuid.UUID(str(claims["sub"]))), version
     except ValueError as exc:
         raise Unauthorized("The access token is invalid.") from exc
 
@@ -85,7 +90,14 @@ def require_admin(handler: Handler) -> Handler:
         token = _bearer(request)
         if token is None or token.startswith("rk_"):
             raise Unauthorized("An admin access token is required (Authorization: Bearer).")
-        request.ctx.admin_id = verify_access_token(token, settings=request.app.ctx.settings)
+        admin_id, version = verify_access_token(token, settings=request.app.ctx.settings)
+        # Logout, a reset or a password change bumps the version: older tokens end at once.
+        current = await cached_session_version(
+            request.app.ctx.redis, request.app.ctx.db, admin_id=admin_id
+        )
+        if current is None or current != version:
+            raise Unauthorized("The session has ended; sign in again.")
+        request.ctx.admin_id = admin_id
         return await handler(request, *args, **kwargs)
 
     return guarded

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each module defines `register(subparsers)`; a subcommand sets `func` taking the parsed args.
@@ -16,6 +17,11 @@ COMMAND_MODULES = [
     "cli.commands.imports",
     "cli.commands.dlq",
 ]
+PLATFORM_HINT = (
+    "is the platform running? Start it with `make up` (commands run in the project folder "
+    "then find it), or set RECOMENGINE_DATABASE_URL, RECOMENGINE_REDIS_URL and "
+    "RECOMENGINE_BROKER_URL"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +33,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong and what to do about it."""
+    from pydantic import ValidationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    if isinstance(error, ValidationError):
+        reasons = "; ".join(
+            str(e.get("msg", "")).removeprefix("Value error, ") for e in error.errors()
+        )
+        return f"the settings are not usable: {reasons}"
+    if isinstance(error, RedisConnectionError | ConnectionRefusedError):
+        return f"cannot reach a server ({error}); {PLATFORM_HINT}"
+    if isinstance(error, OSError) and error.errno is not None and "connect" in str(error).lower():
+        return f"cannot reach a server ({error}); {PLATFORM_HINT}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{text} (set RECOMENGINE_DEBUG=1 to see the traceback)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the subcommand named on the command line."""
-    args = build_parser().parse_args(argv)
-    result = args.func(args)
+    """Run the subcommand named on the command line; any failure is one line on stderr."""
+    command = "command"
+    try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        result = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit:
+        raise
+    except Exception as error:
+        if os.environ.get("RECOMENGINE_DEBUG"):
+            raise
+        print(f"recomengine {command}: error: {describe_error(error)}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -18,6 +18,7 @@ class AdminRecord:
     name: str
     # Operators see the operators' console: queues, workers, dead letters, every tenant's models.
     is_operator: bool = False
+    session_version: int = 0
 
 
 async def create_admin(
@@ -41,7 +42,11 @@ async def create_admin(
 
 def _record(row: asyncpg.Record) -> AdminRecord:
     return AdminRecord(
-        id=str(row["id"]), email=row["email"], name=row["name"], is_operator=row["is_operator"]
+        id=str(row["id"]),
+        email=row["email"],
+        name=row["name"],
+        is_operator=row["is_operator"],
+        session_version=int(row["session_version"]),
     )
 
 
@@ -50,7 +55,7 @@ async def find_admin_credentials(
 ) -> tuple[AdminRecord, str] | None:
     """The admin with this email (case-insensitive) and its password hash, or None."""
     row = await pool.fetchrow(
-        "SELECT id, email, name, is_operator, password_hash FROM admins "
+        "SELECT id, email, name, is_operator, session_version, password_hash FROM admins "
         "WHERE lower(email) = lower($1)",
         email,
     )
@@ -62,6 +67,13 @@ async def find_admin_credentials(
 async def get_admin(pool: asyncpg.Pool, *, admin_id: str) -> AdminRecord | None:
     """The admin with this id, or None."""
     row = await pool.fetchrow(
-        "SELECT id, email, name, is_operator FROM admins WHERE id = $1", admin_id
+        "SELECT id, email, name, is_operator, session_version FROM admins WHERE id = $1",
+        admin_id,
     )
     return _record(row) if row is not None else None
+
+
+async def get_admin_password_hash(pool: asyncpg.Pool, *, admin_id: str) -> str | None:
+    """The admin's password hash, or None when the account is gone."""
+    value = await pool.fetchval("SELECT password_hash FROM admins WHERE id = $1", admin_id)
+    return str(value) if value is not None else None

@@ -6,18 +6,19 @@ or a reset link.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 import asyncpg
-from redis.asyncio import Redis
 
-from store.mail import enqueue_mail
+from store.mail import RESET_TOKEN_PLACEHOLDER, enqueue_mail
+from store.sessions import bump_session_version
 
 TOKEN_BYTES = 32
 
@@ -67,6 +68,7 @@ class Rotation:
     outcome: RotationOutcome
     admin_id: str | None = None
     token: str | None = None
+    session_version: int = 0
 
 
 async def rotate_refresh_token(pool: asyncpg.Pool, *, token: str, ttl_seconds: int) -> Rotation:
@@ -78,8 +80,9 @@ async def rotate_refresh_token(pool: asyncpg.Pool, *, token: str, ttl_seconds: i
     async with pool.acquire() as connection, connection.transaction():
         # FOR UPDATE serialises two concurrent refreshes of one token: the second sees it rotated.
         row = await connection.fetchrow(
-            "SELECT id, admin_id, family_id, expires_at, rotated_at, revoked_at "
-            "FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE",
+            "SELECT r.id, r.admin_id, r.family_id, r.expires_at, r.rotated_at, r.revoked_at, "
+            "a.session_version FROM refresh_tokens r JOIN admins a ON a.id = r.admin_id "
+            "WHERE r.token_hash = $1 FOR UPDATE OF r",
             token_digest(token),
         )
         if row is None or row["revoked_at"] is not None:
@@ -103,23 +106,63 @@ async def rotate_refresh_token(pool: asyncpg.Pool, *, token: str, ttl_seconds: i
             ttl_seconds=ttl_seconds,
             family_id=str(row["family_id"]),
         )
-    return Rotation(RotationOutcome.ROTATED, admin_id=admin_id, token=fresh)
-
-
-async def revoke_refresh_family(pool: asyncpg.Pool, *, token: str) -> int:
-    """Revoke every token of the family `token` belongs to (a logout); how many were live."""
-    result = await pool.execute(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND family_id = "
-        "(SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
-        token_digest(token),
+    return Rotation(
+        RotationOutcome.ROTATED,
+        admin_id=admin_id,
+        token=fresh,
+        session_version=int(row["session_version"]),
     )
-    return int(result.split()[-1])
+
+
+async def revoke_refresh_family(pool: asyncpg.Pool, *, token: str) -> tuple[str, int] | None:
+    """A logout: revoke every token of the family `token` belongs to and bump the admin's
+    session version, so its access tokens end too; the admin id and new version, or None for
+    an unknown token."""
+    async with pool.acquire() as connection, connection.transaction():
+        admin_id = await connection.fetchval(
+            "SELECT admin_id FROM refresh_tokens WHERE token_hash = $1", token_digest(token)
+        )
+        if admin_id is None:
+            return None
+        await connection.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND "
+            "family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)",
+            token_digest(token),
+        )
+        version = await bump_session_version(connection, admin_id=str(admin_id))
+    return str(admin_id), version
+
+
+async def end_other_sessions(
+    connection: asyncpg.Connection, *, admin_id: str, password_hash: str
+) -> int:
+    """A password change: set the hash, revoke every refresh token and bump the session
+    version (inside the caller's transaction); the new version."""
+    await connection.execute(
+        "UPDATE admins SET password_hash = $2, updated_at = now() WHERE id = $1",
+        admin_id,
+        password_hash,
+    )
+    await connection.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE admin_id = $1 AND revoked_at IS NULL",
+        admin_id,
+    )
+    return await bump_session_version(connection, admin_id=admin_id)
+
+
+def reset_link_token(reset_id: str, *, secret: str) -> str:
+    """The token of a reset link: derived from the reset row's id with a server secret, so the
+    database keeps only its digest and the link exists only in the outgoing mail."""
+    key = hmac.new(secret.encode(), b"recomengine password-reset link", hashlib.sha256).digest()
+    digest = hmac.new(key, str(reset_id).encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 async def request_password_reset(
-    pool: asyncpg.Pool, *, email: str, ttl_seconds: int, dashboard_url: str
+    pool: asyncpg.Pool, *, email: str, ttl_seconds: int, dashboard_url: str, secret: str
 ) -> int | None:
-    """For an existing account: a single-use reset token and its mail in the outbox.
+    """For an existing account: a single-use reset and its mail in the outbox, whose link is
+    rendered only when the mail is sent (store.mail.claim_mail).
 
     Returns the outbox id of the mail to send, or None when no account has this email (the
     caller answers the same either way).
@@ -135,14 +178,16 @@ async def request_password_reset(
             "UPDATE password_resets SET used_at = now() WHERE admin_id = $1 AND used_at IS NULL",
             admin["id"],
         )
-        token = new_token()
+        reset_id = str(uuid.uuid4())
         await connection.execute(
-            "INSERT INTO password_resets (admin_id, token_hash, expires_at) VALUES ($1, $2, $3)",
+            "INSERT INTO password_resets (id, admin_id, token_hash, expires_at) "
+            "VALUES ($1, $2, $3, $4)",
+            reset_id,
             admin["id"],
-            token_digest(token),
+            token_digest(reset_link_token(reset_id, secret=secret)),
             datetime.now(UTC) + timedelta(seconds=ttl_seconds),
         )
-        link = f"{dashboard_url.rstrip('/')}/reset-password?token={token}"
+        link = f"{dashboard_url.rstrip('/')}/reset-password?token={RESET_TOKEN_PLACEHOLDER}"
         minutes = max(1, ttl_seconds // 60)
         body = (
             f"Hello {admin['name']},\n\n"
@@ -155,13 +200,18 @@ async def request_password_reset(
             to_address=admin["email"],
             subject="Reset your RecomEngine password",
             body=body,
+            password_reset_id=reset_id,
         )
 
 
-async def reset_password(pool: asyncpg.Pool, *, token: str, password_hash: str) -> str | None:
-    """Consume a live reset token: set the new password hash and revoke every refresh token.
+async def reset_password(
+    pool: asyncpg.Pool, *, token: str, password_hash: str
+) -> tuple[str, int] | None:
+    """Consume a live reset token: set the new password hash, revoke every refresh token and
+    bump the session version.
 
-    Returns the admin id, or None when the token is unknown, used or expired.
+    Returns the admin id and new session version, or None when the token is unknown, used or
+    expired.
     """
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(
@@ -172,39 +222,8 @@ async def reset_password(pool: asyncpg.Pool, *, token: str, password_hash: str) 
         )
         if row is None:
             return None
-        await connection.execute(
-            "UPDATE admins SET password_hash = $2, updated_at = now() WHERE id = $1",
-            row["admin_id"],
-            password_hash,
-        )
         # A reset means the old password may be known to someone else: end every session.
-        await connection.execute(
-            "UPDATE refresh_tokens SET revoked_at = now() "
-            "WHERE admin_id = $1 AND revoked_at IS NULL",
-            row["admin_id"],
+        version = await end_other_sessions(
+            connection, admin_id=str(row["admin_id"]), password_hash=password_hash
         )
-    return str(row["admin_id"])
-
-
-def account_subject(email: str) -> str:
-    """The throttle subject of an account: a digest, so Redis keys carry no email address."""
-    return hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()[:32]
-
-
-async def login_lockout_seconds(
-    redis: Redis, *, key: str, limit: int, window_seconds: int
-) -> int | None:
-    """Seconds until the account may try again when `limit` failures fill the window; else None.
-
-    A read-only look at the failure window written by RateLimiter.hit: a locked account must be
-    refused before its password is checked, or a right guess would still tell itself apart.
-    """
-    now_ms = int(time.time() * 1000)
-    window_ms = window_seconds * 1000
-    pipe = redis.pipeline(transaction=False)
-    pipe.zcount(key, now_ms - window_ms + 1, "+inf")
-    pipe.zrangebyscore(key, now_ms - window_ms + 1, "+inf", start=0, num=1, withscores=True)
-    count, oldest = await pipe.execute()
-    if int(count) < limit or not oldest:
-        return None
-    return max(1, -(-(int(oldest[0][1]) + window_ms - now_ms) // 1000))
+    return str(row["admin_id"]), version

@@ -28,6 +28,9 @@ async def create_pool(settings: Settings, **overrides: Any) -> asyncpg.Pool:
         "init": _init_connection,
         "command_timeout": 60,
     }
+    if not settings.db_statement_cache:
+        # PgBouncer in transaction mode hands each statement to any server connection.
+        options["statement_cache_size"] = 0
     options.update(overrides)
     pool = await asyncpg.create_pool(settings.database_url, **options)
     assert pool is not None

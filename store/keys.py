@@ -25,6 +25,17 @@ AUTH_INVALIDATION_CHANNEL = f"{PREFIX}:auth:invalidate"
 SCHEDULER_LOCK = f"{PREFIX}:scheduler:lock"
 # STRING (JSON, expires): the running scheduler's host, pid and last beat.
 SCHEDULER_HEARTBEAT = f"{PREFIX}:scheduler:heartbeat"
+SCHEDULER_LEADER = f"{PREFIX}:scheduler:leader"
+
+
+def admin_session_version(admin_id: str) -> str:
+    """The admin's current session version (cached from PostgreSQL)."""
+    return f"{PREFIX}:admin:{admin_id}:session"
+
+
+def login_failures(subject: str) -> str:
+    """Failed sign-ins of one account from one address (hash: count, last)."""
+    return f"{PREFIX}:authlimit:pair:{subject}"
 
 
 def auth_epoch(tenant_id: str) -> str:

@@ -7,13 +7,15 @@ when the broker or the SMTP server is down; an actor sends it and marks it sent.
 from __future__ import annotations
 
 import smtplib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
 MAX_ATTEMPTS = 10
+# Where a reset mail's link token goes; it is filled in only when the mail is sent.
+RESET_TOKEN_PLACEHOLDER = "{reset_token}"  # noqa: S105
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,21 @@ class OutboxMail:
 
 
 async def enqueue_mail(
-    connection: asyncpg.Pool | asyncpg.Connection, *, to_address: str, subject: str, body: str
+    connection: asyncpg.Pool | asyncpg.Connection,
+    *,
+    to_address: str,
+    subject: str,
+    body: str,
+    password_reset_id: str | None = None,
 ) -> int:
     """Put a mail in the outbox; its id is what the sender actor takes."""
     mail_id = await connection.fetchval(
-        "INSERT INTO mail_outbox (to_address, subject, body) VALUES ($1, $2, $3) RETURNING id",
+        "INSERT INTO mail_outbox (to_address, subject, body, password_reset_id) "
+        "VALUES ($1, $2, $3, $4) RETURNING id",
         to_address,
         subject,
         body,
+        password_reset_id,
     )
     return int(mail_id)
 
@@ -67,18 +76,31 @@ def _mail(row: asyncpg.Record) -> OutboxMail:
     )
 
 
-async def claim_mail(connection: asyncpg.Connection, *, mail_id: int) -> OutboxMail | None:
-    """The unsent mail `mail_id`, row-locked for this transaction; None when sent or taken.
+async def claim_mail(
+    connection: asyncpg.Connection, *, mail_id: int, link_secret: str | None = None
+) -> OutboxMail | None:
+    """The unsent mail `mail_id`, row-locked for this transaction, with its reset link rendered;
+    None when sent or taken.
 
     SKIP LOCKED lets a second delivery of the same message return at once instead of sending
-    the mail twice.
+    the mail twice. `link_secret` defaults to this process's JWT secret.
     """
     row = await connection.fetchrow(
-        "SELECT id, to_address, subject, body, attempts FROM mail_outbox "
+        "SELECT id, to_address, subject, body, attempts, password_reset_id FROM mail_outbox "
         "WHERE id = $1 AND sent_at IS NULL FOR UPDATE SKIP LOCKED",
         mail_id,
     )
-    return _mail(row) if row is not None else None
+    if row is None:
+        return None
+    mail = _mail(row)
+    if row["password_reset_id"] is not None:
+        from store.auth_tokens import reset_link_token
+        from store.settings import get_settings
+
+        secret = link_secret if link_secret is not None else get_settings().jwt_secret
+        token = reset_link_token(str(row["password_reset_id"]), secret=secret)
+        mail = replace(mail, body=mail.body.replace(RESET_TOKEN_PLACEHOLDER, token))
+    return mail
 
 
 async def mark_sent(connection: asyncpg.Connection, *, mail_id: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,9 @@ from store.settings import Settings
 from store.tenants import create_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
+# The tests run in the explicit development mode (any other mode refuses to start without real
+# secrets); every process they start gets the full settings below.
+os.environ["RECOMENGINE_ENVIRONMENT"] = "development"
 TEST_PASSWORD = "correct horse battery"
 
 
@@ -59,14 +63,14 @@ def services() -> Iterator[Services]:
 
 @pytest.fixture(scope="session")
 def settings(services: Services) -> Settings:
-    """Settings pointing at the throwaway servers (fast bcrypt, test secrets)."""
+    """Settings pointing at the throwaway servers (development mode, fast bcrypt, fresh secrets)."""
     return Settings(
-        environment="test",
+        environment="development",
         database_url=services.postgres.url,
         redis_url=services.redis.url(1),
         broker_url=services.redis.url(0),
-        jwt_secret="test-jwt-secret-" + "x" * 32,
-        api_key_secret="test-api-key-secret-" + "y" * 32,
+        jwt_secret=secrets.token_urlsafe(32),
+        api_key_secret=secrets.token_urlsafe(32),
         bcrypt_rounds=4,
         # The whole suite signs in from 127.0.0.1; the per-IP throttle has its own api in
         # tests/integration/test_auth.py.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import hashlib
 import hmac
 import logging
 from typing import Annotated
 
+import asyncpg
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
@@ -27,12 +29,17 @@ from domain.errors import (
 )
 from domain.passwords import check_password
 from store import keys
-from store.admins import AdminRecord, create_admin, find_admin_credentials, get_admin
+from store.admins import (
+    AdminRecord,
+    create_admin,
+    find_admin_credentials,
+    get_admin,
+    get_admin_password_hash,
+)
 from store.auth_tokens import (
     RotationOutcome,
-    account_subject,
+    end_other_sessions,
     issue_refresh_token,
-    login_lockout_seconds,
     request_password_reset,
     reset_password,
     revoke_refresh_family,
@@ -40,6 +47,13 @@ from store.auth_tokens import (
 )
 from store.passwords import dummy_hash, hash_password_async, verify_password_async
 from store.ratelimit import Window
+from store.sessions import (
+    clear_login_failures,
+    login_wait_seconds,
+    pair_subject,
+    publish_session_version,
+    record_login_failure,
+)
 from store.settings import Settings
 from workers.actors.mail import send_mail
 
@@ -50,7 +64,6 @@ REFRESH_COOKIE = "recomengine_refresh"
 CSRF_COOKIE = "recomengine_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 REFRESH_COOKIE_PATH = "/api/v1/auth"
-LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
 IP_WINDOW_SECONDS = 60
 
 Email = Annotated[EmailStr, AfterValidator(str.lower)]
@@ -87,6 +100,13 @@ class ResetPasswordBody(ApiModel):
 
     token: ResetToken
     password: Password
+
+
+class ChangePasswordBody(ApiModel):
+    """The current password and the new one."""
+
+    current_password: Password
+    new_password: Password
 
 
 class AdminRead(ApiModel):
@@ -137,7 +157,7 @@ def _set_session_cookies(response: HTTPResponse, refresh_token: str, settings: S
         refresh_token,
         path=REFRESH_COOKIE_PATH,
         httponly=True,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         samesite="Strict",
         max_age=max_age,
     )
@@ -147,7 +167,7 @@ def _set_session_cookies(response: HTTPResponse, refresh_token: str, settings: S
         _csrf_token(refresh_token, settings),
         path="/",
         httponly=False,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         samesite="Strict",
         max_age=max_age,
     )
@@ -164,7 +184,7 @@ def _clear_session_cookies(response: HTTPResponse, settings: Settings) -> None:
             "",
             path=path,
             httponly=httponly,
-            secure=settings.cookie_secure,
+            secure=settings.secure_cookies,
             samesite="Strict",
             max_age=0,
         )
@@ -211,7 +231,9 @@ async def _throttle_ip(request: Request) -> None:
 def _session_response(
     admin: AdminRecord, refresh_token: str, settings: Settings, *, status: int
 ) -> HTTPResponse:
-    access_token, expires_in = issue_access_token(admin_id=admin.id, settings=settings)
+    access_token, expires_in = issue_access_token(
+        admin_id=admin.id, settings=settings, session_version=admin.session_version
+    )
     session = SessionRead(
         admin=AdminRead(
             id=admin.id, email=admin.email, name=admin.name, is_operator=admin.is_operator
@@ -236,7 +258,7 @@ async def signup(request: Request) -> HTTPResponse:
     await _throttle_ip(request)
     settings = _settings(request)
     body = parse_body(request, SignupBody)
-    check_password(body.password)
+    check_password(body.password, email=body.email)
     password_hash = await hash_password_async(body.password, rounds=settings.bcrypt_rounds)
     admin = await create_admin(
         request.app.ctx.db, email=body.email, name=body.name, password_hash=password_hash
@@ -259,36 +281,34 @@ async def login(request: Request) -> HTTPResponse:
     await _throttle_ip(request)
     settings = _settings(request)
     body = parse_body(request, LoginBody)
-    failures_key = keys.auth_throttle(
-        "account", account_subject(body.email), LOGIN_FAILURE_WINDOW_SECONDS
-    )
-    limit = settings.login_failures_per_account
+    # Failures slow down one account from one address only: guesses from elsewhere cannot lock
+    # the account's owner out, and the per-address budget above bounds how fast anyone guesses.
+    subject = pair_subject(body.email, request.client_ip or "unknown")
+    redis = request.app.ctx.redis
     try:
-        locked_for = await login_lockout_seconds(
-            request.app.ctx.redis,
-            key=failures_key,
-            limit=limit,
-            window_seconds=LOGIN_FAILURE_WINDOW_SECONDS,
+        wait = await login_wait_seconds(
+            redis,
+            subject=subject,
+            free=settings.login_free_failures,
+            cap_seconds=settings.login_max_delay_seconds,
         )
     except (RedisError, OSError) as exc:
         raise Unavailable("Sign-in throttling is unavailable; retry shortly.") from exc
-    if locked_for is not None:
+    if wait is not None:
         raise RateLimited(
-            "Too many failed sign-ins for this account; retry later.",
-            retry_after=locked_for,
-            limit=limit,
-            reset=locked_for,
+            "Too many failed sign-ins for this account from this address; retry later.",
+            retry_after=wait,
+            limit=settings.login_free_failures,
+            reset=wait,
         )
     found = await find_admin_credentials(request.app.ctx.db, email=body.email)
     # An unknown email is checked against a dummy hash so both failures take as long.
     stored_hash = found[1] if found else await asyncio.to_thread(dummy_hash, settings.bcrypt_rounds)
     verified = await verify_password_async(body.password, stored_hash)
     if found is None or not verified:
-        await request.app.ctx.limiter.hit(
-            Window(key=failures_key, limit=limit, seconds=LOGIN_FAILURE_WINDOW_SECONDS)
-        )
+        await record_login_failure(redis, subject=subject)
         raise Unauthorized("The email or the password is wrong.")
-    await request.app.ctx.redis.delete(failures_key)
+    await clear_login_failures(redis, subject=subject)
     admin = found[0]
     refresh_token = await issue_refresh_token(
         request.app.ctx.db, admin_id=admin.id, ttl_seconds=settings.refresh_token_ttl_seconds
@@ -319,7 +339,9 @@ async def refresh(request: Request) -> HTTPResponse:
         )
     if rotation.admin_id is None or rotation.token is None:
         raise Unauthorized("The session has ended; sign in again.")
-    access_token, expires_in = issue_access_token(admin_id=rotation.admin_id, settings=settings)
+    access_token, expires_in = issue_access_token(
+        admin_id=rotation.admin_id, settings=settings, session_version=rotation.session_version
+    )
     answer = AccessTokenRead(access_token=access_token, expires_in=expires_in)
     response = json(answer.model_dump(by_alias=True))
     _set_session_cookies(response, rotation.token, settings)
@@ -338,7 +360,9 @@ async def logout(request: Request) -> HTTPResponse:
     token = _refresh_cookie(request)
     if token is not None:
         _check_csrf(request, token)
-        await revoke_refresh_family(request.app.ctx.db, token=token)
+        ended = await revoke_refresh_family(request.app.ctx.db, token=token)
+        if ended is not None:
+            await _publish_version(request, *ended, fail=True)
     response = empty(status=204)
     _clear_session_cookies(response, settings)
     return response
@@ -356,22 +380,44 @@ async def forgot_password(request: Request) -> HTTPResponse:
     await _throttle_ip(request)
     settings = _settings(request)
     body = parse_body(request, ForgotPasswordBody)
-    mail_id = await request_password_reset(
-        request.app.ctx.db,
-        email=body.email,
-        ttl_seconds=settings.password_reset_ttl_seconds,
-        dashboard_url=settings.dashboard_url,
-    )
-    if mail_id is not None:
-        try:
-            await asyncio.to_thread(send_mail.send, mail_id)
-        except Exception:  # the mail is safe in the outbox; the periodic sweep sends it
-            log.warning(
-                "could not enqueue a mail; the outbox sweep will send it",
-                extra={"mail_id": mail_id},
-                exc_info=True,
-            )
+    # The lookup and the mail happen after the answer, so known and unknown emails answer
+    # alike and as fast: the timing tells nothing about which accounts exist.
+    request.app.add_task(_mail_reset_link(request.app.ctx.db, settings, body.email))
     return empty(status=202)
+
+
+async def _mail_reset_link(pool: asyncpg.Pool, settings: Settings, email: str) -> None:
+    try:
+        mail_id = await request_password_reset(
+            pool,
+            email=email,
+            ttl_seconds=settings.password_reset_ttl_seconds,
+            dashboard_url=settings.dashboard_url,
+            secret=settings.jwt_secret,
+        )
+    except Exception:
+        log.exception("could not prepare a password-reset mail")
+        return
+    if mail_id is None:
+        return
+    try:
+        await asyncio.to_thread(send_mail.send, mail_id)
+    except Exception:  # the mail is safe in the outbox; the periodic sweep sends it
+        log.warning(
+            "could not enqueue a mail; the outbox sweep will send it",
+            extra={"mail_id": mail_id},
+            exc_info=True,
+        )
+
+
+async def _publish_version(request: Request, admin_id: str, version: int, *, fail: bool) -> None:
+    """Make every api process refuse the admin's older access tokens at once."""
+    try:
+        await publish_session_version(request.app.ctx.redis, admin_id=admin_id, version=version)
+    except (RedisError, OSError) as exc:
+        log.warning("could not publish a session version", extra={"admin_id": admin_id})
+        if fail:
+            raise Unavailable("The sessions ended but could not be announced; retry.") from exc
 
 
 @bp.post("/auth/reset-password")
@@ -388,14 +434,14 @@ async def reset_password_route(request: Request) -> HTTPResponse:
     body = parse_body(request, ResetPasswordBody)
     check_password(body.password)
     password_hash = await hash_password_async(body.password, rounds=settings.bcrypt_rounds)
-    admin_id = await reset_password(
-        request.app.ctx.db, token=body.token, password_hash=password_hash
-    )
-    if admin_id is None:
+    reset = await reset_password(request.app.ctx.db, token=body.token, password_hash=password_hash)
+    if reset is None:
         raise ValidationFailed(
             "The reset link is invalid, already used or expired; ask for a new one.",
             errors=[FieldError("token", "is invalid, already used or expired")],
         )
+    # The token is spent: a failed announcement is logged, not answered (a retry would 422).
+    await _publish_version(request, *reset, fail=False)
     response = empty(status=204)
     _clear_session_cookies(response, settings)
     return response
@@ -416,3 +462,41 @@ async def me(request: Request) -> HTTPResponse:
             id=admin.id, email=admin.email, name=admin.name, is_operator=admin.is_operator
         ).model_dump(by_alias=True)
     )
+
+
+@bp.post("/auth/change-password")
+@document(
+    summary="Change the password (ends every other session; answers a new session)",
+    tags=["auth"],
+    body=ChangePasswordBody,
+    responses={200: SessionRead},
+    security="bearer",
+)
+@require_admin
+async def change_password(request: Request) -> HTTPResponse:
+    """Check the current password, set the new one and end every session but a fresh one."""
+    await _throttle_ip(request)
+    settings = _settings(request)
+    body = parse_body(request, ChangePasswordBody)
+    pool = request.app.ctx.db
+    admin = await get_admin(pool, admin_id=request.ctx.admin_id)
+    stored_hash = await get_admin_password_hash(pool, admin_id=request.ctx.admin_id)
+    if admin is None or stored_hash is None:
+        raise Unauthorized("The account of this access token no longer exists.")
+    if not await verify_password_async(body.current_password, stored_hash):
+        raise ValidationFailed(
+            "The current password is wrong.",
+            errors=[FieldError("currentPassword", "is wrong")],
+        )
+    check_password(body.new_password, field="newPassword", email=admin.email)
+    password_hash = await hash_password_async(body.new_password, rounds=settings.bcrypt_rounds)
+    async with pool.acquire() as connection, connection.transaction():
+        version = await end_other_sessions(
+            connection, admin_id=admin.id, password_hash=password_hash
+        )
+        refresh_token = await issue_refresh_token(
+            connection, admin_id=admin.id, ttl_seconds=settings.refresh_token_ttl_seconds
+        )
+    await _publish_version(request, admin.id, version, fail=True)
+    fresh = dataclasses.replace(admin, session_version=version)
+    return _session_response(fresh, refresh_token, settings, status=200)

@@ -20,7 +20,7 @@ from store.settings import Settings
 def create_app(*, redis_url: str, key: str) -> Sanic:
     """The bare app: GET /value answers the stored value as JSON."""
     app = Sanic("read_path_ceiling")
-    settings = Settings(environment="test", redis_url=redis_url)
+    settings = Settings(environment="development", redis_url=redis_url)
 
     @app.before_server_start
     async def connect(app: Sanic) -> None:

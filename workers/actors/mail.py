@@ -23,20 +23,8 @@ async def _deliver(settings: Settings, mail: OutboxMail) -> None:
     if settings.smtp_url:
         await asyncio.to_thread(send_smtp, settings.smtp_url, sender=settings.mail_from, mail=mail)
         return
-    # Without SMTP the log is the mailbox. Bodies carry one-time links, so only a developer's
-    # own machine gets them in clear; elsewhere the log says that a mail left, not what it said.
-    if settings.environment == "development":
-        log.info(
-            "mail (development, not sent)",
-            extra={
-                "mail_id": mail.id,
-                "to": mail.to_address,
-                "subject": mail.subject,
-                "body": mail.body,
-            },
-        )
-    else:
-        log.info("mail logged without SMTP", extra={"mail_id": mail.id, "subject": mail.subject})
+    # Bodies carry one-time links: the log says that a mail left, never what it said.
+    log.info("mail logged without SMTP", extra={"mail_id": mail.id, "subject": mail.subject})
 
 
 @dramatiq.actor(queue_name="maintenance", max_retries=5, time_limit=60_000, throws=PERMANENT_ERRORS)
