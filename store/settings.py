@@ -145,8 +145,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Settings from `environ` (default: this process's), `.env`, and the local platform's
-        env file when no database is named."""
+        """Settings from `environ` (over this process's environment), `.env`, and the local
+        platform's env file when no database is named."""
         environ = dict(os.environ if environ is None else environ)
         files: list[Path] = [Path(".env")]
         if "RECOMENGINE_DATABASE_URL" not in {key.upper() for key in environ}:

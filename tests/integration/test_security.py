@@ -81,8 +81,9 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("environment", [None, "prod", "Production", "staging", "production"])
 def test_settings_without_secrets_are_refused_unless_in_development(
-    environment: str | None,
+    environment: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("RECOMENGINE_ENVIRONMENT")
     environ = {} if environment is None else {"RECOMENGINE_ENVIRONMENT": environment}
     with pytest.raises(ValidationError, match="RECOMENGINE_JWT_SECRET"):
         Settings.from_env(environ)
