@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -20,6 +21,24 @@ POSTGRES_DB = "recomengine"
 
 class ServiceError(RuntimeError):
     """A local server could not be started; the message says what to do."""
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> Path:
+    """Write the RECOMENGINE_* variables of `env` to `path` (mode 600: it holds secrets), so
+    that commands started in the project folder find the platform `make up` runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{key}={json.dumps(value)}"
+        for key, value in sorted(env.items())
+        if key.startswith("RECOMENGINE_")
+    ]
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("# Written by `make up`: the local platform's settings.\n")
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
 
 
 def free_port() -> int:

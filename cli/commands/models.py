@@ -68,8 +68,10 @@ def run_train(args: argparse.Namespace) -> int:
         bar.set_postfix_str(step)
         bar.update(1)
 
-    summary = asyncio.run(train_and_publish(tenant_id=args.tenant, progress=progress))
-    bar.close()
+    try:
+        summary = asyncio.run(train_and_publish(tenant_id=args.tenant, progress=progress))
+    finally:
+        bar.close()  # ends the bar's line, so an error message gets a line of its own
     print(json.dumps(summary, indent=2))
     return 0
 

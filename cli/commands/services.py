@@ -10,7 +10,13 @@ import sys
 
 from cli.commands.database import ROOT
 from cli.commands.models import DEMO_STATE, describe_demo
-from cli.localservices import PostgresServer, RedisServer, postgres_data_dir, wait_for_http_ok
+from cli.localservices import (
+    PostgresServer,
+    RedisServer,
+    postgres_data_dir,
+    wait_for_http_ok,
+    write_env_file,
+)
 from cli.process_groups import leader_alive, start_group, stop_group
 
 RUN_DIR = ROOT / ".run" / "dev"
@@ -60,6 +66,7 @@ def environment() -> dict[str, str]:
             "RECOMENGINE_BROKER_URL": redis.url(0),
             "RECOMENGINE_API_PORT": str(API_PORT),
             "RECOMENGINE_PUBLIC_URL": f"http://localhost:{API_PORT}",
+            "RECOMENGINE_ENVIRONMENT": "development",
         }
     )
     return env
@@ -71,6 +78,7 @@ def run_up(args: argparse.Namespace) -> int:
     postgres.start()
     redis.start()
     env = environment()
+    write_env_file(RUN_DIR / "env", env)  # so that every command finds this platform
     command = [sys.executable, "-m", "cli.main"]
     subprocess.run([*command, "migrate"], env=env, check=True, cwd=ROOT)
     logs = RUN_DIR / "logs"
