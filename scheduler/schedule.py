@@ -1,4 +1,8 @@
-"""The schedule: one table of periodic jobs, each of which only enqueues an actor."""
+"""The schedule: one table of periodic jobs, each of which only enqueues an actor.
+
+Every trigger is a cron on the wall clock (every N minutes is `*/N`), never an interval timed
+from a process's start: two schedulers, or a new leader after a hand-over, agree on each slot.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +23,18 @@ class Job:
 
 JOBS: list[Job] = [
     Job("create-event-partitions", "create_event_partitions", "cron", {"hour": 1, "minute": 5}),
-    Job("retrain-touched-tenants", "retrain_touched_tenants", "interval", {"minutes": 15}),
+    Job("retrain-touched-tenants", "retrain_touched_tenants", "cron", {"minute": "*/15"}),
     Job("retrain-all-tenants", "retrain_all_tenants", "cron", {"hour": 2, "minute": 30}),
     Job(
         "reconcile-revenue-attributions",
         "reconcile_revenue_attributions",
-        "interval",
-        {"minutes": 2},
+        "cron",
+        {"minute": "*/2"},
     ),
-    Job("send-pending-mail", "send_pending_mail", "interval", {"minutes": 1}),
-    Job("flush-api-key-last-used", "flush_api_key_last_used", "interval", {"minutes": 1}),
+    Job("send-pending-mail", "send_pending_mail", "cron", {"minute": "*"}),
+    Job("flush-api-key-last-used", "flush_api_key_last_used", "cron", {"minute": "*"}),
     Job("purge-deleted-tenants", "purge_deleted_tenants", "cron", {"hour": 3, "minute": 17}),
-    Job("refresh-analytics", "refresh_analytics", "interval", {"minutes": 5}),
+    Job("refresh-analytics", "refresh_analytics", "cron", {"minute": "*/5"}),
     Job(
         "refresh-analytics-nightly",
         "refresh_analytics",

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
-from conftest import ROOT, settings_env
+from conftest import ROOT, Process, Services, settings_env
 from redis import Redis
 
+from scheduler.lease import LeaderLease
 from scheduler.schedule import JOBS
 from store.settings import Settings
 
@@ -83,3 +85,68 @@ def test_the_housekeeping_jobs_are_scheduled() -> None:
     scheduled = {job.name: job.actor for job in JOBS}
     assert scheduled["flush-api-key-last-used"] == "flush_api_key_last_used"
     assert scheduled["purge-deleted-tenants"] == "purge_deleted_tenants"
+
+
+def test_every_job_is_aligned_on_the_wall_clock() -> None:
+    assert all(job.trigger == "cron" for job in JOBS), [j.name for j in JOBS if j.trigger != "cron"]
+
+
+def test_one_leader_holds_the_lease_until_it_lapses_or_is_released(migrated: Settings) -> None:
+    redis = Redis.from_url(migrated.redis_url)
+    key = f"test:lease:{uuid.uuid4().hex}"
+    try:
+        first = LeaderLease(redis, key=key, ttl_seconds=0.3)
+        second = LeaderLease(redis, key=key, ttl_seconds=0.3)
+        assert first.hold() and first.hold()
+        assert not second.hold()
+        time.sleep(0.4)  # the first stopped renewing: the lease lapses
+        assert second.hold() and not first.hold()
+        second.release()
+        assert first.hold()
+    finally:
+        redis.delete(key)
+        redis.close()
+
+
+def test_two_scheduler_processes_fire_each_job_once(migrated: Settings, services: Services) -> None:
+    # A broker database no worker reads and a Redis database of their own for lease and locks.
+    settings = migrated.model_copy(
+        update={
+            "broker_url": services.redis.url(7),
+            "redis_url": services.redis.url(8),
+            "log_level": "INFO",
+        }
+    )
+    broker = Redis.from_url(settings.broker_url)
+    broker.flushdb()
+    schedulers = [
+        Process(["scheduler"], settings_env(settings), services.workdir / f"scheduler-{i}.log")
+        for i in range(2)
+    ]
+    try:
+        for process in schedulers:
+            process.start()
+        deadline = time.monotonic() + 60
+        while not all("scheduler started" in p.log() for p in schedulers):
+            assert time.monotonic() < deadline, [p.log()[-2000:] for p in schedulers]
+            time.sleep(0.2)
+        # Wait past the next minute boundary (the one after, when it is too close to call).
+        now = time.time()
+        boundary = (now // 60 + 1) * 60
+        if boundary - now < 3:
+            boundary += 60
+        time.sleep(boundary - time.time() + 4)
+        fired: dict[str, int] = {}
+        for key in broker.scan_iter("dramatiq:*.msgs"):
+            for body in broker.hvals(key):
+                actor = json.loads(body)["actor_name"]
+                fired[actor] = fired.get(actor, 0) + 1
+    finally:
+        for process in schedulers:
+            process.stop()
+        broker.flushdb()
+        broker.close()
+    # Every minute's jobs fired, each once, though two schedulers ran.
+    assert fired.get("send_pending_mail") == 1, fired
+    assert fired.get("flush_api_key_last_used") == 1, fired
+    assert all(count == 1 for count in fired.values()), fired
