@@ -11,6 +11,7 @@ from api.blueprints import (
     operations,
     recommendations,
     tenants,
+    users,
     widgets,
 )
 
@@ -27,4 +28,5 @@ ALL_BLUEPRINTS = [
     experiments.bp,
     analytics.bp,
     operations.bp,
+    users.bp,
 ]
