@@ -51,7 +51,8 @@ async def _redis_naming(client: Redis, text: str) -> list[str]:
     needle = text.encode()
     found = []
     async for key in client.scan_iter(count=1000):
-        kind = (await client.type(key)).decode()
+        raw_kind = await client.type(key)
+        kind = raw_kind.decode() if isinstance(raw_kind, bytes) else raw_kind
         content: list[Any]
         if kind == "string":
             content = [await client.get(key) or b""]
