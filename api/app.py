@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
-from api import headers, problems
+from api import headers, metrics, problems
 from api.blueprints import ALL_BLUEPRINTS, storefront
 from api.security import ApiKeyAuthenticator
 from store.db import create_pool
@@ -106,4 +106,5 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
     app.register_middleware(assign_request_id, "request", priority=100)
     app.register_middleware(log_and_tag, "response", priority=100)  # type: ignore[arg-type]
     headers.register(app)
+    metrics.register(app)
     return app

@@ -52,13 +52,12 @@ def add_security_headers(request: Request, response: HTTPResponse) -> None:
     # SANIC_FORWARDED_SECRET / SANIC_REAL_IP_HEADER) says a proxy sets it.
     if request.scheme == "https":
         headers.setdefault("Strict-Transport-Security", HSTS)
-    if "json" in content_type and _authenticated(request):
-        if getattr(request.ctx, "admin_id", None) is not None:
-            # An admin's data: never kept by a browser or a shared cache.
-            headers["Cache-Control"] = "no-store"
-        else:
-            # API-key answers: a route that means to be cached (widget configs) says so.
-            headers.setdefault("Cache-Control", "no-store")
+    if getattr(request.ctx, "admin_id", None) is not None:
+        # An admin's data (JSON, CSV...): never kept by a browser or a shared cache.
+        headers["Cache-Control"] = "no-store"
+    elif "json" in content_type and _authenticated(request):
+        # API-key answers: a route that means to be cached (widget configs) says so.
+        headers.setdefault("Cache-Control", "no-store")
 
 
 def _authenticated(request: Request) -> bool:

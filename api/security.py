@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from redis.exceptions import RedisError
@@ -26,6 +26,7 @@ from store.settings import Settings
 
 ALLOWED_JWT_ALGORITHMS = ["HS256"]
 Handler = Callable[..., Awaitable[HTTPResponse]]
+R = TypeVar("R")
 # Given the tenant of the key: the follow-up keys and arguments of the rate-limit call.
 FollowUp = Callable[[str], tuple[list[str], list[str]] | None]
 
@@ -82,11 +83,11 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
-def require_admin(handler: Handler) -> Handler:
+def require_admin(handler: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     """Route decorator: a valid admin access token; sets `request.ctx.admin_id`."""
 
     @wraps(handler)
-    async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+    async def guarded(request: Request, *args: Any, **kwargs: Any) -> R:
         token = _bearer(request)
         if token is None or token.startswith("rk_"):
             raise Unauthorized("An admin access token is required (Authorization: Bearer).")

@@ -14,6 +14,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
 
 from api.blueprints.storefront import apply_server_variants
+from api.metrics import check_metrics_access, request_metrics
 from api.openapi import document
 from api.security import Admission, admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
@@ -542,11 +543,12 @@ class _Families:
     content_type="text/plain",
 )
 async def queue_metrics(request: Request) -> HTTPResponse:
-    """Prometheus gauges of every queue, read from the broker."""
+    """Prometheus gauges of every queue, read from the broker, and the request metrics."""
+    check_metrics_access(request, token=request.app.ctx.settings.metrics_token)
     try:
         stats = await queue_stats_async(request.app.ctx.broker_redis, QUEUES)
     except (RedisError, OSError) as exc:
         raise Unavailable("The broker cannot be read.") from exc
     registry = CollectorRegistry()
     registry.register(_Families(queue_families(stats)))
-    return raw(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return raw(generate_latest(registry) + request_metrics(), content_type=CONTENT_TYPE_LATEST)
