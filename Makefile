@@ -4,7 +4,8 @@
 bootstrap:
 	@scripts/bootstrap.sh
 
-up: bootstrap
+up:
+	@scripts/bootstrap.sh --demo
 	@.venv/bin/recomengine up
 
 down:
