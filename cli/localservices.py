@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -223,16 +224,41 @@ class PostgresServer:
         )
 
 
+REDIS_USER = "recomengine"
+
+
 @dataclass(frozen=True)
 class RedisServer:
-    """A redis-server with its data (AOF on) in `data_dir`, listening on 127.0.0.1:`port`."""
+    """A redis-server with its data (AOF on) in `data_dir`, listening on 127.0.0.1:`port`.
+
+    Even on a developer's machine it takes no anonymous client: the default user is off and the
+    platform signs in as `recomengine` with a password made on first start (kept in `data_dir`).
+    """
 
     data_dir: Path
     port: int
 
+    @property
+    def password(self) -> str:
+        """The platform user's password (made on first use, mode 600)."""
+        path = self.data_dir / "password"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
     def url(self, db: int = 0) -> str:
-        """The connection URL of logical database `db`."""
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        """The connection URL of logical database `db` (with the platform user's password)."""
+        return f"redis://{REDIS_USER}:{self.password}@127.0.0.1:{self.port}/{db}"
+
+    def _acl_file(self) -> Path:
+        path = self.data_dir / "users.acl"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"user default off\nuser {REDIS_USER} on >{self.password} ~* &* +@all\n")
+        return path
 
     def start(self) -> None:
         """Start the server if it is not running already."""
@@ -262,6 +288,8 @@ class RedisServer:
                 "always",
                 "--save",
                 "",
+                "--aclfile",
+                str(self._acl_file().resolve()),
                 "--daemonize",
                 "yes",
                 "--pidfile",

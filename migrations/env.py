@@ -22,7 +22,13 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    url = context.config.attributes.get("database_url") or get_settings().database_url
+    settings = get_settings()
+    # Migrations run as the schema owner when one is named; the processes use a DML-only role.
+    url = (
+        context.config.attributes.get("database_url")
+        or settings.migration_database_url
+        or settings.database_url
+    )
     engine = create_async_engine(_async_url(url))
     async with engine.connect() as connection:
         await connection.run_sync(_run)

@@ -381,3 +381,24 @@ def test_guesses_from_one_address_do_not_lock_the_owner_out_elsewhere(
         assert waiting.status_code == 429
         assert 1 <= int(waiting.headers["retry-after"]) <= 900
         assert login(http, email, ip=owner).status_code == 200
+
+
+# --- 6. least privilege ---------------------------------------------------------------------
+
+
+def test_the_local_redis_refuses_anonymous_clients(services: Services) -> None:
+    from redis import Redis as SyncRedis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    anonymous = SyncRedis(host="127.0.0.1", port=services.redis.port)
+    try:
+        with pytest.raises((AuthenticationError, ResponseError)):
+            anonymous.ping()
+    finally:
+        anonymous.close()
+    signed_in = SyncRedis.from_url(services.redis.url(0))
+    try:
+        assert signed_in.ping() is True
+    finally:
+        signed_in.close()
+    assert (services.redis.data_dir / "password").stat().st_mode & 0o077 == 0
