@@ -154,6 +154,7 @@ def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iter
         values: dict[str, Any] = {
             "environment": "test",
             "database_url": postgres.url,
+            "migration_database_url": postgres.owner_url,
             "redis_url": redis_server.url(1),
             "broker_url": redis_server.url(0),
             "jwt_secret": secrets.token_urlsafe(32),
@@ -165,7 +166,7 @@ def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iter
         settings = Settings(**{**values, **overrides})
         # Alembic's env.py calls asyncio.run, which refuses a thread with a running loop.
         with ThreadPoolExecutor(max_workers=1) as executor:
-            executor.submit(upgrade, settings.database_url).result()
+            executor.submit(upgrade, settings.migration_database_url).result()
         platform = Platform(settings=settings, workdir=workdir, env=platform_env(settings))
         yield platform
     finally:

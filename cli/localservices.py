@@ -16,8 +16,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-POSTGRES_USER = "recomengine"
+POSTGRES_USER = "recomengine"  # owns the database and its schema; runs the migrations
+POSTGRES_APP_USER = "recomengine_app"  # what the api and workers connect as: rows only
+POSTGRES_SUPERUSER = "postgres"  # administers the cluster (clusters made before: the owner)
 POSTGRES_DB = "recomengine"
+# What the platform's role may do: read and write rows of the owner's tables, use its sequences
+# and call its functions (two of which make and drop event partitions as the owner).
+_APP_GRANTS = f"""
+GRANT CONNECT ON DATABASE {POSTGRES_DB} TO {POSTGRES_APP_USER};
+GRANT USAGE ON SCHEMA public TO {POSTGRES_APP_USER};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {POSTGRES_APP_USER};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {POSTGRES_APP_USER};
+ALTER DEFAULT PRIVILEGES FOR ROLE {POSTGRES_USER} IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {POSTGRES_APP_USER};
+ALTER DEFAULT PRIVILEGES FOR ROLE {POSTGRES_USER} IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO {POSTGRES_APP_USER};
+"""
 
 
 class ServiceError(RuntimeError):
@@ -128,7 +142,12 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        """The connection URL of the project database."""
+        """The connection URL of the platform's processes (a role with DML rights only)."""
+        return f"postgresql://{POSTGRES_APP_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    @property
+    def owner_url(self) -> str:
+        """The connection URL of the schema owner, which runs the migrations."""
         return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
 
     def start(self) -> None:
@@ -147,7 +166,7 @@ class PostgresServer:
                         "-D",
                         str(self.data_dir),
                         "-U",
-                        POSTGRES_USER,
+                        POSTGRES_SUPERUSER,
                         "--auth=trust",
                         "--encoding=UTF8",
                         "--no-instructions",
@@ -188,26 +207,67 @@ class PostgresServer:
         )
         self._create_database()
 
-    def _create_database(self) -> None:
-        psql = [_postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", POSTGRES_USER]
-        exists = subprocess.run(
+    def _psql(self, user: str, database: str, sql: str) -> str:
+        done = subprocess.run(
             [
-                *psql,
+                _postgres_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                user,
                 "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname='{POSTGRES_DB}'",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qtAc",
+                sql,
             ],
             check=True,
             capture_output=True,
             text=True,
-        ).stdout.strip()
+        )
+        return done.stdout.strip()
+
+    def _superuser(self) -> str:
+        probe = subprocess.run(
+            [
+                _postgres_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                POSTGRES_SUPERUSER,
+                "-d",
+                "postgres",
+                "-qtAc",
+                "SELECT 1",
+            ],
+            check=False,
+            capture_output=True,
+        )
+        return POSTGRES_SUPERUSER if probe.returncode == 0 else POSTGRES_USER
+
+    def _create_database(self) -> None:
+        """The owner and platform roles, the database and the platform role's grants (each
+        step skipped when done)."""
+        admin = self._superuser()
+        roles = {
+            POSTGRES_USER: "LOGIN CREATEDB",
+            POSTGRES_APP_USER: "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        }
+        for role, options in roles.items():
+            exists = self._psql(admin, "postgres", f"SELECT 1 FROM pg_roles WHERE rolname='{role}'")
+            if exists != "1":
+                self._psql(admin, "postgres", f"CREATE ROLE {role} {options}")
+        exists = self._psql(
+            admin, "postgres", f"SELECT 1 FROM pg_database WHERE datname='{POSTGRES_DB}'"
+        )
         if exists != "1":
-            subprocess.run(
-                [*psql, "-d", "postgres", "-c", f"CREATE DATABASE {POSTGRES_DB}"],
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
+            self._psql(admin, "postgres", f"CREATE DATABASE {POSTGRES_DB} OWNER {POSTGRES_USER}")
+        self._psql(POSTGRES_USER, POSTGRES_DB, _APP_GRANTS)
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the cluster if it runs."""

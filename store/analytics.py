@@ -460,8 +460,8 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
                 await connection.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
                 for tenant_id, day in await _tenant_days(connection, table=name):
                     await summarise_day(connection, tenant_id=tenant_id, day=day)
-                await connection.execute(f'ALTER TABLE events DETACH PARTITION "{name}"')
-                await connection.execute(f'DROP TABLE "{name}"')
+                # As the schema owner: the platform's own role may change rows only.
+                await connection.execute("SELECT drop_event_partition($1)", name)
             dropped.append(name)
         async with connection.transaction():
             await connection.execute("LOCK TABLE events_default IN SHARE ROW EXCLUSIVE MODE")

@@ -67,6 +67,7 @@ def settings(services: Services) -> Settings:
     return Settings(
         environment="development",
         database_url=services.postgres.url,
+        migration_database_url=services.postgres.owner_url,
         redis_url=services.redis.url(1),
         broker_url=services.redis.url(0),
         jwt_secret=secrets.token_urlsafe(32),
@@ -91,8 +92,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def migrated(settings: Settings) -> Settings:
-    """The schema at head."""
-    upgrade(settings.database_url)
+    """The schema at head (migrated as the owner; the tests and processes use the DML role)."""
+    upgrade(settings.migration_database_url)
     return settings
 
 

@@ -62,6 +62,7 @@ def environment() -> dict[str, str]:
     env.update(
         {
             "RECOMENGINE_DATABASE_URL": postgres.url,
+            "RECOMENGINE_MIGRATION_DATABASE_URL": postgres.owner_url,
             "RECOMENGINE_REDIS_URL": redis.url(1),
             "RECOMENGINE_BROKER_URL": redis.url(0),
             "RECOMENGINE_API_PORT": str(API_PORT),

@@ -183,7 +183,7 @@ async def test_daily_aggregates_older_than_a_year_are_deleted(
 def test_the_refresh_retention_and_tenant_purge_jobs_are_scheduled() -> None:
     scheduled = {job.name: job for job in JOBS}
     assert scheduled["refresh-analytics"].actor == "refresh_analytics"
-    assert scheduled["refresh-analytics"].trigger_args == {"minutes": 5}
+    assert scheduled["refresh-analytics"].trigger_args == {"minute": "*/5"}
     assert scheduled["refresh-analytics-nightly"].kwargs["lookback_minutes"] >= 24 * 60
     assert scheduled["apply-analytics-retention"].actor == "apply_analytics_retention"
     assert scheduled["purge-deleted-tenants"].actor == "purge_deleted_tenants"

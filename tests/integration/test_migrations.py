@@ -45,14 +45,14 @@ async def _tables(url: str) -> set[str]:
 async def scratch_database(migrated: Settings) -> AsyncIterator[str]:
     """A new, empty database in the test cluster, dropped afterwards."""
     name = f"migrations_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(migrated.database_url)
+    admin = await asyncpg.connect(migrated.migration_database_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    base, _, _ = migrated.database_url.rpartition("/")
+    base, _, _ = migrated.migration_database_url.rpartition("/")
     yield f"{base}/{name}"
-    admin = await asyncpg.connect(migrated.database_url)
+    admin = await asyncpg.connect(migrated.migration_database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

@@ -402,3 +402,39 @@ def test_the_local_redis_refuses_anonymous_clients(services: Services) -> None:
     finally:
         signed_in.close()
     assert (services.redis.data_dir / "password").stat().st_mode & 0o077 == 0
+
+
+async def test_the_platform_role_may_change_rows_but_not_the_schema(
+    db: asyncpg.Pool, migrated: Settings
+) -> None:
+    role = await db.fetchrow(
+        "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+        "WHERE rolname = current_user"
+    )
+    assert role is not None and not (role["rolsuper"] or role["rolcreatedb"])
+    assert not role["rolcreaterole"]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await db.execute("CREATE TABLE intruder (id int)")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await db.execute("ALTER TABLE admins ADD COLUMN intruder int")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await db.execute("TRUNCATE events")
+    owner = await asyncpg.connect(migrated.migration_database_url)
+    try:
+        assert (
+            await owner.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            is False
+        )
+        tables_not_owned = await owner.fetchval(
+            "SELECT count(*) FROM pg_tables "
+            "WHERE schemaname = 'public' AND tableowner <> current_user"
+        )
+    finally:
+        await owner.close()
+    assert tables_not_owned == 0
+    # Partitions are still made ahead by the platform role, through the owner's function.
+    assert await db.fetchval("SELECT ensure_event_partitions('2031-01-01'::date, 1)") in (0, 1)
+    assert await db.fetchval("SELECT to_regclass('events_2031_01') IS NOT NULL")
+    await db.execute("SELECT drop_event_partition('events_2031_01')")
+    with pytest.raises(asyncpg.RaiseError):
+        await db.execute("SELECT drop_event_partition('admins')")
