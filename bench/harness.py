@@ -153,7 +153,8 @@ def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iter
         redis_server.start()
         values: dict[str, Any] = {
             "environment": "test",
-            "database_url": postgres.url,
+            # The benchmarks administer the server too (CHECKPOINT, pg_stat_statements).
+            "database_url": postgres.superuser_url,
             "migration_database_url": postgres.owner_url,
             "redis_url": redis_server.url(1),
             "broker_url": redis_server.url(0),

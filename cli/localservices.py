@@ -146,6 +146,11 @@ class PostgresServer:
         return f"postgresql://{POSTGRES_APP_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
 
     @property
+    def superuser_url(self) -> str:
+        """The cluster superuser's URL, for administration only (clusters made by this code)."""
+        return f"postgresql://{POSTGRES_SUPERUSER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+
+    @property
     def owner_url(self) -> str:
         """The connection URL of the schema owner, which runs the migrations."""
         return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"

@@ -107,9 +107,9 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
     migrated: Settings, services: Services, own_postgres: PostgresServer
 ) -> None:
     settings = run_settings(migrated, services, broker_db=8, redis_db=9).model_copy(
-        update={"database_url": own_postgres.url}
+        update={"database_url": own_postgres.url, "migration_database_url": own_postgres.owner_url}
     )
-    await asyncio.to_thread(upgrade, settings.database_url)
+    await asyncio.to_thread(upgrade, settings.migration_database_url)
     pool = await create_pool(settings, min_size=1, max_size=2)
     tenant = await make_tenant(pool, settings, config=FAST_WRITES)
     await pool.close()
