@@ -28,7 +28,7 @@ async def create_admin(
     try:
         row = await pool.fetchrow(
             "INSERT INTO admins (email, name, password_hash, is_operator) VALUES ($1, $2, $3, $4) "
-            "RETURNING id, email, name, is_operator",
+            "RETURNING id, email, name, is_operator, session_version",
             email,
             name,
             password_hash,

@@ -2,14 +2,14 @@
 trail of shoppers' erasures, and the two DDL steps the workers take run as the schema owner.
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
