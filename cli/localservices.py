@@ -296,8 +296,8 @@ REDIS_USER = "recomengine"
 class RedisServer:
     """A redis-server with its data (AOF on) in `data_dir`, listening on 127.0.0.1:`port`.
 
-    Even on a developer's machine it takes no anonymous client: the default user is off and the
-    platform signs in as `recomengine` with a password made on first start (kept in `data_dir`).
+    Even on a developer's machine it takes no anonymous client: every user needs the password
+    made on first start (kept in `data_dir`), and the platform signs in as `recomengine`.
     """
 
     data_dir: Path
@@ -322,7 +322,11 @@ class RedisServer:
         path = self.data_dir / "users.acl"
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(f"user default off\nuser {REDIS_USER} on >{self.password} ~* &* +@all\n")
+            # The default user keeps every right but needs the password: Redis 7.0 replays an
+            # AOF's transactions as the default user, and a default user turned off would make
+            # it drop them on restart.
+            for user in ("default", REDIS_USER):
+                handle.write(f"user {user} on >{self.password} ~* &* +@all\n")
         return path
 
     def start(self) -> None:

@@ -204,6 +204,16 @@ async def request_password_reset(
         )
 
 
+async def reset_token_email(pool: asyncpg.Pool, *, token: str) -> str | None:
+    """The email of the account a live reset token is for, or None."""
+    value = await pool.fetchval(
+        "SELECT a.email FROM password_resets r JOIN admins a ON a.id = r.admin_id "
+        "WHERE r.token_hash = $1 AND r.used_at IS NULL AND r.expires_at > now()",
+        token_digest(token),
+    )
+    return str(value) if value is not None else None
+
+
 async def reset_password(
     pool: asyncpg.Pool, *, token: str, password_hash: str
 ) -> tuple[str, int] | None:

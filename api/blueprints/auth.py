@@ -42,6 +42,7 @@ from store.auth_tokens import (
     issue_refresh_token,
     request_password_reset,
     reset_password,
+    reset_token_email,
     revoke_refresh_family,
     rotate_refresh_token,
 )
@@ -432,7 +433,8 @@ async def reset_password_route(request: Request) -> HTTPResponse:
     await _throttle_ip(request)
     settings = _settings(request)
     body = parse_body(request, ResetPasswordBody)
-    check_password(body.password)
+    email = await reset_token_email(request.app.ctx.db, token=body.token)
+    check_password(body.password, email=email)
     password_hash = await hash_password_async(body.password, rounds=settings.bcrypt_rounds)
     reset = await reset_password(request.app.ctx.db, token=body.token, password_hash=password_hash)
     if reset is None:

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     """Create the admin and print its id."""
     password = os.environ.get(args.password_env) or getpass.getpass("Password: ")
     try:
-        check_password(password)
+        check_password(password, email=args.email)
         admin_id = asyncio.run(_create(args.email, args.name, password, operator=args.operator))
     except DomainError as error:
         details = "; ".join(f"{e.field}: {e.message}" for e in error.errors)

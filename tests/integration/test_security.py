@@ -205,6 +205,8 @@ async def test_an_access_token_is_dead_after_a_password_reset(
         await asyncio.sleep(0.05)
     assert reset_id is not None
     link_token = reset_link_token(str(reset_id), secret=settings.jwt_secret)
+    same_as_email = post(client, "reset-password", {"token": link_token, "password": email})
+    assert problem_of(same_as_email, 422)["errors"][0]["field"] == "password"
     done = post(client, "reset-password", {"token": link_token, "password": "another fine pw!"})
     assert done.status_code == 204, done.text
     problem_of(me(client, token), 401)
