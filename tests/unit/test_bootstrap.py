@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOLS = ("bash", "dirname", "id", "ls", "touch", "rm", "cat")
+TOOLS = ("bash", "dirname", "id", "ls", "touch", "rm", "cat", "find")
 
 
 def _project(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
@@ -27,6 +27,11 @@ def _project(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     fake.chmod(0o755)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    # The SDK's build is another step's business: an npm that does nothing.
+    (project / "sdk" / "node_modules").mkdir(parents=True)
+    (project / "sdk" / "package-lock.json").write_text("{}")
+    (bin_dir / "npm").write_text("#!/bin/bash\nexit 0\n")
+    (bin_dir / "npm").chmod(0o755)
     for tool in TOOLS:
         found = shutil.which(tool)
         assert found is not None
