@@ -2,14 +2,14 @@
 trail of shoppers' erasures, and the two DDL steps the workers take run as the schema owner.
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0011_user_token_secret
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
 revision = "0011"
-down_revision = "0010"
+down_revision = "0011_user_token_secret"
 branch_labels = None
 depends_on = None
 
