@@ -1,14 +1,14 @@
 """Security: a per-admin session version, reset links kept out of the outbox in clear, an audit
 trail of shoppers' erasures, and the two DDL steps the workers take run as the schema owner.
 
-Revision ID: 0011
+Revision ID: 0012
 Revises: 0011_user_token_secret
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
-revision = "0011"
+revision = "0012"
 down_revision = "0011_user_token_secret"
 branch_labels = None
 depends_on = None
