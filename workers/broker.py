@@ -33,10 +33,9 @@ from store.events import QueueFrame
 from store.redis import run_script
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
+from workers.queues import QUEUES
 from workers.supervision import ProcessSupervision
 from workers.watchdog import ClaimWatchdog
-
-QUEUES = ("ingest", "catalog", "projections", "training", "maintenance")
 
 # A killed worker's unacked messages are requeued once its heartbeat is this old; the default
 # (60 s) would leave them waiting a minute. Every worker process heartbeats at least once a

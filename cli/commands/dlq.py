@@ -12,7 +12,7 @@ from workers.dead_letters import dead_messages, last_error, replay
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `dlq` command and its `list` and `replay` subcommands."""
-    from workers.broker import QUEUES
+    from workers.queues import QUEUES
 
     parser = subparsers.add_parser("dlq", help="inspect or replay dead-lettered messages")
     actions = parser.add_subparsers(dest="action", required=True)
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _queues(chosen: str | None) -> list[str]:
-    from workers.broker import QUEUES
+    from workers.queues import QUEUES
 
     return [chosen] if chosen else list(QUEUES)
 

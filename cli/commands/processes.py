@@ -6,7 +6,7 @@ import argparse
 import sys
 from functools import partial
 
-from workers.broker import QUEUES
+from workers.queues import QUEUES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,6 +73,9 @@ def run_worker(args: argparse.Namespace) -> int:
     # process sets up its own logging when it boots (workers.supervision), so nothing goes
     # through Dramatiq's log pipes, which block once their reader is gone.
     configure_logging(get_settings().log_level)
+    # Worker processes are forked from this one: each must build its own broker (its own
+    # consumer id, heartbeat and connections), so this process must not have built one.
+    assert "workers.broker" not in sys.modules, "the pool's parent imported the broker"
     pool = make_argument_parser().parse_args(
         [
             "workers.main",

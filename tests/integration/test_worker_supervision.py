@@ -4,6 +4,7 @@ heartbeats, Redis killed mid-load. Real processes, real Redis and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -40,7 +41,7 @@ from store.settings import Settings
 from workers.actors.ingest import ingest_events
 from workers.broker import build_broker
 from workers.metrics import queue_stats
-from workers.watchdog import REQUEUED_KEY
+from workers.watchdog import REQUEUED_KEY, WORKERS_KEY
 
 
 def _children(pid: int) -> list[int]:
@@ -101,6 +102,15 @@ async def test_a_pool_whose_parent_is_killed_leaves_no_worker_behind_and_loses_n
             await asyncio.sleep(0.1)
         workers = _children(pool.popen.pid)
         assert len(workers) >= 2, "the pool's worker processes never started"
+        # Each worker process is a consumer of its own (id, heartbeat, claims) in the broker.
+        broker_client: Any = SyncRedis.from_url(settings.broker_url)
+        registered: dict[bytes, bytes] = {}
+        while len(registered) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            registered = broker_client.hgetall(WORKERS_KEY)
+        broker_client.close()
+        pids = {json.loads(about)["pid"] for about in registered.values()}
+        assert len(registered) == 2 and pids == set(workers), (registered, workers)
         accepted = await _post_batches(base, tenant.write_headers, "orphan", range(20))
         while await landed(db, tenant.tenant_id) == (0, 0):
             await asyncio.sleep(0.02)
