@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # The claim watchdog (workers.watchdog): how long past its time limit a message may stay
     # with a consumer that makes no progress, and how often one worker process looks.
+    # Where a worker pool's parent serves the metrics of its processes (the next free port for
+    # further pools on the machine); loopback unless an operator opens it on purpose.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9191, ge=1, le=65535)
     watchdog_margin_seconds: float = Field(default=30, gt=0)
     watchdog_interval_seconds: float = Field(default=5, gt=0)
 

@@ -1,11 +1,11 @@
 """Prometheus metrics of the queues (depth, lag, dead letters) and of the workers (processed and
-failed messages, processing time). The worker exports them on its own port; the api serves the
-queue metrics at GET /metrics."""
+failed messages, processing time). A pool's parent serves them for all its worker processes on
+one loopback port (prometheus-client's multiprocess mode); the api serves the queue metrics at
+GET /metrics."""
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,9 +23,8 @@ from workers.watchdog import REQUEUED_KEY, claims_key
 log = logging.getLogger("recomengine.metrics")
 
 NAMESPACE = "dramatiq"
-# The first worker process listens here, the next ones on the following ports.
-DEFAULT_METRICS_PORT = 9191
-METRICS_PORT_ENV = "RECOMENGINE_WORKER_METRICS_PORT"
+# How many ports from the configured one a pool tries (further pools on one machine).
+METRICS_PORTS_TO_TRY = 32
 
 
 @dataclass(frozen=True)
@@ -147,8 +146,8 @@ class QueueCollector(Collector):
 
 
 class WorkerMetrics(Middleware):
-    """Counts processed and failed messages per queue and actor, times them, and serves
-    everything (with the queue gauges) over HTTP from each worker process."""
+    """Counts processed and failed messages per queue and actor and times them (in each worker
+    process; the pool's parent serves the sums, see serve_pool_metrics)."""
 
     def __init__(self, queues: Iterable[str], registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -173,21 +172,6 @@ class WorkerMetrics(Middleware):
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
         )
         self._started: dict[str, float] = {}
-        self.port: int | None = None
-
-    def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        """Serve /metrics on the first free port from the configured one."""
-        self.registry.register(QueueCollector(broker.client, self._queues))  # type: ignore[attr-defined]
-        base = int(os.environ.get(METRICS_PORT_ENV, DEFAULT_METRICS_PORT))
-        for port in range(base, base + 32):
-            try:
-                start_http_server(port, addr="0.0.0.0", registry=self.registry)  # noqa: S104
-            except OSError:
-                continue
-            self.port = port
-            log.info("worker metrics on port %d", port)
-            return
-        log.warning("no free port for worker metrics from %d", base)
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         """Remember when the message started."""
@@ -209,3 +193,26 @@ class WorkerMetrics(Middleware):
         (self.failed if exception is not None else self.processed).labels(*labels).inc()
 
     after_skip_message = after_process_message
+
+
+def serve_pool_metrics(
+    *, queues: Iterable[str], broker_url: str, host: str, port: int
+) -> int | None:
+    """In a pool's parent: serve the sums of its worker processes' metrics (written to
+    PROMETHEUS_MULTIPROC_DIR, which must be set before they start) and the queue gauges on the
+    first free port from `port`; returns the port, or None when none was free."""
+    from prometheus_client import multiprocess
+    from redis import Redis
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(QueueCollector(Redis.from_url(broker_url, socket_timeout=2), queues))
+    for candidate in range(port, port + METRICS_PORTS_TO_TRY):
+        try:
+            start_http_server(candidate, addr=host, registry=registry)
+        except OSError:
+            continue
+        log.info("worker pool metrics on %s:%d", host, candidate)
+        return candidate
+    log.warning("no free port for the worker pool's metrics from %d", port)
+    return None

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 from functools import partial
 
 from workers.queues import QUEUES
@@ -72,10 +75,23 @@ def run_worker(args: argparse.Namespace) -> int:
     # The pool's parent logs JSON lines to its own stderr like every other process; each worker
     # process sets up its own logging when it boots (workers.supervision), so nothing goes
     # through Dramatiq's log pipes, which block once their reader is gone.
-    configure_logging(get_settings().log_level)
+    settings = get_settings()
+    configure_logging(settings.log_level)
     # Worker processes are forked from this one: each must build its own broker (its own
     # consumer id, heartbeat and connections), so this process must not have built one.
     assert "workers.broker" not in sys.modules, "the pool's parent imported the broker"
+    # Each worker process writes its metrics to files here; this process serves their sums on
+    # one port. Set before anything imports prometheus-client, which reads it once.
+    metrics_dir = tempfile.mkdtemp(prefix="recomengine-worker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    from workers.metrics import serve_pool_metrics
+
+    serve_pool_metrics(
+        queues=queues,
+        broker_url=settings.broker_url,
+        host=settings.worker_metrics_host,
+        port=settings.worker_metrics_port,
+    )
     pool = make_argument_parser().parse_args(
         [
             "workers.main",
@@ -88,7 +104,10 @@ def run_worker(args: argparse.Namespace) -> int:
             *queues,
         ]
     )
-    return int(dramatiq_main(pool) or 0)
+    try:
+        return int(dramatiq_main(pool) or 0)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def run_scheduler(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +20,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ROOT, Services, make_tenant, settings_env
+from conftest import ROOT, Process, Services, make_tenant, settings_env
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from support.ingest_runs import (
@@ -349,3 +350,35 @@ async def test_redis_killed_and_restarted_mid_load_leaves_nothing_lost_or_stuck(
     finally:
         stop(pool)
         stop(api)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_pool_of_two_processes_serves_its_metrics_on_one_loopback_port(
+    migrated: Settings, services: Services
+) -> None:
+    settings = run_settings(migrated, services, broker_db=14, redis_db=15)
+    port = free_port()
+    pool = Process(
+        ["worker", "--queues", "maintenance", "--processes", "2", "--threads", "1"],
+        {**settings_env(settings), "RECOMENGINE_WORKER_METRICS_PORT": str(port)},
+        services.workdir / "metrics-pool.log",
+    ).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "recomengine_queue_depth" in page
+        assert "recomengine_log_lines_dropped_total" in page  # written by the worker processes
+        assert not _listening(port + 1), "a second process opened a port of its own"
+        listeners = Path("/proc/net/tcp").read_text()
+        # Bound to 127.0.0.1 (0100007F), not to every address (00000000).
+        assert f"0100007F:{port:04X}" in listeners
+        assert f"00000000:{port:04X}" not in listeners
+    finally:
+        stop(pool)
