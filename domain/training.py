@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from domain.cold_start import assess_readiness
+from domain.evaluation import Evaluation, GateDecision, K, evaluate, gate, held_out_ndcg
 from domain.interactions import InteractionData, build_interactions
 from domain.strategies.collaborative import CollaborativeModel
 from domain.strategies.content import ContentModel
@@ -50,6 +51,7 @@ class TrainingResult:
     product_interactions: dict[str, int]
     readiness: dict[str, Any]
     counts: dict[str, int]
+    evaluation: Evaluation | None = None
 
 
 def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dict[str, list[Entry]]:
@@ -120,6 +122,7 @@ def train(
     catalog: Sequence[Mapping[str, Any]],
     now: float,
     progress: Progress = lambda _step: None,
+    with_evaluation: bool = True,
 ) -> TrainingResult:
     """Fit the four strategies on one tenant's events and catalog and build the lists.
 
@@ -135,7 +138,23 @@ def train(
         Unix time of the run (trending window, decay).
     progress : callable
         Called with the name of each finished step.
+    with_evaluation : bool
+        First score every strategy on a time split of the same events (see
+        :mod:`domain.evaluation`), for the publish gate.
     """
+    evaluation = None
+    if with_evaluation:
+        # Before the full fit: the split's models are let go before the big ones are built.
+        evaluation = evaluate(
+            user_ids=events.user_ids,
+            product_ids=events.product_ids,
+            event_types=events.event_types,
+            timestamps=events.timestamps,
+            session_ids=events.session_ids,
+            catalog=catalog,
+            now=now,
+        )
+        progress("evaluated")
     data = build_interactions(
         events.user_ids,
         events.product_ids,
@@ -183,6 +202,7 @@ def train(
             "products": data.n_products,
             "catalogProducts": len(catalog),
         },
+        evaluation=evaluation,
     )
 
 
@@ -231,3 +251,82 @@ def refresh_user_lists(
             top = ranked[0][1]
             lists[user] = [[pid, round(score / top, 6), [because[pid][1]]] for pid, score in ranked]
     return lists
+
+
+INCREMENTAL_SAMPLE = 300
+MIN_INCREMENTAL_SAMPLE = 20
+
+
+def check_incremental(
+    *,
+    histories: Mapping[str, Mapping[str, tuple[float, float]]],
+    item_lists: Mapping[str, Sequence[Entry]],
+    published_lists: Mapping[str, Sequence[str]],
+    popular: Sequence[str],
+    tolerance: float,
+    sample: int = INCREMENTAL_SAMPLE,
+) -> tuple[GateDecision, dict[str, Any]]:
+    """The publish gate of an incremental retrain, on a cheap leave-latest-out sample.
+
+    For up to `sample` touched users with two products or more, the most recent product is
+    held out and the rest rescored as :func:`refresh_user_lists` would; the rescored lists must
+    not lose more than `tolerance` of NDCG@10 against the lists the users have now, nor lose
+    to the published popularity order on the same held-out products.
+
+    Parameters
+    ----------
+    histories : mapping user -> {productId: (summed weight, last event unix time)}
+    item_lists : published collaborative neighbours, productId -> entries
+    published_lists : user -> product ids the published version ranks for them now
+    popular : product ids, most popular first
+    """
+    users = sorted(u for u, h in histories.items() if sum(w > 0 for w, _ in h.values()) >= 2)
+    users = users[:sample]
+    if len(users) < MIN_INCREMENTAL_SAMPLE:
+        reason = f"only {len(users)} touched users with 2+ products (at least " + (
+            f"{MIN_INCREMENTAL_SAMPLE})"
+        )
+        return gate(candidate={}, published=None, skipped=reason), {"users": len(users)}
+    held: list[str] = []
+    rest: dict[str, dict[str, float]] = {}
+    for user in users:
+        positive = {p: wt for p, wt in histories[user].items() if wt[0] > 0}
+        latest = max(positive, key=lambda p: (positive[p][1], p))
+        held.append(latest)
+        rest[user] = {p: wt[0] for p, wt in positive.items() if p != latest}
+    rescored = refresh_user_lists(histories=rest, item_lists=item_lists, length=K)
+    candidate_lists = [[e[0] for e in rescored.get(u, [])] for u in users]
+    popular_lists = [[p for p in popular if p not in rest[u]][:K] for u in users]
+    candidate = held_out_ndcg(candidate_lists, held)
+    baseline = held_out_ndcg(popular_lists, held)
+    compared = [i for i, u in enumerate(users) if published_lists.get(u)]
+    metrics: dict[str, Any] = {
+        "users": len(users),
+        "collaborative": candidate,
+        "popularity": baseline,
+    }
+    published = None
+    if len(compared) >= MIN_INCREMENTAL_SAMPLE:
+        now_lists = [
+            [p for p in published_lists[users[i]] if p not in rest[users[i]]][:K] for i in compared
+        ]
+        published = {"collaborative": held_out_ndcg(now_lists, [held[i] for i in compared])}
+        metrics["published"] = published["collaborative"]
+        # Same users on every side of the comparison.
+        held_same = [held[i] for i in compared]
+        candidate_same = held_out_ndcg([candidate_lists[i] for i in compared], held_same)
+        baseline_same = held_out_ndcg([popular_lists[i] for i in compared], held_same)
+        decision = gate(
+            candidate={
+                "collaborative": {**candidate_same, "popularityNdcg10": baseline_same["ndcg10"]}
+            },
+            published=published,
+            tolerance=tolerance,
+        )
+    else:
+        decision = gate(
+            candidate={"collaborative": {**candidate, "popularityNdcg10": baseline["ndcg10"]}},
+            published=None,
+            tolerance=tolerance,
+        )
+    return decision, metrics

@@ -111,6 +111,12 @@ def model_prefix(tenant_id: str) -> str:
     return f"{PREFIX}:{tenant_id}:m:"
 
 
+def model_versions(tenant_id: str) -> str:
+    """HASH version -> JSON record {version, status, trainedAt, seconds, sizes, metrics, gate,
+    evaluation} of the tenant's recent model versions (published, previous, rejected)."""
+    return f"{PREFIX}:{tenant_id}:model:versions"
+
+
 def training_runs(tenant_id: str) -> str:
     """HASH: the last full and incremental retrain (when, how long) and failures so far."""
     return f"{PREFIX}:{tenant_id}:training:runs"

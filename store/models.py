@@ -2,7 +2,9 @@
 recommendation request needs.
 
 A training run writes a complete new version under `reco:{t}:m:{version}:*`, then flips
-`reco:{t}:model:current` to it; the previous version expires a little later. A reader reads
+`reco:{t}:model:current` to it when the publish gate lets it; the previous version expires a
+little later, a rejected one after some days. `reco:{t}:model:versions` records each
+version's metrics and gate decision. A reader reads
 the current version and that version's keys inside one Lua script, so it sees the old or the
 new version, never a mix.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import ujson
@@ -23,6 +26,9 @@ from store import keys
 # A list entry is [productId, score, [because...]].
 ListEntry = list[Any]
 OLD_VERSION_TTL_SECONDS = 300
+# A version the gate refused is kept this long for inspection and publishing on purpose.
+REJECTED_VERSION_TTL_SECONDS = 7 * 86_400
+KEEP_VERSION_RECORDS = 20
 _HSET_CHUNK = 2_000
 MODEL_PARTS = ("cf", "cfitem", "content", "fbt", "popularity", "trending", "meta")
 
@@ -57,8 +63,10 @@ async def _hset_chunks(redis: Redis, key: str, mapping: Mapping[str, str]) -> No
         await redis.hset(key, mapping=dict(items[start : start + _HSET_CHUNK]))
 
 
-async def publish_model(redis: Redis, *, tenant_id: str, model: PublishedModel) -> str | None:
-    """Write every part of a new version, then make it current; returns the previous one."""
+async def write_model(
+    redis: Redis, *, tenant_id: str, model: PublishedModel, ttl_seconds: int | None = None
+) -> None:
+    """Write every part of a version without making it current (`ttl_seconds`: kept that long)."""
     base = keys.model_prefix(tenant_id) + model.version
     hashes: dict[str, Mapping[str, str]] = {
         "cf": {user: _encode(v) for user, v in model.user_lists.items()},
@@ -72,17 +80,116 @@ async def publish_model(redis: Redis, *, tenant_id: str, model: PublishedModel) 
         if mapping:
             await _hset_chunks(redis, f"{base}:{part}", mapping)
     await redis.set(f"{base}:trending", _encode(model.trending))
-    previous_version = _text(
-        await redis.set(keys.model_current(tenant_id), model.version, get=True)
-    )
-    if previous_version and previous_version != model.version:
+    if ttl_seconds is not None:
+        await expire_version(redis, tenant_id=tenant_id, version=model.version, seconds=ttl_seconds)
+
+
+async def expire_version(redis: Redis, *, tenant_id: str, version: str, seconds: int) -> None:
+    """Let a version's parts go in `seconds` (readers that just fetched it still finish)."""
+    base = keys.model_prefix(tenant_id) + version
+    async with redis.pipeline(transaction=False) as pipe:
+        for part in MODEL_PARTS:
+            pipe.expire(f"{base}:{part}", seconds)
+        await pipe.execute()
+
+
+async def version_kept(redis: Redis, *, tenant_id: str, version: str) -> bool:
+    """Whether a version's lists are still stored (a rejected or previous one expires)."""
+    return bool(await redis.exists(f"{keys.model_prefix(tenant_id)}{version}:meta"))
+
+
+async def make_current(redis: Redis, *, tenant_id: str, version: str) -> str | None:
+    """Flip readers to a written version, keep it for good, let the old one expire; returns
+    the previous version."""
+    base = keys.model_prefix(tenant_id) + version
+    async with redis.pipeline(transaction=False) as pipe:
+        for part in MODEL_PARTS:
+            pipe.persist(f"{base}:{part}")
+        await pipe.execute()
+    previous_version = _text(await redis.set(keys.model_current(tenant_id), version, get=True))
+    if previous_version and previous_version != version:
         # Readers that fetched the old version a moment ago may still be reading it.
-        old_base = keys.model_prefix(tenant_id) + previous_version
-        async with redis.pipeline(transaction=False) as pipe:
-            for part in MODEL_PARTS:
-                pipe.expire(f"{old_base}:{part}", OLD_VERSION_TTL_SECONDS)
-            await pipe.execute()
+        await expire_version(
+            redis, tenant_id=tenant_id, version=previous_version, seconds=OLD_VERSION_TTL_SECONDS
+        )
     return previous_version
+
+
+async def publish_model(redis: Redis, *, tenant_id: str, model: PublishedModel) -> str | None:
+    """Write every part of a new version, then make it current; returns the previous one."""
+    await write_model(redis, tenant_id=tenant_id, model=model)
+    return await make_current(redis, tenant_id=tenant_id, version=model.version)
+
+
+async def save_version_record(
+    redis: Redis, *, tenant_id: str, record: Mapping[str, Any], keep: int = KEEP_VERSION_RECORDS
+) -> None:
+    """Store what is known of a version (metrics, gate, sizes), keeping the `keep` newest."""
+    key = keys.model_versions(tenant_id)
+    await redis.hset(key, str(record["version"]), json.dumps(record))
+    versions = sorted((str(_text(v)) for v in await redis.hkeys(key)), reverse=True)
+    current = await current_version(redis, tenant_id=tenant_id)
+    stale = [v for v in versions[keep:] if v != current]
+    if stale:
+        await redis.hdel(key, *stale)
+
+
+async def read_version_record(
+    redis: Redis, *, tenant_id: str, version: str
+) -> dict[str, Any] | None:
+    """One version's stored record, or None."""
+    raw = await redis.hget(keys.model_versions(tenant_id), version)
+    return json.loads(raw) if raw is not None else None
+
+
+async def list_version_records(redis: Redis, *, tenant_id: str) -> list[dict[str, Any]]:
+    """The tenant's versions, newest first, each with its status now: published (current),
+    rejected (refused by the gate and never published since) or previous."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(keys.model_versions(tenant_id))
+        pipe.get(keys.model_current(tenant_id))
+        raw, current_raw = await pipe.execute()
+    current = _text(current_raw)
+    records = [json.loads(value) for value in raw.values()]
+    for record in records:
+        if record["version"] == current:
+            record["status"] = "published"
+        elif record.get("status") != "rejected":
+            record["status"] = "previous"
+    return sorted(records, key=lambda r: str(r["version"]), reverse=True)
+
+
+async def publish_kept_version(redis: Redis, *, tenant_id: str, version: str) -> str | None:
+    """Make a stored version current on purpose (an admin overruling the gate); None when its
+    record or lists are gone, else the version it replaced ("" when there was none)."""
+    record = await read_version_record(redis, tenant_id=tenant_id, version=version)
+    if record is None or not await version_kept(redis, tenant_id=tenant_id, version=version):
+        return None
+    record["status"] = "published"
+    record["publishedByHandAt"] = datetime.now(UTC).isoformat()
+    await save_version_record(redis, tenant_id=tenant_id, record=record)
+    return await make_current(redis, tenant_id=tenant_id, version=version) or ""
+
+
+async def read_user_lists(
+    redis: Redis, *, tenant_id: str, version: str, user_ids: list[str]
+) -> dict[str, list[str]]:
+    """The product ids a version ranks for some users (users without a list left out)."""
+    if not user_ids:
+        return {}
+    raw = await redis.hmget(f"{keys.model_prefix(tenant_id)}{version}:cf", user_ids)
+    return {
+        u: [str(e[0]) for e in json.loads(v)]
+        for u, v in zip(user_ids, raw, strict=True)
+        if v is not None
+    }
+
+
+async def top_products(redis: Redis, *, tenant_id: str, version: str, n: int) -> list[str]:
+    """A version's `n` products with the most interacting users, most first."""
+    raw = await redis.hgetall(f"{keys.model_prefix(tenant_id)}{version}:popularity")
+    ranked = sorted(((int(c), str(_text(p))) for p, c in raw.items()), key=lambda x: (-x[0], x[1]))
+    return [p for _, p in ranked[:n]]
 
 
 async def update_user_lists(

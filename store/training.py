@@ -3,6 +3,7 @@ the record of its runs in Redis."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,13 +72,31 @@ async def active_tenant_ids(pool: asyncpg.Pool) -> list[str]:
     return [str(r["id"]) for r in rows]
 
 
+async def load_tenant_config(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, Any]:
+    """The tenant's stored config (empty for an unknown tenant)."""
+    raw = await pool.fetchval("SELECT config FROM tenants WHERE id::text = $1", tenant_id)
+    if isinstance(raw, str):
+        raw = json.loads(raw)
+    return dict(raw or {})
+
+
 async def load_user_weights(
     pool: asyncpg.Pool, *, tenant_id: str, user_ids: list[str], days: int = HISTORY_DAYS
 ) -> dict[str, dict[str, float]]:
     """Summed event weight per product of each given user, floored at 0."""
+    timed = await load_user_histories(pool, tenant_id=tenant_id, user_ids=user_ids, days=days)
+    return {user: {p: w for p, (w, _) in products.items()} for user, products in timed.items()}
+
+
+async def load_user_histories(
+    pool: asyncpg.Pool, *, tenant_id: str, user_ids: list[str], days: int = HISTORY_DAYS
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """(summed event weight, last event unix time) per product of each given user, weights
+    floored at 0 (those products left out)."""
     rows = await pool.fetch(
         """
-        SELECT user_id, product_id, event_type, count(*) AS n
+        SELECT user_id, product_id, event_type, count(*) AS n,
+               extract(epoch FROM max(occurred_at))::float8 AS last_at
         FROM events
         WHERE tenant_id = $1 AND user_id = ANY($2::text[])
           AND occurred_at >= now() - make_interval(days => $3)
@@ -87,26 +106,44 @@ async def load_user_weights(
         user_ids,
         days,
     )
-    weights: dict[str, dict[str, float]] = {user: {} for user in user_ids}
+    weights: dict[str, dict[str, tuple[float, float]]] = {user: {} for user in user_ids}
     for row in rows:
         per_user = weights[row["user_id"]]
         product = row["product_id"]
-        per_user[product] = per_user.get(product, 0.0) + EVENT_WEIGHTS.get(
-            row["event_type"], 0.0
-        ) * int(row["n"])
+        weight, last = per_user.get(product, (0.0, 0.0))
+        per_user[product] = (
+            weight + EVENT_WEIGHTS.get(row["event_type"], 0.0) * int(row["n"]),
+            max(last, float(row["last_at"])),
+        )
     return {
-        user: {p: w for p, w in products.items() if w > 0} for user, products in weights.items()
+        user: {p: wt for p, wt in products.items() if wt[0] > 0}
+        for user, products in weights.items()
     }
 
 
 async def record_training_run(
-    redis: Redis, *, tenant_id: str, kind: str, seconds: float, error: str | None = None
+    redis: Redis,
+    *,
+    tenant_id: str,
+    kind: str,
+    seconds: float,
+    error: str | None = None,
+    gate: dict[str, Any] | None = None,
 ) -> None:
-    """Note a finished (`error` None) or failed retrain of `kind` full|incremental."""
+    """Note a finished (`error` None) or failed retrain of `kind` full|incremental, with the
+    publish gate's decision when it took one (a rejection is counted as such)."""
     runs = keys.training_runs(tenant_id)
     now = datetime.now(UTC).isoformat()
     if error is None:
-        await redis.hset(runs, mapping={f"{kind}At": now, f"{kind}Seconds": round(seconds, 3)})
+        mapping: dict[Any, Any] = {f"{kind}At": now, f"{kind}Seconds": round(seconds, 3)}
+        async with redis.pipeline(transaction=True) as pipe:
+            if gate is not None:
+                mapping["lastGate"] = json.dumps({**gate, "kind": kind, "at": now})
+                if not gate.get("passed", True):
+                    mapping["lastRejectedAt"] = now
+                    pipe.hincrby(runs, "rejections", 1)
+            pipe.hset(runs, mapping=mapping)
+            await pipe.execute()
     else:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(runs, "failures", 1)

@@ -20,12 +20,13 @@ from cli.shop import SHOP_ORIGINS, SHOP_URL, write_shop
 
 TRAIN_STEPS = [
     "loaded",
+    "evaluated",
     "interactions",
     "collaborative",
     "content_based",
     "frequently_bought_together",
     "trending",
-    "published",
+    "published",  # or "rejected" by the publish gate
 ]
 DEMO_STATE = ROOT / ".run" / "dev" / "demo.json"
 DEMO_CREDENTIALS = ROOT / ".run" / "dev" / "demo-admin.json"
@@ -58,8 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
     from workers.actors.training import refresh_touched_users, train_and_publish
 
     if getattr(args, "incremental", False):
-        refreshed = asyncio.run(refresh_touched_users(tenant_id=args.tenant))
-        print(json.dumps({"refreshedUsers": refreshed}))
+        outcome = asyncio.run(refresh_touched_users(tenant_id=args.tenant))
+        print(json.dumps(outcome, indent=2))
         return 0
 
     bar = tqdm(total=len(TRAIN_STEPS), desc="training", unit="step")

@@ -8,24 +8,35 @@ import time
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 
 import dramatiq
 
-from domain.training import Progress, content_lists, refresh_user_lists, train
+from domain.evaluation import DEFAULT_NDCG_TOLERANCE, gate
+from domain.training import Progress, check_incremental, content_lists, refresh_user_lists, train
 from store import keys
 from store.models import (
+    REJECTED_VERSION_TTL_SECONDS,
     PublishedModel,
     current_version,
-    publish_model,
+    expire_version,
+    list_version_records,
+    make_current,
     read_item_lists,
+    read_user_lists,
+    read_version_record,
     replace_content_lists,
+    save_version_record,
+    top_products,
     update_user_lists,
+    write_model,
 )
 from store.training import (
     active_tenant_ids,
     load_catalog,
     load_events,
-    load_user_weights,
+    load_tenant_config,
+    load_user_histories,
     record_training_run,
 )
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
@@ -39,10 +50,17 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
+def ndcg_tolerance(config: dict[str, Any]) -> float:
+    """The tenant's `publishGate.ndcgTolerance`, else the default (10% relative NDCG@10)."""
+    value = (config.get("publishGate") or {}).get("ndcgTolerance")
+    return float(value) if isinstance(value, int | float) else DEFAULT_NDCG_TOLERANCE
+
+
 async def train_and_publish(
-    *, tenant_id: str, progress: Progress = lambda _step: None
-) -> dict[str, object]:
-    """Load, fit, publish; returns the published version and counts."""
+    *, tenant_id: str, progress: Progress = lambda _step: None, evaluate: bool = True
+) -> dict[str, Any]:
+    """Load, evaluate, fit; publish when the gate lets it (else keep it as rejected); returns
+    the version, counts and the gate's decision."""
     started = time.perf_counter()
     pool = await db_pool()
     redis = redis_client()
@@ -50,38 +68,98 @@ async def train_and_publish(
     await redis.delete(keys.touched_users(tenant_id))
     events = await load_events(pool, tenant_id=tenant_id)
     catalog = await load_catalog(pool, tenant_id=tenant_id)
+    tolerance = ndcg_tolerance(await load_tenant_config(pool, tenant_id=tenant_id))
     progress("loaded")
     # Fitting is CPU-bound: off the event loop, which every async actor of this process shares.
     result = await asyncio.to_thread(
-        train, events=events, catalog=catalog, now=time.time(), progress=progress
+        train,
+        events=events,
+        catalog=catalog,
+        now=time.time(),
+        progress=progress,
+        with_evaluation=evaluate,
     )
     version = new_version()
-    await publish_model(
-        redis,
-        tenant_id=tenant_id,
-        model=PublishedModel(
-            version=version,
-            user_lists=result.user_lists,
-            collaborative_item_lists=result.collaborative_item_lists,
-            content_item_lists=result.content_item_lists,
-            fbt_item_lists=result.fbt_item_lists,
-            trending=result.trending,
-            product_interactions=result.product_interactions,
-            meta={
-                "readiness": result.readiness,
-                "counts": result.counts,
-                "trainedAt": datetime.now(UTC).isoformat(),
-                "version": version,
-            },
-        ),
+    evaluation = result.evaluation
+    published = await current_version(redis, tenant_id=tenant_id)
+    published_record = (
+        await read_version_record(redis, tenant_id=tenant_id, version=published)
+        if published
+        else None
     )
-    progress("published")
+    decision = gate(
+        candidate=evaluation.metrics if evaluation else {},
+        published=(published_record or {}).get("metrics") or None,
+        tolerance=tolerance,
+        skipped=evaluation.skipped if evaluation else "evaluation turned off",
+    )
+    # With nothing published, a weak first model still beats serving none: it goes out, and
+    # its gate record says it did not pass.
+    publish = decision.passed or published is None
+    gate_record = decision.to_dict()
+    if not decision.passed and published is None:
+        gate_record["reasons"] = [*decision.reasons, "published anyway: no version was before"]
+    trained_at = datetime.now(UTC).isoformat()
+    model = PublishedModel(
+        version=version,
+        user_lists=result.user_lists,
+        collaborative_item_lists=result.collaborative_item_lists,
+        content_item_lists=result.content_item_lists,
+        fbt_item_lists=result.fbt_item_lists,
+        trending=result.trending,
+        product_interactions=result.product_interactions,
+        meta={
+            "readiness": result.readiness,
+            "counts": result.counts,
+            "trainedAt": trained_at,
+            "version": version,
+        },
+    )
+    seconds = round(time.perf_counter() - started, 3)
+    record = {
+        "version": version,
+        "status": "published" if publish else "rejected",
+        "trainedAt": trained_at,
+        "seconds": seconds,
+        "sizes": {
+            "users": result.counts["users"],
+            "products": result.counts["products"],
+            "events": result.counts["events"],
+        },
+        "metrics": evaluation.metrics if evaluation else {},
+        "evaluation": evaluation.to_dict() if evaluation else None,
+        "gate": gate_record,
+        "tolerance": tolerance,
+        "comparedWith": published,
+    }
+    if publish:
+        await write_model(redis, tenant_id=tenant_id, model=model)
+        await save_version_record(redis, tenant_id=tenant_id, record=record)
+        await make_current(redis, tenant_id=tenant_id, version=version)
+        progress("published")
+    else:
+        # One rejected version is kept at a time: the ones before it go soon.
+        for earlier in await list_version_records(redis, tenant_id=tenant_id):
+            if earlier["status"] == "rejected":
+                await expire_version(
+                    redis, tenant_id=tenant_id, version=earlier["version"], seconds=300
+                )
+        await write_model(
+            redis, tenant_id=tenant_id, model=model, ttl_seconds=REJECTED_VERSION_TTL_SECONDS
+        )
+        await save_version_record(redis, tenant_id=tenant_id, record=record)
+        progress("rejected")
     summary = {
         "version": version,
-        "seconds": round(time.perf_counter() - started, 3),
+        "published": publish,
+        "seconds": seconds,
+        "gate": gate_record,
         **result.counts,
     }
-    log.info("model published", extra={"tenant_id": tenant_id, **summary})
+    if publish:
+        log.info("model published", extra={"tenant_id": tenant_id, **summary})
+    else:
+        log.warning("model rejected by the publish gate", extra={"tenant_id": tenant_id, **summary})
     return summary
 
 
@@ -96,11 +174,12 @@ async def refresh_content(*, tenant_id: str) -> None:
         await train_and_publish(tenant_id=tenant_id)
 
 
-async def _recorded(tenant_id: str, kind: str, run: Awaitable[object]) -> None:
-    """Run a retrain and note it (or its failure) for the operators' console."""
+async def _recorded(tenant_id: str, kind: str, run: Awaitable[Any]) -> None:
+    """Run a retrain and note it (or its failure, or the gate's rejection) for the operators'
+    console."""
     started = time.perf_counter()
     try:
-        await run
+        outcome = await run
     except Exception as exc:
         await record_training_run(
             redis_client(),
@@ -110,40 +189,83 @@ async def _recorded(tenant_id: str, kind: str, run: Awaitable[object]) -> None:
             error=f"{type(exc).__name__}: {exc}",
         )
         raise
+    gate_record = outcome.get("gate") if isinstance(outcome, dict) else None
+    if gate_record is not None and isinstance(outcome, dict) and outcome.get("version"):
+        gate_record = {**gate_record, "version": outcome["version"]}
     await record_training_run(
-        redis_client(), tenant_id=tenant_id, kind=kind, seconds=time.perf_counter() - started
+        redis_client(),
+        tenant_id=tenant_id,
+        kind=kind,
+        seconds=time.perf_counter() - started,
+        gate=gate_record,
     )
 
 
 @dramatiq.actor(queue_name="training", max_retries=2, time_limit=30 * 60_000)
 async def train_tenant(tenant_id: str) -> None:
-    """Retrain and republish every strategy of one tenant (idempotent: a new version each time)."""
+    """Retrain, evaluate and (gate permitting) republish every strategy of one tenant
+    (idempotent: a new version each time)."""
     await _recorded(tenant_id, "full", train_and_publish(tenant_id=tenant_id))
 
 
-async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> int:
-    """Incremental retrain: rescore only the users with new events since the last run."""
+async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> dict[str, Any]:
+    """Incremental retrain: rescore only the users with new events since the last run, each
+    batch written only if a cheap held-out check passes the publish gate."""
     redis = redis_client()
     version = await current_version(redis, tenant_id=tenant_id)
     if version is None:
-        await train_and_publish(tenant_id=tenant_id)
-        return 0
-    refreshed = 0
+        summary = await train_and_publish(tenant_id=tenant_id)
+        return {"refreshedUsers": 0, "gate": summary["gate"]}
+    pool = await db_pool()
+    tolerance = ndcg_tolerance(await load_tenant_config(pool, tenant_id=tenant_id))
+    refreshed, rejected = 0, 0
+    decisions: list[dict[str, Any]] = []
     while True:
         popped = await redis.spop(keys.touched_users(tenant_id), batch)
         users = [u.decode() if isinstance(u, bytes) else str(u) for u in popped or []]
         if not users:
-            return refreshed
-        histories = await load_user_weights(await db_pool(), tenant_id=tenant_id, user_ids=users)
+            break
+        timed = await load_user_histories(pool, tenant_id=tenant_id, user_ids=users)
+        histories = {u: {p: wt[0] for p, wt in products.items()} for u, products in timed.items()}
         products = sorted({p for weights in histories.values() for p in weights})
         item_lists = await read_item_lists(
             redis, tenant_id=tenant_id, version=version, product_ids=products
         )
+        sample = sorted(u for u in timed if len(timed[u]) >= 2)[:300]
+        published_lists = await read_user_lists(
+            redis, tenant_id=tenant_id, version=version, user_ids=sample
+        )
+        popular = await top_products(redis, tenant_id=tenant_id, version=version, n=200)
+        decision, metrics = await asyncio.to_thread(
+            check_incremental,
+            histories={u: timed[u] for u in sample},
+            item_lists=item_lists,
+            published_lists=published_lists,
+            popular=popular,
+            tolerance=tolerance,
+        )
+        decisions.append({**decision.to_dict(), "metrics": metrics})
+        if not decision.passed:
+            # These users keep their published lists until the next full retrain.
+            rejected += len(users)
+            log.warning(
+                "incremental lists rejected by the publish gate",
+                extra={"tenant_id": tenant_id, "reasons": decision.reasons},
+            )
+            continue
         lists = await asyncio.to_thread(
             refresh_user_lists, histories=histories, item_lists=item_lists
         )
         await update_user_lists(redis, tenant_id=tenant_id, user_lists=lists)
         refreshed += len(users)
+    reasons = [r for d in decisions for r in d["reasons"]]
+    passed = all(d["passed"] for d in decisions)
+    return {
+        "refreshedUsers": refreshed,
+        "rejectedUsers": rejected,
+        "version": version,
+        "gate": {"passed": passed, "reasons": reasons[:10]},
+    }
 
 
 @dramatiq.actor(queue_name="training", max_retries=2, time_limit=10 * 60_000)

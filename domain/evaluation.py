@@ -1,0 +1,476 @@
+"""Offline evaluation of a tenant's models on its own data, and the publish gate.
+
+A time split: every strategy is fitted on all but the last ``TEST_DAYS`` days and asked for
+ten products per returning user; the test window says what they went on to want. Pure numpy
+and scipy, no I/O: the caller passes the events and catalog it loaded.
+
+Protocol
+--------
+- **Users** (collaborative, content-based, trending, and the popularity baseline): a user's
+  targets are the products with a positive summed event weight in the test window that the
+  user had no interaction with before it; only users with a train history and at least one
+  target are scored. Products the user already has are never recommended (as served).
+  NDCG@10 (binary gains), recall@10 (hits / min(targets, 10)), HR@10 (at least one hit)
+  and catalog coverage (distinct recommended products / products known at the cut).
+- **Frequently bought together**: every held-out basket (one user's purchases in one session
+  of the test window) with at least two known products; each product is an anchor and the
+  rest of the basket its targets. The hit rate is HR@10 over anchors; its baseline is
+  popularity without the anchor.
+- **Sample**: the fit sees at most ``MAX_FIT_USERS`` users (chosen by a stable hash of the
+  user id, so consecutive versions are scored on comparable samples) and at most
+  ``MAX_EVAL_USERS`` of them are scored: the cost stays a fraction of the full retrain.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from domain.interactions import EVENT_WEIGHTS, SECONDS_PER_DAY, InteractionData, build_interactions
+from domain.strategies.base import (
+    COLLABORATIVE,
+    CONTENT_BASED,
+    FREQUENTLY_BOUGHT_TOGETHER,
+    TRENDING,
+    top_k_per_row,
+)
+from domain.strategies.collaborative import CollaborativeModel
+from domain.strategies.content import ContentModel
+from domain.strategies.fbt import FrequentlyBoughtTogetherModel
+from domain.strategies.trending import TrendingModel
+
+K = 10
+TEST_DAYS = 7.0
+MIN_EVAL_USERS = 20
+MIN_EVAL_BASKETS = 10
+MAX_FIT_USERS = 20_000
+MAX_EVAL_USERS = 2_000
+MAX_EVAL_ANCHORS = 5_000
+POPULARITY = "popularity"
+DEFAULT_NDCG_TOLERANCE = 0.10
+# Strategies that learn from interactions must beat the crowd. Trending is itself a
+# short-window popularity, and content-based exists for users and products without
+# interactions: both are held to their published version only.
+POPULARITY_FLOOR = (COLLABORATIVE, FREQUENTLY_BOUGHT_TOGETHER)
+_BLOCK = 256
+
+
+def ranking_metrics(
+    recs: np.ndarray, targets: Sequence[np.ndarray], n_items: int, *, k: int = K
+) -> dict[str, float]:
+    """NDCG@k, recall@k, HR@k and catalog coverage of top-k lists.
+
+    Parameters
+    ----------
+    recs : ndarray of shape (n_lists, k), int
+        Recommended item indices, best first; -1 pads a short list.
+    targets : sequence of n_lists ndarrays
+        The relevant item indices of each list (each non-empty).
+    n_items : int
+        Size of the catalog the coverage is measured against.
+
+    Returns
+    -------
+    dict with ndcg10, recall10, hr10, coverage (means over the lists; 0 when there is none)
+    """
+    recs = np.asarray(recs, dtype=np.int64).reshape(len(targets), -1)[:, :k]
+    if recs.shape[0] == 0:
+        return {"ndcg10": 0.0, "recall10": 0.0, "hr10": 0.0, "coverage": 0.0}
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ndcg = np.zeros(recs.shape[0])
+    recall = np.zeros(recs.shape[0])
+    hits_any = np.zeros(recs.shape[0])
+    for row, (top, relevant) in enumerate(zip(recs, targets, strict=True)):
+        hits = np.isin(top, relevant) & (top >= 0)
+        n_rel = min(len(relevant), k)
+        if n_rel == 0:
+            continue
+        ndcg[row] = (hits * discounts[: hits.size]).sum() / discounts[:n_rel].sum()
+        recall[row] = hits.sum() / n_rel
+        hits_any[row] = float(hits.any())
+    shown = np.unique(recs[recs >= 0])
+    return {
+        "ndcg10": float(ndcg.mean()),
+        "recall10": float(recall.mean()),
+        "hr10": float(hits_any.mean()),
+        "coverage": float(shown.size / n_items) if n_items else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics per strategy (and the popularity baseline), or why the evaluation was skipped."""
+
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape stored with the model version."""
+        return {
+            "metrics": self.metrics,
+            "skipped": self.skipped,
+            "details": self.details,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Train interactions before the cut, and what the test window holds after it."""
+
+    train: InteractionData
+    eval_rows: np.ndarray  # (n_eval,) train row of each scored user
+    targets: list[np.ndarray]  # per scored user: item indices
+    anchors: np.ndarray  # (n_anchors,) item index of each held-out basket anchor
+    anchor_targets: list[np.ndarray]  # per anchor: the rest of its basket
+    cut: float
+
+
+def _stable_sample(ids: np.ndarray, limit: int) -> np.ndarray:
+    """A mask keeping about `limit` ids, the same ids from one run to the next."""
+    if ids.size <= limit:
+        return np.ones(ids.size, dtype=bool)
+    hashes = np.fromiter((zlib.crc32(str(i).encode()) for i in ids.tolist()), np.uint64, ids.size)
+    threshold = np.sort(hashes)[limit - 1]
+    return hashes <= threshold
+
+
+def time_split(
+    *,
+    user_ids: Sequence[Any],
+    product_ids: Sequence[Any],
+    event_types: Sequence[str],
+    timestamps: Sequence[float],
+    session_ids: Sequence[Any] | None,
+    catalog_ids: Sequence[str],
+    now: float,
+    test_days: float = TEST_DAYS,
+    max_fit_users: int = MAX_FIT_USERS,
+    max_eval_users: int = MAX_EVAL_USERS,
+) -> TimeSplit | str:
+    """Split events at `now - test_days` (or the last event's time - test_days, whichever is
+    earlier); a string says why there is too little data."""
+    times = np.asarray(timestamps, dtype=np.float64)
+    if times.size == 0:
+        return "no events yet"
+    end = min(float(now), float(times.max()))
+    cut = end - test_days * SECONDS_PER_DAY
+    before = times < cut
+    if not before.any():
+        return f"no events older than the last {test_days:g} days to train on"
+    users = np.asarray(user_ids, dtype=object)
+    sampled_users = np.unique(users[before].astype(str))
+    keep_user = set(sampled_users[_stable_sample(sampled_users, max_fit_users)].tolist())
+    in_sample = np.fromiter((u in keep_user for u in users.astype(str).tolist()), bool, users.size)
+    train_mask = before & in_sample
+    test_mask = (times >= cut) & (times <= end) & in_sample
+    products = np.asarray(product_ids, dtype=object)
+    types = np.asarray(event_types, dtype=object)
+    sessions = None if session_ids is None else np.asarray(session_ids, dtype=object)
+    train = build_interactions(
+        users[train_mask],
+        products[train_mask],
+        types[train_mask],
+        times[train_mask],
+        session_ids=None if sessions is None else sessions[train_mask],
+        now=cut,
+        known_products=list(catalog_ids),
+    )
+    test_users = users[test_mask].astype(str)
+    test_products = products[test_mask].astype(str)
+    test_types = types[test_mask]
+    weights = np.array([EVENT_WEIGHTS.get(t, 0.0) for t in test_types.tolist()])
+    rows = np.array([train.user_index.get(u, -1) for u in test_users.tolist()], dtype=np.int64)
+    cols = np.array(
+        [train.product_index.get(p, -1) for p in test_products.tolist()], dtype=np.int64
+    )
+    known = (rows >= 0) & (cols >= 0)
+    targets_matrix = sp.csr_matrix(
+        (weights[known], (rows[known], cols[known])), shape=train.matrix.shape
+    )
+    targets_matrix.sum_duplicates()
+    targets_matrix.data[targets_matrix.data <= 0] = 0
+    targets_matrix.eliminate_zeros()
+    # New products only: what the user already had is never recommended back.
+    seen = train.matrix.copy()
+    seen.data[:] = 1.0
+    fresh = (targets_matrix - targets_matrix.multiply(seen)).tocsr()
+    fresh.eliminate_zeros()
+    with_targets = np.flatnonzero(np.diff(fresh.indptr) > 0)
+    if with_targets.size > max_eval_users:
+        chosen = _stable_sample(train.user_ids[with_targets], max_eval_users)
+        with_targets = with_targets[chosen]
+    targets = [fresh.indices[fresh.indptr[u] : fresh.indptr[u + 1]] for u in with_targets]
+    anchors, anchor_targets = _held_out_baskets(
+        rows=rows,
+        cols=cols,
+        is_purchase=test_types == "purchase",
+        sessions=None if sessions is None else sessions[test_mask],
+        times=times[test_mask],
+    )
+    return TimeSplit(train, with_targets, targets, anchors, anchor_targets, cut)
+
+
+def _held_out_baskets(
+    *,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    is_purchase: np.ndarray,
+    sessions: np.ndarray | None,
+    times: np.ndarray,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Anchors and their targets from test purchases grouped by user and session."""
+    keep = is_purchase & (cols >= 0)
+    baskets: dict[tuple[Any, ...], set[int]] = {}
+    for index in np.flatnonzero(keep).tolist():
+        session = None if sessions is None else sessions[index]
+        # Without a session, one user's purchases of one second are a basket.
+        key = (
+            (rows[index], "s", str(session))
+            if session not in (None, "")
+            else (rows[index], "t", round(float(times[index])))
+        )
+        baskets.setdefault(key, set()).add(int(cols[index]))
+    anchors: list[int] = []
+    anchor_targets: list[np.ndarray] = []
+    for items in baskets.values():
+        if len(items) < 2:
+            continue
+        basket = np.array(sorted(items), dtype=np.int64)
+        for a in basket.tolist():
+            anchors.append(a)
+            anchor_targets.append(basket[basket != a])
+            if len(anchors) >= MAX_EVAL_ANCHORS:
+                return np.array(anchors, dtype=np.int64), anchor_targets
+    return np.array(anchors, dtype=np.int64), anchor_targets
+
+
+def _masked_top(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    """Top-K columns per row after masking `seen`, -1 where nothing positive is left."""
+    scores = np.asarray(scores, dtype=np.float32).copy()
+    coo = seen.tocoo()
+    scores[coo.row, coo.col] = -np.inf
+    scores[scores <= 0] = -np.inf
+    idx, val = top_k_per_row(scores, K)
+    idx[~np.isfinite(val)] = -1
+    return idx
+
+
+def _in_blocks(rows: np.ndarray, seen: sp.csr_matrix, score: Callable[[np.ndarray], Any]) -> Any:
+    """Masked top-K of `score(rows_block) -> (b, n_items)` over blocks of rows."""
+    out = [np.zeros((0, K), dtype=np.int64)]
+    for start in range(0, rows.size, _BLOCK):
+        block = rows[start : start + _BLOCK]
+        out.append(_masked_top(score(block), seen[block]))
+    return np.vstack(out)
+
+
+def popularity_lists(split: TimeSplit) -> np.ndarray:
+    """The baseline: most users per product before the cut, minus what each user has."""
+    pop = split.train.interactions_per_product().astype(np.float32)
+    return _in_blocks(split.eval_rows, split.train.matrix, lambda b: np.tile(pop, (b.size, 1)))
+
+
+def collaborative_lists(split: TimeSplit, model: Any) -> np.ndarray:
+    """A fitted collaborative model's top-K (it leaves out seen products itself)."""
+    idx, val = model.recommend_indices(split.eval_rows, n=K)
+    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
+    out = np.full((split.eval_rows.size, K), -1, dtype=np.int64)
+    out[:, : idx.shape[1]] = idx
+    return out
+
+
+def content_lists(split: TimeSplit, catalog: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Content-based profiles of each user's aged history, scored over the catalog."""
+    model = ContentModel().fit(catalog, compute_neighbours=False)
+    data = split.train
+    weights = data.matrix.astype(np.float32).tocsr(copy=True)
+    if model.half_life_days:
+        age = np.maximum(data.now - data.last_seen.data, 0) / SECONDS_PER_DAY
+        weights.data = np.log1p(weights.data) * np.power(0.5, age / model.half_life_days).astype(
+            np.float32
+        )
+    # Columns of the content model: catalog products, in the data's index.
+    column = np.array(
+        [data.product_index.get(p, -1) for p in model.product_ids_.tolist()], dtype=np.int64
+    )
+    present = column >= 0
+    to_content = sp.csr_matrix(
+        (np.ones(int(present.sum()), dtype=np.float32), (column[present], np.flatnonzero(present))),
+        shape=(data.n_products, model.product_ids_.size),
+    )
+
+    def score(block: np.ndarray) -> np.ndarray:
+        in_content = model.profile_scores(weights[block] @ to_content)
+        full = np.zeros((block.size, data.n_products), dtype=np.float32)
+        full[:, column[present]] = in_content[:, present]
+        return full
+
+    return _in_blocks(split.eval_rows, data.matrix, score)
+
+
+def trending_lists(split: TimeSplit) -> np.ndarray:
+    """The trending ranking at the cut (last 24 h before it), minus what each user has."""
+    model = TrendingModel().fit(split.train, now=split.cut)
+    scores = np.zeros(split.train.n_products, dtype=np.float32)
+    scores[model.ranking_] = np.linspace(1.0, 0.5, model.ranking_.size)
+    return _in_blocks(split.eval_rows, split.train.matrix, lambda b: np.tile(scores, (b.size, 1)))
+
+
+def fbt_lists(split: TimeSplit, model: Any) -> np.ndarray:
+    """A fitted FBT model's top-K partners of each held-out anchor."""
+    uniq, inverse = np.unique(split.anchors, return_inverse=True)
+    idx, val = model.top_indices(uniq, n=K)
+    idx = np.where(np.isfinite(val), idx, -1)
+    out = np.full((uniq.size, K), -1, dtype=np.int64)
+    out[:, : idx.shape[1]] = idx
+    return out[inverse.ravel()]
+
+
+def fbt_popularity_lists(split: TimeSplit) -> np.ndarray:
+    """The FBT baseline: the most popular products other than the anchor."""
+    pop = split.train.interactions_per_product().astype(np.float32)
+    order = np.argsort(-pop, kind="stable")[: K + 1]
+    order = order[pop[order] > 0]
+    out = np.full((split.anchors.size, K), -1, dtype=np.int64)
+    for row, anchor in enumerate(split.anchors.tolist()):
+        top = order[order != anchor][:K]
+        out[row, : top.size] = top
+    return out
+
+
+def evaluate(
+    *,
+    user_ids: Sequence[Any],
+    product_ids: Sequence[Any],
+    event_types: Sequence[str],
+    timestamps: Sequence[float],
+    session_ids: Sequence[Any] | None,
+    catalog: Sequence[Mapping[str, Any]],
+    now: float,
+    test_days: float = TEST_DAYS,
+) -> Evaluation:
+    """Fit every strategy on all but the last `test_days` days and score it on them.
+
+    Returns metrics per strategy, each with ``popularityNdcg10`` (the baseline on the same
+    protocol), and ``popularity``; or ``skipped`` with the reason when the data is too thin.
+    """
+    started = time.perf_counter()
+    split = time_split(
+        user_ids=user_ids,
+        product_ids=product_ids,
+        event_types=event_types,
+        timestamps=timestamps,
+        session_ids=session_ids,
+        catalog_ids=[str(item["productId"]) for item in catalog],
+        now=now,
+        test_days=test_days,
+    )
+    if isinstance(split, str):
+        return Evaluation(skipped=split, seconds=time.perf_counter() - started)
+    details: dict[str, Any] = {
+        "testDays": test_days,
+        "cutAt": split.cut,
+        "trainUsers": split.train.n_users,
+        "evalUsers": int(split.eval_rows.size),
+        "heldOutAnchors": int(split.anchors.size),
+    }
+    if split.eval_rows.size < MIN_EVAL_USERS:
+        return Evaluation(
+            skipped=f"only {split.eval_rows.size} users came back with new products in the last "
+            f"{test_days:g} days (at least {MIN_EVAL_USERS} needed)",
+            details=details,
+            seconds=time.perf_counter() - started,
+        )
+    n_items = split.train.n_products
+    metrics: dict[str, dict[str, float]] = {}
+    popularity = ranking_metrics(popularity_lists(split), split.targets, n_items)
+    metrics[POPULARITY] = popularity
+
+    def user_strategy(name: str, recs: np.ndarray) -> None:
+        scored = ranking_metrics(recs, split.targets, n_items)
+        metrics[name] = {**scored, "popularityNdcg10": popularity["ndcg10"]}
+
+    user_strategy(COLLABORATIVE, collaborative_lists(split, CollaborativeModel().fit(split.train)))
+    if catalog:
+        user_strategy(CONTENT_BASED, content_lists(split, catalog))
+    user_strategy(TRENDING, trending_lists(split))
+    if split.anchors.size >= MIN_EVAL_BASKETS:
+        baseline = ranking_metrics(fbt_popularity_lists(split), split.anchor_targets, n_items)
+        fbt = FrequentlyBoughtTogetherModel().fit(split.train)
+        scored = ranking_metrics(fbt_lists(split, fbt), split.anchor_targets, n_items)
+        metrics[FREQUENTLY_BOUGHT_TOGETHER] = {**scored, "popularityNdcg10": baseline["ndcg10"]}
+    else:
+        details["fbtSkipped"] = (
+            f"only {split.anchors.size} held-out basket anchors (at least {MIN_EVAL_BASKETS})"
+        )
+    rounded = {
+        name: {m: round(v, 6) for m, v in values.items()} for name, values in metrics.items()
+    }
+    return Evaluation(rounded, None, details, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a new model version may replace the published one, and why not."""
+
+    passed: bool
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape ``{passed, reasons}``."""
+        return {"passed": self.passed, "reasons": list(self.reasons)}
+
+
+def gate(
+    *,
+    candidate: Mapping[str, Mapping[str, float]],
+    published: Mapping[str, Mapping[str, float]] | None,
+    tolerance: float = DEFAULT_NDCG_TOLERANCE,
+    skipped: str | None = None,
+) -> GateDecision:
+    """Publish only if no strategy lost more than `tolerance` (relative NDCG@10) against the
+    published version's stored metrics, and the learning strategies beat popularity."""
+    if skipped is not None:
+        return GateDecision(True, [f"evaluation skipped: {skipped}"])
+    reasons: list[str] = []
+    for name, values in candidate.items():
+        if name == POPULARITY:
+            continue
+        ndcg = float(values.get("ndcg10", 0.0))
+        before = (published or {}).get(name)
+        if before is not None:
+            old = float(before.get("ndcg10", 0.0))
+            if old > 0 and ndcg < old * (1.0 - tolerance):
+                reasons.append(
+                    f"{name}: NDCG@10 {ndcg:.4f} is {1 - ndcg / old:.0%} below the published "
+                    f"version's {old:.4f} (tolerance {tolerance:.0%})"
+                )
+        baseline = values.get("popularityNdcg10")
+        if name in POPULARITY_FLOOR and baseline is not None and ndcg < float(baseline):
+            reasons.append(
+                f"{name}: NDCG@10 {ndcg:.4f} is below the popularity baseline's "
+                f"{float(baseline):.4f}"
+            )
+    return GateDecision(not reasons, reasons)
+
+
+def held_out_ndcg(lists: Sequence[Sequence[str]], held_out: Sequence[str]) -> dict[str, float]:
+    """NDCG@10 and HR@10 of ranked product-id lists, each against one held-out product."""
+    if not held_out:
+        return {"ndcg10": 0.0, "hr10": 0.0}
+    ndcg, hits = 0.0, 0
+    for ranked, target in zip(lists, held_out, strict=True):
+        top = list(ranked)[:K]
+        if target in top:
+            hits += 1
+            ndcg += 1.0 / float(np.log2(top.index(target) + 2))
+    return {"ndcg10": ndcg / len(held_out), "hr10": hits / len(held_out)}
