@@ -8,6 +8,7 @@ from api.blueprints import (
     events,
     experiments,
     health,
+    models,
     operations,
     recommendations,
     tenants,
@@ -29,4 +30,5 @@ ALL_BLUEPRINTS = [
     analytics.bp,
     operations.bp,
     users.bp,
+    models.bp,
 ]

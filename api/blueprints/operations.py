@@ -280,6 +280,11 @@ class TenantModelRead(ApiModel):
     failures: int
     last_failure_at: str | None
     last_error: str | None
+    last_gate: dict[str, Any] | None = Field(
+        default=None,
+        description="The publish gate's last decision (full or incremental retrain): passed, "
+        "reasons, version, kind, at.",
+    )
 
 
 class TenantModelList(ApiModel):
@@ -322,6 +327,7 @@ async def models(request: Request) -> HTTPResponse:
                 failures=int(runs.get("failures", 0)),
                 last_failure_at=runs.get("lastFailureAt"),
                 last_error=runs.get("lastError"),
+                last_gate=jsonlib.loads(runs["lastGate"]) if runs.get("lastGate") else None,
             )
         )
     return json(TenantModelList(data=rows).model_dump(by_alias=True))

@@ -38,6 +38,17 @@ class RateLimitsConfig(ApiModel):
     writes_per_minute: int | None = Field(default=None, ge=1, le=50_000)
 
 
+class PublishGateConfig(ApiModel):
+    """How much worse a retrained model may score than the published one and still go out."""
+
+    ndcg_tolerance: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Largest relative loss of NDCG@10 per strategy (default 0.1 = 10%).",
+    )
+
+
 class TenantConfig(ApiModel):
     """A tenant's settings; unknown keys are refused so typos never pass silently."""
 
@@ -56,6 +67,7 @@ class TenantConfig(ApiModel):
         strict=True,
         description="The SDK tracks nothing until the shopper's consent(true)",
     )
+    publish_gate: PublishGateConfig | None = None
 
     @field_validator("currency")
     @classmethod
