@@ -8,7 +8,8 @@ in shop proportions. Measures, each in a fresh child process so that peak RSS
 - a full ``domain.training.train(...)`` run (every strategy, the real training path, a synthetic
   catalog of every product), with per-step wall and CPU times from its progress callback (the
   machine may be shared: the load average at the start is printed, and CPU seconds do not
-  depend on it);
+  depend on it), once with the evaluation of the publish gate (``evaluated`` step: a time
+  split of the last 7 days, every strategy scored) and once without, to show what it costs;
 - an incremental update of 1,000 touched users (``CollaborativeModel.user_neighbours`` and the
   scoring of those rows);
 - ``implicit``'s ALS fit on the same user x product matrix, as the reference (if installed).
@@ -115,7 +116,7 @@ def load_average() -> float:
         return float(loadavg.read().split()[0])
 
 
-def child_full(args: argparse.Namespace) -> dict[str, Any]:
+def child_full(args: argparse.Namespace, *, with_evaluation: bool = True) -> dict[str, Any]:
     """Generate the data and time one full ``train(...)``; return step times and peak RSS."""
     from domain.training import EventColumns, train
 
@@ -131,6 +132,7 @@ def child_full(args: argparse.Namespace) -> dict[str, Any]:
         catalog=catalog,
         now=NOW,
         progress=lambda step: steps.append((step, time.perf_counter(), time.process_time())),
+        with_evaluation=with_evaluation,
     )
     total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     previous, previous_cpu = start, start_cpu
@@ -151,7 +153,13 @@ def child_full(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_train_mb": before,
         "user_lists": len(result.user_lists),
         "counts": result.counts,
+        "evaluation": result.evaluation.to_dict() if result.evaluation else None,
     }
+
+
+def child_full_plain(args: argparse.Namespace) -> dict[str, Any]:
+    """The same full run without the evaluation."""
+    return child_full(args, with_evaluation=False)
 
 
 def child_incremental(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +215,12 @@ def child_als(args: argparse.Namespace) -> dict[str, Any]:
     return {"fit": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
-CHILDREN = {"full": child_full, "incremental": child_incremental, "als": child_als}
+CHILDREN = {
+    "full": child_full,
+    "full_plain": child_full_plain,
+    "incremental": child_incremental,
+    "als": child_als,
+}
 
 
 def run_child(phase: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -271,6 +284,23 @@ def main(argv: list[str] | None = None) -> None:
             f" {full['rss_before_train_mb']:.0f} MB peak while generating it)"
         )
         print(f"  counts {full['counts']}, {full['user_lists']:,} user lists")
+        evaluation = full["evaluation"] or {}
+        if evaluation.get("skipped"):
+            print(f"  evaluation skipped: {evaluation['skipped']}")
+        else:
+            print(f"  evaluation details {evaluation.get('details')}")
+            for name, values in (evaluation.get("metrics") or {}).items():
+                shown = "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+                print(f"    {name:<28}{shown}")
+    if "full_plain" not in args.skip:
+        plain = run_child("full_plain", args)
+        print(f"\nThe same full retrain without the evaluation (load {plain['load_average']:.1f})")
+        print(f"  {'total':<32}{plain['total']:>8.1f} s{plain['total_cpu']:>8.1f} s")
+        if "full" not in args.skip:
+            print(
+                f"  with evaluation / without: wall {full['total'] / plain['total']:.2f}x,"
+                f" CPU {full['total_cpu'] / plain['total_cpu']:.2f}x (issue 20: must stay < 2x)"
+            )
     if "incremental" not in args.skip:
         inc = run_child("incremental", args)
         verdict = "ok" if inc["total"] <= 5 else "MISSED"

