@@ -72,12 +72,17 @@ class Case:
 
 
 # ------------------------------------------------------------------ data sets
-def cj_cases(cuts: Sequence[str]) -> Iterator[Case]:
-    """Complete Journey cuts with the CJ-28d protocol of ``bench.offline_eval``."""
+def cj_cases(cuts: Sequence[str], history_weeks: int | None = None) -> Iterator[Case]:
+    """Complete Journey cuts with the CJ-28d protocol of ``bench.offline_eval``; with
+    `history_weeks`, only that much history before each cut (as the demo tenant holds)."""
+    import pandas as pd
+
     from bench.offline_eval.__main__ import catalog_items, load, make_split
 
     for date in cuts:
         tx, products, split_ts = load(date)
+        if history_weeks:
+            tx = tx[tx.transaction_timestamp >= split_ts - pd.Timedelta(weeks=history_weeks)]
         split = make_split(tx, split_ts)
         train_rows = split.train
         events = EventColumns(
@@ -94,7 +99,8 @@ def cj_cases(cuts: Sequence[str]) -> Iterator[Case]:
         catalog = catalog_items(products, tx, split.items)
         for item in catalog:
             item["price"] = item["price"] if item["price"] is not None else 1.0
-        yield Case(f"CJ cut {date}", events, catalog, split_ts.value / 1e9, targets)
+        label = f"CJ cut {date}" + (f", {history_weeks} weeks of history" if history_weeks else "")
+        yield Case(label, events, catalog, split_ts.value / 1e9, targets)
 
 
 def _recbole_files() -> tuple[bytes, bytes]:
@@ -311,8 +317,8 @@ async def served_lists(
     return lists, reasons, counts
 
 
-def run_case(case: Case, redis_url: str) -> None:
-    """Print model vs served for one cut."""
+def run_case(case: Case, redis_url: str) -> dict[str, float]:
+    """Print model vs served for one cut; returns the fallback users' summed figures."""
     started = time.perf_counter()
     result = train(events=case.events, catalog=case.catalog, now=case.cut, with_evaluation=False)
     users = sorted(case.targets)
@@ -354,8 +360,22 @@ def run_case(case: Case, redis_url: str) -> None:
             f" anyway, served / model {rows[4][1]['ndcg10'] / model_ndcg:.3f}"
         )
     print(f"  answers by fallback reason: {dict(Counter(r or 'none' for r in reasons.values()))}")
+    verdict = "ok" if abs(ratio - 1) <= 0.05 else "MISSED"
+    print(f"  served within 5% of model: {verdict}")
     cold = [u for u in users if counts[u] < MIN_USER_EVENTS_FOR_COLLABORATIVE]
+    pooled = {"users": 0.0, "model": 0.0, "served": 0.0, "model_hr": 0.0, "served_hr": 0.0}
     if cold:
+        one = (
+            [metrics_of(model, case, [u]) for u in cold],
+            [metrics_of(served, case, [u]) for u in cold],
+        )
+        pooled = {
+            "users": float(len(cold)),
+            "model": sum(m["ndcg10"] for m in one[0]),
+            "served": sum(m["ndcg10"] for m in one[1]),
+            "model_hr": sum(m["hr10"] for m in one[0]),
+            "served_hr": sum(m["hr10"] for m in one[1]),
+        }
         as_model = metrics_of(model, case, cold)
         as_served = metrics_of(served, case, cold)
         print(
@@ -372,6 +392,7 @@ def run_case(case: Case, redis_url: str) -> None:
                     f"    {n} entries: {len(group):>4} users, collaborative "
                     f"{a['ndcg10']:.4f} vs fallback {b['ndcg10']:.4f}"
                 )
+    return pooled
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -379,19 +400,36 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dataset", choices=["cj", "ml100k", "both"], default="both")
     parser.add_argument("--cuts", default=",".join(CJ_CUTS), help="Complete Journey cut dates")
+    parser.add_argument(
+        "--history-weeks",
+        type=int,
+        default=None,
+        help="Complete Journey history kept before each cut (default: all, up to a year)",
+    )
     args = parser.parse_args(argv)
     from cli.localservices import RedisServer, free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="recomengine-served-"))
     server = RedisServer(data_dir=workdir / "redis", port=free_port())
     server.start()
+    pooled: list[dict[str, float]] = []
     try:
         if args.dataset in ("ml100k", "both"):
             for case in ml_cases():
-                run_case(case, server.url(1))
+                pooled.append(run_case(case, server.url(1)))
         if args.dataset in ("cj", "both"):
-            for case in cj_cases([c.strip() for c in args.cuts.split(",") if c.strip()]):
-                run_case(case, server.url(1))
+            cuts = [c.strip() for c in args.cuts.split(",") if c.strip()]
+            for case in cj_cases(cuts, args.history_weeks):
+                pooled.append(run_case(case, server.url(1)))
+        n = sum(p["users"] for p in pooled)
+        if n:
+            print(
+                f"\nFallback users over every cut: {n:.0f}; mean NDCG@10 collaborative "
+                f"{sum(p['model'] for p in pooled) / n:.4f} (HR "
+                f"{sum(p['model_hr'] for p in pooled) / n:.3f}) vs the served fallback "
+                f"{sum(p['served'] for p in pooled) / n:.4f} (HR "
+                f"{sum(p['served_hr'] for p in pooled) / n:.3f})"
+            )
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
+from redis.asyncio import Redis
 
 from store.settings import Settings
 from workers.broker import build_broker
@@ -244,6 +245,58 @@ def test_another_admins_tenant_models_are_not_found(
     assert client.get(path, headers=trained.read_headers).status_code == 401
     unknown = client.post(f"{path}/20990101T000000-abcdef/publish", headers=trained.admin_headers)
     assert unknown.status_code == 404
+
+
+async def test_an_incremental_retrain_whose_lists_lose_to_popularity_is_not_written(
+    client: httpx.Client, trained: TenantContext, migrated: Settings, redis: Redis
+) -> None:
+    tenant_id = trained.tenant_id
+    current = await redis.get(f"reco:{tenant_id}:model:current")
+    version = current.decode() if isinstance(current, bytes) else str(current)
+    base = f"reco:{tenant_id}:m:{version}"
+    users = [f"user-{u}" for u in range(30)]
+    events = []
+    for u in range(30):
+        block = "a" if u % 2 == 0 else "b"
+        events.append(
+            {
+                "eventType": "purchase",
+                "userId": f"user-{u}",
+                "productId": f"{block}{(u + 7) % 10}",
+                "metadata": {"price": 5},
+            }
+        )
+    answer = await asyncio.to_thread(
+        client.post, "/api/v1/events/batch", json={"events": events}, headers=trained.write_headers
+    )
+    assert answer.status_code == 202 and answer.json()["accepted"] == 30
+    deadline = time.monotonic() + 30
+    while await redis.scard(f"reco:{tenant_id}:touched:users") < 30:
+        assert time.monotonic() < deadline, "the new events never touched their users"
+        await asyncio.sleep(0.2)
+    # A broken neighbour projection: every product's neighbours are one product nobody buys.
+    products = [
+        p.decode() if isinstance(p, bytes) else p for p in await redis.hkeys(f"{base}:cfitem")
+    ]
+    await redis.hset(f"{base}:cfitem", mapping={p: '[["c9", 1.0, ["x"]]]' for p in products})
+    before = await redis.hmget(f"{base}:cf", users)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cli.main", "train", "--tenant", tenant_id, "--incremental"],
+        env=settings_env(migrated),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    outcome = json.loads(done.stdout)
+    assert outcome["refreshedUsers"] == 0 and outcome["rejectedUsers"] == 30
+    assert outcome["gate"]["passed"] is False
+    assert any("popularity" in reason for reason in outcome["gate"]["reasons"])
+    assert await redis.hmget(f"{base}:cf", users) == before
 
 
 def test_an_admin_publishes_a_rejected_version_on_purpose(
