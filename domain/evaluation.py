@@ -38,6 +38,7 @@ from domain.strategies.base import (
     CONTENT_BASED,
     FREQUENTLY_BOUGHT_TOGETHER,
     TRENDING,
+    sparse_top_k,
     top_k_per_row,
 )
 from domain.strategies.collaborative import CollaborativeModel
@@ -80,20 +81,33 @@ def ranking_metrics(
     dict with ndcg10, recall10, hr10, coverage (means over the lists; 0 when there is none)
     """
     recs = np.asarray(recs, dtype=np.int64).reshape(len(targets), -1)[:, :k]
-    if recs.shape[0] == 0:
+    n_lists = recs.shape[0]
+    if n_lists == 0:
         return {"ndcg10": 0.0, "recall10": 0.0, "hr10": 0.0, "coverage": 0.0}
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    ndcg = np.zeros(recs.shape[0])
-    recall = np.zeros(recs.shape[0])
-    hits_any = np.zeros(recs.shape[0])
-    for row, (top, relevant) in enumerate(zip(recs, targets, strict=True)):
-        hits = np.isin(top, relevant) & (top >= 0)
-        n_rel = min(len(relevant), k)
-        if n_rel == 0:
-            continue
-        ndcg[row] = (hits * discounts[: hits.size]).sum() / discounts[:n_rel].sum()
-        recall[row] = hits.sum() / n_rel
-        hits_any[row] = float(hits.any())
+    # Targets as a sparse (lists x items) 0/1 matrix: one fancy lookup finds every hit.
+    lengths = np.array([len(t) for t in targets], dtype=np.int64)
+    cols = (
+        np.concatenate([np.asarray(t, dtype=np.int64) for t in targets])
+        if lengths.sum()
+        else (np.zeros(0, dtype=np.int64))
+    )
+    width = int(max(n_items, cols.max(initial=-1) + 1, recs.max(initial=-1) + 1, 1))
+    relevant = sp.csr_matrix(
+        (np.ones(cols.size), (np.repeat(np.arange(n_lists), lengths), cols)),
+        shape=(n_lists, width),
+    )
+    relevant.data[:] = 1.0
+    safe = np.where(recs >= 0, recs, 0)
+    rows = np.repeat(np.arange(n_lists), recs.shape[1])
+    hits = (np.asarray(relevant[rows, safe.ravel()]).reshape(recs.shape) > 0) & (recs >= 0)
+    n_rel = np.minimum(lengths, k)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[n_rel]
+    gains = (hits * discounts[: recs.shape[1]]).sum(axis=1)
+    has = n_rel > 0
+    ndcg = np.where(has, gains / np.where(has, ideal, 1.0), 0.0)
+    recall = np.where(has, hits.sum(axis=1) / np.maximum(n_rel, 1), 0.0)
+    hits_any = hits.any(axis=1).astype(np.float64)
     shown = np.unique(recs[recs >= 0])
     return {
         "ndcg10": float(ndcg.mean()),
@@ -167,9 +181,10 @@ def time_split(
     if not before.any():
         return f"no events older than the last {test_days:g} days to train on"
     users = np.asarray(user_ids, dtype=object)
-    sampled_users = np.unique(users[before].astype(str))
+    # Set look-ups over the ids as given: no second copy of millions of ids as text.
+    sampled_users = np.array(sorted(set(users[before].tolist()), key=str), dtype=object)
     keep_user = set(sampled_users[_stable_sample(sampled_users, max_fit_users)].tolist())
-    in_sample = np.fromiter((u in keep_user for u in users.astype(str).tolist()), bool, users.size)
+    in_sample = np.fromiter((u in keep_user for u in users.tolist()), bool, users.size)
     train_mask = before & in_sample
     test_mask = (times >= cut) & (times <= end) & in_sample
     products = np.asarray(product_ids, dtype=object)
@@ -184,8 +199,8 @@ def time_split(
         now=cut,
         known_products=list(catalog_ids),
     )
-    test_users = users[test_mask].astype(str)
-    test_products = products[test_mask].astype(str)
+    test_users = np.array([str(u) for u in users[test_mask].tolist()], dtype=object)
+    test_products = np.array([str(p) for p in products[test_mask].tolist()], dtype=object)
     test_types = types[test_mask]
     weights = np.array([EVENT_WEIGHTS.get(t, 0.0) for t in test_types.tolist()])
     rows = np.array([train.user_index.get(u, -1) for u in test_users.tolist()], dtype=np.int64)
@@ -273,10 +288,28 @@ def _in_blocks(rows: np.ndarray, seen: sp.csr_matrix, score: Callable[[np.ndarra
     return np.vstack(out)
 
 
+def _ranking_lists(order: np.ndarray, seen: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """The first K products of one global `order` that each row has not seen, shape (b, K)."""
+    out = np.full((rows.size, K), -1, dtype=np.int64)
+    if order.size == 0 or rows.size == 0:
+        return out
+    seen_rows = seen[rows]
+    # Enough candidates for nearly everyone; a user who has most of them gets a shorter list.
+    depth = min(order.size, K + int(np.percentile(np.diff(seen_rows.indptr), 99)) + 1)
+    head = order[:depth]
+    taken = np.asarray((seen_rows[:, head] != 0).todense())
+    rank = np.cumsum(~taken, axis=1)
+    keep = ~taken & (rank <= K)
+    r, c = np.nonzero(keep)
+    out[r, rank[r, c] - 1] = head[c]
+    return out
+
+
 def popularity_lists(split: TimeSplit) -> np.ndarray:
     """The baseline: most users per product before the cut, minus what each user has."""
-    pop = split.train.interactions_per_product().astype(np.float32)
-    return _in_blocks(split.eval_rows, split.train.matrix, lambda b: np.tile(pop, (b.size, 1)))
+    pop = split.train.interactions_per_product()
+    order = np.argsort(-pop, kind="stable")
+    return _ranking_lists(order[pop[order] > 0], split.train.matrix, split.eval_rows)
 
 
 def collaborative_lists(split: TimeSplit, model: Any) -> np.ndarray:
@@ -320,16 +353,14 @@ def content_lists(split: TimeSplit, catalog: Sequence[Mapping[str, Any]]) -> np.
 def trending_lists(split: TimeSplit) -> np.ndarray:
     """The trending ranking at the cut (last 24 h before it), minus what each user has."""
     model = TrendingModel().fit(split.train, now=split.cut)
-    scores = np.zeros(split.train.n_products, dtype=np.float32)
-    scores[model.ranking_] = np.linspace(1.0, 0.5, model.ranking_.size)
-    return _in_blocks(split.eval_rows, split.train.matrix, lambda b: np.tile(scores, (b.size, 1)))
+    return _ranking_lists(model.ranking_, split.train.matrix, split.eval_rows)
 
 
 def fbt_lists(split: TimeSplit, model: Any) -> np.ndarray:
     """A fitted FBT model's top-K partners of each held-out anchor."""
     uniq, inverse = np.unique(split.anchors, return_inverse=True)
-    idx, val = model.top_indices(uniq, n=K)
-    idx = np.where(np.isfinite(val), idx, -1)
+    idx, val = sparse_top_k(model.neighbours_[uniq], K)
+    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
     out = np.full((uniq.size, K), -1, dtype=np.int64)
     out[:, : idx.shape[1]] = idx
     return out[inverse.ravel()]

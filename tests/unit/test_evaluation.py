@@ -229,3 +229,14 @@ def test_the_incremental_check_rejects_lists_worse_than_those_published() -> Non
         tolerance=0.1,
     )
     assert few.passed and few.reasons[0].startswith("evaluation skipped")
+
+
+def test_a_global_ranking_skips_what_each_user_already_has() -> None:
+    import scipy.sparse as sp
+
+    from domain.evaluation import _ranking_lists
+
+    seen = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.float32))
+    lists = _ranking_lists(np.array([5, 3, 1, 0]), seen, np.array([0, 1]))
+    assert lists[0].tolist() == [5, 1, 0] + [-1] * 7
+    assert lists[1].tolist() == [-1] * 10
