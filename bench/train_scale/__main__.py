@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         plain = run_child("full_plain", args)
         print(f"\nThe same full retrain without the evaluation (load {plain['load_average']:.1f})")
         print(f"  {'total':<32}{plain['total']:>8.1f} s{plain['total_cpu']:>8.1f} s")
+        print(f"  {'peak RSS of the process':<32}{plain['peak_rss_mb']:>8.0f} MB")
         if "full" not in args.skip:
             print(
                 f"  with evaluation / without: wall {full['total'] / plain['total']:.2f}x,"
