@@ -9,8 +9,11 @@ Definitions (per tenant, over a half-open period [start, end) of event time `occ
 - attributedRevenue: the sum of revenue attributions whose purchase lies in the period;
 - events: every event; activeUsers: users with at least one event in the period, counted once
   over the whole period (not a sum of daily counts);
-- ctr = clicks / impressions; conversionRate = conversions / activeUsers (purchases per active
-  user); a ratio is None when its denominator is 0.
+- buyers: distinct users with at least one purchase in the period (counted once, like
+  activeUsers);
+- ctr = clicks / impressions; conversionRate = buyers / activeUsers (a share in [0, 1]);
+  purchasesPerUser = conversions / activeUsers; revenuePerVisitor = revenue / activeUsers; a
+  ratio is None when its denominator is 0.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ METRICS = {
     "attributedRevenue": "attributed_revenue",
     "events": "events",
     "activeUsers": "active_users",
+    # Added after the first columns of the export, so existing columns keep their place.
+    "buyers": "buyers",
+    "purchasesPerUser": "purchases_per_user",
+    "revenuePerVisitor": "revenue_per_visitor",
 }
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ONE_DAY = timedelta(days=1)
@@ -286,8 +293,8 @@ def add_figures(total: dict[str, float], part: dict[str, Any]) -> dict[str, floa
     return total
 
 
-def overview(figures: dict[str, Any], active_users: int) -> dict[str, Any]:
-    """The API's overview object from additive figures and the distinct user count."""
+def overview(figures: dict[str, Any], active_users: int, *, buyers: int) -> dict[str, Any]:
+    """The API's overview object from additive figures and the distinct user and buyer counts."""
     revenue = round(float(figures["revenue"]), 4)
     attributed = round(float(figures["attributed_revenue"]), 4)
     return {
@@ -295,17 +302,15 @@ def overview(figures: dict[str, Any], active_users: int) -> dict[str, Any]:
         "clicks": int(figures["clicks"]),
         "ctr": ratio(figures["clicks"], figures["impressions"]),
         "conversions": int(figures["conversions"]),
-        "conversionRate": ratio(figures["conversions"], active_users),
+        "conversionRate": ratio(buyers, active_users),
+        "purchasesPerUser": ratio(figures["conversions"], active_users),
+        "revenuePerVisitor": ratio(float(figures["revenue"]), active_users),
         "revenue": revenue,
         "attributedRevenue": attributed,
         "events": int(figures["events"]),
         "activeUsers": int(active_users),
+        "buyers": int(buyers),
     }
-
-
-def metric_value(metric: str, figures: dict[str, Any], active_users: int) -> float | int | None:
-    """One API metric (camelCase name) of a bucket."""
-    return overview(figures, active_users)[metric]
 
 
 def bucket_starts(period: Period, interval: str) -> list[datetime]:

@@ -68,8 +68,9 @@ async def _lock_tenant(connection: asyncpg.Connection, tenant_id: str) -> None:
 
 async def _user_indices(
     connection: asyncpg.Connection, *, tenant_id: str, source: str, start: datetime, end: datetime
-) -> list[int]:
-    """Number the day's new users, then return the numbers of every user active that day."""
+) -> tuple[list[int], list[int]]:
+    """Number the day's new users, then return the numbers of every user active that day and
+    of those who bought (a purchase event)."""
     await connection.execute(
         f"""
         INSERT INTO analytics_users (tenant_id, user_id, idx)
@@ -87,16 +88,17 @@ async def _user_indices(
     )
     rows = await connection.fetch(
         f"""
-        SELECT u.idx
-        FROM (SELECT DISTINCT user_id FROM {source}
-              WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+        SELECT u.idx, n.bought
+        FROM (SELECT user_id, bool_or(event_type = 'purchase') AS bought FROM {source}
+              WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+              GROUP BY user_id) n
         JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id
         """,
         tenant_id,
         start,
         end,
     )
-    return [row["idx"] for row in rows]
+    return [row["idx"] for row in rows], [row["idx"] for row in rows if row["bought"]]
 
 
 async def summarise_day(
@@ -119,18 +121,20 @@ async def summarise_day(
     start, end = day_start(day), day_start(day + ONE_DAY)
     if before is not None:
         end = min(end, before)
-    indices = await _user_indices(
+    indices, buyer_indices = await _user_indices(
         connection, tenant_id=tenant_id, source=source, start=start, end=end
     )
-    stored = await connection.fetchval(
-        """SELECT users FROM analytics_daily_users
+    stored = await connection.fetchrow(
+        """SELECT users, buyers FROM analytics_daily_users
            WHERE tenant_id = $1 AND day = $2 AND placement_id = '' AND strategy = ''""",
         tenant_id,
         day,
     )
     users = rules.bitmap_of(indices)
+    buyers = rules.bitmap_of(buyer_indices)
     if add and stored:
-        users = rules.bitmap_union([stored, users])
+        users = rules.bitmap_union([stored["users"], users])
+        buyers = rules.bitmap_union([stored["buyers"] or b"", buyers])
     if not add:
         await connection.execute(
             "DELETE FROM analytics_daily WHERE tenant_id = $1 AND day = $2", tenant_id, day
@@ -152,9 +156,9 @@ async def summarise_day(
     await connection.execute(
         f"""
         INSERT INTO analytics_daily AS d (tenant_id, day, impressions, clicks, conversions,
-            revenue, attributed_revenue, events, active_users, refreshed_at)
+            revenue, attributed_revenue, events, active_users, buyers, refreshed_at)
         SELECT $1, $2, f.impressions, f.clicks, f.conversions, f.revenue, {attributed},
-               f.events, $5, now()
+               f.events, $5, $6, now()
         FROM (SELECT {_FIGURES} FROM {source}
               WHERE tenant_id = $1 AND occurred_at >= $3 AND occurred_at < $4) f
         ON CONFLICT (tenant_id, day, placement_id, strategy) DO UPDATE SET
@@ -164,6 +168,7 @@ async def summarise_day(
             revenue = d.revenue + EXCLUDED.revenue,
             events = d.events + EXCLUDED.events,
             active_users = EXCLUDED.active_users,
+            buyers = EXCLUDED.buyers,
             refreshed_at = EXCLUDED.refreshed_at
         """,
         tenant_id,
@@ -171,6 +176,7 @@ async def summarise_day(
         start,
         end,
         rules.bitmap_count(users),
+        rules.bitmap_count(buyers),
     )
     product_attributions = (
         ""
@@ -213,12 +219,14 @@ async def summarise_day(
         end,
     )
     await connection.execute(
-        """INSERT INTO analytics_daily_users (tenant_id, day, users) VALUES ($1, $2, $3)
+        """INSERT INTO analytics_daily_users (tenant_id, day, users, buyers)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (tenant_id, day, placement_id, strategy)
-           DO UPDATE SET users = EXCLUDED.users""",
+           DO UPDATE SET users = EXCLUDED.users, buyers = EXCLUDED.buyers""",
         tenant_id,
         day,
         users,
+        buyers,
     )
     await _summarise_placements(
         connection, tenant_id=tenant_id, day=day, source=source, start=start, end=end, add=add
@@ -389,6 +397,11 @@ async def days_due(
         UNION
         SELECT tenant_id::text, (purchased_at AT TIME ZONE 'UTC')::date FROM revenue_attributions
         WHERE created_at >= $2 AND purchased_at >= $3
+        UNION
+        -- Days aggregated before buyers were counted (migration 0013), while raw events last.
+        SELECT tenant_id::text, day FROM analytics_daily
+        WHERE placement_id = '' AND strategy = '' AND buyers IS NULL
+          AND day >= ($3 AT TIME ZONE 'UTC')::date
         """,
         today,
         late_since,
@@ -524,7 +537,8 @@ async def _plan(
     if candidates:
         found = await connection.fetch(
             """SELECT day, impressions, clicks, conversions, revenue, attributed_revenue,
-                      events, active_users, refreshed_at
+                      events, active_users, coalesce(buyers, 0) AS buyers,
+                      buyers IS NOT NULL AS counted_buyers, refreshed_at
                FROM analytics_daily
                WHERE tenant_id = $1 AND placement_id = '' AND strategy = ''
                  AND day >= $2 AND day <= $3""",
@@ -532,7 +546,9 @@ async def _plan(
             candidates[0],
             candidates[-1],
         )
-        rows = {row["day"]: row for row in found}
+        # A day aggregated before buyers were counted is read raw while its events last.
+        oldest = rules.retention_cutoffs(day_start(today))["events"]
+        rows = {row["day"]: row for row in found if row["counted_buyers"] or row["day"] < oldest}
     servable = rules.servable_days(
         candidates, {day: row["refreshed_at"] for day, row in rows.items()}, today=today
     )
@@ -671,14 +687,42 @@ async def _aggregated_figures(
     return figures
 
 
-async def _distinct_users(
-    connection: asyncpg.Connection, *, tenant_id: str, plan: _Plan, scope: Scope | None = None
+async def _scoped_buyers(
+    connection: asyncpg.Connection, *, tenant_id: str, period: Period, scope: Scope
 ) -> int:
+    """Distinct users with a purchase attributed to the scope's clicks in the period
+    (attributions are kept as long as the daily aggregates)."""
+    return int(
+        await connection.fetchval(
+            f"""SELECT count(DISTINCT user_id) FROM revenue_attributions
+                WHERE {_SCOPED_ATTRIBUTIONS}""",
+            tenant_id,
+            period.start,
+            period.end,
+            scope.placement_id,
+            scope.strategy,
+        )
+    )
+
+
+async def _distinct_users(
+    connection: asyncpg.Connection,
+    *,
+    tenant_id: str,
+    plan: _Plan,
+    scope: Scope | None = None,
+    buyers: bool = False,
+) -> int:
+    """Distinct users of the plan's period (exact union of day bitmaps and raw slices); with
+    `buyers`, those with a purchase event (unscoped only)."""
+    if buyers and scope is not None:
+        raise ValueError("scoped buyers come from revenue attributions")
     bitmaps: list[bytes] = []
     if plan.aggregated:
         if scope is None:
+            column = "coalesce(buyers, ''::bytea)" if buyers else "users"
             rows = await connection.fetch(
-                """SELECT users FROM analytics_daily_users WHERE tenant_id = $1
+                f"""SELECT {column} AS users FROM analytics_daily_users WHERE tenant_id = $1
                    AND day = ANY($2::date[]) AND placement_id = '' AND strategy = ''""",
                 tenant_id,
                 sorted(plan.aggregated),
@@ -698,7 +742,7 @@ async def _distinct_users(
     if plan.unaggregated:
         first = 2 if scope is None else 4
         condition = (
-            ""
+            ("AND event_type = 'purchase'" if buyers else "")
             if scope is None
             else f"""AND event_type IN {_RECOMMENDATION_TYPES}
                      AND ($2::text IS NULL OR {_EVENT_PLACEMENT} = $2)
@@ -792,7 +836,12 @@ async def _tenant_overview(
         if counted_figures is not None:
             rules.add_figures(figures, counted_figures)
         users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan, scope=scope)
-    return rules.overview(figures, users)
+        buyers = (
+            await _distinct_users(connection, tenant_id=tenant_id, plan=plan, buyers=True)
+            if scope is None
+            else await _scoped_buyers(connection, tenant_id=tenant_id, period=period, scope=scope)
+        )
+    return rules.overview(figures, users, buyers=buyers)
 
 
 async def owner_overview(
@@ -810,7 +859,7 @@ async def owner_overview(
         redis, tenant_ids=[tenant["id"] for tenant in tenants], period=period, now=now
     )
     figures = rules.empty_figures()
-    users = 0
+    users = buyers = 0
     per_tenant = []
     for tenant, today in zip(tenants, todays, strict=True):
         found = await _tenant_overview(
@@ -829,7 +878,8 @@ async def owner_overview(
             },
         )
         users += found["activeUsers"]
-    return {**rules.overview(figures, users), "tenants": per_tenant}
+        buyers += found["buyers"]
+    return {**rules.overview(figures, users, buyers=buyers), "tenants": per_tenant}
 
 
 async def _raw_buckets(
@@ -842,7 +892,8 @@ async def _raw_buckets(
     unit = "day" if interval == "day" else "hour"
     rows = await connection.fetch(
         f"""SELECT date_trunc('{unit}', occurred_at AT TIME ZONE 'UTC') AS bucket, {_FIGURES},
-                   count(DISTINCT user_id) AS active_users
+                   count(DISTINCT user_id) AS active_users,
+                   count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers
             FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
             GROUP BY 1""",
         tenant_id,
@@ -864,23 +915,24 @@ async def _raw_buckets(
         found[key] = {**dict(row), "attributed_revenue": 0}
     for row in attributed:
         key = max(row["bucket"].replace(tzinfo=UTC), piece.start)
-        entry = found.setdefault(key, {**rules.empty_figures(), "active_users": 0})
+        entry = found.setdefault(key, {**rules.empty_figures(), "active_users": 0, "buyers": 0})
         entry["attributed_revenue"] = row["attributed_revenue"]
     return found
 
 
 async def _distinct_users_in(
     connection: asyncpg.Connection, *, tenant_id: str, piece: Period
-) -> int:
-    return int(
-        await connection.fetchval(
-            """SELECT count(DISTINCT user_id) FROM events
-               WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
-            tenant_id,
-            piece.start,
-            piece.end,
-        )
+) -> tuple[int, int]:
+    """Distinct users and distinct buyers of the raw events in `piece`."""
+    row = await connection.fetchrow(
+        """SELECT count(DISTINCT user_id) AS users,
+                  count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers
+           FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+        tenant_id,
+        piece.start,
+        piece.end,
     )
+    return int(row["users"]), int(row["buyers"])
 
 
 async def series(
@@ -917,16 +969,23 @@ async def series(
                 await _raw_buckets(connection, tenant_id=tenant_id, piece=piece, interval=interval)
             )
         if today is not None:
+            users, buyers = await _distinct_users_in(
+                connection, tenant_id=tenant_id, piece=today.span
+            )
             buckets[today.span.start] = {
                 **(rules.counter_figures(today.fields) or {}),
-                "active_users": await _distinct_users_in(
-                    connection, tenant_id=tenant_id, piece=today.span
-                ),
+                "active_users": users,
+                "buyers": buyers,
             }
     points = []
     for start in rules.bucket_starts(period, interval):
-        figures = buckets.get(start) or {**rules.empty_figures(), "active_users": 0}
-        points.append({"start": start, **rules.overview(figures, figures["active_users"])})
+        figures = buckets.get(start) or {**rules.empty_figures(), "active_users": 0, "buyers": 0}
+        points.append(
+            {
+                "start": start,
+                **rules.overview(figures, figures["active_users"], buyers=figures["buyers"]),
+            }
+        )
     return points
 
 

@@ -32,6 +32,9 @@ Metric = Literal[
     "attributedRevenue",
     "events",
     "activeUsers",
+    "buyers",
+    "purchasesPerUser",
+    "revenuePerVisitor",
 ]
 CSV_COLUMNS = ["day", *rules.METRICS]
 
@@ -77,15 +80,27 @@ class ExportQuery(PeriodQuery):
 class OverviewRead(ApiModel):
     """KPIs of a period; a ratio is null when its denominator is 0."""
 
-    impressions: int
-    clicks: int
+    impressions: int = Field(description="recommendation_impressed events")
+    clicks: int = Field(description="recommendation_clicked events")
     ctr: float | None = Field(description="clicks / impressions")
     conversions: int = Field(description="purchase events")
-    conversion_rate: float | None = Field(description="conversions / activeUsers")
+    conversion_rate: float | None = Field(
+        description="buyers / activeUsers: the share (0-1) of active users who bought"
+    )
+    purchases_per_user: float | None = Field(
+        description="conversions / activeUsers: purchase events per active user"
+    )
+    revenue_per_visitor: float | None = Field(
+        description="revenue / activeUsers: purchase revenue per active user"
+    )
     revenue: float = Field(description="sum of purchase prices")
     attributed_revenue: float = Field(description="revenue attributed to recommendation clicks")
-    events: int
-    active_users: int = Field(description="distinct users over the whole period")
+    events: int = Field(description="every event")
+    active_users: int = Field(description="distinct users with an event over the whole period")
+    buyers: int = Field(
+        description="distinct users with a purchase over the whole period (scoped: with a "
+        "purchase attributed to the scope's clicks)"
+    )
 
 
 class PeriodRead(ApiModel):

@@ -190,7 +190,8 @@ async def _truth(db: asyncpg.Pool, tenant_id: str, start: datetime, end: datetim
                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
                   count(*) FILTER (WHERE event_type = 'purchase') AS conversions,
                   coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)::float8 AS revenue,
-                  count(*) AS events, count(DISTINCT user_id) AS users
+                  count(*) AS events, count(DISTINCT user_id) AS users,
+                  count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers
            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
         tenant_id,
         start,
@@ -208,11 +209,14 @@ async def _truth(db: asyncpg.Pool, tenant_id: str, start: datetime, end: datetim
         "clicks": row["clicks"],
         "ctr": row["clicks"] / row["impressions"] if row["impressions"] else None,
         "conversions": row["conversions"],
-        "conversionRate": row["conversions"] / row["users"] if row["users"] else None,
+        "conversionRate": row["buyers"] / row["users"] if row["users"] else None,
+        "purchasesPerUser": row["conversions"] / row["users"] if row["users"] else None,
+        "revenuePerVisitor": row["revenue"] / row["users"] if row["users"] else None,
         "revenue": round(row["revenue"], 4),
         "attributedRevenue": round(attributed, 4),
         "events": row["events"],
         "activeUsers": row["users"],
+        "buyers": row["buyers"],
     }
 
 
@@ -240,7 +244,8 @@ async def _scoped_truth(
         strategy,
     )
     bought = await db.fetchrow(
-        """SELECT count(*) AS n, coalesce(sum(revenue), 0)::float8 AS revenue
+        """SELECT count(*) AS n, coalesce(sum(revenue), 0)::float8 AS revenue,
+                  count(DISTINCT user_id) AS buyers
            FROM revenue_attributions
            WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
              AND ($4::text IS NULL OR placement_id = $4) AND ($5::text IS NULL OR strategy = $5)""",
@@ -255,11 +260,14 @@ async def _scoped_truth(
         "clicks": row["clicks"],
         "ctr": row["clicks"] / row["impressions"] if row["impressions"] else None,
         "conversions": bought["n"],
-        "conversionRate": bought["n"] / row["users"] if row["users"] else None,
+        "conversionRate": bought["buyers"] / row["users"] if row["users"] else None,
+        "purchasesPerUser": bought["n"] / row["users"] if row["users"] else None,
+        "revenuePerVisitor": bought["revenue"] / row["users"] if row["users"] else None,
         "revenue": round(bought["revenue"], 4),
         "attributedRevenue": round(bought["revenue"], 4),
         "events": row["events"],
         "activeUsers": row["users"],
+        "buyers": bought["buyers"],
     }
 
 
@@ -331,6 +339,18 @@ async def test_analytics_figures_equal_a_direct_count_over_the_raw_events(
         point_start = datetime.fromisoformat(point["start"])
         truth = await _truth(db, t, point_start, min(end, point_start + timedelta(days=1)))
         assert point["value"] == truth["activeUsers"]
+    # Ratios per bucket: the first (partial, raw) bucket, aggregated days and today.
+    for metric in ("conversionRate", "purchasesPerUser", "revenuePerVisitor", "buyers"):
+        points = _get(
+            client, f"/api/v1/tenants/{t}/analytics/timeseries", tenant, **params, metric=metric
+        ).json()["points"]
+        for point in points:
+            point_start = max(start, datetime.fromisoformat(point["start"]))
+            truth = await _truth(
+                db, t, point_start, min(end, day_start(point_start.date() + timedelta(1)))
+            )
+            assert point["value"] == pytest.approx(truth[metric]), (metric, point)
+    assert 0 < expected["conversionRate"] <= 1
 
     products = await db.fetch(
         """SELECT product_id, count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
@@ -424,6 +444,41 @@ async def test_past_days_are_read_from_the_aggregates_and_a_late_event_counts_af
     )
 
 
+async def test_days_aggregated_before_buyers_were_counted_are_read_raw_until_refreshed(
+    client: httpx.Client,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    migrated: Settings,
+    worker: Process,
+) -> None:
+    now = datetime.now(UTC)
+    today = now.date()
+    await _ingest(client, db, redis, tenant, _story(29, now))
+    past = [today - timedelta(days=n) for n in range(1, 6)]
+    await _refresh(db, migrated, tenant.tenant_id, past)
+    # As the aggregates stood before migration 0013.
+    await db.execute(
+        "UPDATE analytics_daily SET buyers = NULL WHERE tenant_id = $1", tenant.tenant_id
+    )
+    await db.execute(
+        "UPDATE analytics_daily_users SET buyers = NULL WHERE tenant_id = $1", tenant.tenant_id
+    )
+    params = {"from": str(past[-1]), "to": str(past[0])}
+    truth = await _truth(db, tenant.tenant_id, day_start(past[-1]), day_start(today))
+    assert truth["buyers"] > 0
+    assert _overview(client, tenant, **params) == _approx(truth)
+    due = await analytics_store.days_due(db, now=now, late_since=now)
+    assert {day for t, day in due if t == tenant.tenant_id} >= set(past)
+    await _refresh(db, migrated, tenant.tenant_id, past)
+    assert not await db.fetchval(
+        """SELECT count(*) FROM analytics_daily WHERE tenant_id = $1 AND buyers IS NULL
+           AND placement_id = '' AND strategy = ''""",
+        tenant.tenant_id,
+    )
+    assert _overview(client, tenant, **params) == _approx(truth)
+
+
 async def test_todays_figures_include_events_ingested_seconds_ago(
     client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
 ) -> None:
@@ -472,9 +527,20 @@ async def test_the_all_tenants_overview_sums_only_the_callers_tenants(
         for t in (tenant.tenant_id, second_id)
     ]
     assert {t["tenantId"] for t in body["tenants"]} == {tenant.tenant_id, second_id}
-    for name in ("impressions", "clicks", "conversions", "events", "activeUsers"):
+    for name in ("impressions", "clicks", "conversions", "events", "activeUsers", "buyers"):
         assert body[name] == mine[0][name] + mine[1][name]
     assert body["revenue"] == pytest.approx(mine[0]["revenue"] + mine[1]["revenue"])
+    users = mine[0]["activeUsers"] + mine[1]["activeUsers"]
+    assert body["conversionRate"] == pytest.approx((mine[0]["buyers"] + mine[1]["buyers"]) / users)
+    assert body["purchasesPerUser"] == pytest.approx(
+        (mine[0]["conversions"] + mine[1]["conversions"]) / users
+    )
+    assert body["revenuePerVisitor"] == pytest.approx(
+        (mine[0]["revenue"] + mine[1]["revenue"]) / users
+    )
+    for figures in body["tenants"]:
+        truth = mine[0] if figures["tenantId"] == tenant.tenant_id else mine[1]
+        assert figures["conversionRate"] == pytest.approx(truth["conversionRate"])
 
 
 def test_another_admins_tenant_is_a_404_on_every_analytics_route(
@@ -568,6 +634,9 @@ async def test_the_csv_export_is_streamed_with_a_header_and_one_row_per_day(
         "attributedRevenue",
         "events",
         "activeUsers",
+        "buyers",
+        "purchasesPerUser",
+        "revenuePerVisitor",
     ]
     assert [r["day"] for r in rows] == [str(first + timedelta(days=i)) for i in range(41)]
     for row in rows[-6:]:
@@ -576,6 +645,11 @@ async def test_the_csv_export_is_streamed_with_a_header_and_one_row_per_day(
         assert int(row["events"]) == truth["events"]
         assert int(row["activeUsers"]) == truth["activeUsers"]
         assert float(row["attributedRevenue"]) == pytest.approx(truth["attributedRevenue"])
+        assert int(row["buyers"]) == truth["buyers"]
+        for ratio in ("conversionRate", "purchasesPerUser", "revenuePerVisitor"):
+            assert (float(row[ratio]) if row[ratio] else None) == (
+                None if truth[ratio] is None else pytest.approx(truth[ratio])
+            ), ratio
 
 
 def test_hourly_series_cover_a_week_at_most_and_match_the_daily_total(

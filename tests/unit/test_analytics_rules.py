@@ -114,12 +114,15 @@ def test_the_overview_formulas() -> None:
         "attributed_revenue": 19.99,
         "events": 400,
     }
-    found = rules.overview(figures, active_users=12)
+    found = rules.overview(figures, active_users=12, buyers=2)
     assert found["ctr"] == pytest.approx(10 / 200)
-    assert found["conversionRate"] == pytest.approx(3 / 12)
+    assert found["conversionRate"] == pytest.approx(2 / 12)
+    assert found["purchasesPerUser"] == pytest.approx(3 / 12)
+    assert found["revenuePerVisitor"] == pytest.approx(59.97 / 12)
     assert found["revenue"] == 59.97 and found["attributedRevenue"] == 19.99
-    nothing = rules.overview(rules.empty_figures(), active_users=0)
+    nothing = rules.overview(rules.empty_figures(), active_users=0, buyers=0)
     assert nothing["ctr"] is None and nothing["conversionRate"] is None
+    assert nothing["purchasesPerUser"] is None and nothing["revenuePerVisitor"] is None
 
 
 def test_a_union_of_user_bitmaps_counts_each_user_once() -> None:

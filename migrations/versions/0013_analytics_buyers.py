@@ -1,0 +1,36 @@
+"""Analytics: buyers per day (users with a purchase), so conversionRate = buyers / activeUsers
+can be read from the daily aggregates.
+
+Revision ID: 0013
+Revises: 0010
+Create Date: 2026-12-04
+"""
+
+from migrations.helpers import execute_script
+
+revision = "0013"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+UPGRADE = r"""
+-- NULL: the day was aggregated before buyers were counted. Such a day is read from the raw
+-- events while they are kept, and the refresh recounts it (see store.analytics).
+ALTER TABLE analytics_daily ADD COLUMN buyers bigint;
+-- The day's buyers as a bitmap over analytics_users.idx (totals row only), so distinct buyers
+-- over any days are an exact union.
+ALTER TABLE analytics_daily_users ADD COLUMN buyers bytea;
+"""
+
+DOWNGRADE = r"""
+ALTER TABLE analytics_daily_users DROP COLUMN IF EXISTS buyers;
+ALTER TABLE analytics_daily DROP COLUMN IF EXISTS buyers;
+"""
+
+
+def upgrade() -> None:
+    execute_script(UPGRADE)
+
+
+def downgrade() -> None:
+    execute_script(DOWNGRADE)
