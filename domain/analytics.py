@@ -250,6 +250,66 @@ def counter_figures(
     }
 
 
+BREAKDOWNS = ("placement", "strategy")
+FUNNEL_STEPS = (
+    ("viewed", "product_viewed"),
+    ("clickedRecommendation", "recommendation_clicked"),
+    ("addedToCart", "add_to_cart"),
+    ("purchased", "purchase"),
+)
+
+
+def counter_breakdown(
+    fields: Mapping[str, float], *, by: str
+) -> dict[str, dict[str, float]] | None:
+    """Per placement (or strategy), the day's recommendation impressions and clicks and the
+    purchases attributed to their clicks (conversions, revenue) from the counter fields
+    `metric|placement|strategy`; None when a field cannot be split unambiguously."""
+    if by not in BREAKDOWNS:
+        raise ValueError(f"unknown breakdown {by!r}")
+    found: dict[str, dict[str, float]] = {}
+    for name, value in fields.items():
+        metric, separator, rest = name.partition("|")
+        if not separator or metric not in _PLACEMENT_METRICS:
+            continue
+        parts = rest.split("|")
+        if len(parts) != 2:
+            return None
+        key = parts[0] if by == "placement" else parts[1]
+        entry = found.setdefault(key, dict.fromkeys(_PLACEMENT_METRICS, 0.0))
+        entry[metric] += value
+    return found
+
+
+def breakdown_row(key: str, figures: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of a breakdown: the recommendations of one placement or strategy."""
+    return {
+        "key": key,
+        "impressions": int(figures["impressions"]),
+        "clicks": int(figures["clicks"]),
+        "ctr": ratio(figures["clicks"], figures["impressions"]),
+        "conversions": int(figures["conversions"]),
+        "attributedRevenue": round(float(figures["revenue"]), 4),
+    }
+
+
+def funnel(counts: Sequence[int]) -> list[dict[str, Any]]:
+    """The funnel's steps from the users who reached each (each step counts users who also did
+    every earlier step), with the share kept from the previous step and from the first."""
+    steps = []
+    for index, ((name, event_type), users) in enumerate(zip(FUNNEL_STEPS, counts, strict=True)):
+        steps.append(
+            {
+                "step": name,
+                "eventType": event_type,
+                "users": int(users),
+                "rateFromPrevious": ratio(users, counts[index - 1]) if index else None,
+                "rateFromFirst": ratio(users, counts[0]) if index else None,
+            }
+        )
+    return steps
+
+
 _PRODUCT_METRICS = {"i": "impressions", "c": "clicks", "v": "conversions", "r": "revenue"}
 
 

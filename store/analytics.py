@@ -1103,3 +1103,104 @@ def daily_chunks(period: Period, *, days: int = 31) -> list[Period]:
         pieces.append(Period(cursor, min(boundary, period.end)))
         cursor = pieces[-1].end
     return pieces
+
+
+async def breakdown(
+    pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, period: Period, by: str, now: datetime
+) -> list[dict[str, Any]]:
+    """Per placement or strategy: recommendation impressions, clicks, CTR, and the purchases
+    attributed to their clicks (conversions, attributedRevenue), most impressions first.
+
+    Whole past days from the per-placement rows of analytics_daily, today from the
+    `metric|placement|strategy` counters when they can stand for it, the rest from the raw
+    events and attributions."""
+    if by not in rules.BREAKDOWNS:
+        raise ValueError(f"unknown breakdown {by!r}")
+    today = (await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now))[0]
+    counted_rows = None if today is None else rules.counter_breakdown(today.fields, by=by)
+    counted = today.span if today is not None and counted_rows is not None else None
+    column = "placement_id" if by == "placement" else "strategy"
+    event_key = _EVENT_PLACEMENT if by == "placement" else _EVENT_STRATEGY
+    found: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, row: Any) -> None:
+        entry = found.setdefault(
+            key, {"impressions": 0, "clicks": 0, "conversions": 0, "revenue": Decimal(0)}
+        )
+        for name in ("impressions", "clicks", "conversions"):
+            entry[name] += int(row[name] or 0)
+        entry["revenue"] += Decimal(str(row["revenue"] or 0))
+
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        plan = await _plan(
+            connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
+        )
+        if plan.aggregated:
+            for row in await connection.fetch(
+                f"""SELECT {column} AS key, sum(impressions) AS impressions, sum(clicks) AS clicks,
+                           sum(conversions) AS conversions, sum(revenue) AS revenue
+                    FROM analytics_daily
+                    WHERE tenant_id = $1 AND day = ANY($2::date[])
+                      AND NOT (placement_id = '' AND strategy = '')
+                    GROUP BY 1""",
+                tenant_id,
+                sorted(plan.aggregated),
+            ):
+                add(row["key"], row)
+        for piece in plan.raw:
+            for row in await connection.fetch(
+                f"""SELECT key, sum(i) AS impressions, sum(c) AS clicks, sum(v) AS conversions,
+                           sum(r) AS revenue
+                    FROM (
+                        SELECT {event_key} AS key,
+                               count(*) FILTER (WHERE event_type = 'recommendation_impressed')
+                                   AS i,
+                               count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
+                               0::bigint AS v, 0::numeric AS r
+                        FROM events
+                        WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                          AND event_type IN {_RECOMMENDATION_TYPES}
+                        GROUP BY 1
+                        UNION ALL
+                        SELECT coalesce({column}, ''), 0, 0, count(*), sum(revenue)
+                        FROM revenue_attributions
+                        WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+                        GROUP BY 1
+                    ) x
+                    GROUP BY key""",
+                tenant_id,
+                piece.start,
+                piece.end,
+            ):
+                add(row["key"], row)
+    for key, figures in (counted_rows or {}).items() if counted is not None else ():
+        add(key, figures)
+    rows = [rules.breakdown_row(key, figures) for key, figures in found.items()]
+    rows = [row for row in rows if row["impressions"] or row["clicks"] or row["conversions"]]
+    return sorted(rows, key=lambda row: (-row["impressions"], -row["clicks"], row["key"]))
+
+
+async def funnel(pool: asyncpg.Pool, *, tenant_id: str, period: Period) -> list[dict[str, Any]]:
+    """Users of the period who viewed a product, then also clicked a recommendation, then also
+    added to cart, then also bought (each step within the period, in any order), counted
+    from the raw events (kept 90 days)."""
+    flags = [
+        f"bool_or(event_type = '{event_type}') AS s{index}"
+        for index, (_, event_type) in enumerate(rules.FUNNEL_STEPS)
+    ]
+    counts = [
+        f"count(*) FILTER (WHERE {' AND '.join(f's{j}' for j in range(index + 1))}) AS n{index}"
+        for index in range(len(rules.FUNNEL_STEPS))
+    ]
+    types = ", ".join(f"'{event_type}'" for _, event_type in rules.FUNNEL_STEPS)
+    row = await pool.fetchrow(
+        f"""SELECT {", ".join(counts)}
+            FROM (SELECT {", ".join(flags)} FROM events
+                  WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                    AND event_type IN ({types})
+                  GROUP BY user_id) u""",
+        tenant_id,
+        period.start,
+        period.end,
+    )
+    return rules.funnel([int(row[f"n{index}"]) for index in range(len(rules.FUNNEL_STEPS))])

@@ -71,6 +71,12 @@ class TopProductsQuery(PeriodQuery):
     limit: int = Field(default=10, ge=1, le=100)
 
 
+class BreakdownQuery(PeriodQuery):
+    """The period, and what to break the recommendations' figures down by."""
+
+    by: Literal["placement", "strategy"] = "placement"
+
+
 class ExportQuery(PeriodQuery):
     """Daily rows of every overview figure."""
 
@@ -165,6 +171,47 @@ class TopProductsRead(ApiModel):
     sort: str
     period: PeriodRead
     data: list[ProductFigures]
+
+
+class BreakdownRow(ApiModel):
+    """The recommendations of one placement or strategy ('' when the event named none)."""
+
+    key: str = Field(description="the placementId or the strategy")
+    impressions: int = Field(description="recommendation_impressed events")
+    clicks: int = Field(description="recommendation_clicked events")
+    ctr: float | None = Field(description="clicks / impressions")
+    conversions: int = Field(description="purchases attributed to these recommendations' clicks")
+    attributed_revenue: float = Field(description="revenue of those attributed purchases")
+
+
+class BreakdownRead(ApiModel):
+    """Figures per placement or strategy, most impressions first."""
+
+    by: Literal["placement", "strategy"]
+    period: PeriodRead
+    data: list[BreakdownRow]
+
+
+class FunnelStep(ApiModel):
+    """One step: users who did this and every earlier step within the period (any order)."""
+
+    step: Literal["viewed", "clickedRecommendation", "addedToCart", "purchased"]
+    event_type: str = Field(description="the event that marks the step")
+    users: int = Field(description="distinct users who reached the step")
+    rate_from_previous: float | None = Field(
+        description="users / users of the previous step (null for the first step)"
+    )
+    rate_from_first: float | None = Field(
+        description="users / users who viewed (null for the first step)"
+    )
+
+
+class FunnelRead(ApiModel):
+    """viewed -> clicked a recommendation -> added to cart -> purchased, from the raw events
+    (kept 90 days)."""
+
+    period: PeriodRead
+    steps: list[FunnelStep]
 
 
 def _period(query: PeriodQuery, *, interval: str | None = None) -> rules.Period:
@@ -294,6 +341,48 @@ async def top_products(request: Request, tenant_id: str) -> HTTPResponse:
         now=datetime.now(UTC),
     )
     return json({"sort": query.sort, "period": _period_read(period), "data": found})
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/breakdown")
+@document(
+    summary="A tenant's recommendation figures per placement or per strategy",
+    tags=["analytics"],
+    query=BreakdownQuery,
+    responses={200: BreakdownRead},
+    security="bearer",
+)
+@require_admin
+async def breakdown(request: Request, tenant_id: str) -> HTTPResponse:
+    """Impressions, clicks, CTR, attributed conversions and revenue per placement or strategy."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    query = parse_query(request, BreakdownQuery)
+    period = _period(query)
+    rows = await analytics_store.breakdown(
+        request.app.ctx.db,
+        request.app.ctx.redis,
+        tenant_id=tenant_key,
+        period=period,
+        by=query.by,
+        now=datetime.now(UTC),
+    )
+    return json({"by": query.by, "period": _period_read(period), "data": rows})
+
+
+@bp.get("/tenants/<tenant_id:str>/analytics/funnel")
+@document(
+    summary="A tenant's shopper funnel over a period",
+    tags=["analytics"],
+    query=PeriodQuery,
+    responses={200: FunnelRead},
+    security="bearer",
+)
+@require_admin
+async def funnel(request: Request, tenant_id: str) -> HTTPResponse:
+    """Viewed, clicked a recommendation, added to cart, purchased: distinct users per step."""
+    tenant_key = await _tenant_key(request, tenant_id)
+    period = _period(parse_query(request, PeriodQuery))
+    steps = await analytics_store.funnel(request.app.ctx.db, tenant_id=tenant_key, period=period)
+    return json({"period": _period_read(period), "steps": steps})
 
 
 def _csv_lines(points: list[dict[str, Any]]) -> str:

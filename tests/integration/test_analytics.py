@@ -546,7 +546,7 @@ async def test_the_all_tenants_overview_sums_only_the_callers_tenants(
 def test_another_admins_tenant_is_a_404_on_every_analytics_route(
     client: httpx.Client, tenant: TenantContext, other_tenant: TenantContext
 ) -> None:
-    for route in ("overview", "timeseries", "top-products", "export"):
+    for route in ("overview", "timeseries", "top-products", "export", "breakdown", "funnel"):
         for tenant_id in (other_tenant.tenant_id, str(uuid.uuid4()), "not-a-uuid"):
             response = client.get(
                 f"/api/v1/tenants/{tenant_id}/analytics/{route}", headers=tenant.admin_headers
@@ -922,3 +922,130 @@ async def test_with_redis_unreachable_today_is_counted_from_the_raw_events(
     }
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 4 and all("counted from raw" in r.getMessage() for r in warnings)
+
+
+async def _breakdown_truth(
+    db: asyncpg.Pool, tenant_id: str, start: datetime, end: datetime, by: str
+) -> list[dict]:
+    """Per placement or strategy, straight from the raw events and attributions."""
+    key = (
+        "coalesce(placement_id, '')" if by == "placement" else "coalesce(metadata->>'strategy', '')"
+    )
+    shown = await db.fetch(
+        f"""SELECT {key} AS key,
+                   count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
+                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c
+            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+              AND event_type IN ('recommendation_impressed', 'recommendation_clicked')
+            GROUP BY 1""",
+        tenant_id,
+        start,
+        end,
+    )
+    column = "placement_id" if by == "placement" else "strategy"
+    bought = await db.fetch(
+        f"""SELECT coalesce({column}, '') AS key, count(*) AS v, sum(revenue)::float8 AS r
+            FROM revenue_attributions
+            WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3 GROUP BY 1""",
+        tenant_id,
+        start,
+        end,
+    )
+    rows: dict[str, dict] = {}
+    for row in shown:
+        rows[row["key"]] = {"i": row["i"], "c": row["c"], "v": 0, "r": 0.0}
+    for row in bought:
+        rows.setdefault(row["key"], {"i": 0, "c": 0, "v": 0, "r": 0.0}).update(
+            v=row["v"], r=row["r"]
+        )
+    return sorted(
+        (
+            {
+                "key": k,
+                "impressions": f["i"],
+                "clicks": f["c"],
+                "ctr": f["c"] / f["i"] if f["i"] else None,
+                "conversions": f["v"],
+                "attributedRevenue": pytest.approx(round(f["r"], 4)),
+            }
+            for k, f in rows.items()
+        ),
+        key=lambda row: (-row["impressions"], -row["clicks"], row["key"]),
+    )
+
+
+async def test_breakdowns_per_placement_and_strategy_equal_a_direct_count(
+    client: httpx.Client,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    migrated: Settings,
+    worker: Process,
+) -> None:
+    now = datetime.now(UTC)
+    today = now.date()
+    await _ingest(client, db, redis, tenant, _story(37, now))
+    await _refresh(db, migrated, tenant.tenant_id, [today - timedelta(days=n) for n in (1, 2, 3)])
+    url = f"/api/v1/tenants/{tenant.tenant_id}/analytics/breakdown"
+    # A raw edge, aggregated days, and today from the counters; then a window inside today
+    # (raw), and whole days only (aggregates).
+    periods = [
+        (day_start(today - timedelta(days=5)) + timedelta(hours=9), now + timedelta(minutes=6)),
+        (day_start(today), now - timedelta(minutes=20)),
+        (day_start(today - timedelta(days=3)), day_start(today)),
+    ]
+    for start, end in periods:
+        for by in ("placement", "strategy"):
+            response = _get(
+                client, url, tenant, by=by, **{"from": start.isoformat(), "to": end.isoformat()}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            truth = await _breakdown_truth(db, tenant.tenant_id, start, end, by)
+            assert body["by"] == by
+            assert body["data"] == truth, (by, start, end)
+    everything = _get(client, url, tenant, by="placement").json()["data"]
+    assert {row["key"] for row in everything} == set(PLACEMENTS)
+    assert sum(row["conversions"] for row in everything) > 0
+    assert _get(client, url, tenant, by="country").status_code == 422
+
+
+async def test_the_funnel_counts_users_who_reached_each_step_as_a_direct_count(
+    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+) -> None:
+    now = datetime.now(UTC)
+    story = _story(41, now)
+    # A shopper who bought without clicking a recommendation stops at the first step.
+    story.append(_event("product_viewed", "direct", "p3", now - timedelta(minutes=3)))
+    story.append(_event("purchase", "direct", "p3", now - timedelta(minutes=2), price=5))
+    await _ingest(client, db, redis, tenant, story)
+    start = day_start(now.date() - timedelta(days=5)) + timedelta(hours=3)
+    rows = await db.fetch(
+        """SELECT user_id, array_agg(DISTINCT event_type) AS types FROM events
+           WHERE tenant_id = $1 AND occurred_at >= $2 GROUP BY user_id""",
+        tenant.tenant_id,
+        start,
+    )
+    order = ["product_viewed", "recommendation_clicked", "add_to_cart", "purchase"]
+    expected = [
+        sum(1 for row in rows if set(order[: k + 1]) <= set(row["types"])) for k in range(4)
+    ]
+    assert expected[0] > expected[-1] > 0
+    response = _get(
+        client,
+        f"/api/v1/tenants/{tenant.tenant_id}/analytics/funnel",
+        tenant,
+        **{"from": start.isoformat(), "to": (now + timedelta(minutes=6)).isoformat()},
+    )
+    assert response.status_code == 200, response.text
+    steps = response.json()["steps"]
+    assert [s["step"] for s in steps] == [
+        "viewed",
+        "clickedRecommendation",
+        "addedToCart",
+        "purchased",
+    ]
+    assert [s["users"] for s in steps] == expected
+    assert steps[0]["rateFromPrevious"] is None
+    assert steps[2]["rateFromPrevious"] == pytest.approx(expected[2] / expected[1])
+    assert steps[3]["rateFromFirst"] == pytest.approx(expected[3] / expected[0])
