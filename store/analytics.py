@@ -31,7 +31,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from domain import analytics as rules
+from domain import holdout
 from domain.analytics import ONE_DAY, Period, day_start
+from domain.experiments.assignment import BUCKET_COUNT
+from domain.experiments.statistics import VariantSums
 from store import counters
 
 _FIGURES = """
@@ -794,13 +797,95 @@ async def tenant_overview(
     period: Period,
     now: datetime,
     scope: Scope | None = None,
+    holdout_percent: int = 0,
 ) -> dict[str, Any]:
     """The overview figures of one tenant over the period, optionally of one placement and/or
-    strategy only (see Scope)."""
+    strategy only (see Scope); unscoped and with a holdout, also `incremental`."""
     today = await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now)
-    return await _tenant_overview(
+    found = await _tenant_overview(
         pool, tenant_id=tenant_id, period=period, now=now, scope=scope, today=today[0]
     )
+    if holdout_percent > 0 and (scope is None or scope == Scope()):
+        arms = await holdout_sums(pool, tenant_id=tenant_id, period=period, percent=holdout_percent)
+        found["incremental"] = holdout.incremental(
+            holdout=arms[0], exposed=arms[1], percent=holdout_percent
+        )
+    return found
+
+
+def _bucket_sql(digest: str) -> str:
+    """SQL for ``int.from_bytes(digest, "big") % BUCKET_COUNT`` of a 32-byte sha256 digest:
+    each byte times 256**(31 - i) mod BUCKET_COUNT, summed, mod BUCKET_COUNT (the sum stays
+    far below 2**31)."""
+    terms = " + ".join(
+        f"get_byte({digest}, {i}) * {pow(256, 31 - i, BUCKET_COUNT)}" for i in range(32)
+    )
+    return f"(({terms}) % {BUCKET_COUNT})"
+
+
+async def holdout_sums(
+    pool: asyncpg.Pool, *, tenant_id: str, period: Period, percent: int
+) -> tuple[VariantSums, VariantSums]:
+    """Per-user sufficient statistics of the holdout and of everyone else over the users active
+    in the period (from the raw events, kept 90 days), the holdout assigned in SQL exactly as
+    domain.holdout.in_holdout assigns it."""
+    rows = await pool.fetch(
+        f"""
+        WITH per_user AS (
+            SELECT user_id,
+                   count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
+                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
+                   count(*) FILTER (WHERE event_type = 'purchase') AS p,
+                   coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS r
+            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+            GROUP BY user_id
+        ), hashed AS (
+            SELECT i, c, p, r, sha256(convert_to($4 || ':' || user_id, 'UTF8')) AS d
+            FROM per_user
+        )
+        SELECT {_bucket_sql("d")} < $5 AS held, count(*) AS users,
+               coalesce(sum(i), 0) AS si, coalesce(sum(c), 0) AS sc,
+               coalesce(sum(i * i), 0) AS sii, coalesce(sum(c * c), 0) AS scc,
+               coalesce(sum(i * c), 0) AS sic, count(*) FILTER (WHERE p > 0) AS buyers,
+               coalesce(sum(p), 0) AS sp, coalesce(sum(p * p), 0) AS spp,
+               coalesce(sum(r), 0) AS sr, coalesce(sum(r * r), 0) AS srr
+        FROM hashed GROUP BY 1
+        """,
+        tenant_id,
+        period.start,
+        period.end,
+        holdout.salt(tenant_id),
+        percent * (BUCKET_COUNT // 100),
+    )
+    empty = VariantSums(
+        users=0,
+        sum_impressions=0,
+        sum_clicks=0,
+        sum_impressions_sq=0,
+        sum_clicks_sq=0,
+        sum_impr_clicks=0,
+        buyers=0,
+        sum_purchases=0,
+        sum_purchases_sq=0,
+        sum_revenue=0,
+        sum_revenue_sq=0,
+    )
+    arms = {True: empty, False: empty}
+    for row in rows:
+        arms[row["held"]] = VariantSums(
+            users=int(row["users"]),
+            sum_impressions=row["si"],
+            sum_clicks=row["sc"],
+            sum_impressions_sq=row["sii"],
+            sum_clicks_sq=row["scc"],
+            sum_impr_clicks=row["sic"],
+            buyers=int(row["buyers"]),
+            sum_purchases=row["sp"],
+            sum_purchases_sq=row["spp"],
+            sum_revenue=row["sr"],
+            sum_revenue_sq=row["srr"],
+        )
+    return arms[True], arms[False]
 
 
 async def _tenant_overview(

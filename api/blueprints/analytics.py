@@ -17,6 +17,7 @@ from api.openapi import document
 from api.security import owned_tenant, require_admin
 from api.validation import ApiModel, parse_query
 from domain import analytics as rules
+from domain import holdout
 from domain.errors import FieldError, ValidationFailed
 from store import analytics as analytics_store
 
@@ -116,10 +117,44 @@ class PeriodRead(ApiModel):
     to: str
 
 
+class IncrementalTest(ApiModel):
+    """Everyone else minus the holdout, by the experiments' statistics."""
+
+    absolute_diff: float | None = Field(description="exposed value - holdout value")
+    relative_lift: float | None = Field(description="absoluteDiff / holdout value")
+    ci: list[float] | None = Field(description="95% interval of absoluteDiff")
+    p_value: float | None
+    significant: bool = Field(description="pValue < 0.05")
+    low_confidence: bool = Field(
+        description="fewer than 500 users or 25 buyers in the holdout or in the rest"
+    )
+
+
+class Incremental(ApiModel):
+    """What recommendations added: users outside the holdout against the holdout (a stable
+    `holdoutPercent` slice served the baseline), over the period's raw events (90 days)."""
+
+    revenue_per_visitor: IncrementalTest = Field(
+        description="revenue / users of each side (Welch's t-test)"
+    )
+    conversion_rate: IncrementalTest = Field(
+        description="buyers / users of each side (two-proportion z-test)"
+    )
+    holdout_percent: int
+    holdout_users: int = Field(description="active users of the period in the holdout")
+    exposed_users: int = Field(description="active users of the period outside it")
+    holdout_revenue_per_visitor: float | None
+    exposed_revenue_per_visitor: float | None
+    holdout_conversion_rate: float | None
+    exposed_conversion_rate: float | None
+    sample_ratio_mismatch: bool = Field(description="users per side off the configured split")
+
+
 class TenantOverviewRead(OverviewRead):
-    """One tenant's overview."""
+    """One tenant's overview; `incremental` when the tenant's holdoutPercent > 0 (unscoped)."""
 
     period: PeriodRead
+    incremental: Incremental | None = None
 
 
 class TenantFigures(OverviewRead):
@@ -246,16 +281,17 @@ async def _tenant_key(request: Request, tenant_id: str) -> str:
 @require_admin
 async def tenant_overview(request: Request, tenant_id: str) -> HTTPResponse:
     """Impressions, clicks, CTR, conversions, revenue, attributed revenue, users."""
-    tenant_key = await _tenant_key(request, tenant_id)
+    tenant = await owned_tenant(request, tenant_id)
     query = parse_query(request, OverviewQuery)
     period = _period(query)
     figures = await analytics_store.tenant_overview(
         request.app.ctx.db,
         request.app.ctx.redis,
-        tenant_id=tenant_key,
+        tenant_id=str(tenant["id"]),
         period=period,
         now=datetime.now(UTC),
         scope=analytics_store.Scope(placement_id=query.placement_id, strategy=query.strategy),
+        holdout_percent=holdout.holdout_percent(tenant["config"]),
     )
     return json({**figures, "period": _period_read(period)})
 

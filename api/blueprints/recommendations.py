@@ -20,6 +20,7 @@ from api.security import FollowUp, owned_tenant, require_admin, require_api_key
 from api.user_tokens import user_is_signed
 from api.validation import ApiModel, parse_query
 from domain.errors import Forbidden
+from domain.holdout import BASELINE_STRATEGY, holdout_baseline
 from domain.serving import DEFAULT_LIMIT, MAX_LIMIT, Hydration, ServingRequest, rank, select
 from domain.storefront import requires_signed_user, strip_because
 from domain.strategies.base import STRATEGY_NAMES
@@ -87,6 +88,7 @@ class RecommendationsMeta(ApiModel):
     recommendation_id: str
     model_version: str | None
     generated_at: str
+    holdout: bool = Field(description="the user is in the tenant's holdout (baseline served)")
 
 
 class RecommendationsRead(ApiModel):
@@ -179,9 +181,13 @@ async def recommendations(request: Request) -> HTTPResponse:
         live_hours=_live_hours(now),
     )
     exclude = frozenset(p.strip() for p in (query.exclude or "").split(",") if p.strip())
+    # Holdout (analytics incrementality): a stable slice of shoppers gets the baseline only.
+    holdout = holdout_baseline(
+        tenant_id=tenant_id, user_id=query.user_id, config=request.ctx.tenant_config
+    )
     serving_request = ServingRequest(
         user_id=query.user_id,
-        strategy=query.strategy,
+        strategy=query.strategy if holdout is None else BASELINE_STRATEGY,
         product_id=query.product_id,
         placement_id=query.placement_id,
         limit=query.limit,
@@ -213,6 +219,8 @@ async def recommendations(request: Request) -> HTTPResponse:
         raise Forbidden(
             "This shop requires a signed userId (X-User-Token) for personalised recommendations."
         )
+    if holdout == "none":  # the holdout's baseline is no widget at all
+        items = []
     meta = {
         **decision.choice.to_meta(),
         "requestedStrategy": decision.requested,
@@ -221,6 +229,7 @@ async def recommendations(request: Request) -> HTTPResponse:
         "variant": decision.variant,
         "modelVersion": context.model_version,
         "generatedAt": now.isoformat().replace("+00:00", "Z"),
+        "holdout": holdout is not None,
     }
     body = ujson.dumps(
         {"data": [item.to_dict() for item in items], "meta": meta},

@@ -68,6 +68,12 @@ class TenantConfig(ApiModel):
         description="The SDK tracks nothing until the shopper's consent(true)",
     )
     publish_gate: PublishGateConfig | None = None
+    holdout_percent: int | None = Field(
+        default=None, ge=0, le=20, description="% of shoppers kept on the baseline (default 0)"
+    )
+    holdout_baseline: Literal["trending", "none"] | None = Field(
+        default=None, description="what the holdout is served: trending (default) or no widget"
+    )
 
     @field_validator("currency")
     @classmethod
