@@ -49,6 +49,13 @@ _RECOMMENDATION_TYPES = "('recommendation_impressed', 'recommendation_clicked')"
 _EVENT_PLACEMENT = "coalesce(placement_id, '')"
 _EVENT_STRATEGY = "coalesce(metadata->>'strategy', '')"
 log = logging.getLogger(__name__)
+_PARTS_COLUMN = {
+    "impressions": "i",
+    "clicks": "c",
+    "conversions": "v",
+    "revenue": "r",
+    "attributed_revenue": "a",
+}
 SORTS = {
     "clicks": "clicks",
     "impressions": "impressions",
@@ -839,7 +846,8 @@ async def holdout_sums(
                    coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS r
             FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
             GROUP BY user_id
-        ), hashed AS (
+        ), hashed AS MATERIALIZED (
+            -- Materialised: inlined, the digest would be computed once per byte read.
             SELECT i, c, p, r, sha256(convert_to($4 || ':' || user_id, 'UTF8')) AS d
             FROM per_user
         )
@@ -1147,15 +1155,25 @@ async def top_products(
                     GROUP BY product_id"""
             )
         args.append(limit)
+        # Rank on the sort figure alone, over the rows where it is positive (a product whose
+        # figure is 0 is never listed), then sum every figure of the few ranked products:
+        # grouping and sorting all products' rows of a wide catalog is what costs.
+        letter = _PARTS_COLUMN[column]
+        await connection.execute("SET LOCAL work_mem = '32MB'")
         rows = await connection.fetch(
             f"""
-            WITH ranked AS (
+            WITH parts AS MATERIALIZED (
+                SELECT * FROM ({" UNION ALL ".join(parts)}) x(product_id, i, c, v, r, a)
+            ), top AS (
+                SELECT product_id, sum({letter}) AS figure FROM parts WHERE {letter} > 0
+                GROUP BY product_id
+                ORDER BY figure DESC, product_id
+                LIMIT ${len(args)}
+            ), ranked AS (
                 SELECT product_id, sum(i) AS impressions, sum(c) AS clicks,
                        sum(v) AS conversions, sum(r) AS revenue, sum(a) AS attributed_revenue
-                FROM ({" UNION ALL ".join(parts)}) x(product_id, i, c, v, r, a)
+                FROM parts WHERE product_id IN (SELECT product_id FROM top)
                 GROUP BY product_id
-                ORDER BY {column} DESC, product_id
-                LIMIT ${len(args)}
             )
             SELECT r.*, c.name FROM ranked r
             LEFT JOIN catalog_items c ON c.tenant_id = $1 AND c.product_id = r.product_id

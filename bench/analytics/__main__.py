@@ -1,6 +1,11 @@
 """Time the analytics read paths on a large tenant against throwaway servers.
 
     .venv/bin/python -m bench.analytics [--events 10000000] [--days 90] [--runs 20]
+    .venv/bin/python -m bench.analytics --profile wide    # 24,000-product catalog, 30 days
+
+The default profile is the 10M-event tenant (5,000 products, best sellers skewed). The wide
+profile is a shop like the demo tenant: 120,000 events over 30 days spread evenly over a
+24,000-product catalog (catalog rows included), where top products has many products to rank.
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, applies the
 migrations, loads `--events` events spread evenly over the last `--days` days for one tenant
@@ -53,7 +58,7 @@ INSERT INTO events (tenant_id, event_id, event_type, user_id, product_id, placem
 SELECT $1, 'b' || g, t,
        -- Users skewed toward a core of regulars; products toward best sellers.
        'u' || floor($5 * power(((hashint8(g * 3 + 1) & 1048575) / 1048576.0), 2))::int,
-       'p' || floor($6 * power(((hashint8(g * 5 + 2) & 1048575) / 1048576.0), 3))::int,
+       'p' || floor($6 * power(((hashint8(g * 5 + 2) & 1048575) / 1048576.0), $8))::int,
        CASE WHEN t IN ('recommendation_impressed', 'recommendation_clicked')
             THEN (ARRAY['home', 'pdp', 'cart'])[1 + (hashint8(g * 7 + 3) & 3) % 3] END,
        CASE WHEN t = 'purchase' THEN 1 + (hashint8(g * 11 + 4) & 65535) / 200.0 END,
@@ -83,8 +88,23 @@ async def _setup(settings: Settings) -> tuple[str, str]:
         await pool.close()
 
 
+_CATALOG = """
+INSERT INTO catalog_items (tenant_id, product_id, name, category, price)
+SELECT $1, 'p' || i, 'Product ' || i, 'c' || (i % 40), 1 + (i % 500)
+FROM generate_series(0, $2 - 1) i
+"""
+
+
 async def _load(
-    settings: Settings, tenant_id: str, *, events: int, days: int, users: int, products: int
+    settings: Settings,
+    tenant_id: str,
+    *,
+    events: int,
+    days: int,
+    users: int,
+    products: int,
+    skew: float,
+    catalog: bool,
 ) -> float:
     """Load the events and attributions; returns seconds taken."""
     now = datetime.now(UTC)
@@ -111,12 +131,16 @@ async def _load(
                     users,
                     products,
                     step,
+                    skew,
                 )
             done = events - sum(b - a + 1 for a, b in pending)
             print(f"  loaded ~{done:,} events", file=sys.stderr, flush=True)
 
     try:
         await asyncio.gather(loader(), loader())
+        if catalog:
+            await pool.execute(_CATALOG, tenant_id, products)
+            await pool.execute("ANALYZE catalog_items")
         await pool.execute(_ATTRIBUTE, tenant_id)
         await pool.execute("VACUUM ANALYZE events")
         await pool.execute("ANALYZE revenue_attributions")
@@ -264,11 +288,24 @@ async def _measure_window(
         "top-products (clicks)": lambda: analytics_store.top_products(
             pool, redis, tenant_id=tenant_id, period=period, sort="clicks", limit=10, now=now
         ),
+        "top-products (revenue)": lambda: analytics_store.top_products(
+            pool, redis, tenant_id=tenant_id, period=period, sort="revenue", limit=10, now=now
+        ),
         "export (daily rows)": lambda: _export(pool, redis, tenant_id, period, now),
         "all-tenants overview": lambda: analytics_store.owner_overview(
             pool, redis, owner_id=admin_id, period=period, now=now
         ),
     }
+    # Paths of issue 22, timed when the store has them (the bench also runs on older code).
+    if hasattr(analytics_store, "breakdown"):
+        for by in ("placement", "strategy"):
+            paths[f"breakdown ({by})"] = lambda by=by: analytics_store.breakdown(
+                pool, redis, tenant_id=tenant_id, period=period, by=by, now=now
+            )
+        paths["funnel"] = lambda: analytics_store.funnel(pool, tenant_id=tenant_id, period=period)
+        paths["overview (10% holdout)"] = lambda: analytics_store.tenant_overview(
+            pool, redis, tenant_id=tenant_id, period=period, now=now, holdout_percent=10
+        )
     results = []
     for name, call in paths.items():
         ours = await _time(call, runs)
@@ -371,7 +408,18 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--naive-runs", type=int, default=5)
+    parser.add_argument(
+        "--product-skew",
+        type=float,
+        default=3.0,
+        help="product id = products * u**skew: 3 favours best sellers, 1 spreads evenly",
+    )
+    parser.add_argument("--catalog", action="store_true", help="also load catalog rows")
+    parser.add_argument("--profile", choices=("large", "wide"), default="large")
     args = parser.parse_args()
+    if args.profile == "wide":
+        args.events, args.days, args.users = 120_000, 30, 8_000
+        args.products, args.product_skew, args.catalog = 24_000, 1.0, True
 
     with local_platform("recomengine-bench-") as platform:
         settings = platform.settings
@@ -384,6 +432,8 @@ def main() -> int:
                 days=args.days,
                 users=args.users,
                 products=args.products,
+                skew=args.product_skew,
+                catalog=args.catalog,
             )
         )
         print(f"loaded {args.events:,} events over {args.days} days in {load_seconds:.1f} s")

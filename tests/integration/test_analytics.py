@@ -354,7 +354,8 @@ async def test_analytics_figures_equal_a_direct_count_over_the_raw_events(
 
     products = await db.fetch(
         """SELECT product_id, count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
-                  count(*) FILTER (WHERE event_type = 'purchase') AS v
+                  count(*) FILTER (WHERE event_type = 'purchase') AS v,
+                  count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i
            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
            GROUP BY product_id""",
         t,
@@ -370,8 +371,9 @@ async def test_analytics_figures_equal_a_direct_count_over_the_raw_events(
         limit="3",
     ).json()["data"]
     ranked = sorted((p for p in products if p["c"]), key=lambda p: (-p["c"], p["product_id"]))
-    assert [(p["productId"], p["clicks"]) for p in top] == [
-        (p["product_id"], p["c"]) for p in ranked[:3]
+    # Every figure of a ranked product, also of days it had no click.
+    assert [(p["productId"], p["clicks"], p["impressions"], p["conversions"]) for p in top] == [
+        (p["product_id"], p["c"], p["i"], p["v"]) for p in ranked[:3]
     ]
     by_attributed = _get(
         client,
