@@ -434,6 +434,23 @@ def union_count(bitmaps: Iterable[bytes], extra_indices: Iterable[int] = ()) -> 
     return int(np.unpackbits(union).sum())
 
 
+def nested_counts(steps: Sequence[bytes], extra: Sequence[Sequence[bool]] = ()) -> list[int]:
+    """Users in the first step's bitmap, in the first two, ... in all of them (in order),
+    plus the users of `extra` (one list of per-step flags each, users in no bitmap)."""
+    arrays = [np.frombuffer(b, dtype=np.uint8) for b in steps]
+    width = max((a.size for a in arrays), default=0)
+    running = np.full(width, 255, dtype=np.uint8)
+    flags = np.asarray(extra, dtype=bool).reshape(len(extra), len(steps))
+    counts = []
+    for index, array in enumerate(arrays):
+        padded = np.zeros(width, dtype=np.uint8)
+        padded[: array.size] = array
+        running &= padded
+        outside = int(flags[:, : index + 1].all(axis=1).sum())
+        counts.append(int(np.unpackbits(running).sum()) + outside)
+    return counts
+
+
 def bitmap_count(bitmap: bytes) -> int:
     """How many users one bitmap holds."""
     return int(np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8)).sum()) if bitmap else 0

@@ -76,11 +76,20 @@ async def _lock_tenant(connection: asyncpg.Connection, tenant_id: str) -> None:
     )
 
 
+# Per-day user bitmaps of analytics_daily_users beside `users`, and the event marking each.
+_STEP_COLUMNS = {
+    "viewers": "product_viewed",
+    "clickers": "recommendation_clicked",
+    "carters": "add_to_cart",
+    "buyers": "purchase",
+}
+
+
 async def _user_indices(
     connection: asyncpg.Connection, *, tenant_id: str, source: str, start: datetime, end: datetime
-) -> tuple[list[int], list[int]]:
-    """Number the day's new users, then return the numbers of every user active that day and
-    of those who bought (a purchase event)."""
+) -> dict[str, list[int]]:
+    """Number the day's new users, then return the numbers of every user active that day
+    (`users`) and of those with each funnel event (see _STEP_COLUMNS)."""
     await connection.execute(
         f"""
         INSERT INTO analytics_users (tenant_id, user_id, idx)
@@ -96,10 +105,14 @@ async def _user_indices(
         start,
         end,
     )
+    flags = ", ".join(
+        f"bool_or(event_type = '{event_type}') AS {column}"
+        for column, event_type in _STEP_COLUMNS.items()
+    )
     rows = await connection.fetch(
         f"""
-        SELECT u.idx, n.bought
-        FROM (SELECT user_id, bool_or(event_type = 'purchase') AS bought FROM {source}
+        SELECT u.idx, {", ".join(f"n.{column}" for column in _STEP_COLUMNS)}
+        FROM (SELECT user_id, {flags} FROM {source}
               WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
               GROUP BY user_id) n
         JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id
@@ -108,7 +121,10 @@ async def _user_indices(
         start,
         end,
     )
-    return [row["idx"] for row in rows], [row["idx"] for row in rows if row["bought"]]
+    found = {"users": [row["idx"] for row in rows]}
+    for column in _STEP_COLUMNS:
+        found[column] = [row["idx"] for row in rows if row[column]]
+    return found
 
 
 async def summarise_day(
@@ -131,20 +147,22 @@ async def summarise_day(
     start, end = day_start(day), day_start(day + ONE_DAY)
     if before is not None:
         end = min(end, before)
-    indices, buyer_indices = await _user_indices(
+    indices = await _user_indices(
         connection, tenant_id=tenant_id, source=source, start=start, end=end
     )
     stored = await connection.fetchrow(
-        """SELECT users, buyers FROM analytics_daily_users
+        f"""SELECT users, {", ".join(_STEP_COLUMNS)} FROM analytics_daily_users
            WHERE tenant_id = $1 AND day = $2 AND placement_id = '' AND strategy = ''""",
         tenant_id,
         day,
     )
-    users = rules.bitmap_of(indices)
-    buyers = rules.bitmap_of(buyer_indices)
+    bitmaps = {name: rules.bitmap_of(found) for name, found in indices.items()}
     if add and stored:
-        users = rules.bitmap_union([stored["users"], users])
-        buyers = rules.bitmap_union([stored["buyers"] or b"", buyers])
+        bitmaps = {
+            name: rules.bitmap_union([stored[name] or b"", bitmap])
+            for name, bitmap in bitmaps.items()
+        }
+    users, buyers = bitmaps["users"], bitmaps["buyers"]
     if not add:
         await connection.execute(
             "DELETE FROM analytics_daily WHERE tenant_id = $1 AND day = $2", tenant_id, day
@@ -229,14 +247,20 @@ async def summarise_day(
         end,
     )
     await connection.execute(
-        """INSERT INTO analytics_daily_users (tenant_id, day, users, buyers)
-           VALUES ($1, $2, $3, $4)
+        """INSERT INTO analytics_daily_users (tenant_id, day, users, buyers, viewers, clickers,
+               carters)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (tenant_id, day, placement_id, strategy)
-           DO UPDATE SET users = EXCLUDED.users, buyers = EXCLUDED.buyers""",
+           DO UPDATE SET users = EXCLUDED.users, buyers = EXCLUDED.buyers,
+               viewers = EXCLUDED.viewers, clickers = EXCLUDED.clickers,
+               carters = EXCLUDED.carters""",
         tenant_id,
         day,
         users,
         buyers,
+        bitmaps["viewers"],
+        bitmaps["clickers"],
+        bitmaps["carters"],
     )
     await _summarise_placements(
         connection, tenant_id=tenant_id, day=day, source=source, start=start, end=end, add=add
@@ -1285,25 +1309,56 @@ async def breakdown(
 
 async def funnel(pool: asyncpg.Pool, *, tenant_id: str, period: Period) -> list[dict[str, Any]]:
     """Users of the period who viewed a product, then also clicked a recommendation, then also
-    added to cart, then also bought (each step within the period, in any order), counted
-    from the raw events (kept 90 days)."""
-    flags = [
-        f"bool_or(event_type = '{event_type}') AS s{index}"
-        for index, (_, event_type) in enumerate(rules.FUNNEL_STEPS)
-    ]
-    counts = [
-        f"count(*) FILTER (WHERE {' AND '.join(f's{j}' for j in range(index + 1))}) AS n{index}"
-        for index in range(len(rules.FUNNEL_STEPS))
-    ]
-    types = ", ".join(f"'{event_type}'" for _, event_type in rules.FUNNEL_STEPS)
-    row = await pool.fetchrow(
-        f"""SELECT {", ".join(counts)}
-            FROM (SELECT {", ".join(flags)} FROM events
-                  WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-                    AND event_type IN ({types})
-                  GROUP BY user_id) u""",
-        tenant_id,
-        period.start,
-        period.end,
+    added to cart, then also bought (each step anywhere in the period, in any order): whole past
+    days from the per-day step bitmaps, the rest from the raw events, united exactly."""
+    columns = list(_STEP_COLUMNS)
+    flags = ", ".join(
+        f"bool_or(e.event_type = '{event_type}') AS {column}"
+        for column, event_type in _STEP_COLUMNS.items()
     )
-    return rules.funnel([int(row[f"n{index}"]) for index in range(len(rules.FUNNEL_STEPS))])
+    types = ", ".join(f"'{event_type}'" for event_type in _STEP_COLUMNS.values())
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        plan = await _plan(
+            connection, tenant_id=tenant_id, period=period, today=_today(datetime.now(UTC))
+        )
+        stored = []
+        if plan.aggregated:
+            stored = await connection.fetch(
+                f"""SELECT {", ".join(columns)} FROM analytics_daily_users
+                    WHERE tenant_id = $1 AND day = ANY($2::date[])
+                      AND placement_id = '' AND strategy = ''""",
+                tenant_id,
+                sorted(plan.aggregated),
+            )
+        raw: list[asyncpg.Record] = []
+        for piece in plan.raw:
+            raw.extend(
+                await connection.fetch(
+                    f"""SELECT e.user_id, u.idx, {flags}
+                        FROM events e
+                        LEFT JOIN analytics_users u
+                          ON u.tenant_id = $1 AND u.user_id = e.user_id
+                        WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+                          AND e.event_type IN ({types})
+                        GROUP BY e.user_id, u.idx""",
+                    tenant_id,
+                    piece.start,
+                    piece.end,
+                )
+            )
+    numbered = [row for row in raw if row["idx"] is not None]
+    steps = [
+        rules.bitmap_union(
+            [row[column] or b"" for row in stored]
+            + [rules.bitmap_of([row["idx"] for row in numbered if row[column]])]
+        )
+        for column in columns
+    ]
+    # Users never numbered appear in the raw slices only; several slices may hold one of them.
+    unnumbered: dict[str, list[bool]] = {}
+    for row in raw:
+        if row["idx"] is None:
+            seen = unnumbered.setdefault(row["user_id"], [False] * len(columns))
+            for index, column in enumerate(columns):
+                seen[index] = seen[index] or bool(row[column])
+    return rules.funnel(rules.nested_counts(steps, list(unnumbered.values())))

@@ -1013,41 +1013,57 @@ async def test_breakdowns_per_placement_and_strategy_equal_a_direct_count(
 
 
 async def test_the_funnel_counts_users_who_reached_each_step_as_a_direct_count(
-    client: httpx.Client, tenant: TenantContext, db: asyncpg.Pool, redis: Redis, worker: Process
+    client: httpx.Client,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    migrated: Settings,
+    worker: Process,
 ) -> None:
     now = datetime.now(UTC)
+    today = now.date()
     story = _story(41, now)
-    # A shopper who bought without clicking a recommendation stops at the first step.
+    # A shopper who bought without clicking a recommendation stops at the first step; one
+    # who viewed on one day and clicked, added and bought on later days goes all the way.
     story.append(_event("product_viewed", "direct", "p3", now - timedelta(minutes=3)))
     story.append(_event("purchase", "direct", "p3", now - timedelta(minutes=2), price=5))
+    for back, kind in enumerate(["purchase", "add_to_cart", "recommendation_clicked"]):
+        moment = day_start(today - timedelta(days=back)) + timedelta(minutes=1)
+        story.append(_event(kind, "patient", "p4", min(moment, now), price=8))
+    story.append(_event("product_viewed", "patient", "p4", day_start(today - timedelta(3))))
     await _ingest(client, db, redis, tenant, story)
-    start = day_start(now.date() - timedelta(days=5)) + timedelta(hours=3)
-    rows = await db.fetch(
-        """SELECT user_id, array_agg(DISTINCT event_type) AS types FROM events
-           WHERE tenant_id = $1 AND occurred_at >= $2 GROUP BY user_id""",
-        tenant.tenant_id,
-        start,
-    )
+    await _refresh(db, migrated, tenant.tenant_id, [today - timedelta(days=n) for n in (1, 2, 3)])
     order = ["product_viewed", "recommendation_clicked", "add_to_cart", "purchase"]
-    expected = [
-        sum(1 for row in rows if set(order[: k + 1]) <= set(row["types"])) for k in range(4)
+    names = ["viewed", "clickedRecommendation", "addedToCart", "purchased"]
+    url = f"/api/v1/tenants/{tenant.tenant_id}/analytics/funnel"
+    # A raw edge, aggregated days and today raw; whole aggregated days only; today only.
+    periods = [
+        (day_start(today - timedelta(days=5)) + timedelta(hours=3), now + timedelta(minutes=6)),
+        (day_start(today - timedelta(days=3)), day_start(today)),
+        (day_start(today), now + timedelta(minutes=6)),
     ]
-    assert expected[0] > expected[-1] > 0
-    response = _get(
-        client,
-        f"/api/v1/tenants/{tenant.tenant_id}/analytics/funnel",
-        tenant,
-        **{"from": start.isoformat(), "to": (now + timedelta(minutes=6)).isoformat()},
-    )
-    assert response.status_code == 200, response.text
-    steps = response.json()["steps"]
-    assert [s["step"] for s in steps] == [
-        "viewed",
-        "clickedRecommendation",
-        "addedToCart",
-        "purchased",
-    ]
-    assert [s["users"] for s in steps] == expected
+    for start, end in periods:
+        rows = await db.fetch(
+            """SELECT user_id, array_agg(DISTINCT event_type) AS types FROM events
+               WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+               GROUP BY user_id""",
+            tenant.tenant_id,
+            start,
+            end,
+        )
+        expected = [
+            sum(1 for row in rows if set(order[: k + 1]) <= set(row["types"])) for k in range(4)
+        ]
+        response = _get(client, url, tenant, **{"from": start.isoformat(), "to": end.isoformat()})
+        assert response.status_code == 200, response.text
+        steps = response.json()["steps"]
+        assert [s["step"] for s in steps] == names
+        assert [s["users"] for s in steps] == expected, (start, end)
+        if expected[1]:
+            assert steps[2]["rateFromPrevious"] == pytest.approx(expected[2] / expected[1])
+    first = periods[0]
+    whole = _get(client, url, tenant, **{"from": first[0].isoformat(), "to": first[1].isoformat()})
+    steps = whole.json()["steps"]
+    assert steps[0]["users"] > steps[-1]["users"] > 0
     assert steps[0]["rateFromPrevious"] is None
-    assert steps[2]["rateFromPrevious"] == pytest.approx(expected[2] / expected[1])
-    assert steps[3]["rateFromFirst"] == pytest.approx(expected[3] / expected[0])
+    assert steps[3]["rateFromFirst"] == pytest.approx(steps[3]["users"] / steps[0]["users"])

@@ -250,3 +250,21 @@ def test_per_product_counters_are_used_only_when_they_add_up_to_the_day() -> Non
         rules.product_figures({k: v for k, v in products.items() if k != "i|p|1"}, COUNTERS) is None
     )
     assert rules.product_figures({}, {"events": 2.0, "type|product_viewed": 2.0}) == {}
+
+
+def test_funnel_steps_nest_bitmaps_and_users_outside_them() -> None:
+    viewed = rules.bitmap_of([0, 1, 2, 3, 9])
+    clicked = rules.bitmap_of([1, 2, 3, 20])
+    carted = rules.bitmap_of([2, 3])
+    bought = rules.bitmap_of([3, 9])
+    outside = [[True, True, False, True], [True, False, False, False]]
+    assert rules.nested_counts([viewed, clicked, carted, bought], outside) == [7, 4, 2, 1]
+    steps = rules.funnel([10, 4, 2, 1])
+    assert [s["step"] for s in steps] == [
+        "viewed",
+        "clickedRecommendation",
+        "addedToCart",
+        "purchased",
+    ]
+    assert steps[1]["rateFromPrevious"] == 0.4 and steps[3]["rateFromFirst"] == 0.1
+    assert rules.funnel([0, 0, 0, 0])[1]["rateFromPrevious"] is None
