@@ -451,6 +451,14 @@ def nested_counts(steps: Sequence[bytes], extra: Sequence[Sequence[bool]] = ()) 
     return counts
 
 
+def bitmap_indices(bitmap: bytes) -> set[int]:
+    """The user indices set in one bitmap."""
+    if not bitmap:
+        return set()
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return {int(i) for i in np.flatnonzero(bits)}
+
+
 def bitmap_count(bitmap: bytes) -> int:
     """How many users one bitmap holds."""
     return int(np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8)).sum()) if bitmap else 0

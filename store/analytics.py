@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import numpy as np
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -92,18 +93,22 @@ async def _user_indices(
     (`users`) and of those with each funnel event (see _STEP_COLUMNS)."""
     await connection.execute(
         f"""
-        INSERT INTO analytics_users (tenant_id, user_id, idx)
+        INSERT INTO analytics_users (tenant_id, user_id, idx, holdout_bucket)
         SELECT $1, n.user_id,
                (SELECT coalesce(max(idx), -1) FROM analytics_users WHERE tenant_id = $1)
-               + row_number() OVER (ORDER BY n.user_id)
-        FROM (SELECT DISTINCT user_id FROM {source}
-              WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+               + row_number() OVER (ORDER BY n.user_id),
+               {_bucket_sql("n.d")}
+        FROM (SELECT user_id, sha256(convert_to($4 || ':' || user_id, 'UTF8')) AS d
+              FROM (SELECT DISTINCT user_id FROM {source}
+                    WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) x
+              OFFSET 0) n
         WHERE NOT EXISTS (SELECT 1 FROM analytics_users u
                           WHERE u.tenant_id = $1 AND u.user_id = n.user_id)
         """,
         tenant_id,
         start,
         end,
+        holdout.salt(tenant_id),
     )
     flags = ", ".join(
         f"bool_or(event_type = '{event_type}') AS {column}"
@@ -858,66 +863,125 @@ async def holdout_sums(
     pool: asyncpg.Pool, *, tenant_id: str, period: Period, percent: int
 ) -> tuple[VariantSums, VariantSums]:
     """Per-user sufficient statistics of the holdout and of everyone else over the users active
-    in the period (from the raw events, kept 90 days), the holdout assigned in SQL exactly as
-    domain.holdout.in_holdout assigns it."""
-    rows = await pool.fetch(
-        f"""
-        WITH per_user AS (
-            SELECT user_id,
-                   count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
-                   count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
-                   count(*) FILTER (WHERE event_type = 'purchase') AS p,
-                   coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0) AS r
-            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-            GROUP BY user_id
-        ), hashed AS MATERIALIZED (
-            -- Materialised: inlined, the digest would be computed once per byte read.
-            SELECT i, c, p, r, sha256(convert_to($4 || ':' || user_id, 'UTF8')) AS d
-            FROM per_user
+    in the period, assigned exactly as domain.holdout.in_holdout assigns them.
+
+    Active users come from the day bitmaps (each numbered user's bucket is stored with its
+    number) and the raw slices; purchases per user from the purchase events of the period
+    (kept 90 days; a partial index reads only those). Impressions and clicks are not counted:
+    the incremental tests are revenue per visitor and conversion rate."""
+    threshold = percent * (BUCKET_COUNT // 100)
+    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+        plan = await _plan(
+            connection, tenant_id=tenant_id, period=period, today=_today(datetime.now(UTC))
         )
-        SELECT {_bucket_sql("d")} < $5 AS held, count(*) AS users,
-               coalesce(sum(i), 0) AS si, coalesce(sum(c), 0) AS sc,
-               coalesce(sum(i * i), 0) AS sii, coalesce(sum(c * c), 0) AS scc,
-               coalesce(sum(i * c), 0) AS sic, count(*) FILTER (WHERE p > 0) AS buyers,
-               coalesce(sum(p), 0) AS sp, coalesce(sum(p * p), 0) AS spp,
-               coalesce(sum(r), 0) AS sr, coalesce(sum(r * r), 0) AS srr
-        FROM hashed GROUP BY 1
-        """,
-        tenant_id,
-        period.start,
-        period.end,
-        holdout.salt(tenant_id),
-        percent * (BUCKET_COUNT // 100),
-    )
-    empty = VariantSums(
-        users=0,
-        sum_impressions=0,
-        sum_clicks=0,
-        sum_impressions_sq=0,
-        sum_clicks_sq=0,
-        sum_impr_clicks=0,
-        buyers=0,
-        sum_purchases=0,
-        sum_purchases_sq=0,
-        sum_revenue=0,
-        sum_revenue_sq=0,
-    )
-    arms = {True: empty, False: empty}
-    for row in rows:
-        arms[row["held"]] = VariantSums(
-            users=int(row["users"]),
-            sum_impressions=row["si"],
-            sum_clicks=row["sc"],
-            sum_impressions_sq=row["sii"],
-            sum_clicks_sq=row["scc"],
-            sum_impr_clicks=row["sic"],
-            buyers=int(row["buyers"]),
-            sum_purchases=row["sp"],
-            sum_purchases_sq=row["spp"],
-            sum_revenue=row["sr"],
-            sum_revenue_sq=row["srr"],
+        bitmaps = []
+        if plan.aggregated:
+            bitmaps = [
+                row["users"]
+                for row in await connection.fetch(
+                    """SELECT users FROM analytics_daily_users WHERE tenant_id = $1
+                       AND day = ANY($2::date[]) AND placement_id = '' AND strategy = ''""",
+                    tenant_id,
+                    sorted(plan.aggregated),
+                )
+            ]
+        raw_users: dict[str, int | None] = {}
+        for piece in plan.raw:
+            for row in await connection.fetch(
+                """SELECT n.user_id, u.holdout_bucket AS bucket
+                   FROM (SELECT DISTINCT user_id FROM events
+                         WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+                   LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
+                tenant_id,
+                piece.start,
+                piece.end,
+            ):
+                raw_users[row["user_id"]] = row["bucket"]
+        buckets = await connection.fetchrow(
+            """SELECT coalesce(array_agg(idx) FILTER (WHERE holdout_bucket < $2), '{}') AS held,
+                      (SELECT array_agg(user_id) FROM analytics_users
+                       WHERE tenant_id = $1 AND holdout_bucket IS NULL) AS unbucketed
+               FROM analytics_users WHERE tenant_id = $1""",
+            tenant_id,
+            threshold,
         )
-    return arms[True], arms[False]
+        bought = await connection.fetch(
+            """SELECT user_id, count(*) AS purchases, sum(price) AS revenue FROM events
+               WHERE tenant_id = $1 AND event_type = 'purchase'
+                 AND occurred_at >= $2 AND occurred_at < $3
+               GROUP BY user_id""",
+            tenant_id,
+            period.start,
+            period.end,
+        )
+        # Numbered users of the bitmaps, and their numbers, to place the raw slices' users.
+        numbers = dict(
+            await connection.fetch(
+                """SELECT user_id, idx FROM analytics_users
+                   WHERE tenant_id = $1 AND user_id = ANY($2::text[])""",
+                tenant_id,
+                [row["user_id"] for row in bought if row["user_id"] not in raw_users]
+                + [user for user, bucket in raw_users.items() if bucket is not None],
+            )
+        )
+
+    def held_out(user_id: str, bucket: int | None) -> bool:
+        if bucket is None:
+            return holdout.in_holdout(tenant_id=tenant_id, user_id=user_id, percent=percent)
+        return bucket < threshold
+
+    unbucketed = [
+        numbers[user]
+        for user in buckets["unbucketed"] or []
+        if user in numbers
+        and holdout.in_holdout(tenant_id=tenant_id, user_id=user, percent=percent)
+    ]
+    held_numbers = np.asarray(list(buckets["held"]) + unbucketed, dtype=np.int64)
+    # Users of the raw slices: those numbered join the bitmap set, the others count apart.
+    extra = {True: 0, False: 0}
+    raw_numbers = []
+    for user, bucket in raw_users.items():
+        if user in numbers:
+            raw_numbers.append(numbers[user])
+        else:
+            extra[held_out(user, bucket)] += 1
+    active = np.frombuffer(
+        rules.bitmap_union([*bitmaps, rules.bitmap_of(raw_numbers)]), dtype=np.uint8
+    )
+    active_bits = np.unpackbits(active, bitorder="little").astype(bool)
+    held_mask = np.zeros(active_bits.size, dtype=bool)
+    held_mask[held_numbers[held_numbers < active_bits.size]] = True
+    users_held = int((active_bits & held_mask).sum()) + extra[True]
+    users_rest = int((active_bits & ~held_mask).sum()) + extra[False]
+    held_set = set(held_numbers.tolist())
+    counts = {True: [0, 0, 0], False: [0, 0, 0]}  # buyers, purchases, purchases squared
+    money = {True: [Decimal(0), Decimal(0)], False: [Decimal(0), Decimal(0)]}
+    for row in bought:
+        user = row["user_id"]
+        side = numbers[user] in held_set if user in numbers else held_out(user, raw_users.get(user))
+        purchases, revenue = int(row["purchases"]), row["revenue"] or Decimal(0)
+        counts[side][0] += 1
+        counts[side][1] += purchases
+        counts[side][2] += purchases * purchases
+        money[side][0] += revenue
+        money[side][1] += revenue * revenue
+
+    def arm(users: int, side: bool) -> VariantSums:
+        return VariantSums(
+            users=users,
+            sum_impressions=0,
+            sum_clicks=0,
+            sum_impressions_sq=0,
+            sum_clicks_sq=0,
+            sum_impr_clicks=0,
+            buyers=counts[side][0],
+            sum_purchases=counts[side][1],
+            sum_purchases_sq=counts[side][2],
+            sum_revenue=money[side][0],
+            sum_revenue_sq=money[side][1],
+        )
+
+    return arm(users_held, True), arm(users_rest, False)
 
 
 async def _tenant_overview(

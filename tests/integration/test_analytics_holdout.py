@@ -125,6 +125,10 @@ async def test_the_overview_reports_incrementality_equal_to_a_direct_per_user_co
     now = datetime.now(UTC)
     shop = await make_tenant(db, migrated, config={"holdoutPercent": 15})
     await _seed(db, shop.tenant_id, now, users=1500)
+    # Past days from the aggregates (day bitmaps and stored buckets), the rest raw.
+    await analytics_store.refresh_tenant_days(
+        db, tenant_id=shop.tenant_id, days=[now.date() - timedelta(days=n) for n in range(2, 6)]
+    )
     start, end = now - timedelta(days=7), now + timedelta(minutes=6)
     params = {"from": start.isoformat(), "to": end.isoformat()}
     response = _get(client, f"/api/v1/tenants/{shop.tenant_id}/analytics/overview", shop, **params)
@@ -201,6 +205,17 @@ async def test_the_sql_holdout_assignment_equals_the_python_one(
         ],
     )
     period = analytics_store.Period(now - timedelta(hours=1), now)
+    # Users numbered by a refresh carry their bucket; the others are assigned as they come.
+    await analytics_store.refresh_tenant_days(db, tenant_id=shop.tenant_id, days=[now.date()])
+    stored = await db.fetch(
+        "SELECT user_id, holdout_bucket FROM analytics_users WHERE tenant_id = $1",
+        shop.tenant_id,
+    )
+    assert len(stored) == len(users)
+    for row in stored:
+        digest = holdout.salt(shop.tenant_id) + ":" + row["user_id"]
+        bucket = int.from_bytes(__import__("hashlib").sha256(digest.encode()).digest(), "big")
+        assert row["holdout_bucket"] == bucket % 10_000
     for percent in (1, 10, 20):
         held, rest = await analytics_store.holdout_sums(
             db, tenant_id=shop.tenant_id, period=period, percent=percent
