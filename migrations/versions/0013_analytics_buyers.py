@@ -2,14 +2,14 @@
 can be read from the daily aggregates, and the users of each funnel step per day.
 
 Revision ID: 0013
-Revises: 0011_user_token_secret
+Revises: 0012
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
 revision = "0013"
-down_revision = "0011_user_token_secret"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
