@@ -15,6 +15,7 @@ from sanic.response import HTTPResponse
 
 from api import headers, metrics, problems
 from api.blueprints import ALL_BLUEPRINTS, storefront
+from api.blueprints.console import CONSOLE_BLUEPRINTS
 from api.security import ApiKeyAuthenticator
 from store.db import create_pool
 from store.logs import configure_logging
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
         )
 
     # After the pools' listener: the blueprints' start-up listeners run after it and use them.
-    for blueprint in ALL_BLUEPRINTS:
+    for blueprint in [*ALL_BLUEPRINTS, *CONSOLE_BLUEPRINTS]:
         app.blueprint(blueprint)
     storefront.install(app)  # the SDK bundle, storefront routes and per-tenant CORS
 

@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "cli.commands.models",
     "cli.commands.imports",
     "cli.commands.dlq",
+    "cli.commands.openapi",
+    "cli.commands.web",
 ]
 PLATFORM_HINT = (
     "is the platform running? Start it with `make up` (commands run in the project folder "

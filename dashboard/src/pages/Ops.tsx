@@ -1,0 +1,243 @@
+import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
+import { useState } from "react";
+import { authorisedFetch } from "../api/client";
+import { useAuth } from "../auth";
+import { Badge, Button, Card, Confirm, Empty, Loading, PageTitle, ProblemView, formatDate, formatNumber } from "../components/ui";
+
+interface Queue {
+  queue: string;
+  ready: number;
+  inProgress: number;
+  delayed: number;
+  deadLetters: number;
+  lagSeconds: number | null;
+  oldestClaimedSeconds: number | null;
+}
+interface Worker {
+  id: string;
+  queues: string[];
+  pid: number;
+  host: string;
+  lastHeartbeatAt: string | null;
+  alive: boolean;
+}
+interface DeadLetter {
+  id: string;
+  queue: string;
+  actor: string;
+  failedAt: string;
+  args: unknown;
+}
+interface ModelRow {
+  tenantId: string;
+  tenantName: string;
+  modelVersion: string | null;
+  lastFullRetrainAt: string | null;
+  lastIncrementalRetrainAt: string | null;
+  lastDurationSeconds: number | null;
+  failures: number;
+}
+
+async function getJson<T>(path: string): Promise<T> {
+  return (await (await authorisedFetch(path)).json()) as T;
+}
+
+const seconds = (s: number | null | undefined) => (s === null || s === undefined ? "—" : s < 120 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
+
+/** Throughput from two successive readings of queue depth plus work done is not served; the
+ * page shows what is waiting, claimed and late, refreshed every 5 seconds. */
+export default function Ops() {
+  const { me } = useAuth();
+  const queries = useQueryClient();
+  const allowed = me?.isOperator === true;
+  const refetchInterval = 5000;
+  const queues = useQuery({ queryKey: ["ops", "queues"], enabled: allowed, refetchInterval, queryFn: () => getJson<{ data: Queue[] }>("/api/v1/ops/queues") });
+  const workers = useQuery({
+    queryKey: ["ops", "workers"],
+    enabled: allowed,
+    refetchInterval,
+    queryFn: () => getJson<{ data: Worker[]; scheduler: { alive: boolean; lastHeartbeatAt: string | null } }>("/api/v1/ops/workers"),
+  });
+  const dead = useQuery({ queryKey: ["ops", "dead"], enabled: allowed, refetchInterval, queryFn: () => getJson<{ data: DeadLetter[] }>("/api/v1/ops/dead-letters?limit=100") });
+  const models = useQuery({ queryKey: ["ops", "models"], enabled: allowed, queryFn: () => getJson<{ data: ModelRow[] }>("/api/v1/ops/models") });
+  const [inspecting, setInspecting] = useState<DeadLetter | null>(null);
+  const [replaying, setReplaying] = useState<{ ids?: string[]; queue?: string; label: string } | null>(null);
+  const replay = useMutation({
+    mutationFn: async (body: { ids?: string[]; queue?: string }) =>
+      (await (
+        await authorisedFetch("/api/v1/ops/dead-letters/replay", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        })
+      ).json()) as { replayed: number },
+    onSuccess: () => {
+      setReplaying(null);
+      void queries.invalidateQueries({ queryKey: ["ops"] });
+    },
+  });
+  if (!allowed) {
+    return (
+      <>
+        <PageTitle>Operations</PageTitle>
+        <div role="alert" className="rounded-md border border-amber-300 bg-amber-50 p-3 text-sm dark:border-amber-700 dark:bg-amber-950">
+          <p className="font-semibold">Operators only</p>
+          <p>This console is for platform operators. Ask one to run “recomengine create-admin --operator” for your account.</p>
+        </div>
+      </>
+    );
+  }
+  const table = "w-full text-left text-sm";
+  const th = "py-2 pr-3";
+  return (
+    <>
+      <PageTitle>Operations</PageTitle>
+      <div className="grid gap-4">
+        <Card title="Queues">
+          <ProblemView error={queues.error} />
+          {queues.isPending ? (
+            <Loading />
+          ) : (
+            <div className="overflow-x-auto">
+              <table className={table}>
+                <thead>
+                  <tr className="border-b border-slate-200 dark:border-slate-700">
+                    <th className={th}>Queue</th>
+                    <th className={`${th} text-right`}>Ready</th>
+                    <th className={`${th} text-right`}>In progress</th>
+                    <th className={`${th} text-right`}>Delayed</th>
+                    <th className={`${th} text-right`}>Dead letters</th>
+                    <th className={`${th} text-right`}>Oldest waiting</th>
+                    <th className="py-2 text-right">Oldest claimed</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {(queues.data?.data ?? []).map((q) => (
+                    <tr key={q.queue} className="border-b border-slate-100 dark:border-slate-800" data-testid={`queue-${q.queue}`}>
+                      <td className={th}>{q.queue}</td>
+                      <td className={`${th} text-right`}>{formatNumber(q.ready)}</td>
+                      <td className={`${th} text-right`}>{formatNumber(q.inProgress)}</td>
+                      <td className={`${th} text-right`}>{formatNumber(q.delayed)}</td>
+                      <td className={`${th} text-right`}>{q.deadLetters > 0 ? <Badge tone="red">{formatNumber(q.deadLetters)}</Badge> : "0"}</td>
+                      <td className={`${th} text-right`}>{seconds(q.lagSeconds)}</td>
+                      <td className="py-2 text-right">{seconds(q.oldestClaimedSeconds)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        </Card>
+        <Card title="Workers and scheduler">
+          <ProblemView error={workers.error} />
+          {workers.data && (
+            <>
+              <p className="mb-2 text-sm">
+                Scheduler: {workers.data.scheduler.alive ? <Badge tone="green">alive</Badge> : <Badge tone="red">down</Badge>} last heartbeat {formatDate(workers.data.scheduler.lastHeartbeatAt)}
+              </p>
+              {workers.data.data.length === 0 ? (
+                <Empty>No worker has sent a heartbeat.</Empty>
+              ) : (
+                <ul className="divide-y divide-slate-200 text-sm dark:divide-slate-700">
+                  {workers.data.data.map((w) => (
+                    <li key={w.id} className="flex flex-wrap items-center gap-2 py-2">
+                      {w.alive ? <Badge tone="green">alive</Badge> : <Badge tone="red">silent</Badge>}
+                      <span className="font-mono text-xs">
+                        {w.host} pid {w.pid}
+                      </span>
+                      <span>queues: {w.queues.join(", ")}</span>
+                      <span className="text-slate-600 dark:text-slate-400">heartbeat {formatDate(w.lastHeartbeatAt)}</span>
+                    </li>
+                  ))}
+                </ul>
+              )}
+            </>
+          )}
+        </Card>
+        <Card
+          title="Dead letters"
+          actions={
+            (dead.data?.data.length ?? 0) > 0 && (
+              <Button tone="secondary" onClick={() => setReplaying({ label: "every dead letter" })}>
+                Replay all
+              </Button>
+            )
+          }
+        >
+          <ProblemView error={dead.error ?? replay.error} />
+          {replay.isSuccess && <p role="status" className="mb-2 text-sm text-green-800 dark:text-green-300">Replayed {replay.data.replayed} message(s).</p>}
+          {dead.isPending ? (
+            <Loading />
+          ) : (dead.data?.data ?? []).length === 0 ? (
+            <Empty>No dead letters.</Empty>
+          ) : (
+            <ul className="divide-y divide-slate-200 text-sm dark:divide-slate-700">
+              {dead.data?.data.map((d) => (
+                <li key={d.id} className="flex flex-wrap items-center gap-2 py-2" data-testid="dead-letter">
+                  <Badge>{d.queue}</Badge>
+                  <span className="font-mono text-xs">{d.actor}</span>
+                  <span className="text-slate-600 dark:text-slate-400">failed {formatDate(d.failedAt)}</span>
+                  <span className="ml-auto flex gap-2">
+                    <Button tone="secondary" onClick={() => setInspecting(d)}>
+                      Inspect
+                    </Button>
+                    <Button onClick={() => setReplaying({ ids: [d.id], label: `${d.actor} (${d.id})` })}>Replay</Button>
+                  </span>
+                </li>
+              ))}
+            </ul>
+          )}
+          {inspecting && (
+            <div className="mt-3">
+              <h3 className="text-sm font-semibold">Arguments of {inspecting.actor}</h3>
+              <pre className="mt-1 max-h-64 overflow-auto rounded bg-slate-100 p-2 text-xs dark:bg-slate-800">{JSON.stringify(inspecting.args, null, 2)}</pre>
+            </div>
+          )}
+        </Card>
+        <Card title="Models per tenant">
+          <ProblemView error={models.error} />
+          {models.isPending ? (
+            <Loading />
+          ) : (
+            <div className="overflow-x-auto">
+              <table className={table}>
+                <thead>
+                  <tr className="border-b border-slate-200 dark:border-slate-700">
+                    <th className={th}>Tenant</th>
+                    <th className={th}>Version</th>
+                    <th className={th}>Last full retrain</th>
+                    <th className={th}>Last incremental</th>
+                    <th className={`${th} text-right`}>Duration</th>
+                    <th className="py-2 text-right">Failures</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {(models.data?.data ?? []).map((m) => (
+                    <tr key={m.tenantId} className="border-b border-slate-100 dark:border-slate-800">
+                      <td className={th}>{m.tenantName}</td>
+                      <td className={`${th} font-mono text-xs`}>{m.modelVersion ?? "—"}</td>
+                      <td className={th}>{formatDate(m.lastFullRetrainAt)}</td>
+                      <td className={th}>{formatDate(m.lastIncrementalRetrainAt)}</td>
+                      <td className={`${th} text-right`}>{seconds(m.lastDurationSeconds)}</td>
+                      <td className="py-2 text-right">{m.failures > 0 ? <Badge tone="red">{m.failures}</Badge> : "0"}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        </Card>
+      </div>
+      <Confirm
+        open={replaying !== null}
+        title="Replay dead letters?"
+        confirmLabel="Replay"
+        tone="primary"
+        onCancel={() => setReplaying(null)}
+        onConfirm={() => replaying && replay.mutate(replaying.ids ? { ids: replaying.ids } : {})}
+      >
+        <p className="text-sm">Put {replaying?.label} back on its queue with retries reset.</p>
+      </Confirm>
+    </>
+  );
+}
