@@ -14,7 +14,12 @@ if (!source) {
 }
 
 async function readDocument() {
-  if (source === "-") return JSON.parse(readFileSync(0, "utf8"));
+  if (source === "-") {
+    // Read stdin as a stream: a synchronous read of a pipe fails with EAGAIN.
+    const chunks = [];
+    for await (const chunk of process.stdin) chunks.push(chunk);
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  }
   if (/^https?:\/\//.test(source)) {
     const answer = await fetch(source);
     if (!answer.ok) throw new Error(`${source} answered ${answer.status}`);

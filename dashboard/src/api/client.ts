@@ -22,6 +22,8 @@ const authorise: Middleware = {
 export const api = createClient<paths>({
   baseUrl: typeof location === "undefined" ? "" : location.origin,
   credentials: "same-origin",
+  // Looked up at call time, not captured at start-up (tests replace it).
+  fetch: (request: Request) => globalThis.fetch(request),
 });
 api.use(authorise);
 
