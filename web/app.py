@@ -63,7 +63,7 @@ async def _send(path: Path, cache_control: str) -> HTTPResponse:
     return await file(
         path,
         mime_type=mime or "application/octet-stream",
-        headers={"Cache-Control": cache_control},
+        headers={"cache-control": cache_control},
     )
 
 

@@ -115,7 +115,7 @@ export default function Analytics() {
           ))
         )}
       </div>
-      <div className="mt-4 grid gap-4 lg:grid-cols-2">
+      <div className="mt-4 grid grid-cols-1 gap-4 lg:grid-cols-2">
         {METRICS.map(([metric, label, colour], i) => {
           const result = series[i];
           return (
@@ -143,7 +143,7 @@ export default function Analytics() {
           ) : (top.data?.data ?? []).length === 0 ? (
             <Empty>No product was clicked in this period.</Empty>
           ) : (
-            <div className="overflow-x-auto">
+            <div className="relative overflow-x-auto">
               <table className="w-full text-left text-sm">
                 <thead>
                   <tr className="border-b border-slate-200 dark:border-slate-700">

@@ -51,7 +51,7 @@ export default function ApiKeys() {
     <>
       <TenantNav />
       <h1 className="mb-4 text-2xl font-bold">API keys</h1>
-      <div className="grid gap-4 lg:grid-cols-3">
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-3">
         <div className="lg:col-span-2">
           <Card title="Keys">
             <ProblemView error={keys.error ?? revoke.error} />
@@ -60,7 +60,7 @@ export default function ApiKeys() {
             ) : rows.length === 0 ? (
               <Empty>No keys yet. Create one to send events and read recommendations.</Empty>
             ) : (
-              <div className="overflow-x-auto">
+              <div className="relative overflow-x-auto">
                 <table className="w-full text-left text-sm">
                   <thead>
                     <tr className="border-b border-slate-200 dark:border-slate-700">

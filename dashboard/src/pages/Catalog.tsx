@@ -67,7 +67,7 @@ export default function Catalog() {
           ) : rows.length === 0 ? (
             <Empty>No product matches. Products arrive through POST /api/v1/catalog.</Empty>
           ) : (
-            <div className="overflow-x-auto">
+            <div className="relative overflow-x-auto">
               <table className="w-full text-left text-sm">
                 <thead>
                   <tr className="border-b border-slate-200 dark:border-slate-700">

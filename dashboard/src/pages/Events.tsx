@@ -21,7 +21,7 @@ interface Filters {
 
 function EventTable({ events, caption }: { events: Event[]; caption: string }) {
   return (
-    <div className="overflow-x-auto">
+    <div className="relative overflow-x-auto">
       <table className="w-full text-left text-sm">
         <caption className="sr-only">{caption}</caption>
         <thead>

@@ -113,7 +113,7 @@ export default function ExperimentDetail() {
                 )}
               </div>
               <Card title="Results">
-                <div className="overflow-x-auto">
+                <div className="relative overflow-x-auto">
                   <table className="w-full text-left text-sm" data-testid="results-table">
                     <thead>
                       <tr className="border-b border-slate-200 dark:border-slate-700">
@@ -135,7 +135,7 @@ export default function ExperimentDetail() {
                 </div>
               </Card>
               <Card title="Tests (variant minus control)">
-                <div className="overflow-x-auto">
+                <div className="relative overflow-x-auto">
                   <table className="w-full text-left text-sm">
                     <thead>
                       <tr className="border-b border-slate-200 dark:border-slate-700">

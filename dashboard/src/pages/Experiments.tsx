@@ -32,7 +32,7 @@ export default function Experiments() {
         ) : rows.length === 0 ? (
           <Empty>No experiments yet. An experiment compares two strategies on one placement.</Empty>
         ) : (
-          <div className="overflow-x-auto">
+          <div className="relative overflow-x-auto">
             <table className="w-full text-left text-sm">
               <thead>
                 <tr className="border-b border-slate-200 dark:border-slate-700">

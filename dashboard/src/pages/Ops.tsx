@@ -92,13 +92,13 @@ export default function Ops() {
   return (
     <>
       <PageTitle>Operations</PageTitle>
-      <div className="grid gap-4">
+      <div className="grid grid-cols-1 gap-4">
         <Card title="Queues">
           <ProblemView error={queues.error} />
           {queues.isPending ? (
             <Loading />
           ) : (
-            <div className="overflow-x-auto">
+            <div className="relative overflow-x-auto">
               <table className={table}>
                 <thead>
                   <tr className="border-b border-slate-200 dark:border-slate-700">
@@ -199,7 +199,7 @@ export default function Ops() {
           {models.isPending ? (
             <Loading />
           ) : (
-            <div className="overflow-x-auto">
+            <div className="relative overflow-x-auto">
               <table className={table}>
                 <thead>
                   <tr className="border-b border-slate-200 dark:border-slate-700">

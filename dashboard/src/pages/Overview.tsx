@@ -90,7 +90,7 @@ export default function Overview() {
                   .
                 </Empty>
               ) : (
-                <div className="overflow-x-auto">
+                <div className="relative overflow-x-auto">
                   <table className="w-full text-left text-sm">
                     <thead>
                       <tr className="border-b border-slate-200 dark:border-slate-700">

@@ -34,7 +34,7 @@ export default function Settings() {
   return (
     <>
       <PageTitle>Account settings</PageTitle>
-      <div className="grid gap-4 lg:grid-cols-2">
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
         <Card title="Profile">
           <form
             className="space-y-3"

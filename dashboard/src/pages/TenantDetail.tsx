@@ -103,7 +103,7 @@ export default function TenantDetail() {
     <>
       <TenantNav />
       <h1 className="mb-4 text-2xl font-bold">Tenant overview</h1>
-      <div className="grid gap-4 lg:grid-cols-2">
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
         <Card title="Usage this month">
           <dl className="grid grid-cols-2 gap-3 text-sm sm:grid-cols-3">
             {(

@@ -41,7 +41,7 @@ export default function Tenants() {
   return (
     <>
       <PageTitle>Tenants</PageTitle>
-      <div className="grid gap-4 lg:grid-cols-3">
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-3">
         <div className="lg:col-span-2">
           <Card
             title="Your tenants"

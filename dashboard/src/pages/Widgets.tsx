@@ -111,7 +111,7 @@ export default function Widgets() {
     <>
       <TenantNav />
       <h1 className="mb-4 text-2xl font-bold">Widgets</h1>
-      <div className="grid gap-4 lg:grid-cols-2">
+      <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
         <Card title="Configuration">
           {list.isPending ? (
             <Loading />

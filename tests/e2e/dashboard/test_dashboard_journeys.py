@@ -1,0 +1,340 @@
+"""The dashboard in headless Chromium: the admin's journeys from sign-up to a password reset,
+the operators' console, and axe-core on every route."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest
+from dashboard_browser import (
+    browser,
+    context,
+    page,
+    screenshot,
+    serious_violations,
+    shop_dir,
+    sign_in,
+    web_url,
+)
+from playwright.async_api import Page, expect
+
+from conftest import TEST_PASSWORD, Process, TenantContext
+
+__all__ = ["browser", "context", "page", "shop_dir", "web_url"]  # fixtures used by name
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 20) -> None:
+    """Retry `check` until it holds (the worker stores events asynchronously)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError("the condition did not hold in time")
+
+
+async def settled(page: Page) -> None:
+    """Wait until no part of the page says it is loading (the event tail never idles the
+    network, so "networkidle" cannot tell)."""
+    await expect(page.get_by_text(re.compile(r"^(Loading|Signing in)…$"))).to_have_count(0)
+
+
+# The innermost elements that reach past the right edge of a narrow viewport.
+WIDEST = """() => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > innerWidth + 1 && e.children.length === 0)
+  .slice(0, 5).map(e => e.tagName + '.' + e.className.toString().slice(0, 60))"""
+
+
+def exposure(kind: str, user: str, product: str, **metadata: object) -> dict[str, object]:
+    """A recommendation impression or click event as the SDK sends it."""
+    return {
+        "eventType": kind,
+        "userId": user,
+        "productId": product,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "metadata": {"placementId": "home", "recommendationId": "r1", "position": 1, **metadata},
+    }
+
+
+async def test_a_new_admin_signs_up_creates_a_tenant_and_a_key_and_sees_events_charted(
+    page: Page, web_url: str, worker_process: Process
+) -> None:
+    email = f"new-{uuid.uuid4().hex[:10]}@example.com"
+    await page.goto("/signup")
+    await page.get_by_label("Name").fill("Ada Admin")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill("a strong password 1")
+    await page.get_by_role("button", name="Sign up").click()
+    await page.wait_for_url("**/dashboard/tenants")
+    await expect(page.get_by_text("No tenants yet")).to_be_visible()
+
+    await page.get_by_label("Tenant name").fill("Ada's Shop")
+    await page.get_by_role("button", name="Create tenant").click()
+    await page.get_by_role("link", name="Ada's Shop").click()
+    await page.wait_for_url(re.compile(r"/dashboard/tenants/[0-9a-f-]+$"))
+    tenant_id = page.url.rsplit("/", 1)[-1]
+    await expect(page.get_by_role("heading", name="Tenant overview")).to_be_visible()
+    await screenshot(page, "tenant-detail")
+
+    await page.get_by_role("link", name="API keys").click()
+    await page.get_by_label("Key name").fill("backend")
+    await page.get_by_label("Permission").select_option("read_write")
+    await page.get_by_role("button", name="Create key").click()
+    key = (await page.get_by_test_id("new-key").inner_text()).strip()
+    assert key.startswith("rk_live_")
+    await expect(page.get_by_test_id("key-backend")).to_contain_text("never")
+    await screenshot(page, "api-keys")
+
+    events = [exposure("recommendation_impressed", f"u{i}", f"p{i % 3}") for i in range(5)]
+    events += [exposure("recommendation_clicked", f"u{i}", f"p{i % 3}") for i in range(2)]
+    async with httpx.AsyncClient(base_url=web_url, timeout=30) as http:
+        posted = await http.post(
+            "/api/v1/events/batch", json={"events": events}, headers={"X-API-Key": key}
+        )
+    assert posted.status_code == 202, posted.text
+    assert posted.json()["accepted"] == 7
+
+    await page.goto(f"/dashboard/tenants/{tenant_id}/analytics")
+
+    async def charted() -> bool:
+        impressions = page.get_by_test_id("chart-Impressions")
+        clicks = page.get_by_test_id("chart-Clicks")
+        if await impressions.count() and await clicks.count():
+            if (await impressions.get_attribute("data-total"), await clicks.get_attribute(
+                "data-total"
+            )) == ("5", "2"):
+                return True
+        await page.reload()
+        await page.get_by_test_id("chart-Impressions").wait_for()
+        return False
+
+    await eventually(charted)
+    await expect(page.get_by_test_id("kpi-Impressions")).to_contain_text("5")
+    await expect(page.get_by_test_id("kpi-CTR")).to_contain_text("40.0%")
+    await screenshot(page, "analytics")
+
+
+async def test_an_admin_creates_starts_and_reads_an_experiment(
+    page: Page, tenant: TenantContext
+) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}/experiments")
+    await expect(page.get_by_text("No experiments yet")).to_be_visible()
+    await page.get_by_role("link", name="New experiment").click()
+    # The form says what the api would refuse before sending it.
+    await page.get_by_label("Variant strategy").select_option("collaborative")
+    await page.get_by_role("button", name="Create draft").click()
+    await expect(page.get_by_text("Give the experiment a name")).to_be_visible()
+    await expect(page.get_by_text("Must differ from the control strategy")).to_be_visible()
+    await page.get_by_label("Name").fill("Trending on home")
+    await page.get_by_label("Variant strategy").select_option("trending")
+    await page.get_by_label("Traffic to variant (%)").fill("30")
+    await page.get_by_role("button", name="Create draft").click()
+    await page.wait_for_url(re.compile(r"/experiments/[0-9a-f-]{36}$"))
+    await expect(page.get_by_text("draft", exact=True)).to_be_visible()
+
+    await page.get_by_role("button", name="Start").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("split between the two strategies")
+    await dialog.get_by_role("button", name="Start").click()
+    await expect(page.get_by_text("running", exact=True)).to_be_visible()
+    await expect(page.get_by_test_id("results-table")).to_contain_text("Users")
+    await expect(page.get_by_text("Low confidence")).to_be_visible()
+    await expect(page.get_by_role("button", name="Pause")).to_be_visible()
+    await screenshot(page, "experiment-detail")
+
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}/experiments")
+    await expect(page.get_by_role("link", name="Trending on home")).to_be_visible()
+
+
+async def test_a_revoked_key_stops_working_at_once(page: Page, tenant: TenantContext) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}/api-keys")
+    await page.get_by_role("button", name="Revoke read_write").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Revoke key").click()
+    await expect(page.get_by_test_id("key-read_write")).to_contain_text("revoked")
+    async with httpx.AsyncClient(timeout=30) as http:
+        refused = await http.post(
+            page.url.split("/dashboard")[0] + "/api/v1/events",
+            json={"eventType": "product_viewed", "userId": "u1", "productId": "p1"},
+            headers=tenant.write_headers,
+        )
+    assert refused.status_code == 401
+    await screenshot(page, "key-revoked")
+
+
+async def test_a_forgotten_password_is_reset_from_the_mailed_link(
+    page: Page, tenant: TenantContext, db: asyncpg.Pool
+) -> None:
+    await page.goto("/login")
+    await page.get_by_role("link", name="Forgot your password?").click()
+    await page.get_by_label("Email").fill(tenant.admin_email)
+    await page.get_by_role("button", name="Send reset link").click()
+    await expect(page.get_by_role("status")).to_contain_text("we mailed it a link")
+
+    body = await db.fetchval(
+        "SELECT body FROM mail_outbox WHERE to_address = $1 ORDER BY id DESC LIMIT 1",
+        tenant.admin_email,
+    )
+    assert body is not None, "no reset mail in the outbox"
+    link = re.search(r"https?://\S+/reset-password\?token=\S+", body)
+    assert link is not None, body
+    # The mail links to the configured dashboard origin; the test's web server has its own port.
+    await page.goto(re.sub(r"^https?://[^/]+", "", link.group(0)))
+    await page.get_by_label("New password", exact=True).fill("a brand new password 2")
+    await page.get_by_label("Repeat the new password").fill("a brand new password 2")
+    await page.get_by_role("button", name="Set password").click()
+    await page.wait_for_url("**/login?reset=done")
+    await expect(page.get_by_text("Your password was changed")).to_be_visible()
+    await sign_in(page, tenant.admin_email, "a brand new password 2")
+    await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+    # The link works once.
+    await page.context.clear_cookies()
+    await page.goto(re.sub(r"^https?://[^/]+", "", link.group(0)))
+    await page.get_by_label("New password", exact=True).fill("yet another password 3")
+    await page.get_by_label("Repeat the new password").fill("yet another password 3")
+    await page.get_by_role("button", name="Set password").click()
+    await expect(page.get_by_role("alert")).to_contain_text("invalid, already used or expired")
+
+
+async def test_a_signed_out_visitor_is_sent_to_login_and_back_to_the_page_asked_for(
+    page: Page, tenant: TenantContext
+) -> None:
+    target = f"/dashboard/tenants/{tenant.tenant_id}/api-keys"
+    await page.goto(target)
+    await page.wait_for_url(re.compile(r"/login\?next="))
+    await page.get_by_label("Email").fill(tenant.admin_email)
+    await page.get_by_label("Password").fill(TEST_PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"**{target}")
+    # A reload keeps the session: the access token is gone with the page, the cookie is not.
+    await page.reload()
+    await expect(page.get_by_role("heading", name="API keys")).to_be_visible()
+
+
+async def test_the_event_viewer_tails_new_events_live_and_can_pause(
+    page: Page, tenant: TenantContext, web_url: str, worker_process: Process
+) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}/events")
+    await expect(page.get_by_test_id("tail-state")).to_have_text("Live")
+    async with httpx.AsyncClient(base_url=web_url, timeout=30) as http:
+        posted = await http.post(
+            "/api/v1/events",
+            json={"eventType": "add_to_cart", "userId": "live-user", "productId": "p-live"},
+            headers=tenant.write_headers,
+        )
+    assert posted.status_code == 202
+    await expect(page.get_by_text("live-user").first).to_be_visible(timeout=20_000)
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page.get_by_test_id("tail-state")).to_have_text("Paused")
+    await page.get_by_role("button", name="Resume").click()
+    await expect(page.get_by_test_id("tail-state")).to_have_text("Live")
+    await screenshot(page, "events")
+
+
+async def test_a_suspended_tenant_is_shown_read_only(page: Page, tenant: TenantContext) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto("/dashboard/tenants")
+    await page.get_by_role("button", name="Suspend Test Shop").click()
+    await expect(page.get_by_role("button", name="Reactivate Test Shop")).to_be_visible()
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}/api-keys")
+    await expect(page.get_by_text("This tenant is suspended")).to_be_visible()
+    await expect(page.get_by_role("button", name="Create key")).to_be_disabled()
+
+
+async def test_deleting_a_tenant_needs_its_name_typed(page: Page, tenant: TenantContext) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto("/dashboard/tenants")
+    await page.get_by_role("button", name="Delete Test Shop").click()
+    dialog = page.get_by_role("dialog")
+    confirm = dialog.get_by_role("button", name="Delete tenant")
+    await expect(confirm).to_be_disabled()
+    await dialog.get_by_label("Type “Test Shop” to confirm").fill("Test Shop")
+    await confirm.click()
+    await expect(page.get_by_text("No tenants yet")).to_be_visible()
+
+
+async def test_a_non_operator_gets_no_operations_page(page: Page, tenant: TenantContext) -> None:
+    await sign_in(page, tenant.admin_email)
+    await expect(page.get_by_role("link", name="Operations")).to_have_count(0)
+    await page.goto("/ops")
+    await expect(page.get_by_role("alert")).to_contain_text("Operators only")
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.get(
+            page.url.split("/ops")[0] + "/api/v1/ops/queues", headers=tenant.admin_headers
+        )
+    assert answer.status_code in (403, 404)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+async def test_every_route_has_no_serious_accessibility_violation(
+    page: Page, tenant: TenantContext, theme: str
+) -> None:
+    await page.emulate_media(color_scheme=theme)  # type: ignore[arg-type]
+    for path in ("/login", "/signup", "/forgot-password", "/reset-password?token=x"):
+        await page.goto(path)
+        await page.get_by_role("heading").first.wait_for()
+        found = await serious_violations(page)
+        assert found == [], (path, found)
+    await sign_in(page, tenant.admin_email)
+    async with httpx.AsyncClient(timeout=30) as http:
+        base = page.url.split("/dashboard")[0]
+        created = await http.post(
+            f"{base}/api/v1/tenants/{tenant.tenant_id}/experiments",
+            json={
+                "name": "Axe",
+                "placementId": "home",
+                "controlStrategy": "trending",
+                "variantStrategy": "collaborative",
+                "trafficSplit": 50,
+                "metric": "ctr",
+            },
+            headers=tenant.admin_headers,
+        )
+    exp_id = created.json()["id"]
+    t = f"/dashboard/tenants/{tenant.tenant_id}"
+    routes = [
+        "/dashboard",
+        "/dashboard/tenants",
+        t,
+        f"{t}/analytics",
+        f"{t}/catalog",
+        f"{t}/events",
+        f"{t}/experiments",
+        f"{t}/experiments/new",
+        f"{t}/experiments/{exp_id}",
+        f"{t}/widgets",
+        f"{t}/api-keys",
+        "/dashboard/settings",
+        "/dashboard/settings/billing",
+        "/dashboard/settings/team",
+        "/ops",
+        "/dashboard/no-such-page",
+    ]
+    for path in routes:
+        await page.goto(path)
+        await page.locator("main h1").first.wait_for()
+        await settled(page)
+        found = await serious_violations(page)
+        assert found == [], (path, found)
+        if theme == "light":
+            name = path.replace(tenant.tenant_id, "t").replace(exp_id, "e").strip("/")
+            await screenshot(page, name.replace("/", "_") or "root")
+    await page.set_viewport_size({"width": 375, "height": 800})
+    for path in ("/dashboard", f"{t}/analytics", f"{t}/api-keys"):
+        await page.goto(path)
+        await page.locator("main h1").first.wait_for()
+        await settled(page)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        name = path.replace(tenant.tenant_id, "t").strip("/").replace("/", "_")
+        await screenshot(page, f"375-{theme}-{name}")
+        assert width <= 375, (path, width, await page.evaluate(WIDEST))
