@@ -2,8 +2,8 @@ import { createContext, useCallback, useContext, useEffect, useMemo, useState, t
 import { api, call, type Schemas } from "./api/client";
 import { endSession, onSessionEnd, refreshSession, startSession } from "./api/session";
 
-/** The signed-in admin; `isOperator` comes with the operators' role. */
-export type Me = Schemas["AdminRead"] & { isOperator?: boolean };
+/** The signed-in admin (`isOperator`: may use the operators' console). */
+export type Me = Schemas["AdminRead"];
 
 type Status = "loading" | "anonymous" | "signed-in";
 

@@ -259,6 +259,91 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/ops/dead-letters": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Dead-lettered messages */
+        get: operations["get_api_v1_ops_dead_letters"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/ops/dead-letters/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Replay dead-lettered messages */
+        post: operations["post_api_v1_ops_dead_letters_replay"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/ops/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every tenant's model version, retrains and failures */
+        get: operations["get_api_v1_ops_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/ops/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Queue depth, lag and claims per queue */
+        get: operations["get_api_v1_ops_queues"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/ops/workers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Worker processes and the scheduler, with their heartbeats */
+        get: operations["get_api_v1_ops_workers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/recommendations": {
         parameters: {
             query?: never;
@@ -747,6 +832,12 @@ export interface components {
             email: string;
             /** Name */
             name: string;
+            /**
+             * Isoperator
+             * @description Whether the account may use the operators' console (/ops).
+             * @default false
+             */
+            isOperator?: boolean;
         };
         /**
          * AllTenantsOverviewRead
@@ -1150,6 +1241,40 @@ export interface components {
             revenuePerVisitor: number | null;
         };
         /**
+         * DeadLetterList
+         * @description Dead-lettered messages, oldest first per queue.
+         */
+        DeadLetterList: {
+            /** Data */
+            data: components["schemas"]["DeadLetterRead"][];
+        };
+        /**
+         * DeadLetterRead
+         * @description One dead-lettered message.
+         */
+        DeadLetterRead: {
+            /** Id */
+            id: string;
+            /** Queue */
+            queue: string;
+            /** Actor */
+            actor: string;
+            /** Failedat */
+            failedAt: string;
+            /** Retries */
+            retries: number;
+            /**
+             * Error
+             * @description The last line of the last failure's traceback.
+             */
+            error: string;
+            /**
+             * Args
+             * @description The message's arguments as JSON, cut at 500 characters.
+             */
+            args: string;
+        };
+        /**
          * EventAccepted
          * @description The answer to one posted event.
          */
@@ -1533,6 +1658,54 @@ export interface components {
             name: string;
         };
         /**
+         * QueueList
+         * @description Every queue.
+         */
+        QueueList: {
+            /** Data */
+            data: components["schemas"]["QueueRead"][];
+        };
+        /**
+         * QueueRead
+         * @description How one queue stands now.
+         */
+        QueueRead: {
+            /** Queue */
+            queue: string;
+            /**
+             * Ready
+             * @description Messages waiting for a worker.
+             */
+            ready: number;
+            /**
+             * Inprogress
+             * @description Messages fetched by a worker and not yet acked.
+             */
+            inProgress: number;
+            /**
+             * Delayed
+             * @description Messages waiting for a retry.
+             */
+            delayed: number;
+            /** Deadletters */
+            deadLetters: number;
+            /**
+             * Lagseconds
+             * @description Age of the oldest waiting message.
+             */
+            lagSeconds: number;
+            /**
+             * Oldestclaimedseconds
+             * @description Age of the oldest message a worker holds without acking it; past the actor's time limit plus a margin, the watchdog gives it to another worker.
+             */
+            oldestClaimedSeconds: number;
+            /**
+             * Requeuedfromstuck
+             * @description Messages taken back from workers that stopped making progress, so far.
+             */
+            requeuedFromStuck: number;
+        };
+        /**
          * RateLimitsConfig
          * @description Per-tenant override of the per-key limits (requests per minute).
          */
@@ -1617,6 +1790,32 @@ export interface components {
             reason: components["schemas"]["RecommendationReason"];
         };
         /**
+         * ReplayCommand
+         * @description Which dead letters to put back on their queue (retries reset).
+         */
+        ReplayCommand: {
+            /**
+             * Ids
+             * @description Default: all.
+             * @default null
+             */
+            ids?: string[] | null;
+            /**
+             * Queue
+             * @description Default: every queue.
+             * @default null
+             */
+            queue?: ("ingest" | "catalog" | "projections" | "training" | "maintenance") | null;
+        };
+        /**
+         * ReplayOutcome
+         * @description How many messages went back.
+         */
+        ReplayOutcome: {
+            /** Replayed */
+            replayed: number;
+        };
+        /**
          * ResetPasswordBody
          * @description The token of a reset mail and the new password.
          */
@@ -1647,6 +1846,29 @@ export interface components {
             status: string;
             /** Tenantid */
             tenantId: string;
+        };
+        /**
+         * SchedulerRead
+         * @description The scheduler process.
+         */
+        SchedulerRead: {
+            /** Alive */
+            alive: boolean;
+            /**
+             * Host
+             * @default null
+             */
+            host?: string | null;
+            /**
+             * Pid
+             * @default null
+             */
+            pid?: number | null;
+            /**
+             * Lastheartbeatat
+             * @default null
+             */
+            lastHeartbeatAt?: string | null;
         };
         /**
          * SeriesPoint
@@ -1830,6 +2052,47 @@ export interface components {
         TenantList: {
             /** Data */
             data: components["schemas"]["TenantRead"][];
+        };
+        /**
+         * TenantModelList
+         * @description Every tenant's models.
+         */
+        TenantModelList: {
+            /** Data */
+            data: components["schemas"]["TenantModelRead"][];
+        };
+        /**
+         * TenantModelRead
+         * @description One tenant's published model and retrains.
+         */
+        TenantModelRead: {
+            /** Tenantid */
+            tenantId: string;
+            /** Tenantname */
+            tenantName: string;
+            /** Status */
+            status: string;
+            /** Modelversion */
+            modelVersion: string | null;
+            /** Trainedat */
+            trainedAt: string | null;
+            /** Lastfullretrainat */
+            lastFullRetrainAt: string | null;
+            /** Lastincrementalretrainat */
+            lastIncrementalRetrainAt: string | null;
+            /** Lastincrementalretrainseconds */
+            lastIncrementalRetrainSeconds: number | null;
+            /**
+             * Lastdurationseconds
+             * @description Of the last full retrain.
+             */
+            lastDurationSeconds: number | null;
+            /** Failures */
+            failures: number;
+            /** Lastfailureat */
+            lastFailureAt: string | null;
+            /** Lasterror */
+            lastError: string | null;
         };
         /**
          * TenantOverviewRead
@@ -2164,6 +2427,43 @@ export interface components {
             primaryColor: string;
             /** Fontfamily */
             fontFamily: string | null;
+        };
+        /**
+         * WorkerList
+         * @description The worker processes the broker heard from, and the scheduler.
+         */
+        WorkerList: {
+            /** Data */
+            data: components["schemas"]["WorkerRead"][];
+            scheduler: components["schemas"]["SchedulerRead"];
+        };
+        /**
+         * WorkerRead
+         * @description One worker process.
+         */
+        WorkerRead: {
+            /**
+             * Id
+             * @description The process's consumer id in the broker.
+             */
+            id: string;
+            /** Host */
+            host: string | null;
+            /** Pid */
+            pid: number | null;
+            /** Queues */
+            queues: string[];
+            /** Threads */
+            threads: number | null;
+            /** Startedat */
+            startedAt: string | null;
+            /** Lastheartbeatat */
+            lastHeartbeatAt: string;
+            /**
+             * Alive
+             * @description Heartbeat within the broker's timeout (10 s).
+             */
+            alive: boolean;
         };
         /**
          * ReadinessRead
@@ -2818,6 +3118,172 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EventBatchResult"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_ops_dead_letters: {
+        parameters: {
+            query?: {
+                queue?: ("ingest" | "catalog" | "projections" | "training" | "maintenance") | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeadLetterList"];
+                };
+            };
+            /** @description 400 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_api_v1_ops_dead_letters_replay: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReplayCommand"];
+            };
+        };
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReplayOutcome"];
+                };
+            };
+            /** @description 400 */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_ops_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantModelList"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_ops_queues: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QueueList"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_ops_workers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WorkerList"];
                 };
             };
             /** @description Problem */

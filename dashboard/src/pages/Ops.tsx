@@ -1,76 +1,33 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
-import { authorisedFetch } from "../api/client";
+import { api, call, type Schemas } from "../api/client";
 import { useAuth } from "../auth";
 import { Badge, Button, Card, Confirm, Empty, Loading, PageTitle, ProblemView, formatDate, formatNumber } from "../components/ui";
 
-interface Queue {
-  queue: string;
-  ready: number;
-  inProgress: number;
-  delayed: number;
-  deadLetters: number;
-  lagSeconds: number | null;
-  oldestClaimedSeconds: number | null;
-}
-interface Worker {
-  id: string;
-  queues: string[];
-  pid: number;
-  host: string;
-  lastHeartbeatAt: string | null;
-  alive: boolean;
-}
-interface DeadLetter {
-  id: string;
-  queue: string;
-  actor: string;
-  failedAt: string;
-  args: unknown;
-}
-interface ModelRow {
-  tenantId: string;
-  tenantName: string;
-  modelVersion: string | null;
-  lastFullRetrainAt: string | null;
-  lastIncrementalRetrainAt: string | null;
-  lastDurationSeconds: number | null;
-  failures: number;
-}
-
-async function getJson<T>(path: string): Promise<T> {
-  return (await (await authorisedFetch(path)).json()) as T;
-}
+type DeadLetter = Schemas["DeadLetterRead"];
 
 const seconds = (s: number | null | undefined) => (s === null || s === undefined ? "—" : s < 120 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
 
-/** Throughput from two successive readings of queue depth plus work done is not served; the
- * page shows what is waiting, claimed and late, refreshed every 5 seconds. */
+/** The operators' console: what waits, what is claimed and late, who is alive, what died and
+ * each tenant's models, refreshed every 5 seconds. */
 export default function Ops() {
   const { me } = useAuth();
   const queries = useQueryClient();
   const allowed = me?.isOperator === true;
   const refetchInterval = 5000;
-  const queues = useQuery({ queryKey: ["ops", "queues"], enabled: allowed, refetchInterval, queryFn: () => getJson<{ data: Queue[] }>("/api/v1/ops/queues") });
-  const workers = useQuery({
-    queryKey: ["ops", "workers"],
+  const queues = useQuery({ queryKey: ["ops", "queues"], enabled: allowed, refetchInterval, queryFn: () => call(() => api.GET("/api/v1/ops/queues")) });
+  const workers = useQuery({ queryKey: ["ops", "workers"], enabled: allowed, refetchInterval, queryFn: () => call(() => api.GET("/api/v1/ops/workers")) });
+  const dead = useQuery({
+    queryKey: ["ops", "dead"],
     enabled: allowed,
     refetchInterval,
-    queryFn: () => getJson<{ data: Worker[]; scheduler: { alive: boolean; lastHeartbeatAt: string | null } }>("/api/v1/ops/workers"),
+    queryFn: () => call(() => api.GET("/api/v1/ops/dead-letters", { params: { query: { limit: 100 } } })),
   });
-  const dead = useQuery({ queryKey: ["ops", "dead"], enabled: allowed, refetchInterval, queryFn: () => getJson<{ data: DeadLetter[] }>("/api/v1/ops/dead-letters?limit=100") });
-  const models = useQuery({ queryKey: ["ops", "models"], enabled: allowed, queryFn: () => getJson<{ data: ModelRow[] }>("/api/v1/ops/models") });
+  const models = useQuery({ queryKey: ["ops", "models"], enabled: allowed, refetchInterval: 30_000, queryFn: () => call(() => api.GET("/api/v1/ops/models")) });
   const [inspecting, setInspecting] = useState<DeadLetter | null>(null);
-  const [replaying, setReplaying] = useState<{ ids?: string[]; queue?: string; label: string } | null>(null);
+  const [replaying, setReplaying] = useState<{ ids?: string[]; label: string } | null>(null);
   const replay = useMutation({
-    mutationFn: async (body: { ids?: string[]; queue?: string }) =>
-      (await (
-        await authorisedFetch("/api/v1/ops/dead-letters/replay", {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify(body),
-        })
-      ).json()) as { replayed: number },
+    mutationFn: (body: Schemas["ReplayCommand"]) => call(() => api.POST("/api/v1/ops/dead-letters/replay", { body })),
     onSuccess: () => {
       setReplaying(null);
       void queries.invalidateQueries({ queryKey: ["ops"] });
@@ -108,7 +65,8 @@ export default function Ops() {
                     <th className={`${th} text-right`}>Delayed</th>
                     <th className={`${th} text-right`}>Dead letters</th>
                     <th className={`${th} text-right`}>Oldest waiting</th>
-                    <th className="py-2 text-right">Oldest claimed</th>
+                    <th className={`${th} text-right`}>Oldest claimed</th>
+                    <th className="py-2 text-right">Taken back from stuck workers</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -120,7 +78,8 @@ export default function Ops() {
                       <td className={`${th} text-right`}>{formatNumber(q.delayed)}</td>
                       <td className={`${th} text-right`}>{q.deadLetters > 0 ? <Badge tone="red">{formatNumber(q.deadLetters)}</Badge> : "0"}</td>
                       <td className={`${th} text-right`}>{seconds(q.lagSeconds)}</td>
-                      <td className="py-2 text-right">{seconds(q.oldestClaimedSeconds)}</td>
+                      <td className={`${th} text-right`}>{seconds(q.oldestClaimedSeconds)}</td>
+                      <td className="py-2 text-right">{formatNumber(q.requeuedFromStuck)}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -134,6 +93,7 @@ export default function Ops() {
             <>
               <p className="mb-2 text-sm">
                 Scheduler: {workers.data.scheduler.alive ? <Badge tone="green">alive</Badge> : <Badge tone="red">down</Badge>} last heartbeat {formatDate(workers.data.scheduler.lastHeartbeatAt)}
+                {workers.data.scheduler.pid ? ` (${workers.data.scheduler.host ?? "?"} pid ${workers.data.scheduler.pid})` : ""}
               </p>
               {workers.data.data.length === 0 ? (
                 <Empty>No worker has sent a heartbeat.</Empty>
@@ -143,7 +103,8 @@ export default function Ops() {
                     <li key={w.id} className="flex flex-wrap items-center gap-2 py-2">
                       {w.alive ? <Badge tone="green">alive</Badge> : <Badge tone="red">silent</Badge>}
                       <span className="font-mono text-xs">
-                        {w.host} pid {w.pid}
+                        {w.host ?? "?"} pid {w.pid ?? "?"}
+                        {w.threads ? `, ${w.threads} threads` : ""}
                       </span>
                       <span>queues: {w.queues.join(", ")}</span>
                       <span className="text-slate-600 dark:text-slate-400">heartbeat {formatDate(w.lastHeartbeatAt)}</span>
@@ -176,7 +137,9 @@ export default function Ops() {
                 <li key={d.id} className="flex flex-wrap items-center gap-2 py-2" data-testid="dead-letter">
                   <Badge>{d.queue}</Badge>
                   <span className="font-mono text-xs">{d.actor}</span>
-                  <span className="text-slate-600 dark:text-slate-400">failed {formatDate(d.failedAt)}</span>
+                  <span className="text-slate-600 dark:text-slate-400">
+                    failed {formatDate(d.failedAt)} after {d.retries} retries: {d.error}
+                  </span>
                   <span className="ml-auto flex gap-2">
                     <Button tone="secondary" onClick={() => setInspecting(d)}>
                       Inspect
@@ -190,7 +153,10 @@ export default function Ops() {
           {inspecting && (
             <div className="mt-3">
               <h3 className="text-sm font-semibold">Arguments of {inspecting.actor}</h3>
-              <pre className="mt-1 max-h-64 overflow-auto rounded bg-slate-100 p-2 text-xs dark:bg-slate-800">{JSON.stringify(inspecting.args, null, 2)}</pre>
+              <pre className="mt-1 max-h-64 overflow-auto whitespace-pre-wrap break-all rounded bg-slate-100 p-2 text-xs dark:bg-slate-800" data-testid="dead-letter-args">
+                {inspecting.args}
+              </pre>
+              <p className="mt-1 text-xs text-slate-600 dark:text-slate-400">{inspecting.error}</p>
             </div>
           )}
         </Card>
@@ -208,7 +174,7 @@ export default function Ops() {
                     <th className={th}>Last full retrain</th>
                     <th className={th}>Last incremental</th>
                     <th className={`${th} text-right`}>Duration</th>
-                    <th className="py-2 text-right">Failures</th>
+                    <th className="py-2">Failures</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -217,9 +183,20 @@ export default function Ops() {
                       <td className={th}>{m.tenantName}</td>
                       <td className={`${th} font-mono text-xs`}>{m.modelVersion ?? "—"}</td>
                       <td className={th}>{formatDate(m.lastFullRetrainAt)}</td>
-                      <td className={th}>{formatDate(m.lastIncrementalRetrainAt)}</td>
+                      <td className={th}>
+                        {formatDate(m.lastIncrementalRetrainAt)}
+                        {m.lastIncrementalRetrainSeconds !== null ? ` (${seconds(m.lastIncrementalRetrainSeconds)})` : ""}
+                      </td>
                       <td className={`${th} text-right`}>{seconds(m.lastDurationSeconds)}</td>
-                      <td className="py-2 text-right">{m.failures > 0 ? <Badge tone="red">{m.failures}</Badge> : "0"}</td>
+                      <td className="py-2">
+                        {m.failures > 0 ? (
+                          <span title={m.lastError ?? ""}>
+                            <Badge tone="red">{m.failures}</Badge> last {formatDate(m.lastFailureAt)}
+                          </span>
+                        ) : (
+                          "0"
+                        )}
+                      </td>
                     </tr>
                   ))}
                 </tbody>

@@ -23,9 +23,12 @@ from dashboard_browser import (
     sign_in,
     web_url,
 )
+from dramatiq import Message
 from playwright.async_api import Page, expect
 
-from conftest import TEST_PASSWORD, Process, TenantContext
+from conftest import TEST_PASSWORD, Process, TenantContext, make_tenant
+from store.settings import Settings
+from workers.broker import build_broker
 
 __all__ = ["browser", "context", "page", "shop_dir", "web_url"]  # fixtures used by name
 
@@ -272,7 +275,45 @@ async def test_a_non_operator_gets_no_operations_page(page: Page, tenant: Tenant
         answer = await http.get(
             page.url.split("/ops")[0] + "/api/v1/ops/queues", headers=tenant.admin_headers
         )
-    assert answer.status_code in (403, 404)
+    assert answer.status_code == 403
+
+
+async def test_an_operator_sees_a_dead_letter_inspects_it_and_replays_it(
+    page: Page, db: asyncpg.Pool, migrated: Settings, worker_process: Process
+) -> None:
+    operator = await make_tenant(db, migrated)
+    await db.execute("UPDATE admins SET is_operator = true WHERE id = $1", operator.admin_id)
+    marker = uuid.uuid4().hex
+    # An ingest message whose events are not events: the worker refuses it without retries.
+    build_broker(migrated.broker_url).enqueue(
+        Message(
+            queue_name="ingest",
+            actor_name="ingest_events",
+            args=(str(uuid.uuid4()), [{"not": marker}]),
+            kwargs={},
+            options={},
+        )
+    )
+    await sign_in(page, operator.admin_email)
+    await page.get_by_role("link", name="Operations").click()
+    await expect(page.get_by_role("heading", name="Operations")).to_be_visible()
+    await expect(page.get_by_test_id("queue-ingest")).to_be_visible()
+    await expect(page.get_by_text("Scheduler:")).to_be_visible()
+    ours = page.get_by_test_id("dead-letter").filter(has_text="ingest_events")
+    await expect(ours.first).to_be_visible(timeout=30_000)
+    letters = page.get_by_test_id("dead-letter")
+    count = await letters.count()
+    mine = None
+    for index in range(count):
+        await letters.nth(index).get_by_role("button", name="Inspect").click()
+        if marker in await page.get_by_test_id("dead-letter-args").inner_text():
+            mine = letters.nth(index)
+            break
+    assert mine is not None, "the malformed message is not among the dead letters"
+    await screenshot(page, "ops-dead-letter")
+    await mine.get_by_role("button", name="Replay").click()
+    await page.get_by_role("dialog").get_by_role("button", name="Replay").click()
+    await expect(page.get_by_text("Replayed 1 message(s).")).to_be_visible()
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
