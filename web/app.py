@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import httpx
 from sanic import Request, Sanic
 from sanic.compat import Header
-from sanic.response import HTTPResponse, file, text
+from sanic.response import HTTPResponse, file, raw, text
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
@@ -58,13 +60,35 @@ def _is_hashed_asset(relative: str) -> bool:
     return relative.startswith("assets/")
 
 
-async def _send(path: Path, cache_control: str) -> HTTPResponse:
+_COMPRESSIBLE = (".js", ".css", ".html", ".svg", ".json", ".txt", ".map")
+# Compressed files by (path, size, mtime): the built files are few and small, and a rebuild
+# changes their names or their mtime.
+_gzipped: dict[tuple[str, int, float], bytes] = {}
+
+
+def _gzip_of(path: Path) -> bytes:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime)
+    found = _gzipped.get(key)
+    if found is None:
+        found = gzip.compress(path.read_bytes(), compresslevel=9, mtime=0)
+        _gzipped[key] = found
+    return found
+
+
+async def _send(request: Request, path: Path, cache_control: str) -> HTTPResponse:
     mime, _ = mimetypes.guess_type(path.name)
-    return await file(
-        path,
-        mime_type=mime or "application/octet-stream",
-        headers={"cache-control": cache_control},
-    )
+    content_type = mime or "application/octet-stream"
+    if path.suffix in _COMPRESSIBLE:
+        headers = {"cache-control": cache_control, "vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            body = await asyncio.to_thread(_gzip_of, path)
+            headers["content-encoding"] = "gzip"
+            return raw(body, content_type=content_type, headers=headers)
+        return raw(
+            await asyncio.to_thread(path.read_bytes), content_type=content_type, headers=headers
+        )
+    return await file(path, mime_type=content_type, headers={"cache-control": cache_control})
 
 
 def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic:
@@ -117,11 +141,12 @@ def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic
                     [
                         (k, v)
                         for k, v in upstream.headers.multi_items()
-                        if k.lower() not in _HOP_BY_HOP and k.lower() != "content-encoding"
+                        if k.lower() not in _HOP_BY_HOP
                     ]
                 ),
                 content_type=upstream.headers.get("content-type"),
             )
+            # Raw bytes with the api's own Content-Encoding: passed through as they came.
             async for chunk in upstream.aiter_raw():
                 await response.send(chunk)
             await response.eof()
@@ -151,17 +176,17 @@ def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic
         new URLs, so the browser never answers the SDK from a config it cached earlier."""
         return await proxy(request, f"/{area}/{path}")
 
-    async def serve_shop(path: str) -> HTTPResponse:
+    async def serve_shop(request: Request, path: str) -> HTTPResponse:
         relative = path if path and not path.endswith("/") else path + "index.html"
         found = _inside(config.shop_dir, relative)
         if found is None:
             return text("Not found", status=404)
-        return await _send(found, NO_CACHE)
+        return await _send(request, found, NO_CACHE)
 
-    async def serve_dashboard(path: str) -> HTTPResponse:
+    async def serve_dashboard(request: Request, path: str) -> HTTPResponse:
         found = _inside(config.dist_dir, path) if path else None
         if found is not None and found.name != "index.html":
-            return await _send(found, IMMUTABLE if _is_hashed_asset(path) else NO_CACHE)
+            return await _send(request, found, IMMUTABLE if _is_hashed_asset(path) else NO_CACHE)
         if _is_hashed_asset(path):
             # A missing hashed file is a stale reference, not an app route.
             return text("Not found", status=404)
@@ -171,26 +196,26 @@ def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic
                 "The dashboard is not built; run scripts/bootstrap.sh (npm ci && vite build).",
                 status=503,
             )
-        return await _send(index, NO_CACHE)
+        return await _send(request, index, NO_CACHE)
 
     @app.get("/shop", name="shop_root")
     async def shop_root(request: Request) -> HTTPResponse:
         """The shop's index, like a static host would answer a folder."""
-        return await serve_shop("")
+        return await serve_shop(request, "")
 
     @app.get("/shop/<path:path>", name="shop_file")
     async def shop_file(request: Request, path: str) -> HTTPResponse:
         """A file of the demo shop folder, when the demo wrote one."""
-        return await serve_shop(path)
+        return await serve_shop(request, path)
 
     @app.get("/<path:path>", name="dashboard_file")
     async def dashboard_file(request: Request, path: str) -> HTTPResponse:
         """A built file, or the app's index for any other route (the router decides there)."""
-        return await serve_dashboard(path)
+        return await serve_dashboard(request, path)
 
     @app.get("/", name="dashboard_root")
     async def dashboard_root(request: Request) -> HTTPResponse:
         """The app's index."""
-        return await serve_dashboard("")
+        return await serve_dashboard(request, "")
 
     return app

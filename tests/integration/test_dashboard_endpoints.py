@@ -17,6 +17,7 @@ import pytest
 from conftest import TEST_PASSWORD, Process, TenantContext
 
 from store.event_stream import encode_position
+from store.training import record_training_run
 
 
 @pytest.fixture
@@ -115,6 +116,25 @@ async def test_retrain_now_queues_a_training_message_for_the_owner_only(
         f"/api/v1/tenants/{tenant.tenant_id}/retrain", headers=other_tenant.admin_headers
     )
     assert foreign.status_code == 404
+
+
+async def test_the_last_retrains_are_read_by_the_owner_only(
+    http: httpx.AsyncClient, tenant: TenantContext, other_tenant: TenantContext, redis: Any
+) -> None:
+    path = f"/api/v1/tenants/{tenant.tenant_id}/retrain"
+    empty = await http.get(path, headers=tenant.admin_headers)
+    assert empty.status_code == 200
+    assert empty.json()["lastFullRetrainAt"] is None and empty.json()["failures"] == 0
+    await record_training_run(redis, tenant_id=tenant.tenant_id, kind="full", seconds=12.5)
+    await record_training_run(
+        redis, tenant_id=tenant.tenant_id, kind="incremental", seconds=0.25, error="boom"
+    )
+    answer = (await http.get(path, headers=tenant.admin_headers)).json()
+    assert answer["lastFullRetrainSeconds"] == 12.5
+    assert answer["lastFullRetrainAt"] is not None
+    assert answer["lastIncrementalRetrainAt"] is None
+    assert answer["failures"] == 1
+    assert (await http.get(path, headers=other_tenant.admin_headers)).status_code == 404
 
 
 async def test_retrain_now_is_refused_for_a_suspended_tenant(

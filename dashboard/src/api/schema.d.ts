@@ -649,7 +649,8 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        /** The tenant's last full and incremental retrains and failures */
+        get: operations["get_api_v1_tenants_tenant_id_retrain"];
         put?: never;
         /** Queue a full retrain of the tenant's models */
         post: operations["post_api_v1_tenants_tenant_id_retrain"];
@@ -1846,6 +1847,24 @@ export interface components {
             status: string;
             /** Tenantid */
             tenantId: string;
+        };
+        /**
+         * RetrainsRead
+         * @description When the tenant's models were last retrained, how long it took, and failures.
+         */
+        RetrainsRead: {
+            /** Lastfullretrainat */
+            lastFullRetrainAt: string | null;
+            /** Lastfullretrainseconds */
+            lastFullRetrainSeconds: number | null;
+            /** Lastincrementalretrainat */
+            lastIncrementalRetrainAt: string | null;
+            /** Lastincrementalretrainseconds */
+            lastIncrementalRetrainSeconds: number | null;
+            /** Failures */
+            failures: number;
+            /** Lastfailureat */
+            lastFailureAt: string | null;
         };
         /**
          * SchedulerRead
@@ -4158,6 +4177,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["api__blueprints__recommendations__ReadinessRead"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_tenants_tenant_id_retrain: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RetrainsRead"];
                 };
             };
             /** @description Problem */

@@ -90,9 +90,14 @@ export default function TenantDetail() {
     queryKey: ["readiness", id],
     queryFn: () => call(() => api.GET("/api/v1/tenants/{tenant_id}/recommendations/readiness", { params: { path: { tenant_id: id } } })),
   });
+  const runs = useQuery({
+    queryKey: ["retrains", id],
+    queryFn: () => call(() => api.GET("/api/v1/tenants/{tenant_id}/retrain", { params: { path: { tenant_id: id } } })),
+  });
   const retrain = useMutation({
     mutationFn: () => call(() => api.POST("/api/v1/tenants/{tenant_id}/retrain", { params: { path: { tenant_id: id } } })),
   });
+  const took = (seconds: number | null | undefined) => (seconds === null || seconds === undefined ? "" : ` (${seconds.toFixed(1)} s)`);
   const [formKey, setFormKey] = useState(0);
   useEffect(() => setFormKey((k) => k + 1), [tenant?.updatedAt]);
   if (query.isPending) return <><TenantNav /><Loading /></>;
@@ -137,7 +142,7 @@ export default function TenantDetail() {
             </Button>
           }
         >
-          <ProblemView error={readiness.error ?? retrain.error} />
+          <ProblemView error={readiness.error ?? runs.error ?? retrain.error} />
           {retrain.isSuccess && <p role="status" className="mb-2 text-sm text-green-800 dark:text-green-300">A full retrain is queued.</p>}
           <dl className="grid grid-cols-1 gap-2 text-sm sm:grid-cols-2">
             <div>
@@ -145,9 +150,31 @@ export default function TenantDetail() {
               <dd className="font-mono">{readiness.data?.modelVersion ?? "not trained yet"}</dd>
             </div>
             <div>
-              <dt className="text-slate-600 dark:text-slate-400">Last full retrain</dt>
+              <dt className="text-slate-600 dark:text-slate-400">Trained at</dt>
               <dd>{formatDate(readiness.data?.trainedAt)}</dd>
             </div>
+            <div>
+              <dt className="text-slate-600 dark:text-slate-400">Last full retrain</dt>
+              <dd data-testid="last-full-retrain">
+                {formatDate(runs.data?.lastFullRetrainAt)}
+                {took(runs.data?.lastFullRetrainSeconds)}
+              </dd>
+            </div>
+            <div>
+              <dt className="text-slate-600 dark:text-slate-400">Last incremental retrain</dt>
+              <dd>
+                {formatDate(runs.data?.lastIncrementalRetrainAt)}
+                {took(runs.data?.lastIncrementalRetrainSeconds)}
+              </dd>
+            </div>
+            {(runs.data?.failures ?? 0) > 0 && (
+              <div>
+                <dt className="text-slate-600 dark:text-slate-400">Failed retrains</dt>
+                <dd>
+                  <Badge tone="red">{runs.data?.failures}</Badge> last {formatDate(runs.data?.lastFailureAt)}
+                </dd>
+              </div>
+            )}
           </dl>
           <h3 className="mt-3 text-sm font-semibold">Data readiness</h3>
           <ul className="mt-1 flex flex-wrap gap-2">

@@ -84,6 +84,9 @@ async def test_a_new_admin_signs_up_creates_a_tenant_and_a_key_and_sees_events_c
     await page.wait_for_url(re.compile(r"/dashboard/tenants/[0-9a-f-]+$"))
     tenant_id = page.url.rsplit("/", 1)[-1]
     await expect(page.get_by_role("heading", name="Tenant overview")).to_be_visible()
+    await expect(page.get_by_text("not enough data").first).to_be_visible()
+    await page.get_by_role("button", name="Retrain now").click()
+    await expect(page.get_by_text("A full retrain is queued.")).to_be_visible()
     await screenshot(page, "tenant-detail")
 
     await page.get_by_role("link", name="API keys").click()

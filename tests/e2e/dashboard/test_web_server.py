@@ -32,6 +32,18 @@ def test_hashed_assets_are_cached_for_a_year_and_missing_ones_are_404(web_url: s
     assert httpx.get(web_url + "/assets/index-doesnotexist.js").status_code == 404
 
 
+def test_text_files_are_gzipped_for_clients_that_accept_it(web_url: str) -> None:
+    index = httpx.get(web_url + "/dashboard").text
+    script = re.findall(r'src="(/assets/[^"]+\.js)"', index)[0]
+    plain = httpx.get(web_url + script, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    packed = httpx.get(web_url + script, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.headers["vary"] == "Accept-Encoding"
+    assert packed.content == plain.content  # httpx decodes it
+    assert int(packed.headers["content-length"]) < len(plain.content) / 2
+
+
 def test_the_api_is_proxied_same_origin_with_its_cookies_and_problems(
     web_url: str, tenant: TenantContext
 ) -> None:
