@@ -361,6 +361,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/storefront/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Storefront events (impressions, clicks, views, cart) with a public read key */
+        post: operations["post_api_v1_storefront_events"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants": {
         parameters: {
             query?: never;
@@ -660,6 +677,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant_id}/user-token-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create or rotate the tenant's storefront user-token secret (shown once) */
+        post: operations["post_api_v1_tenants_tenant_id_user_token_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant_id}/widgets": {
         parameters: {
             query?: never;
@@ -692,6 +726,23 @@ export interface paths {
         post?: never;
         /** Delete a placement's widget config */
         delete: operations["delete_api_v1_tenants_tenant_id_widgets_placement_id"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/users/merge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Merge an anonymous shopper's history into a known user */
+        post: operations["post_api_v1_users_merge"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -748,6 +799,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics/storefront": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Storefront counters (Prometheus text format) */
+        get: operations["get_metrics_storefront"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/ready": {
         parameters: {
             query?: never;
@@ -757,6 +825,23 @@ export interface paths {
         };
         /** Readiness */
         get: operations["get_ready"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/{filename}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The storefront SDK (latest: cached 5 min; content-hashed name: immutable) */
+        get: operations["get_v1_filename"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1949,6 +2034,39 @@ export interface components {
             };
         };
         /**
+         * StorefrontEventBatch
+         * @description Events a storefront sends (batched by the SDK) and the shopper's consent, if known.
+         */
+        StorefrontEventBatch: {
+            /** Events */
+            events: {
+                [key: string]: unknown;
+            }[];
+            /**
+             * Consent
+             * @default null
+             */
+            consent?: boolean | null;
+        };
+        /**
+         * StorefrontEventResult
+         * @description What happened to the batch (the shape of POST /events/batch).
+         */
+        StorefrontEventResult: {
+            /** Accepted */
+            accepted: number;
+            /** Duplicates */
+            duplicates: number;
+            /** Rejected */
+            rejected: number;
+            /** Results */
+            results: {
+                [key: string]: unknown;
+            }[];
+            /** Variantcorrections */
+            variantCorrections: number;
+        };
+        /**
          * TenantConfig
          * @description A tenant's settings; unknown keys are refused so typos never pass silently.
          */
@@ -1977,6 +2095,18 @@ export interface components {
              * @default null
              */
             timezone?: string | null;
+            /**
+             * Requireusertoken
+             * @description Personalised answers need a signed userId (X-User-Token)
+             * @default null
+             */
+            requireUserToken?: boolean | null;
+            /**
+             * Requireconsent
+             * @description The SDK tracks nothing until the shopper's consent(true)
+             * @default null
+             */
+            requireConsent?: boolean | null;
         };
         /**
          * TenantCreate
@@ -2250,6 +2380,38 @@ export interface components {
             period: components["schemas"]["PeriodRead"];
             /** Data */
             data: components["schemas"]["ProductFigures"][];
+        };
+        /**
+         * UserMerge
+         * @description Body of POST /users/merge.
+         */
+        UserMerge: {
+            /** Fromuserid */
+            fromUserId: string;
+            /** Touserid */
+            toUserId: string;
+        };
+        /**
+         * UserMergeRead
+         * @description What a merge moved.
+         */
+        UserMergeRead: {
+            /** Fromuserid */
+            fromUserId: string;
+            /** Touserid */
+            toUserId: string;
+            /** Movedevents */
+            movedEvents: number;
+        };
+        /**
+         * UserTokenSecretRead
+         * @description The tenant's new user-token secret, shown only in this answer.
+         */
+        UserTokenSecretRead: {
+            /** Secret */
+            secret: string;
+            /** Algorithm */
+            algorithm: string;
         };
         /**
          * VariantFigures
@@ -3354,6 +3516,39 @@ export interface operations {
             };
         };
     };
+    post_api_v1_storefront_events: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["StorefrontEventBatch"];
+            };
+        };
+        responses: {
+            /** @description 202 */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StorefrontEventResult"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_api_v1_tenants: {
         parameters: {
             query?: never;
@@ -4252,6 +4447,37 @@ export interface operations {
             };
         };
     };
+    post_api_v1_tenants_tenant_id_user_token_secret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 201 */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserTokenSecretRead"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_api_v1_tenants_tenant_id_widgets: {
         parameters: {
             query?: {
@@ -4419,6 +4645,39 @@ export interface operations {
             };
         };
     };
+    post_api_v1_users_merge: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserMerge"];
+            };
+        };
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserMergeRead"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_api_v1_widgets_placement_id: {
         parameters: {
             query?: never;
@@ -4513,6 +4772,33 @@ export interface operations {
             };
         };
     };
+    get_metrics_storefront: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_ready: {
         parameters: {
             query?: never;
@@ -4539,6 +4825,42 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["api__blueprints__health__ReadinessRead"];
                 };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_v1_filename: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                filename: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description 304 */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Problem */
             default: {
