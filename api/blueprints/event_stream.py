@@ -102,7 +102,10 @@ async def stream_events(request: Request, tenant_id: str) -> HTTPResponse:
             content_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-        await response.send(b"retry: 3000\n\n" + _message("ready", {"tenantId": str(tenant["id"])}))
+        # The ready message carries the start position, so a reconnect without any event in
+        # between still resumes where this stream began.
+        ready = _message("ready", {"tenantId": str(tenant["id"])}, id_=encode_position(*position))
+        await response.send(b"retry: 3000\n\n" + ready)
         started = last_beat = time.monotonic()
         while time.monotonic() - started < MAX_STREAM_SECONDS:
             rows, waiting = await events_received_after(

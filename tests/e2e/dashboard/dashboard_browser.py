@@ -63,8 +63,12 @@ def web_url(api_url: str, migrated: Settings, services: Services, shop_dir: Path
 
 
 @pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    """One headless Debian Chromium for every browser test."""
+async def browser(web_url: str) -> AsyncIterator[Browser]:
+    """One headless Debian Chromium for every browser test.
+
+    It asks for the web process first so that the schema migration (Alembic runs its own
+    asyncio.run, which leaves the thread without a current loop) happens before pytest-asyncio
+    makes the session loop current; sync fixtures elsewhere rely on that loop."""
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
