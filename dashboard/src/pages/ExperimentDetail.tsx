@@ -67,6 +67,7 @@ export default function ExperimentDetail() {
       setPending(null);
       void queries.invalidateQueries({ queryKey: ["experiment", id, expId] });
       void queries.invalidateQueries({ queryKey: ["results", id, expId] });
+      void queries.invalidateQueries({ queryKey: ["results-daily", id, expId] });
       void queries.invalidateQueries({ queryKey: ["experiments", id] });
     },
   });
