@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def openapi_document() -> dict[str, Any]:
     """The document the api serves, from the app factory (no server, no connections)."""
+    # Importing the app imports the actor handles, whose broker module reads the settings:
+    # development mode lets them load without secrets; nothing here connects or signs.
+    os.environ.setdefault("RECOMENGINE_ENVIRONMENT", "development")
     from api.app import APP_VERSION, create_app
     from api.openapi import build_document
     from store.settings import Settings
 
-    # Test secrets: the document does not depend on them, and production refuses to build without.
-    settings = Settings(
-        environment="test",
-        jwt_secret="openapi-" + "x" * 32,
-        api_key_secret="openapi-" + "y" * 32,
-        log_level="WARNING",
-    )
+    settings = Settings(environment="development", log_level="WARNING")
     app = create_app(settings, name="recomengine_openapi")
     app.router.finalize()
     return build_document(app, version=APP_VERSION)

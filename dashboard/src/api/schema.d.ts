@@ -26,7 +26,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change the password (needs the current one); every session is signed out */
+        /** Change the password (ends every other session; answers a new session) */
         post: operations["post_api_v1_auth_change_password"];
         delete?: never;
         options?: never;
@@ -94,7 +94,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sign out everywhere: revoke every refresh token of the admin */
+        /** Sign out everywhere: revoke every refresh token and every access token of the admin */
         post: operations["post_api_v1_auth_logout_all"];
         delete?: never;
         options?: never;
@@ -748,6 +748,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Erase a shopper: events, history, purchases, cached answers and personal counters (aggregates stay; repeated within a minute for events still queued) */
+        delete: operations["delete_api_v1_users_user_id"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/widgets/{placement_id}": {
         parameters: {
             query?: never;
@@ -1285,6 +1302,16 @@ export interface components {
             nextCursor: string | null;
         };
         /**
+         * ChangePasswordBody
+         * @description The current password and the new one.
+         */
+        ChangePasswordBody: {
+            /** Currentpassword */
+            currentPassword: string;
+            /** Newpassword */
+            newPassword: string;
+        };
+        /**
          * ComparisonRead
          * @description One metric compared, variant minus control.
          */
@@ -1359,6 +1386,20 @@ export interface components {
              * @description The message's arguments as JSON, cut at 500 characters.
              */
             args: string;
+        };
+        /**
+         * ErasureRead
+         * @description What an erasure removed (counts only).
+         */
+        ErasureRead: {
+            /** Userid */
+            userId: string;
+            /** Status */
+            status: string;
+            /** Removed */
+            removed: {
+                [key: string]: number;
+            };
         };
         /**
          * EventAccepted
@@ -1692,16 +1733,6 @@ export interface components {
             email: string;
             /** Password */
             password: string;
-        };
-        /**
-         * PasswordChange
-         * @description The current password and the new one.
-         */
-        PasswordChange: {
-            /** Currentpassword */
-            currentPassword: string;
-            /** Newpassword */
-            newPassword: string;
         };
         /**
          * PeriodRead
@@ -2737,16 +2768,18 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PasswordChange"];
+                "application/json": components["schemas"]["ChangePasswordBody"];
             };
         };
         responses: {
-            /** @description 204 */
-            204: {
+            /** @description 200 */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["SessionRead"];
+                };
             };
             /** @description Problem */
             default: {
@@ -4665,6 +4698,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserMergeRead"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_api_v1_users_user_id: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 202 */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErasureRead"];
                 };
             };
             /** @description Problem */

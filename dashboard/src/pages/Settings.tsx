@@ -3,7 +3,7 @@ import { useState, type FormEvent } from "react";
 import { Link, useNavigate } from "react-router";
 import { api, call } from "../api/client";
 import { asProblem } from "../api/problem";
-import { endSession } from "../api/session";
+import { endSession, startSession } from "../api/session";
 import { useAuth } from "../auth";
 import { Button, Card, Confirm, Field, PageTitle, ProblemView } from "../components/ui";
 
@@ -17,9 +17,11 @@ export default function Settings() {
   const rename = useMutation({ mutationFn: () => call(() => api.PATCH("/api/v1/auth/me", { body: { name } })) });
   const change = useMutation({
     mutationFn: () => call(() => api.POST("/api/v1/auth/change-password", { body: { currentPassword: current, newPassword: next } })),
-    onSuccess: () => {
-      endSession();
-      navigate("/login?reset=done", { replace: true });
+    // The answer is a fresh session for this browser; every other one has ended.
+    onSuccess: (session) => {
+      startSession(session.accessToken, session.expiresIn);
+      setCurrent("");
+      setNext("");
     },
   });
   const everywhere = useMutation({
@@ -64,10 +66,17 @@ export default function Settings() {
           >
             <ProblemView error={changeProblem && changeProblem.errors.length === 0 ? changeProblem : null} />
             <Field label="Current password" type="password" autoComplete="current-password" value={current} onChange={(e) => setCurrent(e.target.value)} required error={changeProblem?.fieldMessage("currentPassword")} />
-            <Field label="New password" type="password" autoComplete="new-password" value={next} onChange={(e) => setNext(e.target.value)} required error={changeProblem?.fieldMessage("newPassword")} hint="8 characters or more; every session signs out" />
-            <Button type="submit" disabled={change.isPending}>
-              Change password
-            </Button>
+            <Field label="New password" type="password" autoComplete="new-password" value={next} onChange={(e) => setNext(e.target.value)} required error={changeProblem?.fieldMessage("newPassword")} hint="8 characters or more; your other sessions sign out" />
+            <div className="flex items-center gap-3">
+              <Button type="submit" disabled={change.isPending}>
+                Change password
+              </Button>
+              {change.isSuccess && (
+                <span role="status" className="text-sm text-green-800 dark:text-green-300">
+                  Password changed; every other session is signed out
+                </span>
+              )}
+            </div>
           </form>
         </Card>
         <Card title="Sessions">
