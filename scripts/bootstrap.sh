@@ -68,20 +68,23 @@ fi
 
 # The dashboard: `npm ci` when the lock file changed, `vite build` when its sources did. A stamp
 # holds the hash of what the last build was made from (npm was checked for the SDK above).
-dashboard_hash() {
-  (cd dashboard && find src index.html package.json package-lock.json vite.config.ts \
-      tsconfig.json tsconfig.app.json tsconfig.node.json -type f | LC_ALL=C sort \
-      | xargs sha256sum) | sha256sum | cut -d' ' -f1
-}
-lock_hash=$(sha256sum dashboard/package-lock.json | cut -d' ' -f1)
-if [ ! -d dashboard/node_modules ] || [ "$(cat dashboard/node_modules/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
-  echo "installing the dashboard's Node packages (npm ci)..."
-  (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$lock_hash" > dashboard/node_modules/.lock-hash
-fi
-source_hash=$(dashboard_hash)
-if [ ! -f dashboard/dist/index.html ] || [ "$(cat dashboard/.build-stamp 2>/dev/null)" != "$source_hash" ]; then
-  echo "building the dashboard (vite build)..."
-  (cd dashboard && npx --no-install vite build --logLevel warn)
-  echo "$source_hash" > dashboard/.build-stamp
+# Skipped in a tree without dashboard/ (the bootstrap's own tests copy only the script).
+if [ -f dashboard/package.json ]; then
+  dashboard_hash() {
+    (cd dashboard && find src index.html package.json package-lock.json vite.config.ts \
+        tsconfig.json tsconfig.app.json tsconfig.node.json -type f | LC_ALL=C sort \
+        | xargs sha256sum) | sha256sum | cut -d' ' -f1
+  }
+  lock_hash=$(sha256sum dashboard/package-lock.json | cut -d' ' -f1)
+  if [ ! -d dashboard/node_modules ] || [ "$(cat dashboard/node_modules/.lock-hash 2>/dev/null)" != "$lock_hash" ]; then
+    echo "installing the dashboard's Node packages (npm ci)..."
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > dashboard/node_modules/.lock-hash
+  fi
+  source_hash=$(dashboard_hash)
+  if [ ! -f dashboard/dist/index.html ] || [ "$(cat dashboard/.build-stamp 2>/dev/null)" != "$source_hash" ]; then
+    echo "building the dashboard (vite build)..."
+    (cd dashboard && npx --no-install vite build --logLevel warn)
+    echo "$source_hash" > dashboard/.build-stamp
+  fi
 fi
