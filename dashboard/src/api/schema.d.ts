@@ -416,6 +416,23 @@ export interface paths {
         patch: operations["patch_api_v1_tenants_tenant_id"];
         trace?: never;
     };
+    "/api/v1/tenants/{tenant_id}/analytics/breakdown": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A tenant's recommendation figures per placement or per strategy */
+        get: operations["get_api_v1_tenants_tenant_id_analytics_breakdown"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant_id}/analytics/export": {
         parameters: {
             query?: never;
@@ -425,6 +442,23 @@ export interface paths {
         };
         /** A tenant's daily figures as CSV (streamed) */
         get: operations["get_api_v1_tenants_tenant_id_analytics_export"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant_id}/analytics/funnel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A tenant's shopper funnel over a period */
+        get: operations["get_api_v1_tenants_tenant_id_analytics_funnel"];
         put?: never;
         post?: never;
         delete?: never;
@@ -636,6 +670,40 @@ export interface paths {
         get: operations["get_api_v1_tenants_tenant_id_experiments_experiment_id_results_daily"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant_id}/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Model versions with their evaluation and publish-gate decision */
+        get: operations["get_api_v1_tenants_tenant_id_models"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant_id}/models/{version}/publish": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Publish a kept model version now (e.g. one the gate rejected) */
+        post: operations["post_api_v1_tenants_tenant_id_models_version_publish"];
         delete?: never;
         options?: never;
         head?: never;
@@ -947,9 +1015,15 @@ export interface components {
          * @description The overview summed over the admin's tenants, with each tenant's figures.
          */
         AllTenantsOverviewRead: {
-            /** Impressions */
+            /**
+             * Impressions
+             * @description recommendation_impressed events
+             */
             impressions: number;
-            /** Clicks */
+            /**
+             * Clicks
+             * @description recommendation_clicked events
+             */
             clicks: number;
             /**
              * Ctr
@@ -963,9 +1037,19 @@ export interface components {
             conversions: number;
             /**
              * Conversionrate
-             * @description conversions / activeUsers
+             * @description buyers / activeUsers: the share (0-1) of active users who bought
              */
             conversionRate: number | null;
+            /**
+             * Purchasesperuser
+             * @description conversions / activeUsers: purchase events per active user
+             */
+            purchasesPerUser: number | null;
+            /**
+             * Revenuepervisitor
+             * @description revenue / activeUsers: purchase revenue per active user
+             */
+            revenuePerVisitor: number | null;
             /**
              * Revenue
              * @description sum of purchase prices
@@ -976,13 +1060,21 @@ export interface components {
              * @description revenue attributed to recommendation clicks
              */
             attributedRevenue: number;
-            /** Events */
+            /**
+             * Events
+             * @description every event
+             */
             events: number;
             /**
              * Activeusers
-             * @description distinct users over the whole period
+             * @description distinct users with an event over the whole period
              */
             activeUsers: number;
+            /**
+             * Buyers
+             * @description distinct users with a purchase over the whole period (scoped: with a purchase attributed to the scope's clicks)
+             */
+            buyers: number;
             period: components["schemas"]["PeriodRead"];
             /** Tenants */
             tenants: components["schemas"]["TenantFigures"][];
@@ -1103,6 +1195,56 @@ export interface components {
             errors?: {
                 [key: string]: string;
             }[] | null;
+        };
+        /**
+         * BreakdownRead
+         * @description Figures per placement or strategy, most impressions first.
+         */
+        BreakdownRead: {
+            /**
+             * By
+             * @enum {string}
+             */
+            by: "placement" | "strategy";
+            period: components["schemas"]["PeriodRead"];
+            /** Data */
+            data: components["schemas"]["BreakdownRow"][];
+        };
+        /**
+         * BreakdownRow
+         * @description The recommendations of one placement or strategy ('' when the event named none).
+         */
+        BreakdownRow: {
+            /**
+             * Key
+             * @description the placementId or the strategy
+             */
+            key: string;
+            /**
+             * Impressions
+             * @description recommendation_impressed events
+             */
+            impressions: number;
+            /**
+             * Clicks
+             * @description recommendation_clicked events
+             */
+            clicks: number;
+            /**
+             * Ctr
+             * @description clicks / impressions
+             */
+            ctr: number | null;
+            /**
+             * Conversions
+             * @description purchases attributed to these recommendations' clicks
+             */
+            conversions: number;
+            /**
+             * Attributedrevenue
+             * @description revenue of those attributed purchases
+             */
+            attributedRevenue: number;
         };
         /**
          * CatalogBatchAccepted
@@ -1702,12 +1844,132 @@ export interface components {
             email: string;
         };
         /**
+         * FunnelRead
+         * @description viewed -> clicked a recommendation -> added to cart -> purchased, from the raw events
+         *     (kept 90 days).
+         */
+        FunnelRead: {
+            period: components["schemas"]["PeriodRead"];
+            /** Steps */
+            steps: components["schemas"]["FunnelStep"][];
+        };
+        /**
+         * FunnelStep
+         * @description One step: users who did this and every earlier step within the period (any order).
+         */
+        FunnelStep: {
+            /**
+             * Step
+             * @enum {string}
+             */
+            step: "viewed" | "clickedRecommendation" | "addedToCart" | "purchased";
+            /**
+             * Eventtype
+             * @description the event that marks the step
+             */
+            eventType: string;
+            /**
+             * Users
+             * @description distinct users who reached the step
+             */
+            users: number;
+            /**
+             * Ratefromprevious
+             * @description users / users of the previous step (null for the first step)
+             */
+            rateFromPrevious: number | null;
+            /**
+             * Ratefromfirst
+             * @description users / users who viewed (null for the first step)
+             */
+            rateFromFirst: number | null;
+        };
+        /**
+         * GateRead
+         * @description The publish gate's decision: passed, or the reasons it refused the version.
+         */
+        GateRead: {
+            /** Passed */
+            passed: boolean;
+            /** Reasons */
+            reasons: string[];
+        };
+        /**
          * HealthRead
          * @description Liveness answer.
          */
         HealthRead: {
             /** Status */
             status: string;
+        };
+        /**
+         * Incremental
+         * @description What recommendations added: users outside the holdout against the holdout (a stable
+         *     `holdoutPercent` slice served the baseline), over the period's raw events (90 days).
+         */
+        Incremental: {
+            /** @description revenue / users of each side (Welch's t-test) */
+            revenuePerVisitor: components["schemas"]["IncrementalTest"];
+            /** @description buyers / users of each side (two-proportion z-test) */
+            conversionRate: components["schemas"]["IncrementalTest"];
+            /** Holdoutpercent */
+            holdoutPercent: number;
+            /**
+             * Holdoutusers
+             * @description active users of the period in the holdout
+             */
+            holdoutUsers: number;
+            /**
+             * Exposedusers
+             * @description active users of the period outside it
+             */
+            exposedUsers: number;
+            /** Holdoutrevenuepervisitor */
+            holdoutRevenuePerVisitor: number | null;
+            /** Exposedrevenuepervisitor */
+            exposedRevenuePerVisitor: number | null;
+            /** Holdoutconversionrate */
+            holdoutConversionRate: number | null;
+            /** Exposedconversionrate */
+            exposedConversionRate: number | null;
+            /**
+             * Sampleratiomismatch
+             * @description users per side off the configured split
+             */
+            sampleRatioMismatch: boolean;
+        };
+        /**
+         * IncrementalTest
+         * @description Everyone else minus the holdout, by the experiments' statistics.
+         */
+        IncrementalTest: {
+            /**
+             * Absolutediff
+             * @description exposed value - holdout value
+             */
+            absoluteDiff: number | null;
+            /**
+             * Relativelift
+             * @description absoluteDiff / holdout value
+             */
+            relativeLift: number | null;
+            /**
+             * Ci
+             * @description 95% interval of absoluteDiff
+             */
+            ci: number[] | null;
+            /** Pvalue */
+            pValue: number | null;
+            /**
+             * Significant
+             * @description pValue < 0.05
+             */
+            significant: boolean;
+            /**
+             * Lowconfidence
+             * @description fewer than 500 users or 25 buyers in the holdout or in the rest
+             */
+            lowConfidence: boolean;
         };
         /**
          * InteractionCounts
@@ -1733,6 +1995,65 @@ export interface components {
             email: string;
             /** Password */
             password: string;
+        };
+        /**
+         * ModelSizes
+         * @description What the version was trained on.
+         */
+        ModelSizes: {
+            /** Users */
+            users: number;
+            /** Products */
+            products: number;
+            /** Events */
+            events: number;
+        };
+        /**
+         * ModelVersionList
+         * @description The tenant's recent versions, newest first.
+         */
+        ModelVersionList: {
+            /** Data */
+            data: components["schemas"]["ModelVersionRead"][];
+        };
+        /**
+         * ModelVersionRead
+         * @description One model version.
+         */
+        ModelVersionRead: {
+            /** Version */
+            version: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "published" | "rejected" | "previous";
+            /** Trainedat */
+            trainedAt: string;
+            /**
+             * Seconds
+             * @description Wall time of the whole retrain, evaluation included.
+             */
+            seconds: number;
+            sizes: components["schemas"]["ModelSizes"];
+            /**
+             * Metrics
+             * @description Per strategy and for the popularity baseline: ndcg10, recall10, hr10, coverage on the last 7 days held out (each strategy also carries popularityNdcg10, the baseline on its own protocol); empty when the evaluation was skipped.
+             */
+            metrics: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
+            gate: components["schemas"]["GateRead"];
+            /**
+             * Evaluation
+             * @description How the evaluation went: skipped (why), details, seconds.
+             * @default null
+             */
+            evaluation?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * PeriodRead
@@ -1773,6 +2094,18 @@ export interface components {
         ProfileUpdate: {
             /** Name */
             name: string;
+        };
+        /**
+         * PublishGateConfig
+         * @description How much worse a retrained model may score than the published one and still go out.
+         */
+        PublishGateConfig: {
+            /**
+             * Ndcgtolerance
+             * @description Largest relative loss of NDCG@10 per strategy (default 0.1 = 10%).
+             * @default null
+             */
+            ndcgTolerance?: number | null;
         };
         /**
          * QueueList
@@ -1873,6 +2206,11 @@ export interface components {
             modelVersion: string | null;
             /** Generatedat */
             generatedAt: string;
+            /**
+             * Holdout
+             * @description the user is in the tenant's holdout (baseline served)
+             */
+            holdout: boolean;
         };
         /**
          * RecommendationsRead
@@ -2138,6 +2476,20 @@ export interface components {
              * @default null
              */
             requireConsent?: boolean | null;
+            /** @default null */
+            publishGate?: components["schemas"]["PublishGateConfig"] | null;
+            /**
+             * Holdoutpercent
+             * @description % of shoppers kept on the baseline (default 0)
+             * @default null
+             */
+            holdoutPercent?: number | null;
+            /**
+             * Holdoutbaseline
+             * @description what the holdout is served: trending (default) or no widget
+             * @default null
+             */
+            holdoutBaseline?: ("trending" | "none") | null;
         };
         /**
          * TenantCreate
@@ -2184,9 +2536,15 @@ export interface components {
          * @description One tenant's share of the all-tenants overview.
          */
         TenantFigures: {
-            /** Impressions */
+            /**
+             * Impressions
+             * @description recommendation_impressed events
+             */
             impressions: number;
-            /** Clicks */
+            /**
+             * Clicks
+             * @description recommendation_clicked events
+             */
             clicks: number;
             /**
              * Ctr
@@ -2200,9 +2558,19 @@ export interface components {
             conversions: number;
             /**
              * Conversionrate
-             * @description conversions / activeUsers
+             * @description buyers / activeUsers: the share (0-1) of active users who bought
              */
             conversionRate: number | null;
+            /**
+             * Purchasesperuser
+             * @description conversions / activeUsers: purchase events per active user
+             */
+            purchasesPerUser: number | null;
+            /**
+             * Revenuepervisitor
+             * @description revenue / activeUsers: purchase revenue per active user
+             */
+            revenuePerVisitor: number | null;
             /**
              * Revenue
              * @description sum of purchase prices
@@ -2213,13 +2581,21 @@ export interface components {
              * @description revenue attributed to recommendation clicks
              */
             attributedRevenue: number;
-            /** Events */
+            /**
+             * Events
+             * @description every event
+             */
             events: number;
             /**
              * Activeusers
-             * @description distinct users over the whole period
+             * @description distinct users with an event over the whole period
              */
             activeUsers: number;
+            /**
+             * Buyers
+             * @description distinct users with a purchase over the whole period (scoped: with a purchase attributed to the scope's clicks)
+             */
+            buyers: number;
             /** Tenantid */
             tenantId: string;
             /** Name */
@@ -2273,15 +2649,29 @@ export interface components {
             lastFailureAt: string | null;
             /** Lasterror */
             lastError: string | null;
+            /**
+             * Lastgate
+             * @description The publish gate's last decision (full or incremental retrain): passed, reasons, version, kind, at.
+             * @default null
+             */
+            lastGate?: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * TenantOverviewRead
-         * @description One tenant's overview.
+         * @description One tenant's overview; `incremental` when the tenant's holdoutPercent > 0 (unscoped).
          */
         TenantOverviewRead: {
-            /** Impressions */
+            /**
+             * Impressions
+             * @description recommendation_impressed events
+             */
             impressions: number;
-            /** Clicks */
+            /**
+             * Clicks
+             * @description recommendation_clicked events
+             */
             clicks: number;
             /**
              * Ctr
@@ -2295,9 +2685,19 @@ export interface components {
             conversions: number;
             /**
              * Conversionrate
-             * @description conversions / activeUsers
+             * @description buyers / activeUsers: the share (0-1) of active users who bought
              */
             conversionRate: number | null;
+            /**
+             * Purchasesperuser
+             * @description conversions / activeUsers: purchase events per active user
+             */
+            purchasesPerUser: number | null;
+            /**
+             * Revenuepervisitor
+             * @description revenue / activeUsers: purchase revenue per active user
+             */
+            revenuePerVisitor: number | null;
             /**
              * Revenue
              * @description sum of purchase prices
@@ -2308,14 +2708,24 @@ export interface components {
              * @description revenue attributed to recommendation clicks
              */
             attributedRevenue: number;
-            /** Events */
+            /**
+             * Events
+             * @description every event
+             */
             events: number;
             /**
              * Activeusers
-             * @description distinct users over the whole period
+             * @description distinct users with an event over the whole period
              */
             activeUsers: number;
+            /**
+             * Buyers
+             * @description distinct users with a purchase over the whole period (scoped: with a purchase attributed to the scope's clicks)
+             */
+            buyers: number;
             period: components["schemas"]["PeriodRead"];
+            /** @default null */
+            incremental?: components["schemas"]["Incremental"] | null;
         };
         /**
          * TenantRead
@@ -2391,7 +2801,7 @@ export interface components {
              * Metric
              * @enum {string}
              */
-            metric: "impressions" | "clicks" | "ctr" | "conversions" | "conversionRate" | "revenue" | "attributedRevenue" | "events" | "activeUsers";
+            metric: "impressions" | "clicks" | "ctr" | "conversions" | "conversionRate" | "revenue" | "attributedRevenue" | "events" | "activeUsers" | "buyers" | "purchasesPerUser" | "revenuePerVisitor";
             /**
              * Interval
              * @enum {string}
@@ -3774,6 +4184,41 @@ export interface operations {
             };
         };
     };
+    get_api_v1_tenants_tenant_id_analytics_breakdown: {
+        parameters: {
+            query?: {
+                from?: string | null;
+                to?: string | null;
+                by?: "placement" | "strategy";
+            };
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BreakdownRead"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_api_v1_tenants_tenant_id_analytics_export: {
         parameters: {
             query?: {
@@ -3795,6 +4240,40 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_tenants_tenant_id_analytics_funnel: {
+        parameters: {
+            query?: {
+                from?: string | null;
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FunnelRead"];
+                };
             };
             /** @description Problem */
             default: {
@@ -3848,7 +4327,7 @@ export interface operations {
             query?: {
                 from?: string | null;
                 to?: string | null;
-                metric?: "impressions" | "clicks" | "ctr" | "conversions" | "conversionRate" | "revenue" | "attributedRevenue" | "events" | "activeUsers";
+                metric?: "impressions" | "clicks" | "ctr" | "conversions" | "conversionRate" | "revenue" | "attributedRevenue" | "events" | "activeUsers" | "buyers" | "purchasesPerUser" | "revenuePerVisitor";
                 interval?: "day" | "hour";
             };
             header?: never;
@@ -4375,6 +4854,83 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ExperimentDailyResults"];
                 };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_tenants_tenant_id_models: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersionList"];
+                };
+            };
+            /** @description Problem */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    post_api_v1_tenants_tenant_id_models_version_publish: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description 200 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelVersionRead"];
+                };
+            };
+            /** @description 404 */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description 409 */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Problem */
             default: {
