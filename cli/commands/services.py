@@ -23,6 +23,7 @@ RUN_DIR = ROOT / ".run" / "dev"
 PG_PORT = 15432
 REDIS_PORT = 16379
 API_PORT = 5008
+WEB_PORT = 3112
 PROCESSES = {
     "api": ["api"],
     "worker": [
@@ -37,6 +38,8 @@ PROCESSES = {
     # Training has its own pool, so a long fit never holds up ingestion.
     "worker-training": ["worker", "--queues", "training", "--processes", "1", "--threads", "1"],
     "scheduler": ["scheduler"],
+    # The dashboard, the operators' console and the demo shop (built files; no Node at run time).
+    "web": ["web", "--port", str(WEB_PORT)],
 }
 
 
@@ -111,7 +114,8 @@ RecomEngine is up.
   API            http://localhost:{API_PORT}/api/v1   (ready: {ready_url})
   OpenAPI        http://localhost:{API_PORT}/api/v1/openapi.json
   PostgreSQL     {postgres.url}
-  Redis          {redis.url(0)} (broker), {redis.url(1)} (projections)
+  Redis          127.0.0.1:{REDIS_PORT} db 0 (broker), db 1 (projections); URLs in .run/dev/env
+  Dashboard      http://localhost:{WEB_PORT}/dashboard   (operators: /ops)
   Logs           .run/dev/logs/
 Stop everything with: make down
 """
