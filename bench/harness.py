@@ -85,16 +85,21 @@ class Platform:
         return f"http://127.0.0.1:{self.settings.api_port}"
 
     def start(
-        self, module_args: list[str], log_name: str, *, env: dict[str, str] | None = None
+        self,
+        module_args: list[str],
+        log_name: str,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
         """`python -m <module_args>` in its own session, output appended to workdir/log_name;
-        `env` adds to or overrides the platform's environment."""
+        `env` adds to or overrides the platform's environment; `cwd` is the code tree run."""
         handle = open(self.workdir / log_name, "ab")
         self._logs.append(handle)
         process = subprocess.Popen(
             [sys.executable, "-m", *module_args],
             env={**self.env, **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             stdout=handle,
             stderr=handle,
             start_new_session=True,
@@ -108,20 +113,22 @@ class Platform:
         port: int | None = None,
         env: dict[str, str] | None = None,
         log_name: str = "api.log",
+        cwd: Path = ROOT,
     ) -> subprocess.Popen[bytes]:
-        """`recomengine api` (on `port` if given), once /ready answers 200."""
+        """`recomengine api` (on `port` if given, from the code tree `cwd`), once /ready
+        answers 200."""
         port = port or self.settings.api_port
         env = {**(env or {}), "RECOMENGINE_API_PORT": str(port)}
-        process = self.start(["cli.main", "api"], log_name, env=env)
+        process = self.start(["cli.main", "api"], log_name, env=env, cwd=cwd)
         wait_ready(f"http://127.0.0.1:{port}/ready", process, self.workdir / log_name)
         return process
 
-    def run_cli(self, args: Iterable[str]) -> subprocess.CompletedProcess[str]:
-        """Run `recomengine <args>` to completion, its output captured as text."""
+    def run_cli(self, args: Iterable[str], *, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+        """Run `recomengine <args>` (from the code tree `cwd`) to completion, output as text."""
         return subprocess.run(
             [sys.executable, "-m", "cli.main", *args],
             env=self.env,
-            cwd=ROOT,
+            cwd=cwd,
             capture_output=True,
             text=True,
             check=False,

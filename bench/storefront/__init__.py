@@ -1,0 +1,1 @@
+"""Storefront traffic benchmark: shoppers' events and recommendation requests, interleaved."""
