@@ -17,9 +17,10 @@ from api import headers, metrics, problems
 from api.blueprints import ALL_BLUEPRINTS, storefront
 from api.blueprints.console import CONSOLE_BLUEPRINTS
 from api.security import ApiKeyAuthenticator
+from store.answers import ANSWER_LOOKUP, AnswerProjector
 from store.db import create_pool
 from store.logs import configure_logging
-from store.models import ANSWER_LOOKUP, ServingReader
+from store.models import ServingReader
 from store.ratelimit import RateLimiter
 from store.redis import create_redis
 from store.settings import Settings, get_settings
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
         app.ctx.broker_redis = Redis.from_url(settings.broker_url, socket_timeout=2)
         app.ctx.limiter = RateLimiter(app.ctx.redis, follow_up=ANSWER_LOOKUP)
         app.ctx.serving_reader = ServingReader(app.ctx.redis)
+        app.ctx.answer_projector = AnswerProjector(app.ctx.redis, app.ctx.serving_reader)
         app.ctx.api_keys = ApiKeyAuthenticator(
             settings=settings, pool=app.ctx.db, limiter=app.ctx.limiter
         )

@@ -174,3 +174,20 @@ def realtime_product_counters(tenant_id: str, day: str) -> str:
     `i|productId` impressions, `c|productId` clicks, `v|productId` purchases (integers) and
     `r|productId` purchase revenue (float)."""
     return f"{PREFIX}:{tenant_id}:counters:{day}:products"
+
+
+def user_answers(tenant_id: str, user_id: str) -> str:
+    """HASH requested strategy (or `@default`) -> the user's projected answer (store.answers),
+    kept while the user keeps asking (TTL'd)."""
+    return f"{PREFIX}:{tenant_id}:answers:user:{user_id}"
+
+
+def product_answers(tenant_id: str, product_id: str) -> str:
+    """HASH requested strategy (or `@default`) -> the projected item-context answer of one
+    product (store.answers), kept while it is asked for (TTL'd)."""
+    return f"{PREFIX}:{tenant_id}:answers:product:{product_id}"
+
+
+def answer_readers(tenant_id: str) -> str:
+    """SET of the users who have projected answers: the ingest worker rewrites theirs only."""
+    return f"{PREFIX}:{tenant_id}:answers:readers"

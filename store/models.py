@@ -299,55 +299,6 @@ return reply
 """
 
 
-# Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
-# counts the request, reads the auth epoch and returns a cached answer when still valid.
-# KEYS, after the limiter's four: 5 the answer, 6 current model version, 7 widget config,
-# 8 running experiment, 9 the tenant's serving stamp, 10 the user's stamp, 11 the trending
-# stamp. ARGV after the limiter's eight: 9 the current hour bucket.
-# An answer is stored behind the SHA-1 of everything it was computed from that can change
-# without its own key changing, so any write to one of those makes the stored stamp differ.
-# A trending answer is stored behind the `live` stamp, which also covers the live trending
-# counters and their hour; others tolerate trending backfill as old as their TTL.
-# Reply: {stamp, live} on a miss, {stamp, live, the cached answer} on a hit.
-ANSWER_LOOKUP = """
-local found = redis.call('MGET', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-local base = table.concat({
-  epoch, found[2] or '', found[3] or '', found[4] or '', found[5] or '',
-  redis.call('HGET', KEYS[10], 'n') or ''}, '\\n')
-local stamp = redis.sha1hex(base)
-local trending = redis.call('HGET', KEYS[11], 'n') or ''
-local live = redis.sha1hex(base .. '\\n' .. ARGV[9] .. '\\n' .. trending)
-extra = {stamp, live}
-local cached = found[1]
-if cached then
-  local head = string.sub(cached, 1, 40)
-  if head == stamp or head == live then extra[3] = string.sub(cached, 41) end
-end
-"""
-
-
-def answer_lookup_keys(
-    *, tenant_id: str, user_id: str, placement_id: str, query_digest: str
-) -> list[str]:
-    """The keys ANSWER_LOOKUP reads for one request."""
-    return [
-        keys.answer_cache(tenant_id, user_id, query_digest),
-        keys.model_current(tenant_id),
-        keys.widget_config(tenant_id, placement_id),
-        keys.running_experiment(tenant_id, placement_id),
-        keys.serving_stamp(tenant_id),
-        keys.user_stamp(tenant_id, user_id),
-        keys.trending_stamp(tenant_id),
-    ]
-
-
-async def cache_answer(
-    redis: Redis, *, answer_key: str, stamp: bytes, body: bytes, ttl_seconds: int
-) -> None:
-    """Store a finished answer behind the stamp read before it was computed."""
-    await redis.set(answer_key, stamp + body, ex=ttl_seconds)
-
-
 def _texts(values: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values or []]
 

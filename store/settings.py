@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     read_limit_per_minute: int = 1000
     write_limit_per_minute: int = 500
     # How long a finished recommendations answer may be served again (0: never cached); any
-    # change it depends on invalidates it sooner (store.models.ANSWER_LOOKUP).
+    # change it depends on invalidates it sooner (store.answers.ANSWER_LOOKUP).
     answer_cache_seconds: int = Field(default=300, ge=0)
     auth_limit_per_minute: int = 20
     # Failed sign-ins of one account from one address before each further try waits (1 s,

@@ -126,8 +126,10 @@ class EventRead(ApiModel):
 
 
 class EventPage(ApiModel):
-    """A page of events, newest first."""
+    """A page of events, newest first: `data` like every other list (`items`, the same list,
+    stays for the clients written before)."""
 
+    data: list[EventRead]
     items: list[EventRead]
     next_cursor: str | None
 
@@ -524,7 +526,7 @@ async def browse_events(request: Request, tenant_id: str) -> HTTPResponse:
         }
         for r in page
     ]
-    return json({"items": items, "nextCursor": next_cursor})
+    return json({"data": items, "items": items, "nextCursor": next_cursor})
 
 
 class _Families:

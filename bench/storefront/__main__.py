@@ -414,7 +414,9 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="seconds of the mix before measuring"
+    )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--products", type=int, default=5_000)
     parser.add_argument("--users", type=int, default=2_000)

@@ -3,7 +3,8 @@
 One wrk thread walks the list in order across its connections, so the list's interleaving is
 the order the server sees. Events get a fresh eventId each time the list comes round (run
 nonce, thread, counter), so that a repeated list is new traffic, not duplicates. Responses are
-counted by kind and by `X-Recommendation-Cache` (hit / miss / off / projection ...), and `done`
+counted by kind and by how they were answered (`X-Recommendation-Cache` hit / miss / off,
+or `projection` when `X-Recommendation-Projection` says hit), and `done`
 prints them beside the latency summary.
 """
 
@@ -54,6 +55,8 @@ end
 
 function response(status, headers, body)
   local cache = headers['X-Recommendation-Cache'] or headers['x-recommendation-cache']
+  local projected = headers['X-Recommendation-Projection'] or headers['x-recommendation-projection']
+  if projected == 'hit' then cache = 'projection' end
   if cache then
     gets = gets + 1
     answered[cache] = (answered[cache] or 0) + 1

@@ -640,3 +640,127 @@ async def test_an_experiment_assigns_users_and_counts_their_impressions_clicks_a
         assert stats["purchases"] == sum(1 for m in members if m % 4 == 0)
         assert stats["revenue"] == 20 * stats["purchases"]
     assert {"ctr", "conversionRate", "revenuePerVisitor"} <= results["tests"].keys()
+
+
+async def _projected(
+    client: httpx.Client,
+    shop: TenantContext,
+    params: dict[str, Any],
+    *,
+    within: float = 5,
+    accept: Any = lambda data: True,
+) -> httpx.Response:
+    """The first answer to `params` served from the user's projection (each try excludes one
+    more unknown product, so that the answer cache never answers it)."""
+    answer: httpx.Response | None = None
+    tries = iter(range(1000))
+
+    async def served() -> bool:
+        nonlocal answer
+        unknown = f"no-such-product-{next(tries)}"
+        exclude = f"{params['exclude']},{unknown}" if "exclude" in params else unknown
+        query = {**params, "exclude": exclude}
+        answer = recommend_raw(client, shop, **query)
+        hit = answer.headers["X-Recommendation-Projection"] == "hit"
+        return hit and bool(accept(answer.json()["data"]))
+
+    await wait_until(served, within=within)
+    assert answer is not None
+    return answer
+
+
+async def test_after_one_computed_answer_the_users_next_requests_are_served_from_the_projection(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "a-user-50", "strategy": "collaborative"}
+    computed = recommend_raw(client, trained_shop, **params, limit=6)
+    assert computed.headers["X-Recommendation-Projection"] == "absent"
+    projected = await _projected(client, trained_shop, {**params, "limit": 4})
+    assert projected.headers["X-Recommendation-Cache"] == "miss"
+    assert projected.json()["data"] == computed.json()["data"][:4]
+    computed_meta, projected_meta = computed.json()["meta"], projected.json()["meta"]
+    ignored = {"recommendationId": "", "generatedAt": ""}
+    assert {**computed_meta, **ignored} == {**projected_meta, **ignored}
+    # The shopper's history stays hidden from a read key on this path too.
+    assert all("because" not in item["reason"] for item in projected.json()["data"])
+
+
+async def test_a_projected_answer_applies_the_requests_exclude_and_limit(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "a-user-51", "strategy": "collaborative"}
+    computed = recommend(client, trained_shop, **params, limit=6)["data"]
+    first = computed[0]["productId"]
+    projected = await _projected(client, trained_shop, {**params, "limit": 5, "exclude": first})
+    assert [i["productId"] for i in projected.json()["data"]] == [
+        i["productId"] for i in computed[1:6]
+    ]
+
+
+async def test_a_purchase_leaves_the_projected_answer_within_two_seconds(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    params = {"userId": "a-user-52", "strategy": "collaborative"}
+    recommend(client, trained_shop, **params, limit=5)
+    before = (await _projected(client, trained_shop, params)).json()["data"]
+    bought = before[0]["productId"]
+    response = await async_client.post(
+        "/api/v1/events",
+        json={
+            "eventType": "purchase",
+            "userId": "a-user-52",
+            "productId": bought,
+            "metadata": {"price": 12},
+        },
+        headers=trained_shop.write_headers,
+    )
+    assert response.status_code == 202
+    started = time.monotonic()
+    # The worker writes the projection again after storing the event: the next requests are
+    # projection hits without the product (the purchase filter, then the new projection).
+    after = await _projected(
+        client,
+        trained_shop,
+        {**params, "limit": 5},
+        within=2,
+        accept=lambda data: bought not in {item["productId"] for item in data},
+    )
+    assert time.monotonic() - started < 2
+    assert len(after.json()["data"]) == 5
+
+
+async def test_item_context_answers_are_projected_per_product_for_every_shopper(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    params = {"productId": "b4", "strategy": "frequently_bought_together", "limit": 5}
+    computed = recommend_raw(client, trained_shop, userId="first-shopper", **params)
+    # Another shopper's request is answered from the product's projection, with the same
+    # items and meta (the meta of an item-context answer does not depend on the shopper).
+    projected = await _projected(client, trained_shop, {"userId": "next-shopper", **params})
+    assert projected.json()["data"] == computed.json()["data"]
+    ignored = {"recommendationId": "", "generatedAt": ""}
+    assert {**computed.json()["meta"], **ignored} == {**projected.json()["meta"], **ignored}
+    # A shopper who bought a co-purchased product does not get it back.
+    bought = recommend_raw(client, trained_shop, userId="b-user-4", **params, exclude="zz")
+    assert "b11" not in {item["productId"] for item in bought.json()["data"]}
+
+
+async def test_computed_cached_and_projected_answers_all_match_the_documented_model(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    from api.blueprints.recommendations import RecommendationsRead
+
+    params: dict[str, Any] = {"userId": "a-user-53", "strategy": "content_based", "limit": 4}
+    computed = recommend_raw(client, trained_shop, **params)
+    cached = recommend_raw(client, trained_shop, **params)
+    projected = await _projected(client, trained_shop, params)
+    assert cached.headers["X-Recommendation-Cache"] == "hit"
+    for answer in (computed, cached, projected):
+        RecommendationsRead.model_validate(answer.json())
+    # With the write key `because` is there, and the model documents it too.
+    full = (
+        await async_client.get(
+            "/api/v1/recommendations", params=params, headers=trained_shop.write_headers
+        )
+    ).json()
+    assert RecommendationsRead.model_validate(full).data[0].reason.because

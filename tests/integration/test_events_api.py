@@ -468,7 +468,8 @@ async def test_the_event_viewer_pages_newest_first_with_filters(
         params = {"userId": "viewer", "limit": "2", **({"cursor": cursor} if cursor else {})}
         page = await http.get(url, params=params, headers=tenant.admin_headers)
         assert page.status_code == 200, page.text
-        seen += [item["productId"] for item in page.json()["items"]]
+        seen += [item["productId"] for item in page.json()["data"]]
+        assert page.json()["items"] == page.json()["data"]  # the older name, kept
         cursor = page.json()["nextCursor"]
         if cursor is None:
             break
@@ -482,7 +483,7 @@ async def test_the_event_viewer_pages_newest_first_with_filters(
         },
         headers=tenant.admin_headers,
     )
-    assert [item["productId"] for item in ranged.json()["items"]] == ["sku-1", "sku-2"]
+    assert [item["productId"] for item in ranged.json()["data"]] == ["sku-1", "sku-2"]
     bad = await http.get(url, params={"cursor": "nonsense"}, headers=tenant.admin_headers)
     assert bad.status_code == 422
 

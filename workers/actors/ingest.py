@@ -12,7 +12,9 @@ import dramatiq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from store.answers import AnswerProjector
 from store.events import ingest_and_project
+from store.models import ServingReader
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
 
@@ -207,8 +209,43 @@ def _settle(future: asyncio.Future[None], outcome: BaseException | None) -> None
 _groups: dict[asyncio.AbstractEventLoop, IngestGroups] = {}
 
 
+class ReaderProjections:
+    """Rewrites the projected answers of users whose events were just stored, after their
+    message is acknowledged: users of one tenant that arrive while a run goes are coalesced
+    into the next run (a debounce per user as long as the one before)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, set[str]] = {}
+        self._running: set[str] = set()
+
+    def touch(self, tenant_id: str, user_ids: set[str]) -> None:
+        """Project these users' answers again, soon."""
+        self._pending.setdefault(tenant_id, set()).update(user_ids)
+        if tenant_id not in self._running:
+            self._running.add(tenant_id)
+            asyncio.get_running_loop().create_task(self._drain(tenant_id))
+
+    async def _drain(self, tenant_id: str) -> None:
+        try:
+            while users := self._pending.pop(tenant_id, None):
+                redis = redis_client()
+                projector = AnswerProjector(redis, ServingReader(redis))
+                await projector.reproject_readers(tenant_id=tenant_id, user_ids=sorted(users))
+        except Exception:
+            # A projection left stale only sends its user's next request to the ranking.
+            log.warning("projected answers could not be rewritten", exc_info=True)
+        finally:
+            self._running.discard(tenant_id)
+
+
+_projections: dict[asyncio.AbstractEventLoop, ReaderProjections] = {}
+
+
 async def _store(tenant_id: str, events: list[dict[str, Any]]) -> None:
     await ingest_and_project(await db_pool(), redis_client(), tenant_id=tenant_id, events=events)
+    loop = asyncio.get_running_loop()
+    projections = _projections.get(loop) or _projections.setdefault(loop, ReaderProjections())
+    projections.touch(tenant_id, {event["user"] for event in events})
 
 
 def _groups_of_this_loop() -> IngestGroups:

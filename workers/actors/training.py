@@ -15,9 +15,11 @@ import dramatiq
 from domain.evaluation import DEFAULT_NDCG_TOLERANCE, gate
 from domain.training import Progress, check_incremental, content_lists, refresh_user_lists, train
 from store import keys
+from store.answers import AnswerProjector, reproject_all_readers
 from store.models import (
     REJECTED_VERSION_TTL_SECONDS,
     PublishedModel,
+    ServingReader,
     current_version,
     expire_version,
     list_version_records,
@@ -137,6 +139,7 @@ async def train_and_publish(
         await save_version_record(redis, tenant_id=tenant_id, record=record)
         await make_current(redis, tenant_id=tenant_id, version=version)
         progress("published")
+        await reproject_all_readers(redis, tenant_id=tenant_id)  # readers' answers, new model
     else:
         # One rejected version is kept at a time: the ones before it go soon.
         for earlier in await list_version_records(redis, tenant_id=tenant_id):
@@ -257,6 +260,9 @@ async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> dict[s
             refresh_user_lists, histories=histories, item_lists=item_lists
         )
         await update_user_lists(redis, tenant_id=tenant_id, user_lists=lists)
+        await AnswerProjector(redis, ServingReader(redis)).reproject_readers(
+            tenant_id=tenant_id, user_ids=users
+        )  # the rescored users' projected answers
         refreshed += len(users)
     reasons = [r for d in decisions for r in d["reasons"]]
     passed = all(d["passed"] for d in decisions)

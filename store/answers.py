@@ -1,0 +1,466 @@
+"""Recommendation answers as projections: each reading user's ranked, hydrated candidates per
+strategy (and each asked-about product's, in item context), written where their inputs change
+and read with the request's filters in one call.
+
+A user who asks for recommendations gets a HASH `reco:{t}:answers:user:{u}` (field: the
+requested strategy, or `@default` for requests that name none), written by the api after the
+first computed answer and rewritten by the ingest worker after each group of that user's
+events. A field is a text block:
+
+    stamp \n written-at (unix s) \n complete (1|0) \n head JSON \n item lines...
+
+`stamp` is everything the ranking read that can change without the user's key changing (auth
+epoch, published model version, the tenant's serving stamp, the user's stamp); an item line is
+`productId \t casefolded category \t served item JSON`. ANSWER_LOOKUP (the rate-limit call's
+follow-up) first looks for a cached answer of the same query, then takes the field, checks its
+stamp and age, and keeps the first `limit` items that are not excluded, are in the category,
+available and (unless asked for) not bought. A stale, absent or too short projection answers
+nothing: the api then computes the answer as before.
+
+Item-context answers (`productId` given: frequently bought together, similar items, item
+collaborative) do not depend on the user: they are projected per product in
+`reco:{t}:answers:product:{p}` the same way (the user's purchases are still filtered out at
+read time), by the api from the first computed answer of a product that asks for a strategy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import ujson
+from redis.asyncio import Redis
+
+from domain.serving import (
+    Hydration,
+    RankedCandidate,
+    ServedItem,
+    ServingDecision,
+    ServingRequest,
+    rank,
+)
+from domain.strategies.base import (
+    COLLABORATIVE,
+    CONTENT_BASED,
+    FREQUENTLY_BOUGHT_TOGETHER,
+    TRENDING,
+)
+from store import keys
+from store.models import ServingReader
+
+# Strategies a user's answers are projected for; the others (trending follows live counters,
+# item-context needs a product) are computed per request.
+PROJECTED_STRATEGIES = (COLLABORATIVE, CONTENT_BASED)
+PROJECTED_PRODUCT_STRATEGIES = (COLLABORATIVE, CONTENT_BASED, FREQUENTLY_BOUGHT_TOGETHER)
+DEFAULT_FIELD = "@default"  # requests naming no strategy, answered by the tenant's default
+CONFIG_FIELD = "@config"  # JSON {"defaultStrategy": ...} the `@default` field was ranked with
+# Candidates kept per field: a request whose filters leave fewer than its limit of a list that
+# was cut here is computed instead (bounded memory: about 300 bytes per item).
+PROJECTION_DEPTH = 40
+PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops being projected
+
+# Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
+# counts the request, reads the auth epoch, returns a cached answer when still valid, else the
+# user's projected answer filtered for this request.
+# KEYS, after the limiter's four: 5 the cached answer, 6 current model version, 7 widget
+# config, 8 running experiment, 9 the tenant's serving stamp, 10 the user's stamp, 11 the
+# trending stamp, 12 the user's projected answers (or the product's, in item context),
+# 13 available products, 14 the user's purchases.
+# ARGV after the limiter's eight: 9 the current hour bucket, 10 the projection field asked
+# for ("" for none), 11 the query's limit ("" for the widget's or the default), 12 the
+# casefolded category ("" for any), 13 "1" to keep bought products, 14 the projection's
+# maximum age in seconds, 15 "user" or "product" (whose answers KEYS[12] holds; a product's do
+# not depend on the user's stamp), 16... excluded product ids.
+# An answer is stored behind the SHA-1 of everything it was computed from that can change
+# without its own key changing, so any write to one of those makes the stored stamp differ.
+# A trending answer is stored behind the `live` stamp, which also covers the live trending
+# counters and their hour; others tolerate trending backfill as old as their TTL (and so do
+# projected answers, through their maximum age).
+# Reply (`extra`): a flat list of names and values, decoded by `decode_lookup` only.
+ANSWER_LOOKUP = """
+local found = redis.call('MGET', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+local user_stamp = redis.call('HGET', KEYS[10], 'n') or ''
+local base = table.concat({
+  epoch, found[2] or '', found[3] or '', found[4] or '', found[5] or '', user_stamp}, '\\n')
+local stamp = redis.sha1hex(base)
+local trending = redis.call('HGET', KEYS[11], 'n') or ''
+local live = redis.sha1hex(base .. '\\n' .. ARGV[9] .. '\\n' .. trending)
+extra = {'stamp', stamp, 'live', live}
+local cached = found[1]
+if cached then
+  local head = string.sub(cached, 1, 40)
+  if head == stamp or head == live then extra[5], extra[6] = 'cached', string.sub(cached, 41) end
+end
+if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
+  -- No valid cached answer: the projection (the user's, or the product's), filtered.
+  local field = ARGV[10]
+  local widget = {}
+  if found[3] then
+    local ok, decoded = pcall(cjson.decode, found[3])
+    if ok and type(decoded) == 'table' then widget = decoded end
+  end
+  if field == '@default' then
+    if found[4] then
+      field = ''  -- an experiment runs on the placement: its assignment is computed
+    elseif type(widget.strategy) == 'string' then
+      field = widget.strategy
+    end
+  end
+  local status, chosen, head = 'none', {}, ''
+  local of_user = ARGV[15] == 'user' and user_stamp or ''
+  local current = table.concat({epoch, found[2] or '', found[5] or '', of_user}, '|')
+  local raw = field ~= '' and redis.call('HGET', KEYS[12], field)
+  if raw then
+    local p1 = string.find(raw, '\\n', 1, true)
+    local p2 = string.find(raw, '\\n', p1 + 1, true)
+    local p3 = string.find(raw, '\\n', p2 + 1, true)
+    local p4 = string.find(raw, '\\n', p3 + 1, true) or (#raw + 1)
+    local written = tonumber(string.sub(raw, p1 + 1, p2 - 1))
+    if string.sub(raw, 1, p1 - 1) ~= current
+        or tonumber(ARGV[1]) / 1000 - written > tonumber(ARGV[14]) then
+      status = 'stale'
+    else
+      local most = tonumber(widget.maxItems)
+      local limit = tonumber(ARGV[11]) or (most and most > 0 and most) or 10
+      limit = math.min(math.max(math.floor(limit), 1), 50)
+      local excluded = {}
+      for i = 16, #ARGV do excluded[ARGV[i]] = true end
+      local category, keep_bought = ARGV[12], ARGV[13] == '1'
+      local position = p4 + 1
+      while #chosen < limit and position <= #raw do
+        local stop = string.find(raw, '\\n', position, true) or (#raw + 1)
+        local t1 = string.find(raw, '\\t', position, true)
+        local t2 = string.find(raw, '\\t', t1 + 1, true)
+        local product = string.sub(raw, position, t1 - 1)
+        if not excluded[product]
+            and (category == '' or string.sub(raw, t1 + 1, t2 - 1) == category)
+            and redis.call('SISMEMBER', KEYS[13], product) == 1
+            and (keep_bought or redis.call('SISMEMBER', KEYS[14], product) == 0) then
+          chosen[#chosen + 1] = string.sub(raw, t2 + 1, stop - 1)
+        end
+        position = stop + 1
+      end
+      if #chosen < limit and string.sub(raw, p2 + 1, p3 - 1) ~= '1' then
+        status = 'short'
+      else
+        status, head = 'hit', string.sub(raw, p3 + 1, p4 - 1)
+      end
+    end
+  elseif field ~= '' then
+    status = 'absent'
+  end
+  extra[5], extra[6], extra[7], extra[8] = 'projection', status, 'field', field
+  extra[9], extra[10] = 'current', current
+  if status == 'hit' then
+    extra[11], extra[12], extra[13], extra[14] = 'head', head, 'items', table.concat(chosen, ',')
+  end
+end
+"""
+
+
+@dataclass(frozen=True)
+class ProjectedArgs:
+    """What a request asked the projection for (checked against the validated query)."""
+
+    field: str
+    product_id: str | None  # item context: the product's projection, not the user's
+    limit: int | None
+    category: str | None
+    include_purchased: bool
+    exclude: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AnswerLookup:
+    """The follow-up's reply: the stamps, a cached answer or a projected one."""
+
+    stamp: bytes
+    live: bytes
+    cached: bytes | None = None
+    projection: str = "none"  # none | absent | stale | short | hit
+    field: str = ""
+    current: str = ""  # the stamp a projection written from this request's reads gets
+    head: bytes = b""  # the projection's meta JSON
+    items: bytes = b""  # the served items' JSON, comma-separated
+
+
+def decode_lookup(reply: Sequence[Any]) -> AnswerLookup:
+    """ANSWER_LOOKUP's flat name/value reply as an AnswerLookup."""
+    values = dict(zip(reply[0::2], reply[1::2], strict=True))
+
+    def text(name: bytes) -> str:
+        value = values.get(name, b"")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return AnswerLookup(
+        stamp=values[b"stamp"],
+        live=values[b"live"],
+        cached=values.get(b"cached"),
+        projection=text(b"projection") or "none",
+        field=text(b"field"),
+        current=text(b"current"),
+        head=values.get(b"head", b""),
+        items=values.get(b"items", b""),
+    )
+
+
+def answer_lookup_keys(
+    *,
+    tenant_id: str,
+    user_id: str,
+    placement_id: str,
+    query_digest: str,
+    product_id: str | None = None,
+) -> list[str]:
+    """The keys ANSWER_LOOKUP reads for one request."""
+    return [
+        keys.answer_cache(tenant_id, user_id, query_digest),
+        keys.model_current(tenant_id),
+        keys.widget_config(tenant_id, placement_id),
+        keys.running_experiment(tenant_id, placement_id),
+        keys.serving_stamp(tenant_id),
+        keys.user_stamp(tenant_id, user_id),
+        keys.trending_stamp(tenant_id),
+        keys.product_answers(tenant_id, product_id)
+        if product_id
+        else keys.user_answers(tenant_id, user_id),
+        keys.catalog_available(tenant_id),
+        keys.user_purchased(tenant_id, user_id),
+    ]
+
+
+def lookup_args(hour: int, args: ProjectedArgs | None, max_age_seconds: int) -> list[str]:
+    """The ARGV ANSWER_LOOKUP takes after the limiter's."""
+    if args is None:
+        return [str(hour), ""]
+    return [
+        str(hour),
+        args.field,
+        str(args.limit or ""),
+        args.category or "",
+        "1" if args.include_purchased else "0",
+        str(max_age_seconds),
+        "product" if args.product_id else "user",
+        *sorted(args.exclude),
+    ]
+
+
+async def cache_answer(
+    redis: Redis, *, answer_key: str, stamp: bytes, body: bytes, ttl_seconds: int
+) -> None:
+    """Store a finished answer behind the stamp read before it was computed."""
+    await redis.set(answer_key, stamp + body, ex=ttl_seconds)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
+
+
+async def _projection_stamp(redis: Redis, *, tenant_id: str, user_id: str | None) -> str:
+    """What ANSWER_LOOKUP compares a projection with (a product's has no user part)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.auth_epoch(tenant_id))
+        pipe.get(keys.model_current(tenant_id))
+        pipe.get(keys.serving_stamp(tenant_id))
+        if user_id is not None:
+            pipe.hget(keys.user_stamp(tenant_id, user_id), "n")
+        epoch, version, serving, *user = await pipe.execute()
+    # The limiter reads a missing epoch as '0' (store.ratelimit).
+    user_part = _text(user[0]) if user else ""
+    return "|".join([_text(epoch) or "0", _text(version), _text(serving), user_part])
+
+
+def _clean(text: str) -> bool:
+    return "\n" not in text and "\t" not in text
+
+
+def encode_field(
+    *, stamp: str, written_at: int, complete: bool, head: Mapping[str, Any], items: list[ServedItem]
+) -> bytes | None:
+    """One projected field as stored (None when an id or category cannot be framed)."""
+    lines = [stamp, str(written_at), "1" if complete else "0"]
+    lines.append(ujson.dumps(head, escape_forward_slashes=False, ensure_ascii=False))
+    for item in items:
+        category = str(item.card.get("category") or "").casefold()
+        if not (_clean(item.product_id) and _clean(category)):
+            return None
+        body = ujson.dumps(item.to_dict(), escape_forward_slashes=False, ensure_ascii=False)
+        lines.append(f"{item.product_id}\t{category}\t{body}")
+    return "\n".join(lines).encode()
+
+
+class AnswerProjector:
+    """Ranks and hydrates one user's answers and stores them as projected fields."""
+
+    def __init__(self, redis: Redis, reader: ServingReader) -> None:
+        self._redis = redis
+        self._reader = reader
+
+    async def project(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        fields: Sequence[str],
+        default_strategy: str | None,
+    ) -> int:
+        """Write the user's `fields` (strategies or `@default`); returns how many were written.
+        A field whose answer is served by trending is left out (live counters move it)."""
+        wanted = [f for f in fields if f in PROJECTED_STRATEGIES or f == DEFAULT_FIELD]
+        if not wanted:
+            return 0
+        stamp = await _projection_stamp(self._redis, tenant_id=tenant_id, user_id=user_id)
+        now = datetime.now(UTC)
+        hours = [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
+        context = await self._reader.read(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            product_id=None,
+            placement_id=None,
+            live_hours=hours,
+        )
+        ranked_by_field = {}
+        for field in wanted:
+            request = ServingRequest(
+                user_id=user_id,
+                strategy=None if field == DEFAULT_FIELD else field,
+                tenant_default_strategy=default_strategy,
+            )
+            decision, ranked = rank(request, context, depth=PROJECTION_DEPTH)
+            if decision.choice.strategy != TRENDING:
+                ranked_by_field[field] = (decision, ranked)
+        key = keys.user_answers(tenant_id, user_id)
+        return await self._write(
+            tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy
+        )
+
+    async def _write(
+        self,
+        tenant_id: str,
+        user_id: str,
+        key: str,
+        stamp: str,
+        context: Any,
+        ranked_by_field: Mapping[str, tuple[ServingDecision, Sequence[RankedCandidate]]],
+        default_strategy: str | None,
+    ) -> int:
+        """Hydrate the ranked fields and store them under `key`."""
+        if not ranked_by_field:
+            return 0
+        ids = list(dict.fromkeys(c.product_id for _, r in ranked_by_field.values() for c in r))
+        hydration = await self._reader.hydrate(
+            tenant_id=tenant_id, user_id=user_id, product_ids=ids
+        )
+        return await self.store(
+            tenant_id=tenant_id,
+            key=key,
+            stamp=stamp,
+            ranked_by_field={f: (d, r, PROJECTION_DEPTH) for f, (d, r) in ranked_by_field.items()},
+            hydration=hydration,
+            model_version=context.model_version,
+            default_strategy=default_strategy,
+            reader=user_id,
+        )
+
+    async def store(
+        self,
+        *,
+        tenant_id: str,
+        key: str,
+        stamp: str,
+        ranked_by_field: Mapping[str, tuple[ServingDecision, Sequence[RankedCandidate], int]],
+        hydration: Hydration,
+        model_version: str | None,
+        default_strategy: str | None,
+        reader: str | None = None,
+    ) -> int:
+        """Store ranked fields (decision, candidates, the depth they were ranked to) whose
+        candidates are all hydrated under `key` (TTL'd); returns how many were written.
+        `reader`: the user whose answers these are (their events will rewrite them)."""
+        mapping: dict[str, bytes] = {}
+        for field, (decision, ranked, depth) in ranked_by_field.items():
+            head = {
+                **decision.choice.to_meta(),
+                "requestedStrategy": decision.requested,
+                "modelVersion": model_version,
+            }
+            items = [
+                ServedItem(c.product_id, c.score, c.strategy, c.because, card)
+                for c in ranked[:PROJECTION_DEPTH]
+                if (card := hydration.cards.get(c.product_id)) is not None
+            ]
+            encoded = encode_field(
+                stamp=stamp,
+                written_at=int(time.time()),
+                complete=len(ranked) < min(depth, PROJECTION_DEPTH),
+                head=head,
+                items=items,
+            )
+            if encoded is not None:
+                mapping[field] = encoded
+        if not mapping:
+            return 0
+        if DEFAULT_FIELD in mapping:
+            mapping[CONFIG_FIELD] = ujson.dumps({"defaultStrategy": default_strategy}).encode()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(key, PROJECTION_TTL_SECONDS)
+            if reader is not None:
+                pipe.sadd(keys.answer_readers(tenant_id), reader)
+            await pipe.execute()
+        return len(mapping) - (CONFIG_FIELD in mapping)
+
+    async def reproject_readers(self, *, tenant_id: str, user_ids: Sequence[str]) -> int:
+        """Rewrite the fields of those of `user_ids` who read projected answers (after their
+        events were stored); returns the number of users projected."""
+        candidates = list(dict.fromkeys(user_ids))
+        if not candidates:
+            return 0
+        # One command for the whole group: most users who send events never ask.
+        flags = await self._redis.smismember(keys.answer_readers(tenant_id), candidates)
+        users = [user for user, flag in zip(candidates, flags, strict=True) if flag]
+        if not users:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.hkeys(keys.user_answers(tenant_id, user))
+                pipe.hget(keys.user_answers(tenant_id, user), CONFIG_FIELD)
+            replies = await pipe.execute()
+        projected, gone = 0, []
+        for index, user in enumerate(users):
+            fields = [_text(f) for f in replies[2 * index] if _text(f) != CONFIG_FIELD]
+            if not fields:
+                gone.append(user)  # their projections expired: no longer a reader
+                continue
+            config = ujson.loads(replies[2 * index + 1] or b"{}")
+            await self.project(
+                tenant_id=tenant_id,
+                user_id=user,
+                fields=fields,
+                default_strategy=config.get("defaultStrategy"),
+            )
+            projected += 1
+        if gone:
+            await self._redis.srem(keys.answer_readers(tenant_id), *gone)
+        return projected
+
+
+async def reproject_all_readers(redis: Redis, *, tenant_id: str, at_most: int = 10_000) -> int:
+    """After a publish: rewrite the projected answers of the tenant's reading users (up to
+    `at_most`; the others are projected again by their next request). Product answers are
+    left to go stale: they are rewritten by their next request."""
+    users: list[str] = []
+    async for member in redis.sscan_iter(keys.answer_readers(tenant_id), count=1000):
+        users.append(_text(member))
+        if len(users) >= at_most:
+            break
+    projector = AnswerProjector(redis, ServingReader(redis))
+    projected = 0
+    for start in range(0, len(users), 200):
+        projected += await projector.reproject_readers(
+            tenant_id=tenant_id, user_ids=users[start : start + 200]
+        )
+    return projected

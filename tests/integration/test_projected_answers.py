@@ -1,0 +1,107 @@
+"""The user's projected answers read in the rate-limit call: stamps, age and the request's
+filters (exclude, category, availability, purchases, limit), against the real Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from conftest import TenantContext
+from redis.asyncio import Redis
+
+from domain.serving import ServedItem
+from store import keys
+from store.answers import (
+    ANSWER_LOOKUP,
+    AnswerLookup,
+    ProjectedArgs,
+    answer_lookup_keys,
+    decode_lookup,
+    encode_field,
+    lookup_args,
+)
+from store.ratelimit import RateLimiter, Window
+
+CARDS = {
+    "p1": "Shoes",
+    "p2": "Bags",
+    "p3": "Shoes",
+    "p4": "Shoes",
+    "p5": "Bags",
+}
+
+
+def _args(**overrides: object) -> ProjectedArgs:
+    values: dict[str, object] = {
+        "field": "collaborative",
+        "product_id": None,
+        "limit": 10,
+        "category": None,
+        "include_purchased": False,
+        "exclude": frozenset(),
+    }
+    values.update(overrides)
+    return ProjectedArgs(**values)  # type: ignore[arg-type]
+
+
+async def _project(redis: Redis, tenant: str, user: str, *, complete: bool = True) -> None:
+    items = [
+        ServedItem(p, 1.0 / (i + 1), "collaborative", (), {"name": p, "category": c})
+        for i, (p, c) in enumerate(CARDS.items())
+    ]
+    head = {"strategy": "collaborative", "isFallback": False, "fallbackReason": None}
+    field = encode_field(
+        stamp="0|||", written_at=int(time.time()), complete=complete, head=head, items=items
+    )
+    assert field is not None
+    await redis.hset(keys.user_answers(tenant, user), "collaborative", field)
+    await redis.sadd(keys.catalog_available(tenant), *CARDS)
+
+
+async def _read(redis: Redis, tenant: str, user: str, args: ProjectedArgs) -> AnswerLookup:
+    limiter = RateLimiter(redis, follow_up=ANSWER_LOOKUP)
+    counted = await limiter.count(
+        Window(key=f"reco:{tenant}:test:{uuid.uuid4().hex}", limit=100),
+        requests=1,
+        follow_up_keys=answer_lookup_keys(
+            tenant_id=tenant, user_id=user, placement_id="", query_digest=uuid.uuid4().hex
+        ),
+        follow_up_args=lookup_args(1, args, 300),
+    )
+    return decode_lookup(counted.extra)
+
+
+def _ids(answer: AnswerLookup) -> list[str]:
+    import json
+
+    return [item["productId"] for item in json.loads(b"[" + answer.items + b"]")]
+
+
+async def test_a_projection_hit_keeps_the_first_items_that_pass_every_filter(
+    redis: Redis, tenant: TenantContext
+) -> None:
+    user = "shopper"
+    await _project(redis, tenant.tenant_id, user)
+    await redis.srem(keys.catalog_available(tenant.tenant_id), "p3")
+    await redis.sadd(keys.user_purchased(tenant.tenant_id, user), "p4")
+    answer = await _read(redis, tenant.tenant_id, user, _args())
+    assert answer.projection == "hit" and _ids(answer) == ["p1", "p2", "p5"]
+    kept = await _read(redis, tenant.tenant_id, user, _args(include_purchased=True, limit=2))
+    assert _ids(kept) == ["p1", "p2"]
+    shoes = await _read(redis, tenant.tenant_id, user, _args(category="shoes"))
+    assert _ids(shoes) == ["p1"]
+    excluded = await _read(redis, tenant.tenant_id, user, _args(exclude=frozenset({"p1"})))
+    assert _ids(excluded) == ["p2", "p5"]
+
+
+async def test_a_projection_of_another_stamp_or_too_short_is_not_served(
+    redis: Redis, tenant: TenantContext
+) -> None:
+    await _project(redis, tenant.tenant_id, "later")
+    await redis.hincrby(keys.user_stamp(tenant.tenant_id, "later"), "n", 1)
+    assert (await _read(redis, tenant.tenant_id, "later", _args())).projection == "stale"
+    await _project(redis, tenant.tenant_id, "cut", complete=False)
+    cut = await _read(redis, tenant.tenant_id, "cut", _args(limit=6))
+    assert cut.projection == "short" and cut.items == b""
+    assert (await _read(redis, tenant.tenant_id, "cut", _args(limit=5))).projection == "hit"
+    assert (await _read(redis, tenant.tenant_id, "nobody", _args())).projection == "absent"
