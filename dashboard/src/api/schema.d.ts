@@ -1622,9 +1622,12 @@ export interface components {
         };
         /**
          * EventPage
-         * @description A page of events, newest first.
+         * @description A page of events, newest first: `data` like every other list (`items`, the same list,
+         *     stays for the clients written before).
          */
         EventPage: {
+            /** Data */
+            data: components["schemas"]["EventRead"][];
             /** Items */
             items: components["schemas"]["EventRead"][];
             /** Nextcursor */
@@ -2173,13 +2176,17 @@ export interface components {
         };
         /**
          * RecommendationReason
-         * @description Why an item is recommended.
+         * @description Why an item is recommended: the strategy that placed it and, for a read_write key or
+         *     a signed user only, the shopper's products that led to it.
          */
         RecommendationReason: {
             /** Strategy */
             strategy: string;
-            /** Because */
-            because: string[];
+            /**
+             * Because
+             * @default null
+             */
+            because?: string[] | null;
         };
         /**
          * RecommendationsMeta

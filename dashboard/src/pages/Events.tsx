@@ -176,10 +176,10 @@ export default function Events() {
           <ProblemView error={page.error} />
           {page.isPending ? (
             <Loading />
-          ) : (page.data?.items ?? []).length === 0 ? (
+          ) : (page.data?.data ?? []).length === 0 ? (
             <Empty>No events match.</Empty>
           ) : (
-            <EventTable events={page.data?.items ?? []} caption="Events, newest first" />
+            <EventTable events={page.data?.data ?? []} caption="Events, newest first" />
           )}
           <div className="mt-3 flex gap-2">
             <Button tone="secondary" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
