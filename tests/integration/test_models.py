@@ -16,10 +16,12 @@ import asyncpg
 import httpx
 import pytest
 from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from store.settings import Settings
 from workers.broker import build_broker
+from workers.metrics import queue_stats
 
 USERS = 120
 DAY = timedelta(days=1)
@@ -149,7 +151,17 @@ def trained(
         while not models_of(http, shop) and time.monotonic() < deadline:
             time.sleep(0.3)
         assert count("catalog_items") == 30
-        # Catalog writes may already have trained a first version: wait for the one we send.
+        # Catalog writes may have set off first trainings: let them finish (a late one would
+        # supersede ours), then wait for the one we send.
+        broker_client: Any = SyncRedis.from_url(migrated.broker_url)
+        try:
+            deadline = time.monotonic() + 120
+            stats = queue_stats(broker_client, ["training"])[0]
+            while (stats.ready, stats.unacked) != (0, 0) and time.monotonic() < deadline:
+                time.sleep(0.3)
+                stats = queue_stats(broker_client, ["training"])[0]
+        finally:
+            broker_client.close()
         before = {row["version"] for row in models_of(http, shop)}
         from workers.actors.training import train_tenant
 

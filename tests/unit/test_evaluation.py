@@ -165,6 +165,15 @@ def test_the_gate_rejects_a_regression_beyond_the_tolerance_and_a_loss_to_popula
     assert not decision.passed
     assert "15% below the published" in decision.reasons[0]
     assert gate(candidate=worse, published=published, tolerance=0.2).passed
+    # Scored on a harder week (popularity itself halved), the same lift over the crowd passes.
+    scored_hard = {"collaborative": {"ndcg10": 0.2, "popularityNdcg10": 0.1}}
+    harder_week = {"collaborative": {"ndcg10": 0.1, "popularityNdcg10": 0.05}}
+    assert gate(candidate=harder_week, published=scored_hard, tolerance=0.1).passed
+    assert not gate(candidate=harder_week, published=published, tolerance=0.1).passed
+    # A hair below popularity is the same figure; clearly below is a loss.
+    assert gate(
+        candidate={"collaborative": {"ndcg10": 0.0998, "popularityNdcg10": 0.1}}, published=None
+    ).passed
     losing = {"collaborative": {"ndcg10": 0.09, "popularityNdcg10": 0.1}}
     decision = gate(candidate=losing, published=None)
     assert not decision.passed and "popularity" in decision.reasons[0]
