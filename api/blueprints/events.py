@@ -14,6 +14,7 @@ from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
 
 from api.blueprints.storefront import apply_server_variants
+from api.event_batches import ingest_batch
 from api.metrics import check_metrics_access, request_metrics
 from api.openapi import document
 from api.security import Admission, admit_api_key, owned_tenant, require_admin, require_api_key
@@ -24,7 +25,6 @@ from domain.events import (
     WARNING_UNKNOWN_PRODUCT,
     Event,
     batch_items,
-    check_event,
     parse_event,
 )
 from store.events import (
@@ -428,46 +428,7 @@ async def post_event_batch(request: Request) -> HTTPResponse:
     """Validate each event, queue the valid new ones as one message, report per event."""
     items = batch_items(read_json(request))
     await apply_server_variants(request, items)  # experiment variants are the server's
-    now = datetime.now(UTC)
-    results: list[dict[str, Any]] = [{} for _ in items]
-    valid: list[tuple[int, Event]] = []
-    for index, item in enumerate(items):
-        event, errors = check_event(item, tenant_id=request.ctx.tenant_id, now=now)
-        if event is None:
-            results[index] = {
-                "index": index,
-                "status": "rejected",
-                "errors": [{"field": e.field, "message": e.message} for e in errors],
-            }
-        else:
-            valid.append((index, event))
-    if valid:
-        answers = await request.app.ctx.ingest.enqueue_batch(
-            request.ctx.tenant_id, [event for _, event in valid]
-        )
-        # The same event twice in one batch is a duplicate of itself.
-        for (index, event), (duplicate, message, *_) in zip(valid, answers, strict=True):
-            if duplicate:
-                results[index] = {"index": index, "status": "duplicate", "eventId": event.event_id}
-            else:
-                results[index] = {
-                    "index": index,
-                    "status": "accepted",
-                    "eventId": event.event_id,
-                    "warnings": list(message["flags"]),
-                }
-    counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
-    for result in results:
-        counts[result["status"]] += 1
-    return json(
-        {
-            "accepted": counts["accepted"],
-            "duplicates": counts["duplicate"],
-            "rejected": counts["rejected"],
-            "results": results,
-        },
-        status=202,
-    )
+    return json(await ingest_batch(request, items), status=202)
 
 
 @bp.get("/tenants/<tenant_id:str>/events")

@@ -21,12 +21,13 @@ from sanic.response import HTTPResponse, empty, json, raw
 
 from api.cors import install as install_cors
 from api.cors import origin_of_tenant_allowed, preflight
+from api.event_batches import ingest_batch
 from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
 from api.user_tokens import secret_of, user_is_signed
 from api.validation import ApiModel, parse_body, read_json
 from domain.errors import FieldError, Forbidden, NotFound, Unavailable
-from domain.events import Event, batch_items, check_event
+from domain.events import Event, batch_items
 from domain.storefront import PUBLIC_EVENT_TYPES, RECOMMENDATION_EVENT_TYPES, server_variant
 from store import storefront as storefront_store
 from store.experiments import read_running_experiment
@@ -259,52 +260,15 @@ async def storefront_events(request: Request) -> HTTPResponse:
 
 
 async def _ingest(request: Request, items: list[Any], corrections: int) -> HTTPResponse:
-    from datetime import UTC, datetime
-
-    now = datetime.now(UTC)
     writer = request.ctx.api_key.permission == "read_write"
-    results: list[dict[str, Any]] = [{} for _ in items]
-    valid: list[tuple[int, Event]] = []
-    for index, item in enumerate(items):
-        event, errors = check_event(item, tenant_id=request.ctx.tenant_id, now=now)
-        if event is not None and not writer and event.event_type not in PUBLIC_EVENT_TYPES:
-            event, errors = None, [FieldError("eventType", "Needs a read_write key")]
-        if event is None:
-            results[index] = {
-                "index": index,
-                "status": "rejected",
-                "errors": [{"field": e.field, "message": e.message} for e in errors],
-            }
-        else:
-            valid.append((index, event))
-    if valid:
-        answers = await request.app.ctx.ingest.enqueue_batch(
-            request.ctx.tenant_id, [event for _, event in valid]
-        )
-        for (index, event), (duplicate, message, *_) in zip(valid, answers, strict=True):
-            results[index] = (
-                {"index": index, "status": "duplicate", "eventId": event.event_id}
-                if duplicate
-                else {
-                    "index": index,
-                    "status": "accepted",
-                    "eventId": event.event_id,
-                    "warnings": list(message["flags"]),
-                }
-            )
-    counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
-    for result in results:
-        counts[result["status"]] += 1
-    return json(
-        {
-            "accepted": counts["accepted"],
-            "duplicates": counts["duplicate"],
-            "rejected": counts["rejected"],
-            "results": results,
-            "variantCorrections": corrections,
-        },
-        status=202,
-    )
+
+    def refuse(event: Event) -> FieldError | None:
+        if not writer and event.event_type not in PUBLIC_EVENT_TYPES:
+            return FieldError("eventType", "Needs a read_write key")
+        return None
+
+    answer = await ingest_batch(request, items, refuse=refuse)
+    return json({**answer, "variantCorrections": corrections}, status=202)
 
 
 class UserMerge(ApiModel):
