@@ -101,18 +101,47 @@ async def version_kept(redis: Redis, *, tenant_id: str, version: str) -> bool:
 async def make_current(redis: Redis, *, tenant_id: str, version: str) -> str | None:
     """Flip readers to a written version, keep it for good, let the old one expire; returns
     the previous version."""
+    previous_version = _text(await redis.set(keys.model_current(tenant_id), version, get=True))
+    await _settle_flip(redis, tenant_id=tenant_id, version=version, previous=previous_version)
+    return previous_version
+
+
+# Makes a version current unless the current one is as new or newer (versions sort by the time
+# their training read its data); returns {flipped, the version before}.
+# KEYS: the current-version key; ARGV: the version.
+_SET_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current and current >= ARGV[1] then return {0, current} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, current or ''}
+"""
+
+
+async def make_current_unless_superseded(redis: Redis, *, tenant_id: str, version: str) -> bool:
+    """Make a trained version current unless a training that read newer data published first
+    (two trainings of one tenant may overlap); False, and the version expires, when it was."""
+    flipped, previous = await redis.eval(_SET_IF_NEWER, 1, keys.model_current(tenant_id), version)
+    if not flipped:
+        await expire_version(
+            redis, tenant_id=tenant_id, version=version, seconds=OLD_VERSION_TTL_SECONDS
+        )
+        return False
+    await _settle_flip(redis, tenant_id=tenant_id, version=version, previous=_text(previous))
+    return True
+
+
+async def _settle_flip(redis: Redis, *, tenant_id: str, version: str, previous: str | None) -> None:
+    """After a flip: keep the new version for good, let the one before it expire."""
     base = keys.model_prefix(tenant_id) + version
     async with redis.pipeline(transaction=False) as pipe:
         for part in MODEL_PARTS:
             pipe.persist(f"{base}:{part}")
         await pipe.execute()
-    previous_version = _text(await redis.set(keys.model_current(tenant_id), version, get=True))
-    if previous_version and previous_version != version:
+    if previous and previous != version:
         # Readers that fetched the old version a moment ago may still be reading it.
         await expire_version(
-            redis, tenant_id=tenant_id, version=previous_version, seconds=OLD_VERSION_TTL_SECONDS
+            redis, tenant_id=tenant_id, version=previous, seconds=OLD_VERSION_TTL_SECONDS
         )
-    return previous_version
 
 
 async def publish_model(redis: Redis, *, tenant_id: str, model: PublishedModel) -> str | None:

@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +20,8 @@ from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from store import keys
+from store.models import make_current_unless_superseded
 from store.settings import Settings
 from workers.broker import build_broker
 from workers.metrics import queue_stats
@@ -342,3 +345,20 @@ def test_the_tolerance_is_a_validated_tenant_setting(
     )
     assert good.status_code == 200
     assert good.json()["config"]["publishGate"] == {"ndcgTolerance": 0.25}
+
+
+async def test_of_two_overlapping_trainings_the_one_that_read_older_data_never_replaces_the_newer(
+    redis: Redis,
+) -> None:
+    tenant_id = f"overlap-{uuid.uuid4().hex[:8]}"
+    current_key = keys.model_current(tenant_id)
+    older, newer = "20261201T100000-aaaaaa", "20261201T100005-bbbbbb"
+    await redis.set(f"{keys.model_prefix(tenant_id)}{older}:meta", "{}")
+    try:
+        assert await make_current_unless_superseded(redis, tenant_id=tenant_id, version=newer)
+        # The training that read its data first finishes last: it is kept out and expires.
+        assert not await make_current_unless_superseded(redis, tenant_id=tenant_id, version=older)
+        assert (await redis.get(current_key)).decode() == newer
+        assert 0 < await redis.ttl(f"{keys.model_prefix(tenant_id)}{older}:meta")
+    finally:
+        await redis.delete(current_key, f"{keys.model_prefix(tenant_id)}{older}:meta")

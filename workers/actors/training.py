@@ -23,7 +23,7 @@ from store.models import (
     current_version,
     expire_version,
     list_version_records,
-    make_current,
+    make_current_unless_superseded,
     read_item_lists,
     read_user_lists,
     read_version_record,
@@ -68,6 +68,8 @@ async def train_and_publish(
     redis = redis_client()
     # Users touched from here on wait for the next run; those before are in this one's data.
     await redis.delete(keys.touched_users(tenant_id))
+    # Named before the data is read: of two overlapping trainings, the one that read later wins.
+    version = new_version()
     events = await load_events(pool, tenant_id=tenant_id)
     catalog = await load_catalog(pool, tenant_id=tenant_id)
     tolerance = ndcg_tolerance(await load_tenant_config(pool, tenant_id=tenant_id))
@@ -81,7 +83,6 @@ async def train_and_publish(
         progress=progress,
         with_evaluation=evaluate,
     )
-    version = new_version()
     evaluation = result.evaluation
     published = await current_version(redis, tenant_id=tenant_id)
     published_record = (
@@ -134,12 +135,16 @@ async def train_and_publish(
         "tolerance": tolerance,
         "comparedWith": published,
     }
+    superseded = False
     if publish:
         await write_model(redis, tenant_id=tenant_id, model=model)
         await save_version_record(redis, tenant_id=tenant_id, record=record)
-        await make_current(redis, tenant_id=tenant_id, version=version)
-        progress("published")
-        await reproject_all_readers(redis, tenant_id=tenant_id)  # readers' answers, new model
+        if await make_current_unless_superseded(redis, tenant_id=tenant_id, version=version):
+            progress("published")
+            await reproject_all_readers(redis, tenant_id=tenant_id)  # readers' answers, new model
+        else:
+            publish = False
+            superseded = True
     else:
         # One rejected version is kept at a time: the ones before it go soon.
         for earlier in await list_version_records(redis, tenant_id=tenant_id):
@@ -161,6 +166,8 @@ async def train_and_publish(
     }
     if publish:
         log.info("model published", extra={"tenant_id": tenant_id, **summary})
+    elif superseded:
+        log.info("model superseded by a newer training", extra={"tenant_id": tenant_id, **summary})
     else:
         log.warning("model rejected by the publish gate", extra={"tenant_id": tenant_id, **summary})
     return summary
