@@ -358,7 +358,7 @@ async def test_of_two_overlapping_trainings_the_one_that_read_older_data_never_r
         assert await make_current_unless_superseded(redis, tenant_id=tenant_id, version=newer)
         # The training that read its data first finishes last: it is kept out and expires.
         assert not await make_current_unless_superseded(redis, tenant_id=tenant_id, version=older)
-        assert (await redis.get(current_key)).decode() == newer
+        assert await redis.get(current_key) == newer.encode()
         assert 0 < await redis.ttl(f"{keys.model_prefix(tenant_id)}{older}:meta")
     finally:
         await redis.delete(current_key, f"{keys.model_prefix(tenant_id)}{older}:meta")
