@@ -1,12 +1,18 @@
 """Prometheus metrics of the queues (depth, lag, dead letters) and of the workers (processed and
 failed messages, processing time). A pool's parent serves them for all its worker processes on
 one loopback port (prometheus-client's multiprocess mode); the api serves the queue metrics at
-GET /metrics."""
+GET /metrics.
+
+Every worker process also adds its processed and failed messages to per-minute counters in the
+broker's Redis (one hash per minute, a field per queue and outcome, kept two hours), so the
+operators' console shows each queue's throughput summed over every worker host."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +31,14 @@ log = logging.getLogger("recomengine.metrics")
 NAMESPACE = "dramatiq"
 # How many ports from the configured one a pool tries (further pools on one machine).
 METRICS_PORTS_TO_TRY = 32
+# Per-minute throughput counters: how many minutes the console shows, how long a minute's hash
+# lives (past the hour shown, with room for clocks of worker hosts that disagree a little), and
+# how often a worker process adds what it counted (one pipeline a second, none when idle,
+# instead of a round trip per message on the latency-sensitive ingest path).
+THROUGHPUT_MINUTES = 60
+THROUGHPUT_TTL_SECONDS = 2 * 3600
+THROUGHPUT_FLUSH_SECONDS = 1.0
+OUTCOMES = ("processed", "failed")
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,72 @@ class QueueStats:
     # first saw it (workers.watchdog); messages it took back from stuck consumers so far.
     oldest_claimed_seconds: float = 0.0
     requeued_from_stuck: int = 0
+
+
+def throughput_key(minute: int) -> str:
+    """The hash of one minute's counts (minutes since the epoch), fields `<queue>:<outcome>`."""
+    return f"recomengine:throughput:{minute}"
+
+
+@dataclass(frozen=True)
+class QueueThroughput:
+    """Messages one queue's workers processed and failed per minute over the last hour."""
+
+    queue: str
+    # Minutes since the epoch, oldest first; the last is the current, unfinished minute.
+    minutes: list[int]
+    processed: list[int]
+    failed: list[int]
+    processed_per_minute: float
+    failed_per_minute: float
+
+
+def recent_rate(per_minute: list[int], *, elapsed: float) -> float:
+    """Messages in about the last 60 seconds: all of the current minute's, plus the share of
+    the previous minute's that falls in the window (`elapsed` is the fraction of the current
+    minute gone, 0..1), as sliding-window rate limiters estimate it."""
+    if not per_minute:
+        return 0.0
+    previous = per_minute[-2] if len(per_minute) > 1 else 0
+    return per_minute[-1] + previous * (1.0 - min(1.0, max(0.0, elapsed)))
+
+
+def _throughput(
+    queues: Iterable[str], first: int, rows: list[dict[bytes, bytes]], now: float
+) -> list[QueueThroughput]:
+    minutes = list(range(first, first + len(rows)))
+    elapsed = (now % 60) / 60
+    found = []
+    for queue in queues:
+        counts = {
+            outcome: [int(row.get(f"{queue}:{outcome}".encode(), 0)) for row in rows]
+            for outcome in OUTCOMES
+        }
+        found.append(
+            QueueThroughput(
+                queue,
+                minutes,
+                counts["processed"],
+                counts["failed"],
+                round(recent_rate(counts["processed"], elapsed=elapsed), 2),
+                round(recent_rate(counts["failed"], elapsed=elapsed), 2),
+            )
+        )
+    return found
+
+
+async def queue_throughput_async(
+    client: Any, queues: Iterable[str], *, now: float | None = None
+) -> list[QueueThroughput]:
+    """Each queue's processed and failed messages per minute over the last hour, every worker
+    host summed, read in one round trip with an asyncio Redis client."""
+    now = time.time() if now is None else now
+    first = int(now // 60) - THROUGHPUT_MINUTES + 1
+    async with client.pipeline(transaction=False) as pipe:
+        for minute in range(first, first + THROUGHPUT_MINUTES):
+            pipe.hgetall(throughput_key(minute))
+        rows = await pipe.execute()
+    return _throughput(queues, first, rows, now)
 
 
 def _keys(queue: str) -> tuple[str, str, str, str, str]:
@@ -147,11 +227,16 @@ class QueueCollector(Collector):
 
 class WorkerMetrics(Middleware):
     """Counts processed and failed messages per queue and actor and times them (in each worker
-    process; the pool's parent serves the sums, see serve_pool_metrics)."""
+    process; the pool's parent serves the sums, see serve_pool_metrics), and adds the per-queue
+    counts to the broker's per-minute throughput hashes."""
 
     def __init__(self, queues: Iterable[str], registry: CollectorRegistry) -> None:
         self.registry = registry
         self._queues = list(queues)
+        # (minute, "<queue>:<outcome>") -> messages not yet added to Redis.
+        self._pending: Tally[tuple[int, str]] = Tally()
+        self._pending_lock = threading.Lock()
+        self._stop = threading.Event()
         self.processed = Counter(
             "recomengine_messages_processed",
             "Messages processed successfully",
@@ -191,8 +276,53 @@ class WorkerMetrics(Middleware):
         if started is not None:
             self.seconds.labels(*labels).observe(time.perf_counter() - started)
         (self.failed if exception is not None else self.processed).labels(*labels).inc()
+        outcome = "failed" if exception is not None else "processed"
+        field = f"{message.queue_name.removesuffix('.DQ')}:{outcome}"
+        with self._pending_lock:
+            self._pending[(int(time.time() // 60), field)] += 1
 
     after_skip_message = after_process_message
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Start adding this process's counts to the throughput hashes every second."""
+        self._stop.clear()
+        thread = threading.Thread(target=self._run, args=(broker,), name="throughput", daemon=True)
+        thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        """Stop, adding what is left."""
+        self._stop.set()
+        try:
+            self.flush(broker.client)  # type: ignore[attr-defined]
+        except Exception:  # shutting down while Redis is away: these counts are lost
+            log.debug("could not add the last throughput counts", exc_info=True)
+
+    def _run(self, broker: Any) -> None:
+        while not self._stop.wait(THROUGHPUT_FLUSH_SECONDS):
+            try:
+                self.flush(broker.client)
+            except Exception:  # Redis away: the counts wait for the next flush
+                log.warning("could not add throughput counts", exc_info=True)
+
+    def flush(self, client: Any) -> None:
+        """Add the counts taken since the last flush to Redis (kept for the next one if Redis
+        refuses, except those too old to show)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, Tally()
+        if not pending:
+            return
+        pipe = client.pipeline(transaction=False)
+        for (minute, field), count in pending.items():
+            pipe.hincrby(throughput_key(minute), field, count)
+        for minute in {minute for minute, _ in pending}:
+            pipe.expire(throughput_key(minute), THROUGHPUT_TTL_SECONDS)
+        try:
+            pipe.execute()
+        except Exception:
+            oldest = int(time.time() // 60) - THROUGHPUT_MINUTES
+            with self._pending_lock:
+                self._pending.update({k: v for k, v in pending.items() if k[0] > oldest})
+            raise
 
 
 def serve_pool_metrics(

@@ -25,7 +25,12 @@ from store.tenants import list_all_tenants
 from store.training import read_training_runs
 from workers.broker import QUEUES, broker
 from workers.dead_letters import dead_messages, describe, replay
-from workers.metrics import queue_stats_async
+from workers.metrics import (
+    THROUGHPUT_MINUTES,
+    QueueThroughput,
+    queue_stats_async,
+    queue_throughput_async,
+)
 from workers.watchdog import WORKERS_KEY
 
 bp = Blueprint("operations", url_prefix="/api/v1/ops")
@@ -47,6 +52,14 @@ def require_operator(handler: Handler) -> Handler:
     return guarded
 
 
+class QueueMinuteRead(ApiModel):
+    """One minute of a queue's throughput, every worker host summed."""
+
+    minute: str = Field(description="Start of the minute (UTC).")
+    processed: int
+    failed: int = Field(description="Messages whose processing raised (each retry counts).")
+
+
 class QueueRead(ApiModel):
     """How one queue stands now."""
 
@@ -63,6 +76,18 @@ class QueueRead(ApiModel):
     requeued_from_stuck: int = Field(
         description="Messages taken back from workers that stopped making progress, so far."
     )
+    processed_per_minute: float = Field(
+        description="Messages processed in about the last 60 seconds, every worker host summed.",
+    )
+    failed_per_minute: float = Field(
+        description="Messages whose processing raised in about the last 60 seconds."
+    )
+    processed_last_hour: int
+    failed_last_hour: int
+    throughput: list[QueueMinuteRead] = Field(
+        description=f"Per minute over the last {THROUGHPUT_MINUTES}, oldest first; the last "
+        "is the current, unfinished minute.",
+    )
 
 
 class QueueList(ApiModel):
@@ -73,15 +98,20 @@ class QueueList(ApiModel):
 
 @bp.get("/queues")
 @document(
-    summary="Queue depth, lag and claims per queue",
+    summary="Queue depth, lag, claims and throughput per queue",
     tags=["operations"],
     responses={200: QueueList},
     security="bearer",
 )
 @require_operator
 async def queues(request: Request) -> HTTPResponse:
-    """Every queue's depth, in-progress and delayed messages, dead letters and ages."""
+    """Every queue's depth, in-progress and delayed messages, dead letters, ages and
+    throughput per minute over the last hour."""
     stats = await queue_stats_async(request.app.ctx.broker_redis, QUEUES)
+    throughput = {
+        item.queue: item
+        for item in await queue_throughput_async(request.app.ctx.broker_redis, QUEUES)
+    }
     rows = [
         QueueRead(
             queue=item.queue,
@@ -92,10 +122,26 @@ async def queues(request: Request) -> HTTPResponse:
             lag_seconds=round(item.lag_seconds, 3),
             oldest_claimed_seconds=round(item.oldest_claimed_seconds, 3),
             requeued_from_stuck=item.requeued_from_stuck,
+            **_throughput_fields(throughput[item.queue]),
         )
         for item in stats
     ]
     return json(QueueList(data=rows).model_dump(by_alias=True))
+
+
+def _throughput_fields(found: QueueThroughput) -> dict[str, Any]:
+    return {
+        "processed_per_minute": found.processed_per_minute,
+        "failed_per_minute": found.failed_per_minute,
+        "processed_last_hour": sum(found.processed),
+        "failed_last_hour": sum(found.failed),
+        "throughput": [
+            QueueMinuteRead(minute=_moment(minute * 60), processed=processed, failed=failed)
+            for minute, processed, failed in zip(
+                found.minutes, found.processed, found.failed, strict=True
+            )
+        ],
+    }
 
 
 class WorkerRead(ApiModel):

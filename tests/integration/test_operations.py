@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -11,6 +13,7 @@ import httpx
 import pytest
 from conftest import Process, TenantContext, make_tenant
 from dramatiq import Message
+from redis import Redis
 
 from store.settings import Settings
 from workers.broker import build_broker
@@ -144,3 +147,78 @@ def test_the_model_view_shows_every_tenant_with_its_retrains(
     assert seen["lastFullRetrainAt"] is not None, seen
     assert seen["modelVersion"] and seen["lastDurationSeconds"] >= 0
     assert seen["failures"] == 0
+
+
+def _ingest_row(client: httpx.Client, operator: TenantContext) -> dict[str, Any]:
+    answer = client.get("/api/v1/ops/queues", headers=operator.admin_headers)
+    assert answer.status_code == 200
+    return next(row for row in answer.json()["data"] if row["queue"] == "ingest")
+
+
+def test_the_queue_view_counts_what_the_workers_processed_and_failed_per_minute(
+    client: httpx.Client,
+    operator: TenantContext,
+    tenant: TenantContext,
+    migrated: Settings,
+    worker_process: Process,
+) -> None:
+    before = _ingest_row(client, operator)
+    sent = 3
+    for number in range(sent):
+        event = {"eventType": "product_viewed", "userId": f"u{number}", "productId": "sku-1"}
+        accepted = client.post("/api/v1/events", json=event, headers=tenant.write_headers)
+        assert accepted.status_code == 202, accepted.text
+    marker = uuid.uuid4().hex
+    # An ingest message whose events are not events: it fails once and is dead-lettered.
+    build_broker(migrated.broker_url).enqueue(
+        Message(
+            queue_name="ingest",
+            actor_name="ingest_events",
+            args=(str(uuid.uuid4()), [{"not": marker}]),
+            kwargs={},
+            options={},
+        )
+    )
+    try:
+        deadline = time.monotonic() + 30
+        row = _ingest_row(client, operator)
+        while time.monotonic() < deadline and (
+            row["processedLastHour"] < before["processedLastHour"] + sent
+            or row["failedLastHour"] < before["failedLastHour"] + 1
+        ):
+            time.sleep(0.5)
+            row = _ingest_row(client, operator)
+        assert row["processedLastHour"] >= before["processedLastHour"] + sent, row
+        assert row["failedLastHour"] >= before["failedLastHour"] + 1, row
+        assert row["processedPerMinute"] > 0 and row["failedPerMinute"] > 0
+        minutes = row["throughput"]
+        assert len(minutes) == 60
+        assert sum(m["processed"] for m in minutes) == row["processedLastHour"]
+        assert sum(m["failed"] for m in minutes) == row["failedLastHour"]
+        starts = [datetime.fromisoformat(m["minute"]) for m in minutes]
+        assert all(b - a == timedelta(minutes=1) for a, b in pairwise(starts))
+        now = datetime.now(UTC)
+        assert starts[-1] <= now < starts[-1] + timedelta(minutes=1, seconds=5)
+        # What just ran is in the last two minutes (the current one and, past a minute's
+        # turn, the one before); nothing of it lands on another queue.
+        assert minutes[-1]["processed"] + minutes[-2]["processed"] >= sent
+    finally:
+        _drop_dead_letters(migrated.broker_url, marker)
+
+
+def _drop_dead_letters(broker_url: str, marker: str) -> None:
+    """Remove the ingest dead letters whose message contains `marker` (other tests count the
+    dead-letter queue)."""
+    client = Redis.from_url(broker_url)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            messages = client.hgetall("dramatiq:ingest.XQ.msgs")
+            ours = [mid for mid, body in messages.items() if marker.encode() in body]
+            if ours:
+                client.zrem("dramatiq:ingest.XQ", *ours)
+                client.hdel("dramatiq:ingest.XQ.msgs", *ours)
+                return
+            time.sleep(0.25)
+    finally:
+        client.close()

@@ -317,7 +317,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Queue depth, lag and claims per queue */
+        /** Queue depth, lag, claims and throughput per queue */
         get: operations["get_api_v1_ops_queues"];
         put?: never;
         post?: never;
@@ -2119,6 +2119,24 @@ export interface components {
             data: components["schemas"]["QueueRead"][];
         };
         /**
+         * QueueMinuteRead
+         * @description One minute of a queue's throughput, every worker host summed.
+         */
+        QueueMinuteRead: {
+            /**
+             * Minute
+             * @description Start of the minute (UTC).
+             */
+            minute: string;
+            /** Processed */
+            processed: number;
+            /**
+             * Failed
+             * @description Messages whose processing raised (each retry counts).
+             */
+            failed: number;
+        };
+        /**
          * QueueRead
          * @description How one queue stands now.
          */
@@ -2157,6 +2175,25 @@ export interface components {
              * @description Messages taken back from workers that stopped making progress, so far.
              */
             requeuedFromStuck: number;
+            /**
+             * Processedperminute
+             * @description Messages processed in about the last 60 seconds, every worker host summed.
+             */
+            processedPerMinute: number;
+            /**
+             * Failedperminute
+             * @description Messages whose processing raised in about the last 60 seconds.
+             */
+            failedPerMinute: number;
+            /** Processedlasthour */
+            processedLastHour: number;
+            /** Failedlasthour */
+            failedLastHour: number;
+            /**
+             * Throughput
+             * @description Per minute over the last 60, oldest first; the last is the current, unfinished minute.
+             */
+            throughput: components["schemas"]["QueueMinuteRead"][];
         };
         /**
          * RateLimitsConfig

@@ -5,6 +5,29 @@ import { useAuth } from "../auth";
 import { Badge, Button, Card, Confirm, Empty, Loading, PageTitle, ProblemView, formatDate, formatNumber } from "../components/ui";
 
 type DeadLetter = Schemas["DeadLetterRead"];
+type QueueMinute = Schemas["QueueMinuteRead"];
+
+const rate = (perMinute: number) => `${perMinute === 0 ? "0" : perMinute < 10 ? perMinute.toFixed(1) : formatNumber(Math.round(perMinute))}/min`;
+
+/** Processed (blue) and failed (red) messages per minute over the last hour, on one scale. */
+export function ThroughputChart({ queue, minutes }: { queue: string; minutes: QueueMinute[] }) {
+  const w = 120;
+  const h = 32;
+  const top = Math.max(1, ...minutes.map((m) => Math.max(m.processed, m.failed)));
+  const n = Math.max(1, minutes.length - 1);
+  const line = (pick: (m: QueueMinute) => number) =>
+    minutes.map((m, i) => `${i === 0 ? "M" : "L"}${((w * i) / n).toFixed(1)},${(2 + (h - 4) * (1 - pick(m) / top)).toFixed(1)}`).join("");
+  const processed = minutes.reduce((sum, m) => sum + m.processed, 0);
+  const failed = minutes.reduce((sum, m) => sum + m.failed, 0);
+  const label = `${queue} over the last ${minutes.length} minutes: ${formatNumber(processed)} processed, ${formatNumber(failed)} failed, at most ${formatNumber(top)} a minute`;
+  return (
+    <svg viewBox={`0 0 ${w} ${h}`} width={w} height={h} role="img" aria-label={label} className="inline-block align-middle">
+      <title>{label}</title>
+      <path d={line((m) => m.processed)} fill="none" className="stroke-blue-700 dark:stroke-blue-300" strokeWidth={1.5} />
+      {failed > 0 && <path d={line((m) => m.failed)} fill="none" className="stroke-red-700 dark:stroke-red-400" strokeWidth={1.5} />}
+    </svg>
+  );
+}
 
 const seconds = (s: number | null | undefined) => (s === null || s === undefined ? "—" : s < 120 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
 
@@ -66,7 +89,8 @@ export default function Ops() {
                     <th className={`${th} text-right`}>Dead letters</th>
                     <th className={`${th} text-right`}>Oldest waiting</th>
                     <th className={`${th} text-right`}>Oldest claimed</th>
-                    <th className="py-2 text-right">Taken back from stuck workers</th>
+                    <th className={`${th} text-right`}>Taken back from stuck workers</th>
+                    <th className="py-2">Throughput, last hour</th>
                   </tr>
                 </thead>
                 <tbody>
@@ -79,7 +103,16 @@ export default function Ops() {
                       <td className={`${th} text-right`}>{q.deadLetters > 0 ? <Badge tone="red">{formatNumber(q.deadLetters)}</Badge> : "0"}</td>
                       <td className={`${th} text-right`}>{seconds(q.lagSeconds)}</td>
                       <td className={`${th} text-right`}>{seconds(q.oldestClaimedSeconds)}</td>
-                      <td className="py-2 text-right">{formatNumber(q.requeuedFromStuck)}</td>
+                      <td className={`${th} text-right`}>{formatNumber(q.requeuedFromStuck)}</td>
+                      <td className="py-2" data-testid={`throughput-${q.queue}`} data-processed-last-hour={q.processedLastHour} data-failed-last-hour={q.failedLastHour}>
+                        <span className="flex items-center gap-2 whitespace-nowrap">
+                          <ThroughputChart queue={q.queue} minutes={q.throughput} />
+                          <span>
+                            {rate(q.processedPerMinute)}
+                            {q.failedLastHour > 0 && <span className="block text-xs text-red-800 dark:text-red-300">failed {rate(q.failedPerMinute)}, {formatNumber(q.failedLastHour)} this hour</span>}
+                          </span>
+                        </span>
+                      </td>
                     </tr>
                   ))}
                 </tbody>

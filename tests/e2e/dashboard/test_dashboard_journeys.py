@@ -453,6 +453,13 @@ async def test_an_operator_sees_a_dead_letter_inspects_it_and_replays_it(
             mine = letters.nth(index)
             break
     assert mine is not None, "the malformed message is not among the dead letters"
+    # Its failure is in the ingest queue's throughput of the last hour, charted and as a rate.
+    throughput = page.get_by_test_id("throughput-ingest")
+    await expect(throughput).to_contain_text(re.compile(r"failed [\d.,]+/min"), timeout=15_000)
+    await expect(throughput.get_by_role("img")).to_have_attribute(
+        "aria-label", re.compile(r"^ingest over the last 60 minutes: [\d,]+ processed, [1-9][\d,]* failed")
+    )
+    assert int(await throughput.get_attribute("data-failed-last-hour") or 0) >= 1
     await screenshot(page, "ops-dead-letter")
     await mine.get_by_role("button", name="Replay").click()
     await page.get_by_role("dialog").get_by_role("button", name="Replay").click()
