@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "cli.commands.models",
     "cli.commands.imports",
     "cli.commands.dlq",
+    "cli.commands.rebuild",
     "cli.commands.openapi",
     "cli.commands.web",
 ]
