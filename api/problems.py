@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
@@ -25,6 +28,20 @@ _DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
     errors.RateLimited: 429,
     errors.Unavailable: 503,
 }
+
+# PostgreSQL or Redis down or restarting: the same request may well succeed a moment later, so
+# the answer is a 503 with Retry-After (clients and the SDK retry it), never a 500.
+_OUTAGES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
+OUTAGE_RETRY_AFTER_SECONDS = 1
 
 _STATUS_TITLES = {
     400: "Malformed request",
@@ -118,6 +135,18 @@ async def handle_exception(request: Request, exception: Exception) -> HTTPRespon
             detail = "The body is not valid JSON."
         headers = dict(getattr(exception, "headers", {}) or {})
         return problem(request, status=status, detail=detail, headers=headers)
+    if isinstance(exception, _OUTAGES):
+        log.warning(
+            "a dependency is unavailable",
+            extra={"request_id": _request_id(request)},
+            exc_info=exception,
+        )
+        return problem(
+            request,
+            status=503,
+            detail="A service the platform depends on is restarting; retry in a moment.",
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
+        )
     log.exception(
         "unexpected error", extra={"request_id": _request_id(request)}, exc_info=exception
     )

@@ -77,6 +77,9 @@ class Platform:
     workdir: Path
     env: dict[str, str]
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # The servers, for runs that stop and restart them (bench.chaos).
+    postgres: PostgresServer | None = None
+    redis_server: RedisServer | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
 
     @property
@@ -175,7 +178,13 @@ def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iter
         # Alembic's env.py calls asyncio.run, which refuses a thread with a running loop.
         with ThreadPoolExecutor(max_workers=1) as executor:
             executor.submit(upgrade, settings.migration_database_url).result()
-        platform = Platform(settings=settings, workdir=workdir, env=platform_env(settings))
+        platform = Platform(
+            settings=settings,
+            workdir=workdir,
+            env=platform_env(settings),
+            postgres=postgres,
+            redis_server=redis_server,
+        )
         yield platform
     finally:
         if platform is not None:

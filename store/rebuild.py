@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from redis.asyncio import Redis
@@ -50,6 +51,8 @@ EVENT_DERIVED_PATTERNS = (
 # Answers computed from the old projections: dropped, they are computed again on demand.
 ANSWER_PATTERNS = ("answer:*", "answers:*")
 BATCH_ROWS = 5_000
+# Where a check recounts: a database of the projections' Redis that the platform leaves empty.
+CHECK_DATABASE = 15
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,28 @@ async def snapshot_event_projections(redis: Redis, *, tenant_id: str) -> dict[st
             elif kind == "string":  # the active-users HyperLogLog
                 found[key] = await redis.pfcount(key)
     return found
+
+
+def check_database_url(redis_url: str) -> str:
+    """The projections' Redis URL with the check database instead of its own."""
+    return urlsplit(redis_url)._replace(path=f"/{CHECK_DATABASE}").geturl()
+
+
+async def check_tenant(
+    pool: asyncpg.Pool, live: Redis, scratch: Redis, *, tenant_id: str
+) -> tuple[int, int, list[str]]:
+    """Recount the tenant's event-derived projections into `scratch` (emptied before and after)
+    and compare them with the live ones: (events, attributions, differences)."""
+    await delete_matching(scratch, tenant_id=tenant_id, patterns=EVENT_DERIVED_PATTERNS)
+    try:
+        events, attributions = await recount_event_projections(pool, scratch, tenant_id=tenant_id)
+        found = differences(
+            await snapshot_event_projections(live, tenant_id=tenant_id),
+            await snapshot_event_projections(scratch, tenant_id=tenant_id),
+        )
+    finally:
+        await delete_matching(scratch, tenant_id=tenant_id, patterns=EVENT_DERIVED_PATTERNS)
+    return events, attributions, found
 
 
 def differences(live: dict[str, Any], recounted: dict[str, Any]) -> list[str]:

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from urllib.parse import urlsplit
 
 import asyncpg
 from redis.asyncio import Redis
 
 from store.db import create_pool
-from store.rebuild import (
-    EVENT_DERIVED_PATTERNS,
-    delete_matching,
-    differences,
-    rebuild_tenant,
-    recount_event_projections,
-    snapshot_event_projections,
-)
+from store.rebuild import check_database_url, check_tenant, rebuild_tenant
 from store.redis import create_redis
 from store.settings import Settings, get_settings
 from store.training import active_tenant_ids
-
-# Where `--check` recounts: a database of the projections' Redis that the platform leaves empty.
-CHECK_DATABASE = 15
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,7 +43,8 @@ async def _run(settings: Settings, *, tenants: list[str] | None, check: bool) ->
     try:
         chosen = tenants or await active_tenant_ids(pool)
         if check:
-            scratch = create_redis(settings.model_copy(update={"redis_url": _other_db(settings)}))
+            scratch_url = check_database_url(settings.redis_url)
+            scratch = create_redis(settings.model_copy(update={"redis_url": scratch_url}))
             try:
                 return await _check(pool, redis, scratch, tenants=chosen)
             finally:
@@ -84,20 +74,9 @@ async def _run(settings: Settings, *, tenants: list[str] | None, check: bool) ->
 async def _check(pool: asyncpg.Pool, redis: Redis, scratch: Redis, *, tenants: list[str]) -> int:
     mismatched = 0
     for tenant_id in tenants:
-        await delete_matching(scratch, tenant_id=tenant_id, patterns=EVENT_DERIVED_PATTERNS)
-        events, attributions = await recount_event_projections(pool, scratch, tenant_id=tenant_id)
-        found = differences(
-            await snapshot_event_projections(redis, tenant_id=tenant_id),
-            await snapshot_event_projections(scratch, tenant_id=tenant_id),
-        )
-        await delete_matching(scratch, tenant_id=tenant_id, patterns=EVENT_DERIVED_PATTERNS)
+        events, attributions, found = await check_tenant(pool, redis, scratch, tenant_id=tenant_id)
         mismatched += len(found)
         print(f"{tenant_id}: {events} events, {attributions} attributions, {len(found)} differ")
         for line in found[:20]:
             print(f"  {line}")
     return 1 if mismatched else 0
-
-
-def _other_db(settings: Settings) -> str:
-    """The projections' Redis URL with the check database instead of its own."""
-    return urlsplit(settings.redis_url)._replace(path=f"/{CHECK_DATABASE}").geturl()

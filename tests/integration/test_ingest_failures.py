@@ -141,6 +141,11 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
             )
             assert single.status_code == 202
             accepted += 1
+            # What needs PostgreSQL says so with a retryable problem, never a 500.
+            listing = await http.get("/api/v1/catalog", headers=tenant.write_headers)
+            assert listing.status_code == 503, listing.text
+            assert listing.headers["retry-after"] == "1"
+            assert listing.headers["content-type"].startswith("application/problem+json")
             await asyncio.sleep(3)  # the worker fails and retries meanwhile
         own_postgres.start()
         pool = await create_pool(settings, min_size=1, max_size=2)
