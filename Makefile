@@ -1,5 +1,5 @@
 # The two commands: `make up` brings the platform up, `make test` runs the whole test suite.
-.PHONY: up down test lint bootstrap
+.PHONY: up down test lint bootstrap chaos
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -18,3 +18,7 @@ lint: bootstrap
 
 test: bootstrap
 	@scripts/test.sh
+
+# One million events through the api while processes and servers die; prints what was lost (0).
+chaos: bootstrap
+	.venv/bin/python -m bench.chaos
