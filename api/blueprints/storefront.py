@@ -207,7 +207,11 @@ async def apply_server_variants(request: Request, items: list[Any]) -> int:
     splits: dict[str, dict[str, Any] | None] = {}
     mismatches = 0
     for item in items:
-        if not isinstance(item, dict) or item.get("eventType") not in RECOMMENDATION_EVENT_TYPES:
+        # Not yet validated: an eventType that is no string (a JSON object, say) is no
+        # recommendation event, and validation refuses it later.
+        if not isinstance(item, dict) or not isinstance(item.get("eventType"), str):
+            continue
+        if item["eventType"] not in RECOMMENDATION_EVENT_TYPES:
             continue
         metadata = item.get("metadata")
         if not isinstance(metadata, dict) or not metadata.get("experimentId"):

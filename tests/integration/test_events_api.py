@@ -85,6 +85,8 @@ def worker(worker_process: Process) -> Process:
 
 BAD_EVENTS = {
     "unknown event type": _event(eventType="product_liked"),
+    "event type an object": _event(eventType={}, metadata=None),
+    "event type a list": _event(eventType=["purchase"]),
     "missing userId": {k: v for k, v in _event().items() if k != "userId"},
     "missing productId": {k: v for k, v in _event().items() if k != "productId"},
     "purchase without price": _event(eventType="purchase", metadata={}),
