@@ -1,0 +1,113 @@
+"""Fuzzing: schemathesis over the served OpenAPI document, with real keys and a real token, in a
+throwaway tenant on throwaway servers.
+
+    python -m bench.fuzz [--examples 25] [--checks not_a_server_error] [--stateful]
+
+It starts its own PostgreSQL, Redis, api and worker, makes an admin, a tenant and a read_write
+key, writes the document `recomengine openapi` serves and runs `st run` against the api with
+the tenant's id for every `tenant_id` path parameter (routes that end the admin's sessions are
+left out, so that the run keeps its token). It prints schemathesis' summary and exits with its
+exit code: 0 when no check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from api.security import issue_access_token
+from bench.harness import local_platform, make_bench_tenant
+from store.db import create_pool
+
+# Routes that would sign the run's admin out for the rest of it.
+EXCLUDED_PATHS = "logout|change-password"
+
+
+def schemathesis_binary() -> str:
+    """The `st` command of this virtualenv."""
+    found = Path(sys.executable).with_name("st")
+    if found.exists():
+        return str(found)
+    on_path = shutil.which("st")
+    if on_path is None:
+        raise SystemExit("schemathesis is not installed: pip install -e '.[dev]'")
+    return on_path
+
+
+async def fuzz(args: argparse.Namespace) -> int:
+    """Bring the stack up, run schemathesis, print its summary."""
+    with local_platform("recomengine-fuzz-", keep=args.keep) as platform:
+        settings = platform.settings
+        pool = await create_pool(settings, min_size=1, max_size=2)
+        try:
+            tenant = await make_bench_tenant(pool, settings, permissions=["read_write"])
+        finally:
+            await pool.close()
+        platform.start(["cli.main", "worker", "--processes", "1"], "worker.log")
+        await asyncio.to_thread(platform.start_api)
+        token, _ = issue_access_token(admin_id=tenant.admin_id, settings=settings)
+        document = platform.run_cli(["openapi"])
+        if document.returncode != 0:
+            raise SystemExit(document.stderr)
+        (platform.workdir / "openapi.json").write_text(document.stdout)
+        # Every tenant_id in a path is the run's own tenant: a random one is only ever a 404.
+        config = platform.workdir / "schemathesis.toml"
+        config.write_text(f'[parameters]\n"path.tenant_id" = "{tenant.tenant_id}"\n')
+        phases = "examples,coverage,fuzzing" + (",stateful" if args.stateful else "")
+        command = [
+            schemathesis_binary(),
+            "--config-file",
+            str(config),
+            "run",
+            str(platform.workdir / "openapi.json"),
+            "--url",
+            platform.base_url,
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-H",
+            f"X-API-Key: {tenant.keys['read_write']}",
+            "--checks",
+            args.checks,
+            "--max-examples",
+            str(args.examples),
+            "--phases",
+            phases,
+            "--exclude-path-regex",
+            EXCLUDED_PATHS,
+            "--workers",
+            "2",
+            "--seed",
+            str(args.seed),
+        ]
+        run = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, check=False
+        )
+        summary = run.stdout.rfind("=== SUMMARY ===")
+        print(run.stdout if args.verbose or run.returncode else run.stdout[summary - 40 :])
+        if run.returncode and run.stderr:
+            print(run.stderr[-3000:], file=sys.stderr)
+        return run.returncode
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__)
+    parser.add_argument("--examples", type=int, default=25, help="examples per operation")
+    parser.add_argument(
+        "--checks",
+        default="not_a_server_error",
+        help="schemathesis checks (comma-separated, or `all`)",
+    )
+    parser.add_argument("--stateful", action="store_true", help="also follow the links")
+    parser.add_argument("--seed", type=int, default=20261204)
+    parser.add_argument("--verbose", action="store_true", help="print schemathesis' whole output")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' folder and logs")
+    sys.exit(asyncio.run(fuzz(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
