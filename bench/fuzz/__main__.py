@@ -83,8 +83,14 @@ async def fuzz(args: argparse.Namespace) -> int:
             "--seed",
             str(args.seed),
         ]
+        # From the run's folder: schemathesis keeps a cache of what it found where it runs.
         run = await asyncio.to_thread(
-            subprocess.run, command, capture_output=True, text=True, check=False
+            subprocess.run,
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=platform.workdir,
         )
         summary = run.stdout.rfind("=== SUMMARY ===")
         print(run.stdout if args.verbose or run.returncode else run.stdout[summary - 40 :])
