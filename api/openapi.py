@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,6 +25,28 @@ class Operation:
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     security: str | None = None
     content_type: str = "application/json"
+    # The handler's docstring unless the route gives one.
+    description: str = ""
+    # Error statuses this route answers beyond those its traits imply (see `_implied_errors`),
+    # each with what it means here.
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+# Error statuses a route documents with a decorator argument: the per-address throttle of the
+# sign-in routes, and the cookie routes' CSRF check.
+THROTTLED_BY_ADDRESS: Mapping[int, str] = {
+    429: "Too many sign-in calls from this address (or failed sign-ins of this account) in the "
+    "window; wait `Retry-After` seconds.",
+    503: "The throttle cannot be checked (Redis unavailable); refused rather than unmetered.",
+}
+METRICS_ACCESS: Mapping[int, str] = {
+    403: "The caller is not on the api's own machine (or came through a proxy) and sent no "
+    "valid `Authorization: Bearer <RECOMENGINE_METRICS_TOKEN>`.",
+}
+CSRF_CHECKED: Mapping[int, str] = {
+    401: "No refresh cookie, or its session has ended.",
+    403: "The X-CSRF-Token header does not equal the CSRF cookie.",
+}
 
 
 def document(
@@ -35,6 +58,8 @@ def document(
     responses: dict[int, type[BaseModel] | None] | None = None,
     security: str | None = None,
     content_type: str = "application/json",
+    description: str | None = None,
+    errors: Mapping[int, str] | None = None,
 ) -> Callable[[F], F]:
     """Route decorator (put it outermost): attaches the operation's documentation."""
 
@@ -47,6 +72,8 @@ def document(
             responses=responses or {200: None},
             security=security,
             content_type=content_type,
+            description=description or inspect.getdoc(handler) or "",
+            errors=dict(errors or {}),
         )
         return handler
 
@@ -66,6 +93,7 @@ _PROBLEM = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": ["string", "null"]},
+        "requestId": {"type": "string"},
         "errors": {
             "type": "array",
             "items": {
@@ -75,6 +103,87 @@ _PROBLEM = {
         },
     },
 }
+
+
+_HEADERS: dict[str, dict[str, Any]] = {
+    "RateLimit-Limit": {
+        "description": "Requests the key may make in the current one-minute window (its read "
+        "or its write budget).",
+        "schema": {"type": "integer"},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "schema": {"type": "integer"},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window starts to refill.",
+        "schema": {"type": "integer"},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "schema": {"type": "integer"},
+    },
+    "ETag": {
+        "description": "Strong validator of the content: send it back in If-None-Match to get "
+        "a 304 while it has not changed.",
+        "schema": {"type": "string"},
+    },
+}
+_RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+_SUCCESS_TEXT = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted: queued, done shortly after the answer",
+    204: "No content",
+    304: "Not modified: the If-None-Match ETag still matches",
+    503: "Not ready",
+}
+# Errors implied by what every admin route of a tag is (the operators' console needs the role).
+_TAG_ERRORS: dict[str, dict[int, str]] = {
+    "operations": {403: "The signed-in admin is not an operator."},
+}
+
+
+def _implied_errors(op: Operation, *, has_path_params: bool) -> dict[int, str]:
+    """The error statuses a route answers because of its traits: its body, query, credentials
+    and path parameters (api/problems.py maps each failure to one of these)."""
+    found: dict[int, str] = {}
+    if op.body is not None:
+        found[400] = "The body is empty or not valid JSON."
+        found[413] = "The body is larger than the api accepts."
+        found[422] = "A field breaks a rule; `errors` lists each field with what is wrong."
+    if op.query is not None:
+        found[422] = (
+            "A parameter or field breaks a rule; `errors` lists each one with what is wrong."
+        )
+    if op.security == "apiKey":
+        found[401] = "No API key, or one that is not valid (revoked, unknown)."
+        found[403] = "The key may not do this (a read key writing) or the tenant is suspended."
+        found[429] = "The key's per-minute budget is spent; wait `Retry-After` seconds."
+        found[503] = "The rate limit cannot be checked (Redis unavailable); retry shortly."
+    elif op.security == "bearer":
+        found[401] = "No admin access token, an expired one, or its session has ended."
+    if has_path_params:
+        found[404] = "Not found, or it belongs to another tenant or admin."
+    if op.security == "bearer":
+        for tag in op.tags:
+            found.update(_TAG_ERRORS.get(tag, {}))
+    return found
+
+
+def _headers_of(op: Operation, status: int) -> dict[str, Any]:
+    """Response headers of one status: rate limits on every key-authenticated answer, Retry-After
+    on 429 and on a 503 problem, the ETag where a route answers 304."""
+    names: list[str] = []
+    if op.security == "apiKey" and (200 <= status < 300 or status in (304, 429)):
+        names.extend(_RATE_HEADERS)
+    if status == 429:
+        names.extend(n for n in ("Retry-After", *_RATE_HEADERS) if n not in names)
+    if status == 503 and op.responses.get(503) is None:
+        names.append("Retry-After")
+    if status in (200, 304) and 304 in op.responses:
+        names.append("ETag")
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
 def _operations(app: Sanic) -> list[tuple[str, str, Operation, list[str]]]:
@@ -118,6 +227,7 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
     for path, method, op, params in operations:
         entry: dict[str, Any] = {
             "summary": op.summary,
+            "description": op.description,
             "tags": op.tags,
             "operationId": _operation_id(method, path),
             "parameters": [
@@ -138,16 +248,40 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
             }
+        if 304 in op.responses:
+            entry["parameters"].append(
+                {
+                    "name": "If-None-Match",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string"},
+                    "description": "The ETag of a copy the client holds.",
+                }
+            )
+        problem_body = {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        }
+        errors = {**_implied_errors(op, has_path_params=bool(params)), **op.errors}
         for status, model in op.responses.items():
-            response: dict[str, Any] = {"description": str(status)}
+            response: dict[str, Any] = {
+                "description": errors.get(status) or _SUCCESS_TEXT.get(status, str(status))
+            }
             if model is not None:
                 response["content"] = {op.content_type: {"schema": refs[(model, "validation")]}}
+            elif status >= 400:
+                response["content"] = problem_body
             entry["responses"][str(status)] = response
+        for status, meaning in sorted(errors.items()):
+            if str(status) not in entry["responses"]:
+                entry["responses"][str(status)] = {"description": meaning, "content": problem_body}
+        for status_text, response in entry["responses"].items():
+            headers = _headers_of(op, int(status_text))
+            if headers:
+                response["headers"] = headers
         entry["responses"]["default"] = {
-            "description": "Problem",
-            "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-            },
+            "description": "Any other failure, as RFC 9457 problem+json (500: quote the "
+            "requestId when reporting it).",
+            "content": problem_body,
         }
         if op.security:
             entry["security"] = [{op.security: []}]
@@ -156,5 +290,9 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "RecomEngine API", "version": version},
         "paths": dict(sorted(paths.items())),
-        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
+        "components": {
+            "schemas": components,
+            "headers": _HEADERS,
+            "securitySchemes": _SECURITY_SCHEMES,
+        },
     }

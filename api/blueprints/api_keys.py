@@ -76,6 +76,7 @@ def _key(row: dict[str, Any]) -> dict[str, Any]:
 @bp.post("/tenants/<tenant_id:str>/api-keys")
 @document(
     summary="Issue an API key (shown only in this answer)",
+    errors={409: "The tenant already has 10 active keys; revoke one first."},
     tags=["api-keys"],
     body=ApiKeyCreate,
     responses={201: ApiKeyCreated},

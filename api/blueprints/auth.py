@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from api.openapi import document
+from api.openapi import CSRF_CHECKED, THROTTLED_BY_ADDRESS, document
 from api.security import issue_access_token, require_admin
 from api.validation import ApiModel, parse_body
 from domain.errors import (
@@ -250,6 +250,7 @@ def _session_response(
 @bp.post("/auth/signup")
 @document(
     summary="Create an admin account and sign in (sets the refresh and CSRF cookies)",
+    errors={**THROTTLED_BY_ADDRESS, 409: "An account with this email already exists."},
     tags=["auth"],
     body=SignupBody,
     responses={201: SessionRead},
@@ -273,6 +274,7 @@ async def signup(request: Request) -> HTTPResponse:
 @bp.post("/auth/login")
 @document(
     summary="Sign in with email and password (sets the refresh and CSRF cookies)",
+    errors={**THROTTLED_BY_ADDRESS, 401: "The email or the password is wrong."},
     tags=["auth"],
     body=LoginBody,
     responses={200: SessionRead},
@@ -320,6 +322,7 @@ async def login(request: Request) -> HTTPResponse:
 @bp.post("/auth/refresh")
 @document(
     summary="New access token for the refresh cookie (rotates it; needs the X-CSRF-Token header)",
+    errors=CSRF_CHECKED,
     tags=["auth"],
     responses={200: AccessTokenRead},
 )
@@ -352,6 +355,7 @@ async def refresh(request: Request) -> HTTPResponse:
 @bp.post("/auth/logout")
 @document(
     summary="End the session of the refresh cookie (needs the X-CSRF-Token header)",
+    errors={403: CSRF_CHECKED[403]},
     tags=["auth"],
     responses={204: None},
 )
@@ -372,6 +376,7 @@ async def logout(request: Request) -> HTTPResponse:
 @bp.post("/auth/forgot-password")
 @document(
     summary="Mail a password-reset link (202 whether or not the account exists)",
+    errors=THROTTLED_BY_ADDRESS,
     tags=["auth"],
     body=ForgotPasswordBody,
     responses={202: None},
@@ -424,6 +429,7 @@ async def _publish_version(request: Request, admin_id: str, version: int, *, fai
 @bp.post("/auth/reset-password")
 @document(
     summary="Set a new password with the token of a reset mail (single use; ends all sessions)",
+    errors=THROTTLED_BY_ADDRESS,
     tags=["auth"],
     body=ResetPasswordBody,
     responses={204: None},
@@ -469,6 +475,7 @@ async def me(request: Request) -> HTTPResponse:
 @bp.post("/auth/change-password")
 @document(
     summary="Change the password (ends every other session; answers a new session)",
+    errors=THROTTLED_BY_ADDRESS,
     tags=["auth"],
     body=ChangePasswordBody,
     responses={200: SessionRead},

@@ -16,7 +16,7 @@ from sanic.response import HTTPResponse, json, raw
 from api.blueprints.storefront import apply_server_variants
 from api.event_batches import ingest_batch
 from api.metrics import check_metrics_access, request_metrics
-from api.openapi import document
+from api.openapi import METRICS_ACCESS, document
 from api.security import Admission, admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
 from domain.errors import FieldError, Unavailable, ValidationFailed
@@ -501,6 +501,7 @@ class _Families:
 @metrics_bp.get("/metrics")
 @document(
     summary="Queue depth, lag and dead letters (Prometheus text format)",
+    errors=METRICS_ACCESS,
     tags=["operations"],
     responses={200: None},
     content_type="text/plain",

@@ -247,6 +247,7 @@ async def get_experiment(request: Request, tenant_id: str, experiment_id: str) -
 @bp.put("/tenants/<tenant_id:str>/experiments/<experiment_id:str>")
 @document(
     summary="Replace a draft experiment's settings",
+    errors={409: "The experiment has started; only drafts can be edited."},
     tags=["experiments"],
     body=ExperimentWrite,
     responses={200: ExperimentRead},
@@ -268,6 +269,7 @@ async def replace_experiment(request: Request, tenant_id: str, experiment_id: st
 @bp.patch("/tenants/<tenant_id:str>/experiments/<experiment_id:str>")
 @document(
     summary="Start, pause, resume or complete an experiment",
+    errors={409: "Not an allowed transition, or another experiment already runs on the placement."},
     tags=["experiments"],
     body=ExperimentStatusChange,
     responses={200: ExperimentRead},
@@ -293,6 +295,7 @@ async def change_status(request: Request, tenant_id: str, experiment_id: str) ->
 @bp.delete("/tenants/<tenant_id:str>/experiments/<experiment_id:str>")
 @document(
     summary="Delete a draft experiment",
+    errors={409: "The experiment has started; its data belongs to its results."},
     tags=["experiments"],
     responses={204: None},
     security="bearer",

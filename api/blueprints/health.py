@@ -59,6 +59,7 @@ async def ready(request: Request) -> HTTPResponse:
 
 
 @bp.get("/api/v1/openapi.json")
+@document(summary="This OpenAPI document", tags=["health"], responses={200: None})
 async def openapi_document(request: Request) -> HTTPResponse:
     """The OpenAPI 3.1 description of this api."""
     return json(build_document(request.app, version=request.app.ctx.version))

@@ -358,6 +358,7 @@ async def rotate_user_token_secret(request: Request, tenant_id: str) -> HTTPResp
 @bp.get("/metrics/storefront")
 @document(
     summary="Storefront counters (Prometheus text format)",
+    errors={503: "The counters cannot be read (Redis unavailable)."},
     tags=["operations"],
     responses={200: None},
     content_type="text/plain",

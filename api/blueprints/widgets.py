@@ -165,6 +165,7 @@ async def list_widgets(request: Request, tenant_id: str) -> HTTPResponse:
 @bp.post("/tenants/<tenant_id:str>/widgets")
 @document(
     summary="Configure the widget of a new placement",
+    errors={409: "The placement already has a widget config."},
     tags=["widgets"],
     body=WidgetCreate,
     responses={201: WidgetRead},

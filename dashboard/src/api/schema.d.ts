@@ -7,7 +7,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** KPIs summed over every tenant of the admin */
+        /**
+         * KPIs summed over every tenant of the admin
+         * @description The caller's tenants only, summed, with each tenant's own figures.
+         */
         get: operations["get_api_v1_analytics_overview"];
         put?: never;
         post?: never;
@@ -26,7 +29,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change the password (ends every other session; answers a new session) */
+        /**
+         * Change the password (ends every other session; answers a new session)
+         * @description Check the current password, set the new one and end every session but a fresh one.
+         */
         post: operations["post_api_v1_auth_change_password"];
         delete?: never;
         options?: never;
@@ -43,7 +49,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Mail a password-reset link (202 whether or not the account exists) */
+        /**
+         * Mail a password-reset link (202 whether or not the account exists)
+         * @description Queue a reset mail for an existing account; the answer never tells which.
+         */
         post: operations["post_api_v1_auth_forgot_password"];
         delete?: never;
         options?: never;
@@ -60,7 +69,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sign in with email and password (sets the refresh and CSRF cookies) */
+        /**
+         * Sign in with email and password (sets the refresh and CSRF cookies)
+         * @description A session for the right credentials; the same 401 for any wrong ones.
+         */
         post: operations["post_api_v1_auth_login"];
         delete?: never;
         options?: never;
@@ -77,7 +89,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** End the session of the refresh cookie (needs the X-CSRF-Token header) */
+        /**
+         * End the session of the refresh cookie (needs the X-CSRF-Token header)
+         * @description Revoke the refresh cookie's session and clear the cookies.
+         */
         post: operations["post_api_v1_auth_logout"];
         delete?: never;
         options?: never;
@@ -94,7 +109,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Sign out everywhere: revoke every refresh token and every access token of the admin */
+        /**
+         * Sign out everywhere: revoke every refresh token and every access token of the admin
+         * @description Revoke all of the admin's sessions and clear this browser's cookies.
+         */
         post: operations["post_api_v1_auth_logout_all"];
         delete?: never;
         options?: never;
@@ -109,14 +127,20 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The signed-in admin */
+        /**
+         * The signed-in admin
+         * @description The admin of the access token.
+         */
         get: operations["get_api_v1_auth_me"];
         put?: never;
         post?: never;
         delete?: never;
         options?: never;
         head?: never;
-        /** Change the signed-in admin's name */
+        /**
+         * Change the signed-in admin's name
+         * @description Rename the admin of the access token.
+         */
         patch: operations["patch_api_v1_auth_me"];
         trace?: never;
     };
@@ -129,7 +153,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** New access token for the refresh cookie (rotates it; needs the X-CSRF-Token header) */
+        /**
+         * New access token for the refresh cookie (rotates it; needs the X-CSRF-Token header)
+         * @description Rotate the refresh cookie and answer a new access token.
+         */
         post: operations["post_api_v1_auth_refresh"];
         delete?: never;
         options?: never;
@@ -146,7 +173,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Set a new password with the token of a reset mail (single use; ends all sessions) */
+        /**
+         * Set a new password with the token of a reset mail (single use; ends all sessions)
+         * @description Consume the reset token and set the new password.
+         */
         post: operations["post_api_v1_auth_reset_password"];
         delete?: never;
         options?: never;
@@ -163,7 +193,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create an admin account and sign in (sets the refresh and CSRF cookies) */
+        /**
+         * Create an admin account and sign in (sets the refresh and CSRF cookies)
+         * @description A new admin account, signed in.
+         */
         post: operations["post_api_v1_auth_signup"];
         delete?: never;
         options?: never;
@@ -178,10 +211,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List and search products */
+        /**
+         * List and search products
+         * @description A page of the tenant's products, filtered by text, category and availability.
+         */
         get: operations["get_api_v1_catalog"];
         put?: never;
-        /** Create or update a product */
+        /**
+         * Create or update a product
+         * @description Upsert one product: 201 when new, 200 when it replaced an existing one.
+         */
         post: operations["post_api_v1_catalog"];
         delete?: never;
         options?: never;
@@ -198,7 +237,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Upload up to 1,000 products */
+        /**
+         * Upload up to 1,000 products
+         * @description Validate every item, queue the valid ones in one message, report each item's fate.
+         */
         post: operations["post_api_v1_catalog_batch"];
         delete?: never;
         options?: never;
@@ -213,12 +255,21 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read a product */
+        /**
+         * Read a product
+         * @description One product of the tenant.
+         */
         get: operations["get_api_v1_catalog_product_id"];
-        /** Replace a product */
+        /**
+         * Replace a product
+         * @description Replace every field of an existing product; omitted fields take their defaults.
+         */
         put: operations["put_api_v1_catalog_product_id"];
         post?: never;
-        /** Delete a product */
+        /**
+         * Delete a product
+         * @description Delete a product, its card, its availability and cached recommendations holding it.
+         */
         delete: operations["delete_api_v1_catalog_product_id"];
         options?: never;
         head?: never;
@@ -234,7 +285,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Ingest one event */
+        /**
+         * Ingest one event
+         * @description Validate one event and queue it; 200 `duplicate` when it was ingested before.
+         */
         post: operations["post_api_v1_events"];
         delete?: never;
         options?: never;
@@ -251,8 +305,31 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Ingest up to 100 events */
+        /**
+         * Ingest up to 100 events
+         * @description Validate each event, queue the valid new ones as one message, report per event.
+         */
         post: operations["post_api_v1_events_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/openapi.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * This OpenAPI document
+         * @description The OpenAPI 3.1 description of this api.
+         */
+        get: operations["get_api_v1_openapi.json"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -266,7 +343,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Dead-lettered messages */
+        /**
+         * Dead-lettered messages
+         * @description The dead letters of one queue or all, oldest first.
+         */
         get: operations["get_api_v1_ops_dead_letters"];
         put?: never;
         post?: never;
@@ -285,7 +365,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Replay dead-lettered messages */
+        /**
+         * Replay dead-lettered messages
+         * @description Enqueue the chosen dead letters again (our actors are idempotent), then drop them.
+         */
         post: operations["post_api_v1_ops_dead_letters_replay"];
         delete?: never;
         options?: never;
@@ -300,7 +383,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every tenant's model version, retrains and failures */
+        /**
+         * Every tenant's model version, retrains and failures
+         * @description Per tenant: the published version, when it was trained, the last retrains, failures.
+         */
         get: operations["get_api_v1_ops_models"];
         put?: never;
         post?: never;
@@ -317,7 +403,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Queue depth, lag, claims and throughput per queue */
+        /**
+         * Queue depth, lag, claims and throughput per queue
+         * @description Every queue's depth, in-progress and delayed messages, dead letters, ages and
+         *     throughput per minute over the last hour.
+         */
         get: operations["get_api_v1_ops_queues"];
         put?: never;
         post?: never;
@@ -334,7 +424,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Worker processes and the scheduler, with their heartbeats */
+        /**
+         * Worker processes and the scheduler, with their heartbeats
+         * @description Each worker process's queues, threads and heartbeat; whether the scheduler beats.
+         */
         get: operations["get_api_v1_ops_workers"];
         put?: never;
         post?: never;
@@ -351,7 +444,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Personalised recommendations for a user, a product or a placement */
+        /**
+         * Personalised recommendations for a user, a product or a placement
+         * @description Serve recommendations from a still-valid cached answer, else the models and projections.
+         */
         get: operations["get_api_v1_recommendations"];
         put?: never;
         post?: never;
@@ -370,7 +466,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Storefront events (impressions, clicks, views, cart) with a public read key */
+        /**
+         * Storefront events (impressions, clicks, views, cart) with a public read key
+         * @description Validate and queue a storefront's events; purchases need a read_write key.
+         */
         post: operations["post_api_v1_storefront_events"];
         delete?: never;
         options?: never;
@@ -385,10 +484,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the caller's tenants */
+        /**
+         * List the caller's tenants
+         * @description The caller's tenants that are not deleted.
+         */
         get: operations["get_api_v1_tenants"];
         put?: never;
-        /** Create a tenant */
+        /**
+         * Create a tenant
+         * @description A new active tenant owned by the caller.
+         */
         post: operations["post_api_v1_tenants"];
         delete?: never;
         options?: never;
@@ -403,16 +508,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant with its usage */
+        /**
+         * A tenant with its usage
+         * @description The caller's tenant and cheap usage counts.
+         */
         get: operations["get_api_v1_tenants_tenant_id"];
-        /** Change a tenant's name, config or status */
+        /**
+         * Change a tenant's name, config or status
+         * @description Rename, reconfigure, suspend or reactivate the caller's tenant.
+         */
         put: operations["put_api_v1_tenants_tenant_id"];
         post?: never;
-        /** Delete a tenant (soft; purged after 30 days) */
+        /**
+         * Delete a tenant (soft; purged after 30 days)
+         * @description Soft-delete the caller's tenant; its keys stop working at once.
+         */
         delete: operations["delete_api_v1_tenants_tenant_id"];
         options?: never;
         head?: never;
-        /** Change a tenant's name, config or status */
+        /**
+         * Change a tenant's name, config or status
+         * @description Rename, reconfigure, suspend or reactivate the caller's tenant.
+         */
         patch: operations["patch_api_v1_tenants_tenant_id"];
         trace?: never;
     };
@@ -423,7 +540,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's recommendation figures per placement or per strategy */
+        /**
+         * A tenant's recommendation figures per placement or per strategy
+         * @description Impressions, clicks, CTR, attributed conversions and revenue per placement or strategy.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_breakdown"];
         put?: never;
         post?: never;
@@ -440,7 +560,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's daily figures as CSV (streamed) */
+        /**
+         * A tenant's daily figures as CSV (streamed)
+         * @description A header line, then one row per UTC day of the period, sent a month at a time.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_export"];
         put?: never;
         post?: never;
@@ -457,7 +580,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's shopper funnel over a period */
+        /**
+         * A tenant's shopper funnel over a period
+         * @description Viewed, clicked a recommendation, added to cart, purchased: distinct users per step.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_funnel"];
         put?: never;
         post?: never;
@@ -474,7 +600,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's KPIs over a period */
+        /**
+         * A tenant's KPIs over a period
+         * @description Impressions, clicks, CTR, conversions, revenue, attributed revenue, users.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_overview"];
         put?: never;
         post?: never;
@@ -491,7 +620,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One metric of a tenant per day or hour */
+        /**
+         * One metric of a tenant per day or hour
+         * @description Every bucket of the period, empty ones included.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_timeseries"];
         put?: never;
         post?: never;
@@ -508,7 +640,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A tenant's top products over a period */
+        /**
+         * A tenant's top products over a period
+         * @description Products by clicks, impressions, conversions, revenue or attributed revenue.
+         */
         get: operations["get_api_v1_tenants_tenant_id_analytics_top_products"];
         put?: never;
         post?: never;
@@ -525,10 +660,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a tenant's API keys */
+        /**
+         * List a tenant's API keys
+         * @description The tenant's keys with current last-used times (revoked ones included).
+         */
         get: operations["get_api_v1_tenants_tenant_id_api_keys"];
         put?: never;
-        /** Issue an API key (shown only in this answer) */
+        /**
+         * Issue an API key (shown only in this answer)
+         * @description A new key for the caller's active tenant; 409 past the active-key limit.
+         */
         post: operations["post_api_v1_tenants_tenant_id_api_keys"];
         delete?: never;
         options?: never;
@@ -546,7 +687,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Revoke an API key (it stops working at once) */
+        /**
+         * Revoke an API key (it stops working at once)
+         * @description Revoke the key; allowed on a suspended tenant too, since it only takes access away.
+         */
         delete: operations["delete_api_v1_tenants_tenant_id_api_keys_key_id"];
         options?: never;
         head?: never;
@@ -560,7 +704,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Browse a tenant's catalog with 30-day interaction counts */
+        /**
+         * Browse a tenant's catalog with 30-day interaction counts
+         * @description The admin's view of one of their tenants' products, with views, clicks and purchases.
+         */
         get: operations["get_api_v1_tenants_tenant_id_catalog"];
         put?: never;
         post?: never;
@@ -577,7 +724,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Browse a tenant's events, newest first */
+        /**
+         * Browse a tenant's events, newest first
+         * @description One page of the tenant's events matching the filters.
+         */
         get: operations["get_api_v1_tenants_tenant_id_events"];
         put?: never;
         post?: never;
@@ -594,7 +744,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** New events of a tenant as they arrive (server-sent events; Last-Event-ID resumes) */
+        /**
+         * New events of a tenant as they arrive (server-sent events; Last-Event-ID resumes)
+         * @description Poll the tenant's newly received events once a second and send each as an SSE.
+         */
         get: operations["get_api_v1_tenants_tenant_id_events_stream"];
         put?: never;
         post?: never;
@@ -611,10 +764,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a tenant's experiments */
+        /**
+         * List a tenant's experiments
+         * @description The tenant's experiments, oldest first, optionally by status or placement.
+         */
         get: operations["get_api_v1_tenants_tenant_id_experiments"];
         put?: never;
-        /** Create a draft experiment */
+        /**
+         * Create a draft experiment
+         * @description A new experiment in status draft.
+         */
         post: operations["post_api_v1_tenants_tenant_id_experiments"];
         delete?: never;
         options?: never;
@@ -629,16 +788,28 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** An experiment */
+        /**
+         * An experiment
+         * @description One experiment of the tenant.
+         */
         get: operations["get_api_v1_tenants_tenant_id_experiments_experiment_id"];
-        /** Replace a draft experiment's settings */
+        /**
+         * Replace a draft experiment's settings
+         * @description Edit a draft; 409 once it has started.
+         */
         put: operations["put_api_v1_tenants_tenant_id_experiments_experiment_id"];
         post?: never;
-        /** Delete a draft experiment */
+        /**
+         * Delete a draft experiment
+         * @description Delete a draft; 409 once it has started (its data belongs to its results).
+         */
         delete: operations["delete_api_v1_tenants_tenant_id_experiments_experiment_id"];
         options?: never;
         head?: never;
-        /** Start, pause, resume or complete an experiment */
+        /**
+         * Start, pause, resume or complete an experiment
+         * @description Follow draft -> running -> paused <-> running -> completed; anything else is a 409.
+         */
         patch: operations["patch_api_v1_tenants_tenant_id_experiments_experiment_id"];
         trace?: never;
     };
@@ -649,7 +820,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Results of an experiment (frozen once completed) */
+        /**
+         * Results of an experiment (frozen once completed)
+         * @description Per-variant figures and user-level tests, computed now or frozen at completion.
+         */
         get: operations["get_api_v1_tenants_tenant_id_experiments_experiment_id_results"];
         put?: never;
         post?: never;
@@ -666,7 +840,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Per-variant cumulative figures per day since the experiment started */
+        /**
+         * Per-variant cumulative figures per day since the experiment started
+         * @description Each day from the start to today (or the completion) with each variant's totals.
+         */
         get: operations["get_api_v1_tenants_tenant_id_experiments_experiment_id_results_daily"];
         put?: never;
         post?: never;
@@ -683,7 +860,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Model versions with their evaluation and publish-gate decision */
+        /**
+         * Model versions with their evaluation and publish-gate decision
+         * @description The caller's tenant's recent model versions, newest first.
+         */
         get: operations["get_api_v1_tenants_tenant_id_models"];
         put?: never;
         post?: never;
@@ -702,7 +882,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Publish a kept model version now (e.g. one the gate rejected) */
+        /**
+         * Publish a kept model version now (e.g. one the gate rejected)
+         * @description Make a rejected or previous version the one served, while its lists are still kept.
+         */
         post: operations["post_api_v1_tenants_tenant_id_models_version_publish"];
         delete?: never;
         options?: never;
@@ -717,7 +900,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness of each strategy (minimum data) and the published model */
+        /**
+         * Readiness of each strategy (minimum data) and the published model
+         * @description What the last training run found: which strategies have enough data.
+         */
         get: operations["get_api_v1_tenants_tenant_id_recommendations_readiness"];
         put?: never;
         post?: never;
@@ -734,10 +920,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tenant's last full and incremental retrains and failures */
+        /**
+         * The tenant's last full and incremental retrains and failures
+         * @description What the training worker recorded of this tenant's runs.
+         */
         get: operations["get_api_v1_tenants_tenant_id_retrain"];
         put?: never;
-        /** Queue a full retrain of the tenant's models */
+        /**
+         * Queue a full retrain of the tenant's models
+         * @description Send the training actor one message for this tenant (an active one).
+         */
         post: operations["post_api_v1_tenants_tenant_id_retrain"];
         delete?: never;
         options?: never;
@@ -754,7 +946,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Create or rotate the tenant's storefront user-token secret (shown once) */
+        /**
+         * Create or rotate the tenant's storefront user-token secret (shown once)
+         * @description A new secret; tokens signed with the previous one stop working at once.
+         */
         post: operations["post_api_v1_tenants_tenant_id_user_token_secret"];
         delete?: never;
         options?: never;
@@ -769,10 +964,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List a tenant's widget configs */
+        /**
+         * List a tenant's widget configs
+         * @description The tenant's widget configs, a page at a time.
+         */
         get: operations["get_api_v1_tenants_tenant_id_widgets"];
         put?: never;
-        /** Configure the widget of a new placement */
+        /**
+         * Configure the widget of a new placement
+         * @description A new placement config (defaults for omitted fields); 409 if the placement has one.
+         */
         post: operations["post_api_v1_tenants_tenant_id_widgets"];
         delete?: never;
         options?: never;
@@ -787,12 +988,21 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A placement's widget config */
+        /**
+         * A placement's widget config
+         * @description One placement's config from PostgreSQL.
+         */
         get: operations["get_api_v1_tenants_tenant_id_widgets_placement_id"];
-        /** Replace a placement's widget config */
+        /**
+         * Replace a placement's widget config
+         * @description Replace the whole config (omitted fields return to their defaults).
+         */
         put: operations["put_api_v1_tenants_tenant_id_widgets_placement_id"];
         post?: never;
-        /** Delete a placement's widget config */
+        /**
+         * Delete a placement's widget config
+         * @description Remove the config; the placement falls back to the defaults.
+         */
         delete: operations["delete_api_v1_tenants_tenant_id_widgets_placement_id"];
         options?: never;
         head?: never;
@@ -808,7 +1018,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Merge an anonymous shopper's history into a known user */
+        /**
+         * Merge an anonymous shopper's history into a known user
+         * @description read_write key, or a read key with a valid user token for toUserId.
+         */
         post: operations["post_api_v1_users_merge"];
         delete?: never;
         options?: never;
@@ -826,7 +1039,10 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Erase a shopper: events, history, purchases, cached answers and personal counters (aggregates stay; repeated within a minute for events still queued) */
+        /**
+         * Erase a shopper: events, history, purchases, cached answers and personal counters (aggregates stay; repeated within a minute for events still queued)
+         * @description Erase everything of the shopper `user_id` of the key's tenant; logged for audit.
+         */
         delete: operations["delete_api_v1_users_user_id"];
         options?: never;
         head?: never;
@@ -840,7 +1056,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A placement's widget config for the SDK (cacheable 60 s, ETag) */
+        /**
+         * A placement's widget config for the SDK (cacheable 60 s, ETag)
+         * @description The config from the Redis projection; 304 when the client's ETag still matches.
+         */
         get: operations["get_api_v1_widgets_placement_id"];
         put?: never;
         post?: never;
@@ -857,7 +1076,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Liveness */
+        /**
+         * Liveness
+         * @description The process is up.
+         */
         get: operations["get_health"];
         put?: never;
         post?: never;
@@ -874,7 +1096,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Queue depth, lag and dead letters (Prometheus text format) */
+        /**
+         * Queue depth, lag and dead letters (Prometheus text format)
+         * @description Prometheus gauges of every queue, read from the broker, and the request metrics.
+         */
         get: operations["get_metrics"];
         put?: never;
         post?: never;
@@ -891,7 +1116,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Storefront counters (Prometheus text format) */
+        /**
+         * Storefront counters (Prometheus text format)
+         * @description Client-sent experiment variants the server overruled, per tenant.
+         */
         get: operations["get_metrics_storefront"];
         put?: never;
         post?: never;
@@ -908,7 +1136,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness */
+        /**
+         * Readiness
+         * @description PostgreSQL, Redis and the broker answer.
+         */
         get: operations["get_ready"];
         put?: never;
         post?: never;
@@ -925,7 +1156,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The storefront SDK (latest: cached 5 min; content-hashed name: immutable) */
+        /**
+         * The storefront SDK (latest: cached 5 min; content-hashed name: immutable)
+         * @description The SDK bundle with ETag, gzip and brotli.
+         */
         get: operations["get_v1_filename"];
         put?: never;
         post?: never;
@@ -3167,6 +3401,7 @@ export interface components {
             status: number;
             detail?: string;
             instance?: string | null;
+            requestId?: string;
             errors?: {
                 field?: string;
                 message?: string;
@@ -3176,7 +3411,18 @@ export interface components {
     responses: never;
     parameters: never;
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description Requests the key may make in the current one-minute window (its read or its write budget). */
+        "RateLimit-Limit": number;
+        /** @description Requests left in the current window. */
+        "RateLimit-Remaining": number;
+        /** @description Seconds until the window starts to refill. */
+        "RateLimit-Reset": number;
+        /** @description Seconds to wait before trying again. */
+        "Retry-After": number;
+        /** @description Strong validator of the content: send it back in If-None-Match to get a 304 while it has not changed. */
+        ETag: string;
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -3193,7 +3439,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3202,7 +3448,25 @@ export interface operations {
                     "application/json": components["schemas"]["AllTenantsOverviewRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3226,7 +3490,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3235,7 +3499,66 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many sign-in calls from this address (or failed sign-ins of this account) in the window; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The throttle cannot be checked (Redis unavailable); refused rather than unmetered. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3259,14 +3582,64 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many sign-in calls from this address (or failed sign-ins of this account) in the window; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The throttle cannot be checked (Redis unavailable); refused rather than unmetered. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3290,7 +3663,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3299,7 +3672,66 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The email or the password is wrong. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many sign-in calls from this address (or failed sign-ins of this account) in the window; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The throttle cannot be checked (Redis unavailable); refused rather than unmetered. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3319,14 +3751,23 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description The X-CSRF-Token header does not equal the CSRF cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3346,14 +3787,23 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3373,7 +3823,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3382,7 +3832,16 @@ export interface operations {
                     "application/json": components["schemas"]["AdminRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3406,7 +3865,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3415,7 +3874,43 @@ export interface operations {
                     "application/json": components["schemas"]["AdminRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3435,7 +3930,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3444,7 +3939,25 @@ export interface operations {
                     "application/json": components["schemas"]["AccessTokenRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No refresh cookie, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The X-CSRF-Token header does not equal the CSRF cookie. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3468,14 +3981,64 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many sign-in calls from this address (or failed sign-ins of this account) in the window; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The throttle cannot be checked (Redis unavailable); refused rather than unmetered. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3499,7 +4062,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -3508,7 +4071,66 @@ export interface operations {
                     "application/json": components["schemas"]["SessionRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description An account with this email already exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too many sign-in calls from this address (or failed sign-ins of this account) in the window; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The throttle cannot be checked (Redis unavailable); refused rather than unmetered. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3534,16 +4156,69 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CatalogPage"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3567,25 +4242,99 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CatalogItemRead"];
                 };
             };
-            /** @description 201 */
+            /** @description Created */
             201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CatalogItemRead"];
+                };
+            };
+            /** @description The body is empty or not valid JSON. */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CatalogItemRead"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3609,16 +4358,87 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CatalogBatchAccepted"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3640,16 +4460,69 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CatalogItemRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3675,16 +4548,96 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["CatalogItemRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3706,14 +4659,67 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3737,25 +4743,99 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["EventAccepted"];
                 };
             };
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventAccepted"];
+                };
+            };
+            /** @description The body is empty or not valid JSON. */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["EventAccepted"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3779,16 +4859,114 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["EventBatchResult"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    "get_api_v1_openapi.json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3811,7 +4989,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3825,9 +5003,38 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3851,7 +5058,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3860,14 +5067,52 @@ export interface operations {
                     "application/json": components["schemas"]["ReplayOutcome"];
                 };
             };
-            /** @description 400 */
+            /** @description The body is empty or not valid JSON. */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3887,7 +5132,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3896,7 +5141,25 @@ export interface operations {
                     "application/json": components["schemas"]["TenantModelList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3916,7 +5179,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3925,7 +5188,25 @@ export interface operations {
                     "application/json": components["schemas"]["QueueList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3945,7 +5226,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -3954,7 +5235,25 @@ export interface operations {
                     "application/json": components["schemas"]["WorkerList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -3983,16 +5282,69 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["RecommendationsRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4016,16 +5368,87 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["StorefrontEventResult"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4045,7 +5468,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4054,7 +5477,16 @@ export interface operations {
                     "application/json": components["schemas"]["TenantList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4078,7 +5510,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -4087,7 +5519,43 @@ export interface operations {
                     "application/json": components["schemas"]["TenantRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4109,7 +5577,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4118,7 +5586,25 @@ export interface operations {
                     "application/json": components["schemas"]["TenantDetail"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4144,7 +5630,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4153,7 +5639,52 @@ export interface operations {
                     "application/json": components["schemas"]["TenantRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4175,14 +5706,32 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4208,7 +5757,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4217,7 +5766,52 @@ export interface operations {
                     "application/json": components["schemas"]["TenantRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4243,7 +5837,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4252,7 +5846,34 @@ export interface operations {
                     "application/json": components["schemas"]["BreakdownRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4278,14 +5899,41 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4310,7 +5958,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4319,7 +5967,34 @@ export interface operations {
                     "application/json": components["schemas"]["FunnelRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4346,7 +6021,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4355,7 +6030,34 @@ export interface operations {
                     "application/json": components["schemas"]["TenantOverviewRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4382,7 +6084,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4391,7 +6093,34 @@ export interface operations {
                     "application/json": components["schemas"]["TimeseriesRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4418,7 +6147,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4427,7 +6156,34 @@ export interface operations {
                     "application/json": components["schemas"]["TopProductsRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4449,7 +6205,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4458,7 +6214,25 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4484,7 +6258,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -4493,7 +6267,61 @@ export interface operations {
                     "application/json": components["schemas"]["ApiKeyCreated"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The tenant already has 10 active keys; revoke one first. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4516,14 +6344,32 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4551,7 +6397,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4560,7 +6406,34 @@ export interface operations {
                     "application/json": components["schemas"]["AdminCatalogPage"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4590,7 +6463,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4599,7 +6472,34 @@ export interface operations {
                     "application/json": components["schemas"]["EventPage"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4623,14 +6523,41 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4657,7 +6584,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4666,7 +6593,34 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4692,7 +6646,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -4701,7 +6655,52 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4724,7 +6723,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4733,7 +6732,25 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4760,7 +6777,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4769,7 +6786,61 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The experiment has started; only drafts can be edited. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4792,14 +6863,41 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The experiment has started; its data belongs to its results. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4826,7 +6924,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4835,7 +6933,61 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not an allowed transition, or another experiment already runs on the placement. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4858,7 +7010,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4867,7 +7019,25 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentResultsRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4890,7 +7060,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4899,7 +7069,25 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentDailyResults"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4921,7 +7109,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4930,7 +7118,25 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4953,7 +7159,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4962,21 +7168,34 @@ export interface operations {
                     "application/json": components["schemas"]["ModelVersionRead"];
                 };
             };
-            /** @description 404 */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
             /** @description 409 */
             409: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
-            /** @description Problem */
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -4998,7 +7217,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5007,7 +7226,25 @@ export interface operations {
                     "application/json": components["schemas"]["api__blueprints__recommendations__ReadinessRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5029,7 +7266,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5038,7 +7275,25 @@ export interface operations {
                     "application/json": components["schemas"]["RetrainsRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5060,7 +7315,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
                     [name: string]: unknown;
@@ -5069,7 +7324,25 @@ export interface operations {
                     "application/json": components["schemas"]["RetrainQueued"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5091,7 +7364,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -5100,7 +7373,25 @@ export interface operations {
                     "application/json": components["schemas"]["UserTokenSecretRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5125,7 +7416,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5134,7 +7425,34 @@ export interface operations {
                     "application/json": components["schemas"]["WidgetList"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5160,7 +7478,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 201 */
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -5169,7 +7487,61 @@ export interface operations {
                     "application/json": components["schemas"]["WidgetRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The placement already has a widget config. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5192,7 +7564,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5201,7 +7573,25 @@ export interface operations {
                     "application/json": components["schemas"]["WidgetRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5228,7 +7618,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5237,7 +7627,52 @@ export interface operations {
                     "application/json": components["schemas"]["WidgetRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5260,14 +7695,32 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 204 */
+            /** @description No content */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5291,16 +7744,87 @@ export interface operations {
             };
         };
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["UserMergeRead"];
                 };
             };
-            /** @description Problem */
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5322,16 +7846,69 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 202 */
+            /** @description Accepted: queued, done shortly after the answer */
             202: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErasureRead"];
                 };
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5345,7 +7922,10 @@ export interface operations {
     get_api_v1_widgets_placement_id: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag of a copy the client holds. */
+                "If-None-Match"?: string;
+            };
             path: {
                 placement_id: string;
             };
@@ -5353,23 +7933,81 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["WidgetRead"];
                 };
             };
-            /** @description 304 */
+            /** @description Not modified: the If-None-Match ETag still matches */
             304: {
                 headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description No API key, or one that is not valid (revoked, unknown). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key may not do this (a read key writing) or the tenant is suspended. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The key's per-minute budget is spent; wait `Retry-After` seconds. */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The rate limit cannot be checked (Redis unavailable); retry shortly. */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5389,7 +8027,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5398,7 +8036,7 @@ export interface operations {
                     "application/json": components["schemas"]["HealthRead"];
                 };
             };
-            /** @description Problem */
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5418,14 +8056,23 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description The caller is not on the api's own machine (or came through a proxy) and sent no valid `Authorization: Bearer <RECOMENGINE_METRICS_TOKEN>`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5445,14 +8092,24 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description Problem */
+            /** @description The counters cannot be read (Redis unavailable). */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5472,7 +8129,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5481,7 +8138,7 @@ export interface operations {
                     "application/json": components["schemas"]["api__blueprints__health__ReadinessRead"];
                 };
             };
-            /** @description 503 */
+            /** @description Not ready */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -5490,7 +8147,7 @@ export interface operations {
                     "application/json": components["schemas"]["api__blueprints__health__ReadinessRead"];
                 };
             };
-            /** @description Problem */
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -5504,7 +8161,10 @@ export interface operations {
     get_v1_filename: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description The ETag of a copy the client holds. */
+                "If-None-Match"?: string;
+            };
             path: {
                 filename: string;
             };
@@ -5512,21 +8172,32 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 200 */
+            /** @description OK */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            /** @description 304 */
+            /** @description Not modified: the If-None-Match ETag still matches */
             304: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
-            /** @description Problem */
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
                     [name: string]: unknown;
