@@ -149,4 +149,6 @@ def write_shop(*, api_base: str, read_key: str, write_key: str, folder: Path = S
     pages = render_shop(api_base=api_base, read_key=read_key, write_key=write_key)
     for name, text in pages.items():
         (folder / name).write_text(text, encoding="utf-8")
+    # The landing page's live widget reads the same read key the shop's pages already carry.
+    (folder / "recomengine.json").write_text(json.dumps({"key": read_key}), encoding="utf-8")
     return folder

@@ -47,6 +47,20 @@ if [ ! -f sdk/dist/recomengine.js ] \
   (cd sdk && npm run --silent build)
 fi
 
+# The public pages and docs (web/dist/): `recomengine site` renders them when their sources, the
+# api (the API reference is its OpenAPI document) or the rules they quote changed. Skipped in a
+# tree without them (the bootstrap's own tests copy only the script).
+if [ -f web/site_build.py ]; then
+  site_hash=$(find docs web/templates web/static web/site_build.py cli/commands/web.py api domain \
+      store/events.py store/experiments.py -type f -not -path '*/__pycache__/*' \
+      | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+  if [ ! -f web/dist/index.html ] || [ "$(cat web/dist/.source-hash 2>/dev/null)" != "$site_hash" ]; then
+    echo "building the public pages and docs (recomengine site)..."
+    .venv/bin/recomengine site >/dev/null
+    echo "$site_hash" > web/dist/.source-hash
+  fi
+fi
+
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

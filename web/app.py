@@ -40,6 +40,8 @@ class WebConfig:
     dist_dir: Path
     shop_dir: Path
     api_url: str
+    # The built public pages and docs (web/site_build.py); absent: the dashboard answers.
+    site_dir: Path | None = None
     request_max_bytes: int = 16 * 1024 * 1024
 
 
@@ -60,7 +62,7 @@ def _is_hashed_asset(relative: str) -> bool:
     return relative.startswith("assets/")
 
 
-_COMPRESSIBLE = (".js", ".css", ".html", ".svg", ".json", ".txt", ".map")
+_COMPRESSIBLE = (".js", ".css", ".html", ".svg", ".json", ".txt", ".map", ".xml")
 # Compressed files by (path, size, mtime): the built files are few and small, and a rebuild
 # changes their names or their mtime.
 _gzipped: dict[tuple[str, int, float], bytes] = {}
@@ -183,7 +185,20 @@ def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic
             return text("Not found", status=404)
         return await _send(request, found, NO_CACHE)
 
+    def site_file(path: str) -> Path | None:
+        """The public page or site file of `path`, if the site is built and has one."""
+        if config.site_dir is None:
+            return None
+        clean = path.strip("/")
+        if not clean:
+            return _inside(config.site_dir, "index.html")
+        return _inside(config.site_dir, clean) or _inside(config.site_dir, clean + "/index.html")
+
     async def serve_dashboard(request: Request, path: str) -> HTTPResponse:
+        page = site_file(path)
+        if page is not None:
+            hashed = path.startswith("site-assets/")
+            return await _send(request, page, IMMUTABLE if hashed else NO_CACHE)
         found = _inside(config.dist_dir, path) if path else None
         if found is not None and found.name != "index.html":
             return await _send(request, found, IMMUTABLE if _is_hashed_asset(path) else NO_CACHE)
@@ -210,12 +225,13 @@ def create_web_app(config: WebConfig, *, name: str = "recomengine_web") -> Sanic
 
     @app.get("/<path:path>", name="dashboard_file")
     async def dashboard_file(request: Request, path: str) -> HTTPResponse:
-        """A built file, or the app's index for any other route (the router decides there)."""
+        """A public page, a built file, or the app's index for any other route (the app's
+        router decides there)."""
         return await serve_dashboard(request, path)
 
     @app.get("/", name="dashboard_root")
     async def dashboard_root(request: Request) -> HTTPResponse:
-        """The app's index."""
+        """The landing page (the app's index when the public pages are not built)."""
         return await serve_dashboard(request, "")
 
     return app
