@@ -38,7 +38,8 @@ PROCESSES = {
     # Training has its own pool, so a long fit never holds up ingestion.
     "worker-training": ["worker", "--queues", "training", "--processes", "1", "--threads", "1"],
     "scheduler": ["scheduler"],
-    # The dashboard, the operators' console and the demo shop (built files; no Node at run time).
+    # The public pages, the dashboard, the operators' console and the demo shop (built files; no
+    # Node at run time).
     "web": ["web", "--port", str(WEB_PORT)],
 }
 
@@ -115,6 +116,7 @@ RecomEngine is up.
   OpenAPI        http://localhost:{API_PORT}/api/v1/openapi.json
   PostgreSQL     {postgres.url}
   Redis          127.0.0.1:{REDIS_PORT} db 0 (broker), db 1 (projections); URLs in .run/dev/env
+  Site and docs  http://localhost:{WEB_PORT}/   (docs: /docs)
   Dashboard      http://localhost:{WEB_PORT}/dashboard   (operators: /ops)
   Logs           .run/dev/logs/
 Stop everything with: make down
