@@ -135,10 +135,10 @@ def _expected_row(plan: Plan) -> list[str]:
     def amount(value: int | None) -> str:
         return "Custom" if value is None else f"{value:,}"
 
-    def overage(price: int | None) -> str:
+    def overage(price: int | None, *, refused: str) -> str:
         if price is not None:
             return f"${price} per extra million"
-        return "Custom" if plan.events_included is None else "Refused past the allowance (429)"
+        return "Custom" if plan.events_included is None else refused
 
     price = plan.monthly_price_usd
     return [
@@ -146,8 +146,9 @@ def _expected_row(plan: Plan) -> list[str]:
         "Custom" if price is None else f"${price:,}",
         amount(plan.events_included),
         amount(plan.requests_included),
-        overage(plan.overage_per_million_events_usd),
-        overage(plan.overage_per_million_requests_usd),
+        # Past the events allowance writes are refused; recommendations are reads.
+        overage(plan.overage_per_million_events_usd, refused="Refused past the allowance (429)"),
+        overage(plan.overage_per_million_requests_usd, refused="Still answered, no overage"),
         "Unlimited" if plan.max_tenants is None else str(plan.max_tenants),
         plan.notes,
     ]
@@ -282,3 +283,18 @@ async def test_the_landing_page_says_so_when_there_is_no_demo_tenant(
         assert errors == []
     finally:
         await context.close()
+
+
+def test_the_demo_command_leaves_the_landing_page_the_read_key_its_shop_already_shows(
+    tmp_path: Path,
+) -> None:
+    from cli.shop import write_shop
+
+    write_shop(
+        api_base="http://localhost:5008",
+        read_key="rk_live_r",
+        write_key="rk_live_w",
+        folder=tmp_path,
+    )
+    assert json.loads((tmp_path / "recomengine.json").read_text()) == {"key": "rk_live_r"}
+    assert 'data-api-key="rk_live_r"' in (tmp_path / "index.html").read_text()
