@@ -71,6 +71,10 @@ def _message(event: str, data: Any, *, id_: str | None = None) -> bytes:
     responses={200: None},
     security="bearer",
     content_type="text/event-stream",
+    errors={
+        429: f"The account already has {MAX_STREAMS_PER_ADMIN} live tails open; "
+        "wait `Retry-After` seconds."
+    },
 )
 @require_admin
 async def stream_events(request: Request, tenant_id: str) -> HTTPResponse:
