@@ -27,7 +27,7 @@ from playwright.async_api import Browser
 from site_support import site_browser, site_dir, site_shop_dir, site_url
 
 from store.settings import Settings
-from web.site_build import Sample, samples
+from web.site_build import DOCS_DIR, Sample, samples
 
 __all__ = ["site_browser", "site_dir", "site_shop_dir", "site_url"]  # fixtures used by name
 
@@ -112,6 +112,9 @@ def _last_json(stdout: str) -> Any:
 
 
 def test_every_code_sample_of_the_guides_is_run_by_these_tests() -> None:
+    # A new guide joins GUIDES, so its samples run too.
+    assert {p.name for p in DOCS_DIR.glob("*.md")} == {*GUIDES, "index.md"}
+    assert [s for s in samples("index.md") if s.language != "json"] == []
     for source in GUIDES:
         for sample in samples(source):
             if sample.language == "json":
