@@ -51,7 +51,8 @@ fi
 # api (the API reference is its OpenAPI document) or the rules they quote changed. Skipped in a
 # tree without them (the bootstrap's own tests copy only the script).
 if [ -f web/site_build.py ]; then
-  site_hash=$(find docs web/templates web/static web/site_build.py cli/commands/web.py api domain \
+  site_hash=$(find docs web/templates web/static web/site_build.py cli/commands/web.py \
+      cli/commands/openapi.py api domain \
       store/events.py store/experiments.py -type f -not -path '*/__pycache__/*' \
       | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
   if [ ! -f web/dist/index.html ] || [ "$(cat web/dist/.source-hash 2>/dev/null)" != "$site_hash" ]; then
