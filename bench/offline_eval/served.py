@@ -549,10 +549,11 @@ def run_case(case: Case, redis_url: str) -> dict[str, float]:
     ]
     if above:
         a, b = metrics_of(served, case, above), metrics_of(trending, case, above)
+        how = "collaborative" if collaborative_ready else "content-based, collaborative not ready"
         print(
             f"  just above the line ({MIN_USER_EVENTS_FOR_COLLABORATIVE}-"
             f"{2 * MIN_USER_EVENTS_FOR_COLLABORATIVE - 1} entries): {len(above)} users, served "
-            f"collaborative {a['ndcg10']:.4f} vs trending {b['ndcg10']:.4f}"
+            f"({how}) {a['ndcg10']:.4f} vs trending {b['ndcg10']:.4f}"
         )
         pooled["above"] = float(len(above))
         pooled["above_served"] = a["ndcg10"] * len(above)
@@ -598,8 +599,8 @@ def main(argv: list[str] | None = None) -> None:
         m = sum(p.get("above", 0.0) for p in pooled)
         if m:
             print(
-                f"Users just above the line over every cut: {m:.0f}; mean NDCG@10 served "
-                f"collaborative {sum(p.get('above_served', 0.0) for p in pooled) / m:.4f} vs "
+                f"Users just above the line over every cut: {m:.0f}; mean NDCG@10 as served "
+                f"{sum(p.get('above_served', 0.0) for p in pooled) / m:.4f} vs "
                 f"trending {sum(p.get('above_trending', 0.0) for p in pooled) / m:.4f}"
             )
     finally:
