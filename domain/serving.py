@@ -128,6 +128,15 @@ class ServedItem:
         }
 
 
+def answer_cache_seconds(config: Mapping[str, Any] | None, *, default: int) -> int:
+    """How long the tenant's answers may be served unchanged: its `answerCacheSeconds`, else
+    the server's default."""
+    value = (config or {}).get("answerCacheSeconds")
+    if type(value) is not int or value < 0:
+        return default
+    return value
+
+
 def readiness_from_meta(meta: Mapping[str, Any] | None) -> ReadinessReport:
     """The readiness report a training run published (nothing is ready before training)."""
     strategies = {}

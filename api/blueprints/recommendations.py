@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ from domain.serving import (
     RankedCandidate,
     ServingDecision,
     ServingRequest,
+    answer_cache_seconds,
     rank,
     select,
 )
@@ -177,12 +179,18 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
     """
     user_id, placement_id = _last(request, "userId"), _last(request, "placementId")
     settings = request.app.ctx.settings
-    if not settings.answer_cache_seconds or not 0 < len(user_id) <= 256:
+    if not 0 < len(user_id) <= 256:
         return None
     digest = hashlib.blake2b(request.query_string.encode(), digest_size=16).hexdigest()
     projected = request.ctx.projected_args = _projected_args(request)
 
-    def lookup(tenant_id: str) -> tuple[list[str], list[str]]:
+    def lookup(
+        tenant_id: str, tenant_config: Mapping[str, Any]
+    ) -> tuple[list[str], list[str]] | None:
+        max_age = answer_cache_seconds(tenant_config, default=settings.answer_cache_seconds)
+        if not max_age:
+            return None  # the tenant's answers are computed afresh every time
+        request.ctx.answer_cache_seconds = max_age
         answer_keys = answer_lookup_keys(
             tenant_id=tenant_id,
             user_id=user_id,
@@ -193,7 +201,7 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
         request.ctx.answer_key = answer_keys[0]
         # The live counters' hour: a trending answer must not outlive the hour it read.
         hour = int(time.time()) // 3600
-        return answer_keys, lookup_args(hour, projected, settings.answer_cache_seconds)
+        return answer_keys, lookup_args(hour, projected, max_age)
 
     return lookup
 
@@ -447,7 +455,7 @@ async def _cache(request: Request, *, head: bytes, stamp: bytes) -> None:
             answer_key=request.ctx.answer_key,
             stamp=stamp,
             body=head,
-            ttl_seconds=request.app.ctx.settings.answer_cache_seconds,
+            ttl_seconds=request.ctx.answer_cache_seconds,
         )
     except (RedisError, OSError):
         log.warning("a recommendations answer could not be cached", exc_info=True)

@@ -2497,6 +2497,12 @@ export interface components {
              * @default null
              */
             holdoutBaseline?: ("trending" | "none") | null;
+            /**
+             * Answercacheseconds
+             * @description How long a recommendation answer (or a shopper's projected answers) may be served unchanged, in seconds; 0 computes every answer afresh (default: the server's RECOMENGINE_ANSWER_CACHE_SECONDS)
+             * @default null
+             */
+            answerCacheSeconds?: number | null;
         };
         /**
          * TenantCreate
