@@ -15,6 +15,7 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 
+from domain import cursors
 from domain.event_message import MessageEvent
 from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute
 from store.event_projections import (
@@ -351,17 +352,23 @@ async def ingest_and_project(
     return outcome.inserted
 
 
+EVENTS_CURSOR = "events"
+
+
 def encode_cursor(occurred_at: datetime, event_id: str) -> str:
-    """An opaque cursor after one event of the newest-first listing."""
-    raw = json.dumps([occurred_at.isoformat(), event_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """An opaque cursor after one event of the newest-first listing (domain.cursors)."""
+    return cursors.encode_cursor(EVENTS_CURSOR, occurred_at.isoformat(), event_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
-    """The position a cursor points after, or None when it is not one of ours."""
+    """The position a cursor points after, or None when it is not one of ours (the format
+    before domain.cursors is still read: clients may hold one)."""
+    found = cursors.decode_cursor(cursor, EVENTS_CURSOR, arity=2)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        moment, event_id = json.loads(raw)
+        if found is None:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            found = tuple(json.loads(raw))
+        moment, event_id = found
         parsed = datetime.fromisoformat(moment)
     except (ValueError, TypeError):
         return None
