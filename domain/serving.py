@@ -19,9 +19,9 @@ from domain.strategies.base import (
     COLLABORATIVE,
     CONTENT_BASED,
     FREQUENTLY_BOUGHT_TOGETHER,
-    STRATEGY_NAMES,
     TRENDING,
 )
+from domain.strategies.registry import STRATEGY_NAMES
 
 DEFAULT_STRATEGY = COLLABORATIVE
 DEFAULT_LIMIT = 10
