@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
@@ -28,7 +28,8 @@ ALLOWED_JWT_ALGORITHMS = ["HS256"]
 Handler = Callable[..., Awaitable[HTTPResponse]]
 R = TypeVar("R")
 # Given the tenant of the key: the follow-up keys and arguments of the rate-limit call.
-FollowUp = Callable[[str], tuple[list[str], list[str]] | None]
+# Given the key's tenant id and config: the follow-up script's keys and arguments, or None.
+FollowUp = Callable[[str, Mapping[str, Any]], tuple[list[str], list[str]] | None]
 
 
 def issue_access_token(
@@ -220,7 +221,9 @@ class ApiKeyAuthenticator:
         tenant (or None): its reply comes back as the decision's `extra`.
         """
         key_hash, cached = await self._resolve(raw_key)
-        lookup = follow_up(cached.record.tenant_id) if follow_up else None
+        lookup = (
+            follow_up(cached.record.tenant_id, cached.record.tenant_config) if follow_up else None
+        )
         window, touch = self._window(cached.record, write=write)
         try:
             if lookup:

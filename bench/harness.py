@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
@@ -236,3 +237,15 @@ async def make_bench_tenant(
         )
         raw_keys[permission] = raw_key
     return BenchTenant(admin_id=str(admin.id), tenant_id=tenant_id, keys=raw_keys)
+
+
+def export_tree(ref: str, into: Path) -> Path:
+    """The code of git `ref` (tracked files) unpacked into `into`."""
+    archive = into.with_suffix(".tar")
+    subprocess.run(
+        ["git", "archive", "--format=tar", "-o", str(archive), ref], cwd=ROOT, check=True
+    )
+    into.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return into

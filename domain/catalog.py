@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
+from domain import cursors
 from domain.errors import FieldError, ValidationFailed
 from domain.text import is_unicode_text
 
@@ -343,23 +344,27 @@ def _storable(text: str) -> bool:
     return "\x00" not in text and is_unicode_text(text)
 
 
+CATALOG_CURSOR = "catalog"
+
+
 def encode_cursor(product_id: str) -> str:
-    """An opaque cursor that resumes a listing after `product_id` (keyset, stable under inserts)."""
-    raw = json.dumps({"after": product_id}, ensure_ascii=False).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    """An opaque cursor that resumes a listing after `product_id` (keyset, stable under inserts;
+    domain.cursors)."""
+    return cursors.encode_cursor(CATALOG_CURSOR, product_id)
 
 
 def decode_cursor(cursor: str) -> str:
-    """The product id a cursor resumes after; ValidationFailed for anything not ours."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8"))
-        after = data["after"]
-    except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error) as exc:
-        raise ValidationFailed(
-            "The cursor is not valid.",
-            errors=[FieldError(field="cursor", message="is not a cursor this api issued")],
-        ) from exc
+    """The product id a cursor resumes after; ValidationFailed for anything not ours (the format
+    before domain.cursors is still read: clients may hold one)."""
+    found = cursors.decode_cursor(cursor, CATALOG_CURSOR, arity=1)
+    after: object = found[0] if found else None
+    if found is None:
+        try:
+            padded = cursor + "=" * (-len(cursor) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8"))
+            after = data["after"]
+        except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
+            after = None
     if not isinstance(after, str) or not after or not _storable(after):
         raise ValidationFailed(
             "The cursor is not valid.",

@@ -12,9 +12,9 @@ from domain.strategies.base import (
     COLLABORATIVE,
     CONTENT_BASED,
     FREQUENTLY_BOUGHT_TOGETHER,
-    STRATEGY_NAMES,
     TRENDING,
 )
+from domain.strategies.registry import STRATEGY_NAMES
 
 COLD_START_USER = "cold_start_user"
 COLD_START_PRODUCT = "cold_start_product"

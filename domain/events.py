@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.errors import FieldError, ValidationFailed
+from domain.event_message import MessageEvent
 from domain.interactions import EVENT_WEIGHTS
 from domain.text import is_unicode_text
 
@@ -71,12 +72,13 @@ class Event:
     # occurred_at as the ISO 8601 text the dedupe digest hashed (made once per event).
     occurred_at_text: str = ""
 
-    def to_message(self) -> dict[str, Any]:
+    def to_message(self) -> MessageEvent:
         """The JSON-primitive form carried in a queue message: optional fields only when set
         (a quarter less to encode, hold in Redis while a backlog waits, and decode), flags
         always and last (the ingest pre-check script adds a warning to the end of the encoded
         form)."""
-        message: dict[str, Any] = {
+        # flags come last, below
+        message: MessageEvent = {  # type: ignore[typeddict-item]
             "id": self.event_id,
             "type": self.event_type,
             "user": self.user_id,

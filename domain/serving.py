@@ -19,9 +19,9 @@ from domain.strategies.base import (
     COLLABORATIVE,
     CONTENT_BASED,
     FREQUENTLY_BOUGHT_TOGETHER,
-    STRATEGY_NAMES,
     TRENDING,
 )
+from domain.strategies.registry import STRATEGY_NAMES
 
 DEFAULT_STRATEGY = COLLABORATIVE
 DEFAULT_LIMIT = 10
@@ -126,6 +126,15 @@ class ServedItem:
             "category": self.card.get("category"),
             "reason": {"strategy": self.strategy, "because": list(self.because)},
         }
+
+
+def answer_cache_seconds(config: Mapping[str, Any] | None, *, default: int) -> int:
+    """How long the tenant's answers may be served unchanged: its `answerCacheSeconds`, else
+    the server's default."""
+    value = (config or {}).get("answerCacheSeconds")
+    if type(value) is not int or value < 0:
+        return default
+    return value
 
 
 def readiness_from_meta(meta: Mapping[str, Any] | None) -> ReadinessReport:

@@ -43,18 +43,12 @@ from domain.serving import (
     rank,
 )
 from domain.strategies.base import (
-    COLLABORATIVE,
-    CONTENT_BASED,
-    FREQUENTLY_BOUGHT_TOGETHER,
     TRENDING,
 )
+from domain.strategies.registry import PROJECTED_STRATEGIES
 from store import keys
 from store.models import ServingReader
 
-# Strategies a user's answers are projected for; the others (trending follows live counters,
-# item-context needs a product) are computed per request.
-PROJECTED_STRATEGIES = (COLLABORATIVE, CONTENT_BASED)
-PROJECTED_PRODUCT_STRATEGIES = (COLLABORATIVE, CONTENT_BASED, FREQUENTLY_BOUGHT_TOGETHER)
 DEFAULT_FIELD = "@default"  # requests naming no strategy, answered by the tenant's default
 CONFIG_FIELD = "@config"  # JSON {"defaultStrategy": ...} the `@default` field was ranked with
 # Candidates kept per field: a request whose filters leave fewer than its limit of a list that

@@ -15,6 +15,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from domain import cursors
 from domain.errors import Conflict, Unavailable
 from domain.experiments.lifecycle import (
     ExperimentStatus,
@@ -142,16 +143,24 @@ async def get_experiment(
     return None if row is None else experiment_from_row(row)
 
 
+EXPERIMENTS_CURSOR = "experiments"
+
+
 def encode_experiment_cursor(created_at: str, experiment_id: str) -> str:
-    """An opaque cursor pointing after one experiment of a list."""
-    return base64.urlsafe_b64encode(f"{created_at}|{experiment_id}".encode()).decode()
+    """An opaque cursor pointing after one experiment of a list (domain.cursors)."""
+    return cursors.encode_cursor(EXPERIMENTS_CURSOR, created_at, experiment_id)
 
 
 def decode_experiment_cursor(cursor: str) -> tuple[datetime, uuid.UUID] | None:
-    """(created_at, id) a cursor points after, or None when it is not one of ours."""
+    """(created_at, id) a cursor points after, or None when it is not one of ours (the format
+    before domain.cursors is still read: clients may hold one)."""
+    found = cursors.decode_cursor(cursor, EXPERIMENTS_CURSOR, arity=2)
     try:
-        text = base64.urlsafe_b64decode(cursor.encode()).decode()
-        created, _, ident = text.partition("|")
+        if found is None:
+            text = base64.urlsafe_b64decode(cursor.encode()).decode()
+            created, _, ident = text.partition("|")
+        else:
+            created, ident = found
         return datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%f%z"), uuid.UUID(ident)
     except (ValueError, UnicodeDecodeError):
         return None

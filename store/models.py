@@ -21,6 +21,7 @@ import ujson
 from redis.asyncio import Redis
 
 from domain.serving import Hydration, ServingContext, readiness_from_meta
+from domain.strategies.registry import SERVED_LISTS
 from store import keys
 
 # A list entry is [productId, score, [because...]].
@@ -284,28 +285,43 @@ async def read_meta(redis: Redis, *, tenant_id: str) -> dict[str, Any]:
 #       6 live trending size
 # The reply is a flat array of stored strings (no JSON re-encoding in Lua): only the lists,
 # never the cards; those are fetched for the few candidates that get served.
+# A recommendation request's context in one call. KEYS: 1 the current version, 2 the widget
+# config, 3 the running experiment, 4 the user's history, 5 and 6 the live trending counters of
+# this hour and the one before. ARGV: 1 the tenant's model prefix, 2 the user, 3 the product
+# ('' for none), 4 history size, 5 recent products, 6 live trending size, then one triple per
+# list the strategy registry serves (name, the version's key suffix, what it is keyed by).
+# Reply: a flat list of names and values, decoded by `to_serving_context` only.
 _CONTEXT = """
 local version = redis.call('GET', KEYS[1])
 local history = redis.call('ZREVRANGE', KEYS[4], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
 local reply = {
-  version or '', redis.call('GET', KEYS[2]) or '', redis.call('GET', KEYS[3]) or '',
-  redis.call('ZCARD', KEYS[4]), history,
-  redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
-  redis.call('ZREVRANGE', KEYS[6], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
+  'version', version or '',
+  'widget', redis.call('GET', KEYS[2]) or '',
+  'experiment', redis.call('GET', KEYS[3]) or '',
+  'historyCount', redis.call('ZCARD', KEYS[4]),
+  'history', history,
+  'liveNow', redis.call('ZREVRANGE', KEYS[5], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
+  'liveBefore', redis.call('ZREVRANGE', KEYS[6], 0, tonumber(ARGV[6]) - 1, 'WITHSCORES'),
 }
+local function add(name, value)
+  reply[#reply + 1] = name
+  reply[#reply + 1] = value
+end
 if not version then return reply end
 local base = ARGV[1] .. version
-local product = ARGV[3]
-reply[8] = redis.call('HGET', base .. ':meta', 'readiness') or ''
-reply[9] = redis.call('HGET', base .. ':cf', ARGV[2]) or ''
-reply[10] = redis.call('GET', base .. ':trending') or ''
+local user, product = ARGV[2], ARGV[3]
+add('readiness', redis.call('HGET', base .. ':meta', 'readiness') or '')
+for i = 7, #ARGV - 2, 3 do
+  local key, by = base .. ':' .. ARGV[i + 1], ARGV[i + 2]
+  local value = false
+  if by == 'tenant' then value = redis.call('GET', key)
+  elseif by == 'user' then value = redis.call('HGET', key, user)
+  elseif product ~= '' then value = redis.call('HGET', key, product)
+  end
+  if value then add(ARGV[i], value) end
+end
 if product ~= '' then
-  reply[11] = redis.call('HGET', base .. ':content', product) or ''
-  reply[12] = redis.call('HGET', base .. ':fbt', product) or ''
-  reply[13] = redis.call('HGET', base .. ':cfitem', product) or ''
-  reply[14] = redis.call('HGET', base .. ':popularity', product) or ''
-else
-  reply[11], reply[12], reply[13], reply[14] = '', '', '', ''
+  add('productInteractions', redis.call('HGET', base .. ':popularity', product) or '')
 end
 -- Content neighbours of the user's most recent products, for fresh content-based answers.
 local seen, recent = {}, {}
@@ -318,11 +334,11 @@ for i = 1, #history, 2 do
     recent[#recent + 1] = pid
   end
 end
-reply[15] = recent
+add('recent', recent)
 if #recent > 0 then
-  reply[16] = redis.call('HMGET', base .. ':content', unpack(recent))
+  add('recentContent', redis.call('HMGET', base .. ':content', unpack(recent)))
 else
-  reply[16] = {}
+  add('recentContent', {})
 end
 return reply
 """
@@ -367,45 +383,41 @@ class LazyLists(Mapping[str, list[tuple[str, float, tuple[str, ...]]]]):
 
 
 def to_serving_context(reply: Sequence[Any]) -> ServingContext:
-    """The context script's reply as the domain's ServingContext."""
-    reply = list(reply) + [b""] * (16 - len(reply))
+    """The context script's name/value reply as the domain's ServingContext."""
+    values: dict[str, Any] = {
+        name.decode(): value for name, value in zip(reply[0::2], reply[1::2], strict=True)
+    }
     history = []
-    for member, score in _pairs(reply[4]):
+    for member, score in _pairs(values["history"]):
         event_type, _, product_id = member.partition("|")
         history.append((event_type, product_id, score))
     live: dict[str, float] = {}
-    for product_id, score in _pairs(reply[5]) + _pairs(reply[6]):
+    for product_id, score in _pairs(values["liveNow"]) + _pairs(values["liveBefore"]):
         live[product_id] = live.get(product_id, 0.0) + score
-    recent = _texts(reply[14] or [])
+    recent = _texts(values.get("recent") or [])
     recent_content = {
-        product: _decode_list(raw) for product, raw in zip(recent, reply[15] or [], strict=False)
+        product: _decode_list(raw)
+        for product, raw in zip(recent, values.get("recentContent") or [], strict=False)
     }
-    lists = LazyLists(
-        {
-            name: reply[index]
-            for name, index in (
-                ("collaborative", 8),
-                ("trending", 9),
-                ("contentItem", 10),
-                ("fbtItem", 11),
-                ("collaborativeItem", 12),
-            )
-            if reply[index]
-        }
-    )
-    version = _text(reply[0])
+    lists = LazyLists({lst.name: values[lst.name] for lst in SERVED_LISTS if values.get(lst.name)})
+    version = _text(values["version"])
+    interactions = values.get("productInteractions")
     return ServingContext(
         model_version=version or None,
-        readiness=readiness_from_meta(_json_or_none(reply[7])),
-        widget=_json_or_none(reply[1]),
-        experiment=_json_or_none(reply[2]),
+        readiness=readiness_from_meta(_json_or_none(values.get("readiness"))),
+        widget=_json_or_none(values["widget"]),
+        experiment=_json_or_none(values["experiment"]),
         history=history,
-        history_count=int(reply[3] or 0),
+        history_count=int(values["historyCount"] or 0),
         lists=lists,
         recent_content=recent_content,
         live_trending=sorted(live.items(), key=lambda kv: -kv[1]),
-        product_interactions=int(reply[13]) if reply[13] else 0,
+        product_interactions=int(interactions) if interactions else 0,
     )
+
+
+# The lists the registry's strategies serve, as the context script's trailing arguments.
+_SERVED_LIST_ARGS = [part for lst in SERVED_LISTS for part in (lst.name, lst.suffix, lst.key)]
 
 
 class ServingReader:
@@ -446,6 +458,7 @@ class ServingReader:
                 self.HISTORY_SIZE,
                 self.RECENT_PRODUCTS,
                 self.LIVE_TRENDING_SIZE,
+                *_SERVED_LIST_ARGS,
             ],
         )
         return to_serving_context(reply)

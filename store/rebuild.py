@@ -22,14 +22,13 @@ from redis.asyncio import Redis
 
 from store import keys
 from store.catalog import rebuild_projections
-from store.events import (
-    _ATTRIBUTION_COLUMNS,
-    _ROW_COLUMNS,
+from store.event_projections import (
     CLIENT_ID_TTL_SECONDS,
     apply_guarded,
     attribution_effects,
     event_effects,
 )
+from store.events import _ATTRIBUTION_COLUMNS, _ROW_COLUMNS
 from store.experiments import reproject_running_experiments
 from store.history import HISTORY_TTL_SECONDS
 from store.models import current_version

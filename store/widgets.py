@@ -11,6 +11,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from domain import cursors
 from domain.errors import Conflict, Unavailable
 from store import keys
 
@@ -159,12 +160,19 @@ async def get_widget(
     return None if row is None else widget_config_from_row(row)
 
 
+WIDGETS_CURSOR = "widgets"
+
+
 def _encode_cursor(placement_id: str) -> str:
-    return base64.urlsafe_b64encode(placement_id.encode()).decode().rstrip("=")
+    return cursors.encode_cursor(WIDGETS_CURSOR, placement_id)
 
 
 def decode_widget_cursor(cursor: str) -> str | None:
-    """The placement id a list cursor points after, or None when the cursor is not one of ours."""
+    """The placement id a list cursor points after, or None when the cursor is not one of ours
+    (the format before domain.cursors, the bare id, is still read: clients may hold one)."""
+    found = cursors.decode_cursor(cursor, WIDGETS_CURSOR, arity=1)
+    if found is not None:
+        return found[0]
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):

@@ -174,7 +174,7 @@ def _environment() -> Environment:
 
 def _facts() -> dict[str, Any]:
     """What the guides quote from the code, so that a changed rule changes the docs."""
-    from store.events import CLIENT_ID_TTL_SECONDS, SEEN_TTL_SECONDS
+    from store.event_projections import CLIENT_ID_TTL_SECONDS, SEEN_TTL_SECONDS
     from store.experiments import SEQUENTIAL_PLANNED_USERS_PER_VARIANT
 
     return {

@@ -7,9 +7,6 @@ made here at import time; it opens no connection until the first message is sent
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from typing import Any
 
 import dramatiq
 import orjson
@@ -29,8 +26,6 @@ from dramatiq.middleware import (
 )
 from prometheus_client import CollectorRegistry
 
-from store.events import QueueFrame
-from store.redis import run_script
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
 from workers.queues import QUEUES
@@ -107,47 +102,3 @@ _ENCODER = FastJSONEncoder()
 dramatiq.set_encoder(_ENCODER)
 broker = build_broker(get_settings().broker_url)
 dramatiq.set_broker(broker)
-
-
-# What Dramatiq's Redis `enqueue` writes, atomically: the body under its id in
-# `<ns>:<queue>.msgs` (KEYS[1]), then the id at the tail of `<ns>:<queue>` (KEYS[2]), so that a
-# consumer never sees an id without its body. One script call is one command to send and one
-# short reply to read, where MULTI/HSET/RPUSH/EXEC is four of each.
-_ENQUEUE = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[1])
-"""
-
-
-async def enqueue_async(client: Any, message: dramatiq.Message[Any]) -> None:
-    """Enqueue `message` from an asyncio program without blocking its loop; returns once Redis
-    holds it (Dramatiq's broker is synchronous)."""
-    redis_id = str(uuid.uuid4())
-    encoded = message.copy(options={"redis_message_id": redis_id}).encode()
-    queue = f"{broker.namespace}:{message.queue_name}"
-    await run_script(client, _ENQUEUE, [f"{queue}.msgs", queue], redis_id, encoded)
-
-
-def encode_value(value: dict[str, Any]) -> bytes:
-    """`value` encoded as it is inside a message."""
-    return _ENCODER.encode(value)
-
-
-def message_frame(message: dramatiq.Message[Any], *, db: int) -> QueueFrame:
-    """`message`, whose last argument is an empty list, encoded around that list, for a Redis
-    script to fill and queue in database `db` (see store.events.precheck)."""
-    marker = os.urandom(16).hex()
-    redis_id = str(uuid.uuid4())
-    filled = message.copy(
-        args=(*message.args[:-1], [marker]), options={"redis_message_id": redis_id}
-    )
-    head, tail = filled.encode().split(f'"{marker}"'.encode())
-    queue = f"{broker.namespace}:{message.queue_name}"
-    return QueueFrame(
-        db=db,
-        messages_key=f"{queue}.msgs",
-        queue_key=queue,
-        message_id=redis_id,
-        head=head,
-        tail=tail,
-    )

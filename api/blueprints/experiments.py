@@ -13,11 +13,12 @@ from api.security import owned_tenant, require_admin
 from api.validation import ApiModel, NonBlank, parse_body, parse_query
 from domain import widgets as widget_rules
 from domain.errors import FieldError, NotFound, ValidationFailed
+from domain.strategies.registry import STRATEGY_NAMES
 from store import experiments as experiment_store
 
 bp = Blueprint("experiments", url_prefix="/api/v1")
 
-Strategy = Literal["collaborative", "content_based", "trending", "frequently_bought_together"]
+Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 Metric = Literal["ctr", "conversion_rate", "revenue_per_visitor"]
 Status = Literal["draft", "running", "paused", "completed"]
 

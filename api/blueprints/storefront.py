@@ -21,7 +21,7 @@ from sanic.response import HTTPResponse, empty, json, raw
 
 from api.cors import install as install_cors
 from api.cors import origin_of_tenant_allowed, preflight
-from api.event_batches import ingest_batch
+from api.ingestion import IngestService
 from api.openapi import document
 from api.security import owned_tenant, require_admin, require_api_key
 from api.user_tokens import secret_of, user_is_signed
@@ -271,7 +271,8 @@ async def _ingest(request: Request, items: list[Any], corrections: int) -> HTTPR
             return FieldError("eventType", "Needs a read_write key")
         return None
 
-    answer = await ingest_batch(request, items, refuse=refuse)
+    ingest: IngestService = request.app.ctx.ingest
+    answer = await ingest.accept_batch(tenant_id=request.ctx.tenant_id, items=items, refuse=refuse)
     return json({**answer, "variantCorrections": corrections}, status=202)
 
 

@@ -18,11 +18,14 @@ from api.openapi import document
 from api.security import owned_tenant, require_admin
 from api.validation import ApiModel, NonBlank, parse_body
 from domain.errors import Forbidden, NotFound, Unavailable
+from domain.strategies.registry import STRATEGY_NAMES
 from store import tenants as tenant_store
 
 bp = Blueprint("tenants", url_prefix="/api/v1")
 
-STRATEGIES = Literal["collaborative", "content_based", "trending", "frequently_bought_together"]
+STRATEGIES = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
+# An hour at most: a cached answer also outlives trending backfill and widget timing that long.
+MAX_ANSWER_CACHE_SECONDS = 3600
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
@@ -73,6 +76,15 @@ class TenantConfig(ApiModel):
     )
     holdout_baseline: Literal["trending", "none"] | None = Field(
         default=None, description="what the holdout is served: trending (default) or no widget"
+    )
+    answer_cache_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ANSWER_CACHE_SECONDS,
+        strict=True,
+        description="How long a recommendation answer (or a shopper's projected answers) may be "
+        "served unchanged, in seconds; 0 computes every answer afresh (default: the server's "
+        "RECOMENGINE_ANSWER_CACHE_SECONDS)",
     )
 
     @field_validator("currency")

@@ -13,12 +13,13 @@ from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_body, parse_query
 from domain import widgets as rules
 from domain.errors import FieldError, NotFound, ValidationFailed
+from domain.strategies.registry import STRATEGY_NAMES
 from store import widgets as widget_store
 
 bp = Blueprint("widgets", url_prefix="/api/v1")
 
 Layout = Literal["grid", "carousel", "list"]
-Strategy = Literal["collaborative", "content_based", "trending", "frequently_bought_together"]
+Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 PUBLIC_CACHE_CONTROL = "public, max-age=60"
 
 

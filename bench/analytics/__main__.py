@@ -38,7 +38,7 @@ from bench.harness import Platform, local_platform, make_bench_tenant, stop_proc
 from domain.analytics import Period, day_start, resolve_period
 from store import analytics as analytics_store
 from store.db import create_pool
-from store.events import apply_guarded, attribution_effects, event_effects
+from store.event_projections import apply_guarded, attribution_effects, event_effects
 from store.settings import Settings
 
 # Event mix per 1,000 events, by cumulative threshold.

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ingest [--duration 60] [--processes 2] [--threads 8]
         [--batch-clients 12] [--single-clients 32] [--generator wrk|asyncio]
         [--paced-fractions 0.5,0.8] [--phases batches,singles,paced,latency]
-        [--statements] [--profile DIR]
+        [--statements] [--profile DIR] [--compare REF]
 
 Starts its own PostgreSQL and Redis on free ports in a temporary folder, the api (one process)
 and a worker pool on the `ingest` queue, then measures, in this order:
@@ -22,6 +22,9 @@ and a worker pool on the `ingest` queue, then measures, in this order:
    whenever a shopper acts would see it (a slow answer that delays the next post counts);
 5. batches at half the rate of (2) for --duration/2 s: enqueue-to-row latency p50/p95/p99
    (event timestamp = the client's send time, row `received_at` = the insert transaction).
+
+`--compare REF` first runs the same phases on the code of git REF (exported with `git archive`,
+on its own fresh servers), then on this checkout: before and after, side by side in one run.
 
 Every side effect of ingestion is on: dedupe, counters, history, trending, attribution.
 
@@ -45,6 +48,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -60,7 +64,7 @@ import orjson
 import uvloop
 from redis.asyncio import Redis
 
-from bench.harness import Platform, local_platform, make_bench_tenant
+from bench.harness import Platform, export_tree, local_platform, make_bench_tenant
 from bench.wrk import run_wrk, wrk_available
 from cli.localservices import PostgresServer
 from store.counters import day_of, read_counters
@@ -900,9 +904,30 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, default=None, help="sample api and worker with py-spy into DIR"
     )
+    parser.add_argument("--compare", metavar="REF", help="also run git REF's code, first")
+    args = parser.parse_args()
+    if args.compare:
+        compare(args.compare)
+        print("\n=== this checkout ===", flush=True)
     # The load generator shares the two cores with the system it measures: uvloop (which the
     # api runs on too) spends less of them per request than the standard loop.
-    uvloop.run(run(parser.parse_args()))
+    uvloop.run(run(args))
+
+
+def compare(ref: str) -> None:
+    """Run this benchmark, with the same options, on the code of git `ref` (its own copy of
+    this module measures it, on its own servers)."""
+    scratch = Path(tempfile.mkdtemp(prefix="recomengine-ingest-code-")) / "tree"
+    try:
+        tree = export_tree(ref, scratch)
+        argv = sys.argv[1:]
+        at = argv.index("--compare")
+        del argv[at : at + 2]
+        print(f"=== {ref} ===", flush=True)
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run([sys.executable, "-m", "bench.ingest", *argv], cwd=tree, env=env, check=True)
+    finally:
+        shutil.rmtree(scratch.parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

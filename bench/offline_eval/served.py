@@ -5,7 +5,7 @@ what the API really does: the real training code (``domain.training.train``), th
 published to a Redis this benchmark starts (``store.models.publish_model``), the catalog
 cards and each user's history projected by the ingestion's own functions
 (``store.catalog.project_rows``, ``store.history.event_history_ops`` applied by
-``store.events.apply_guarded``), and the request read, ranked, hydrated and filtered by
+``store.event_projections.apply_guarded``), and the request read, ranked, hydrated and filtered by
 ``store.models.ServingReader`` and ``domain.serving.rank``/``select``, with the endpoint's
 deepen-when-filtered loop. Strategy: the default (collaborative), limit 10.
 
@@ -334,7 +334,7 @@ async def served_lists(
 
     from store import keys
     from store.catalog import project_rows
-    from store.events import GuardedEffects, apply_guarded
+    from store.event_projections import GuardedEffects, apply_guarded
     from store.history import event_history_ops
     from store.models import PublishedModel, ServingReader, publish_model
 

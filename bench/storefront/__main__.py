@@ -32,8 +32,6 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import tarfile
 import tempfile
 import time
 import uuid
@@ -45,7 +43,7 @@ import asyncpg
 import httpx
 import ujson
 
-from bench.harness import ROOT, Platform, local_platform, stop_process, wait_ready
+from bench.harness import ROOT, Platform, export_tree, local_platform, stop_process, wait_ready
 from bench.read_path.__main__ import (
     CEILING_KEY,
     _make_tenant,
@@ -98,18 +96,6 @@ def group_cpu_seconds(session_id: int) -> float:
         if int(fields[3]) == session_id:
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
-
-
-def export_tree(ref: str, into: Path) -> Path:
-    """The code of git `ref` (tracked files) unpacked into `into`."""
-    archive = into.with_suffix(".tar")
-    subprocess.run(
-        ["git", "archive", "--format=tar", "-o", str(archive), ref], cwd=ROOT, check=True
-    )
-    into.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def _rate(result: dict[str, Any]) -> float:

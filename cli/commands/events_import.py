@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from cli.commands.importing import run_import
 from domain.errors import FieldError
+from domain.event_message import MessageEvent
 from domain.events import check_event
 from store.db import create_pool
 from store.events import ingest_and_project
@@ -117,7 +118,7 @@ async def import_events(
         if not await pool.fetchval("SELECT true FROM tenants WHERE id::text = $1", tenant_id):
             raise LookupError(f"no tenant {tenant_id}")
         now = datetime.now(UTC)
-        chunk: list[dict[str, Any]] = []
+        chunk: list[MessageEvent] = []
 
         async def flush(line: int) -> None:
             if chunk:

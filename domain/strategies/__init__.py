@@ -4,7 +4,6 @@ from domain.strategies.base import (
     COLLABORATIVE,
     CONTENT_BASED,
     FREQUENTLY_BOUGHT_TOGETHER,
-    STRATEGY_NAMES,
     TRENDING,
     ItemRecommender,
     NotFittedError,
@@ -15,12 +14,14 @@ from domain.strategies.base import (
 from domain.strategies.collaborative import CollaborativeModel
 from domain.strategies.content import ContentModel
 from domain.strategies.fbt import FrequentlyBoughtTogetherModel
+from domain.strategies.registry import REGISTRY, STRATEGY_NAMES, StrategySpec
 from domain.strategies.trending import TrendingModel
 
 __all__ = [
     "COLLABORATIVE",
     "CONTENT_BASED",
     "FREQUENTLY_BOUGHT_TOGETHER",
+    "REGISTRY",
     "STRATEGY_NAMES",
     "TRENDING",
     "CollaborativeModel",
@@ -29,6 +30,7 @@ __all__ = [
     "ItemRecommender",
     "NotFittedError",
     "Recommendation",
+    "StrategySpec",
     "TrendingModel",
     "UserRecommender",
     "blend_neighbour_lists",

@@ -13,7 +13,6 @@ COLLABORATIVE = "collaborative"
 CONTENT_BASED = "content_based"
 TRENDING = "trending"
 FREQUENTLY_BOUGHT_TOGETHER = "frequently_bought_together"
-STRATEGY_NAMES = (COLLABORATIVE, CONTENT_BASED, TRENDING, FREQUENTLY_BOUGHT_TOGETHER)
 
 
 class NotFittedError(RuntimeError):

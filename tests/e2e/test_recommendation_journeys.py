@@ -18,6 +18,7 @@ import pytest
 from conftest import ROOT, Process, TenantContext, make_tenant, settings_env
 from redis.asyncio import Redis
 
+from store import keys
 from store.models import PublishedModel, ServingReader, publish_model
 from store.settings import Settings
 
@@ -338,6 +339,62 @@ def test_a_repeated_request_is_answered_from_the_cache_with_its_own_recommendati
     # Another query is another answer, even for the same user.
     other = recommend_raw(client, trained_shop, **{**params, "limit": 3})
     assert other.headers["X-Recommendation-Cache"] == "miss" and len(other.json()["data"]) == 3
+
+
+async def test_a_tenants_answer_cache_seconds_sets_how_long_its_answers_are_kept(
+    client: httpx.Client, trained_shop: TenantContext, redis: Redis
+) -> None:
+    def configure(config: dict[str, Any]) -> None:
+        response = client.patch(
+            f"/api/v1/tenants/{trained_shop.tenant_id}",
+            json={"config": config},
+            headers=trained_shop.admin_headers,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["config"] == config
+
+    try:
+        configure({"answerCacheSeconds": 0})
+        params = {"userId": "b-user-43", "strategy": "collaborative", "limit": 4}
+        first = recommend_raw(client, trained_shop, **params)
+        again = recommend_raw(client, trained_shop, **params)
+        assert first.json()["data"] and again.json()["data"] == first.json()["data"]
+        assert again.headers["X-Recommendation-Cache"] == "off"
+        assert again.headers["X-Recommendation-Projection"] == "none"
+
+        configure({"answerCacheSeconds": 7})
+        # The first request after a config change finds the key's cached copy stale and reloads
+        # it; the request after it reads the new setting.
+        recommend_raw(client, trained_shop, **params)
+        recommend_raw(client, trained_shop, **params)
+        assert (
+            recommend_raw(client, trained_shop, **params).headers["X-Recommendation-Cache"] == "hit"
+        )
+        stored = [
+            key
+            async for key in redis.scan_iter(
+                match=keys.answer_cache(trained_shop.tenant_id, "b-user-43", "*")
+            )
+        ]
+        assert stored, "the answer was cached"
+        ttls = [await redis.ttl(key) for key in stored]
+        assert all(0 < ttl <= 7 for ttl in ttls), ttls
+    finally:
+        configure({})
+
+
+def test_an_answer_cache_longer_than_an_hour_or_not_a_number_is_refused(
+    client: httpx.Client, tenant: TenantContext
+) -> None:
+    for value in (3601, -1, "30", True):
+        response = client.patch(
+            f"/api/v1/tenants/{tenant.tenant_id}",
+            json={"config": {"answerCacheSeconds": value}},
+            headers=tenant.admin_headers,
+        )
+        assert response.status_code == 422, (value, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "config.answerCacheSeconds" in {e["field"] for e in response.json()["errors"]}
 
 
 def test_a_price_change_reaches_a_cached_answer_at_once(

@@ -508,24 +508,37 @@ async def test_the_events_routes_are_in_the_openapi_document(http: httpx.AsyncCl
     assert "get" in paths["/api/v1/tenants/{tenant_id}/events"]
 
 
+class _RecordingQueue:
+    """An event queue on another server than the gate (no frame): records the users of each
+    message it is sent."""
+
+    def __init__(self, sent: list[list[str]]) -> None:
+        self.sent = sent
+
+    def frame(self, tenant_id: str) -> None:
+        return None
+
+    def encode_event(self, event: Any) -> bytes:
+        raise AssertionError("nothing is encoded for a frame when there is none")
+
+    async def send(self, message: Any) -> None:
+        self.sent.append([e["user"] for e in message.events])
+
+
 def _two_call_delivery(redis: Redis, sent: list[list[str]]) -> Any:
     """A delivery that pre-checks in Redis, then records the users of each message it queues."""
-    from api.blueprints.events import QueueDelivery
-    from store.events import ADMITTED_SCREEN
+    from api.ingestion import QueueDelivery
+    from store.ingest_gate import ADMITTED_SCREEN
     from store.ratelimit import RateLimiter
-    from workers.broker import encode_value
-
-    async def send(tenant_id: str, events: list[dict[str, Any]]) -> None:
-        sent.append([e["user"] for e in events])
 
     limiter = RateLimiter(redis, follow_up=ADMITTED_SCREEN)
-    return QueueDelivery(redis, limiter=limiter, send=send, frame=None, encode=encode_value)
+    return QueueDelivery(redis, limiter=limiter, queue=_RecordingQueue(sent))  # type: ignore[arg-type]
 
 
 async def test_single_events_of_one_window_share_one_message_and_repeats_are_duplicates(
     redis: Redis, tenant: TenantContext
 ) -> None:
-    from api.blueprints.events import IngestEnqueuer
+    from api.ingestion import IngestEnqueuer
     from domain.events import parse_event
 
     sent: list[list[str]] = []
@@ -543,7 +556,7 @@ async def test_single_events_of_one_window_share_one_message_and_repeats_are_dup
 async def test_single_events_arriving_during_a_pre_check_go_together_in_the_next_message(
     redis: Redis, tenant: TenantContext
 ) -> None:
-    from api.blueprints.events import IngestEnqueuer
+    from api.ingestion import IngestEnqueuer
     from domain.events import parse_event
 
     screened: list[list[str]] = []

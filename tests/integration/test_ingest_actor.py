@@ -36,7 +36,8 @@ def actors(db: asyncpg.Pool, redis: Redis) -> Iterator[None]:
     runtime._pool, runtime._redis = saved
 
 
-def _message(tenant_id: str, **fields: Any) -> dict[str, Any]:
+def _message(tenant_id: str, **fields: Any) -> Any:
+    """An event in queue message form (Any: the tests also send malformed ones)."""
     raw = {"eventType": "product_viewed", "userId": "u1", "productId": "sku-1", **fields}
     return parse_event(raw, tenant_id=tenant_id, now=datetime.now(UTC)).to_message()
 
@@ -68,7 +69,7 @@ class _RecordingStore:
             self.release.set()
         self._db, self._redis = db, redis
 
-    async def __call__(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
+    async def __call__(self, tenant_id: str, events: list[Any]) -> None:
         self.sizes.append(len(events))
         await self.release.wait()
         await ingest_and_project(self._db, self._redis, tenant_id=tenant_id, events=events)
@@ -274,7 +275,7 @@ async def test_messages_waiting_together_are_stored_in_one_go_and_a_poison_one_f
     groups = IngestGroups(store, in_flight=1, linger=0)
     first = [_message(t, productId="sku-a", timestamp=_at(now))]
     second = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
-    poison = [{**_message(t, productId="sku-x", timestamp=_at(now)), "ts": "not a time"}]
+    poison: list[Any] = [{**_message(t, productId="sku-x", timestamp=_at(now)), "ts": "not a time"}]
     submitted = [asyncio.create_task(groups.submit(t, m)) for m in (first, second, poison)]
     await asyncio.sleep(0.05)
     store.release.set()
@@ -306,7 +307,7 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
     now = datetime.now(UTC)
     store = _RecordingStore(db, redis, held=True)
 
-    def message(first: int, size: int) -> list[dict[str, Any]]:
+    def message(first: int, size: int) -> list[Any]:
         numbers = range(first, first + size)
         return [_message(t, productId=f"sku-{n}", timestamp=_at(now)) for n in numbers]
 

@@ -13,10 +13,12 @@ from redis.asyncio import Redis
 from domain.events import Event, parse_event
 from store import keys
 from store.counters import day_of
-from store.events import GuardedEffects, apply_guarded, event_effects, precheck
+from store.event_projections import GuardedEffects, apply_guarded, event_effects
+from store.event_queue import EventQueue
 from store.history import hour_of
+from store.ingest_gate import precheck
 from store.settings import Settings
-from workers.broker import encode_value, message_frame
+from workers.broker import broker as dramatiq_broker
 
 
 def _row(n: int, *, user: str, kind: str, moment: datetime, **extra: Any) -> dict[str, Any]:
@@ -166,13 +168,18 @@ async def test_the_precheck_queues_the_fresh_events_itself_in_the_brokers_databa
     await redis.sadd(keys.events_seen(t, day_of(now)), bytes.fromhex(events[0].digest))
     broker = Redis.from_url(migrated.broker_url)
     broker_db = int(broker.connection_pool.connection_kwargs.get("db") or 0)
+
     # A queue of its own: the session's worker consumes the real ones.
-    empty: dramatiq.Message[Any] = dramatiq.Message(
-        queue_name=f"test-{t}", actor_name="ingest_events", args=(t, []), kwargs={}, options={}
-    )
-    frame = message_frame(empty, db=broker_db)
+    def store(tenant_id: str, events: list[Any], version: int = 1) -> None:
+        """Stands for the ingest actor."""
+
+    actor = dramatiq.actor(
+        actor_name=f"test_ingest_{t}", queue_name=f"test-{t}", broker=dramatiq_broker
+    )(store)
+    frame = EventQueue(actor, frame_db=broker_db).frame(t)
+    assert frame is not None
     messages = [e.to_message() for e in events]
-    bodies = [encode_value(m) for m in messages[:3]] + [b""]
+    bodies = [EventQueue(actor, frame_db=broker_db).encode_event(m) for m in messages[:3]] + [b""]
     try:
         found = await precheck(redis, tenant_id=t, events=events, frame=frame, bodies=bodies)
         assert found.seen == [True, False, False, False]
@@ -186,7 +193,7 @@ async def test_the_precheck_queues_the_fresh_events_itself_in_the_brokers_databa
     assert queued.options["redis_message_id"] == frame.message_id
     tenant_id, carried = queued.args
     messages[1]["flags"].append("unknown_product")
-    assert tenant_id == t and carried == messages[1:3]
+    assert tenant_id == t and carried == messages[1:3] and queued.kwargs == {"version": 1}
     assert carried[1]["flags"] == ["stale_timestamp"]
     # The script's SELECT did not move the caller's connection off the projections' database.
     assert await redis.hexists(keys.catalog_cards(t), "p")

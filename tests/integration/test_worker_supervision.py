@@ -168,7 +168,7 @@ def release_file() -> Iterator[Path]:
     folder.rmdir()
 
 
-def _events(tenant_id: str, run: str, number: int, size: int = 10) -> list[dict[str, Any]]:
+def _events(tenant_id: str, run: str, number: int, size: int = 10) -> list[Any]:
     now = datetime.now(UTC)
     return [
         parse_event(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import dramatiq
 
-from store.events import apply_guarded, attribution_effects, reconcile_attributions
+from store.event_projections import apply_guarded, attribution_effects
+from store.events import reconcile_attributions
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
 from workers.runtime import db_pool, redis_client
 

@@ -12,6 +12,12 @@ import dramatiq
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from domain.event_message import (
+    EVENT_MESSAGE_VERSION,
+    EventMessage,
+    MalformedMessage,
+    MessageEvent,
+)
 from store.answers import AnswerProjector
 from store.events import ingest_and_project
 from store.models import ServingReader
@@ -24,7 +30,6 @@ MAX_RETRIES = 4
 # While PostgreSQL or Redis is down a message is retried this many times (about 8 hours at the
 # 30 s backoff cap) instead of being dead-lettered: an outage must not lose accepted events.
 MAX_OUTAGE_RETRIES = 1000
-_REQUIRED = ("id", "type", "user", "product", "ts")
 
 # Messages of one tenant that arrive while a store of that tenant runs are stored together: one
 # transaction, one attribution query and one projections script for all of them. A group is
@@ -41,10 +46,6 @@ OVERLAP_MIN_EVENTS = 100
 # unless the overlap threshold is reached first: a few milliseconds more between accepting an
 # event and storing it, for groups several times larger when single events trickle in.
 LINGER_SECONDS = 0.005
-
-
-class MalformedMessage(ValueError):
-    """The message is not a list of message-form events; retrying cannot help."""
 
 
 def _is_outage(exception: BaseException) -> bool:
@@ -71,19 +72,8 @@ def retry_ingest(retries: int, exception: BaseException) -> bool:
     return retries < MAX_RETRIES
 
 
-def _check(events: Any) -> list[dict[str, Any]]:
-    # Comprehensions over every event of every message: this runs for all of them.
-    if (
-        type(events) is not list
-        or {type(e) for e in events} - {dict}
-        or {type(v) for e in events for v in map(e.get, _REQUIRED)} - {str}
-    ):
-        raise MalformedMessage("events must be a list of objects with id, type, user, product, ts")
-    return events
-
-
-Store = Callable[[str, list[dict[str, Any]]], Awaitable[Any]]
-_Waiting = tuple[list[dict[str, Any]], "asyncio.Future[None]"]
+Store = Callable[[str, list[MessageEvent]], Awaitable[Any]]
+_Waiting = tuple[list[MessageEvent], "asyncio.Future[None]"]
 
 
 class IngestGroups:
@@ -116,7 +106,7 @@ class IngestGroups:
         self._waiting: dict[str, list[_Waiting]] = {}
         self._waiting_events = 0
 
-    async def submit(self, tenant_id: str, events: list[dict[str, Any]]) -> None:
+    async def submit(self, tenant_id: str, events: list[MessageEvent]) -> None:
         """Store and project `events` of the tenant, in a group with other waiting messages."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -241,7 +231,7 @@ class ReaderProjections:
 _projections: dict[asyncio.AbstractEventLoop, ReaderProjections] = {}
 
 
-async def _store(tenant_id: str, events: list[dict[str, Any]]) -> None:
+async def _store(tenant_id: str, events: list[MessageEvent]) -> None:
     await ingest_and_project(await db_pool(), redis_client(), tenant_id=tenant_id, events=events)
     loop = asyncio.get_running_loop()
     projections = _projections.get(loop) or _projections.setdefault(loop, ReaderProjections())
@@ -267,8 +257,11 @@ def _groups_of_this_loop() -> IngestGroups:
     min_backoff=500,
     max_backoff=30_000,
 )
-async def ingest_events(tenant_id: str, events: list[dict[str, Any]]) -> None:
+async def ingest_events(
+    tenant_id: str, events: list[dict[str, Any]], version: int = EVENT_MESSAGE_VERSION
+) -> None:
     """Store the tenant's events (dedupe), then apply their side effects at most once each."""
+    message = EventMessage.read(tenant_id, events, version)
     # Returns nothing: Dramatiq logs a warning for every message whose actor returns a value
     # without a results backend, which cost the worker a log line per message.
-    await _groups_of_this_loop().submit(tenant_id, _check(events))
+    await _groups_of_this_loop().submit(message.tenant_id, message.events)

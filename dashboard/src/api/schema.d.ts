@@ -446,7 +446,7 @@ export interface paths {
         };
         /**
          * Personalised recommendations for a user, a product or a placement
-         * @description Serve recommendations from a still-valid cached answer, else the models and projections.
+         * @description Serve recommendations from a still-valid cached answer, else the projections and models.
          */
         get: operations["get_api_v1_recommendations"];
         put?: never;
@@ -2768,6 +2768,12 @@ export interface components {
              * @default null
              */
             holdoutBaseline?: ("trending" | "none") | null;
+            /**
+             * Answercacheseconds
+             * @description How long a recommendation answer (or a shopper's projected answers) may be served unchanged, in seconds; 0 computes every answer afresh (default: the server's RECOMENGINE_ANSWER_CACHE_SECONDS)
+             * @default null
+             */
+            answerCacheSeconds?: number | null;
         };
         /**
          * TenantCreate

@@ -16,6 +16,7 @@ function ConfigForm({ id, config, readOnly }: { id: string; config: Config; read
   const [origins, setOrigins] = useState((config.allowedOrigins ?? []).join("\n"));
   const [reads, setReads] = useState(String(config.rateLimits?.readsPerMinute ?? ""));
   const [writes, setWrites] = useState(String(config.rateLimits?.writesPerMinute ?? ""));
+  const [answerCache, setAnswerCache] = useState(String(config.answerCacheSeconds ?? ""));
   const [saved, setSaved] = useState(false);
   const save = useMutation({
     mutationFn: () => {
@@ -27,6 +28,7 @@ function ConfigForm({ id, config, readOnly }: { id: string; config: Config; read
           readsPerMinute: reads ? Number(reads) : null,
           writesPerMinute: writes ? Number(writes) : null,
         },
+        answerCacheSeconds: answerCache ? Number(answerCache) : null,
       };
       return call(() => api.PATCH("/api/v1/tenants/{tenant_id}", { params: { path: { tenant_id: id } }, body: { config: next } }));
     },
@@ -73,7 +75,18 @@ function ConfigForm({ id, config, readOnly }: { id: string; config: Config; read
         <Field label="Reads per minute" type="number" min={1} value={reads} onChange={(e) => setReads(e.target.value)} disabled={readOnly} hint="Empty: 1,000" />
         <Field label="Writes per minute" type="number" min={1} value={writes} onChange={(e) => setWrites(e.target.value)} disabled={readOnly} hint="Empty: 500" />
       </div>
-      <p className="text-xs text-slate-600 dark:text-slate-400">Widget configs are cached by storefronts for 60 seconds; recommendation answers for 5 minutes at most.</p>
+      <Field
+        label="Answer cache (seconds)"
+        type="number"
+        min={0}
+        max={3600}
+        value={answerCache}
+        onChange={(e) => setAnswerCache(e.target.value)}
+        disabled={readOnly}
+        error={problem?.fieldMessage("answerCacheSeconds")}
+        hint="How long a recommendation answer may be served unchanged (0 to 3600; 0 computes every answer afresh). Empty: the server's default, 5 minutes."
+      />
+      <p className="text-xs text-slate-600 dark:text-slate-400">Widget configs are cached by storefronts for 60 seconds.</p>
       <div className="flex items-center gap-3">
         <Button type="submit" disabled={readOnly || save.isPending}>
           Save configuration

@@ -397,6 +397,23 @@ async def test_a_suspended_tenant_is_shown_read_only(page: Page, tenant: TenantC
     await expect(page.get_by_role("button", name="Create key")).to_be_disabled()
 
 
+async def test_the_tenant_page_shows_and_changes_how_long_answers_are_cached(
+    page: Page, tenant: TenantContext, api_url: str
+) -> None:
+    await sign_in(page, tenant.admin_email)
+    await page.goto(f"/dashboard/tenants/{tenant.tenant_id}")
+    field = page.get_by_label("Answer cache (seconds)")
+    await expect(field).to_have_value("")
+    await field.fill("90")
+    await page.get_by_role("button", name="Save configuration").click()
+    await expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible()
+    async with httpx.AsyncClient(base_url=api_url) as http:
+        stored = await http.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=tenant.admin_headers)
+    assert stored.json()["config"]["answerCacheSeconds"] == 90
+    await page.reload()
+    await expect(page.get_by_label("Answer cache (seconds)")).to_have_value("90")
+
+
 async def test_deleting_a_tenant_needs_its_name_typed(page: Page, tenant: TenantContext) -> None:
     await sign_in(page, tenant.admin_email)
     await page.goto("/dashboard/tenants")
