@@ -89,6 +89,8 @@ FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::
                                purchases, revenue)
 JOIN experiments e ON e.tenant_id = $1 AND e.id::text = x.experiment_id
 WHERE e.status IN ('running', 'paused') AND x.variant IN ('control', 'variant')
+-- One lock order for every writer: two groups updating the same users cannot deadlock.
+ORDER BY e.id, x.user_id
 ON CONFLICT (experiment_id, user_id) DO UPDATE SET
     impressions = experiment_user_metrics.impressions + excluded.impressions,
     clicks = experiment_user_metrics.clicks + excluded.clicks,
@@ -150,7 +152,10 @@ async def insert_events(
     by_id: dict[str, MessageEvent] = {}
     for event in events:
         by_id.setdefault(event["id"], event)
-    events = list(by_id.values())
+    # In id order: concurrent groups holding some of the same events (a redelivery, a client's
+    # retry) claim and insert them in one order, so that they wait for each other instead of
+    # deadlocking (which cost a retry of each message alone).
+    events = sorted(by_id.values(), key=lambda event: event["id"])
     async with pool.acquire() as connection, connection.transaction():
         with_client_id = [e for e in events if e.get("client")]
         fresh = events

@@ -84,7 +84,9 @@ def make_event(number: int, now: datetime, experiment_id: str) -> dict[str, Any]
         "eventType": kind,
         "userId": user,
         "productId": product,
-        "timestamp": (now - timedelta(seconds=rng.randrange(3600))).isoformat(),
+        # 3 ms apart: two events of one user, type and product at one moment would be one
+        # event by the dedupe rule, stored once however many ids they came with.
+        "timestamp": (now - timedelta(milliseconds=3 * (number % 1_000_000))).isoformat(),
     }
     if kind.startswith("recommendation_"):
         variant = "variant" if int(user[1:]) % 2 else "control"
@@ -222,8 +224,8 @@ async def faults_during(
         print(f"  {fault} at {len(run.acknowledged):,} acknowledged events", flush=True)
         await faults.inject(fault)
         healed = time.monotonic()
-        probe = make_event(10**9 + index, datetime.now(UTC), run.experiment_id)
-        probe["eventId"] = f"probe-{index}"
+        probe = make_event(index, datetime.now(UTC), run.experiment_id)
+        probe.update(eventId=f"probe-{index}", userId=f"probe-{index}")
         await post_until_acknowledged(http, run, headers, [probe])
         while True:
             if await _stored_or_retry(pool, run.tenant_id, probe["eventId"]):
