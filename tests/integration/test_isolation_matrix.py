@@ -4,6 +4,7 @@ this tenant's data, and change nothing of it."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -129,6 +130,13 @@ async def test_another_tenants_credentials_never_reach_this_tenants_data_on_any_
         headers=tenant.admin_headers,
     )
     assert secret in mine.text
+    # The victim's event stored first: a late row would look like a change made by the matrix.
+    for _ in range(100):
+        if await db.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1", uuid.UUID(tenant.tenant_id)
+        ):
+            break
+        await asyncio.sleep(0.1)
     before = await snapshot(db, tenant.tenant_id)
     tried = []
     for method, path in operations(document):
