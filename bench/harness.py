@@ -152,9 +152,15 @@ class Platform:
 
 
 @contextmanager
-def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iterator[Platform]:
-    """Throwaway PostgreSQL (migrated) and Redis; `overrides` go into the Settings."""
-    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+def local_platform(
+    prefix: str, *, keep: bool = False, workdir: Path | None = None, **overrides: Any
+) -> Iterator[Platform]:
+    """Throwaway PostgreSQL (migrated) and Redis; `overrides` go into the Settings. With
+    `workdir` the servers keep their data there (reused when it holds some) and it is kept."""
+    keep = keep or workdir is not None
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)  # noqa: S103 (the postgres account must reach it as root)
     postgres = PostgresServer(data_dir=workdir / "postgres", port=free_port())
     redis_server = RedisServer(data_dir=workdir / "redis", port=free_port())
@@ -191,7 +197,8 @@ def local_platform(prefix: str, *, keep: bool = False, **overrides: Any) -> Iter
         if platform is not None:
             platform.stop_all()
         redis_server.stop()
-        postgres.stop(mode="immediate")
+        # A kept data set is stopped cleanly: the next run starts without crash recovery.
+        postgres.stop(mode="fast" if keep else "immediate")
         if keep:
             print(f"logs kept in {workdir}")
         else:

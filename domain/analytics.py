@@ -166,14 +166,22 @@ def raw_ranges(period: Period, aggregated: Iterable[date]) -> list[Period]:
 
 
 def servable_days(
-    candidates: Iterable[date], refreshed_at: dict[date, datetime], *, today: date
+    candidates: Iterable[date],
+    refreshed_at: dict[date, datetime],
+    *,
+    today: date,
+    with_pending: Iterable[date] = (),
 ) -> list[date]:
     """Whole days whose daily aggregate can stand for the raw events: days before today whose
-    refresh ran after the day had ended (a refresh during the day misses its later events)."""
+    refresh ran after the day had ended (a refresh during the day misses its later events), and
+    any day, today too, whose aggregate was computed `with_pending`: with the events stored
+    since then noted as pending, the aggregate plus those is the whole day."""
+    exact = set(with_pending)
     return sorted(
         day
         for day in candidates
-        if day < today and day in refreshed_at and refreshed_at[day] >= day_start(day + ONE_DAY)
+        if day in refreshed_at
+        and (day in exact or (day < today and refreshed_at[day] >= day_start(day + ONE_DAY)))
     )
 
 

@@ -36,7 +36,7 @@ from domain import holdout
 from domain.analytics import ONE_DAY, Period, day_start
 from domain.experiments.assignment import BUCKET_COUNT
 from domain.experiments.statistics import VariantSums
-from store import counters
+from store import counters, rollups
 
 _FIGURES = """
     count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
@@ -68,6 +68,10 @@ SORTS = {
 
 # ---------------------------------------------------------------------------------------------
 # Refresh
+
+
+_SESSION_LOCK = "SELECT pg_advisory_lock(hashtext('analytics'), hashtext($1))"
+_SESSION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('analytics'), hashtext($1))"
 
 
 async def _lock_tenant(connection: asyncpg.Connection, tenant_id: str) -> None:
@@ -270,6 +274,87 @@ async def summarise_day(
     await _summarise_placements(
         connection, tenant_id=tenant_id, day=day, source=source, start=start, end=end, add=add
     )
+    if not add:
+        await connection.execute(
+            "DELETE FROM analytics_daily_buyers WHERE tenant_id = $1 AND day = $2", tenant_id, day
+        )
+    await connection.execute(
+        f"""
+        INSERT INTO analytics_daily_buyers AS b (tenant_id, day, idx, purchases, revenue,
+            holdout_bucket)
+        SELECT $1, $2, u.idx, count(*), coalesce(sum(e.price), 0), u.holdout_bucket
+        FROM {source} e
+        JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = e.user_id
+        WHERE e.tenant_id = $1 AND e.occurred_at >= $3 AND e.occurred_at < $4
+          AND e.event_type = 'purchase'
+        GROUP BY u.idx, u.holdout_bucket
+        ON CONFLICT (tenant_id, day, idx) DO UPDATE SET
+            purchases = b.purchases + EXCLUDED.purchases, revenue = b.revenue + EXCLUDED.revenue
+        """,
+        tenant_id,
+        day,
+        start,
+        end,
+    )
+    await _pack_products(connection, tenant_id=tenant_id, day=day)
+    if not add and before is None:
+        # The recount saw every event of the day visible to this snapshot: exactly those
+        # whose pending notes this snapshot sees (an event and its note commit together).
+        await connection.execute(
+            "DELETE FROM analytics_pending WHERE tenant_id = $1 AND day = $2", tenant_id, day
+        )
+        await connection.execute(
+            """UPDATE analytics_daily SET covers_pending = true
+               WHERE tenant_id = $1 AND day = $2 AND placement_id = '' AND strategy = ''""",
+            tenant_id,
+            day,
+        )
+
+
+# Packed product figures: per product number, impressions, clicks, conversions, and revenue
+# and attributed revenue in ten-thousandths (numeric(16, 4) exactly).
+_PACKED = np.dtype(
+    [("idx", "<i4"), ("i", "<i8"), ("c", "<i8"), ("v", "<i8"), ("r", "<i8"), ("a", "<i8")]
+)
+
+
+async def _pack_products(connection: asyncpg.Connection, *, tenant_id: str, day: date) -> None:
+    """Number the day's new products, then store its analytics_product_daily rows packed."""
+    await connection.execute(
+        """
+        INSERT INTO analytics_products (tenant_id, product_id, idx)
+        SELECT $1, n.product_id,
+               (SELECT coalesce(max(idx), -1) FROM analytics_products WHERE tenant_id = $1)
+               + row_number() OVER (ORDER BY n.product_id)
+        FROM (SELECT product_id FROM analytics_product_daily d
+              WHERE d.tenant_id = $1 AND d.day = $2
+                AND NOT EXISTS (SELECT 1 FROM analytics_products p
+                                WHERE p.tenant_id = $1 AND p.product_id = d.product_id)) n
+        """,
+        tenant_id,
+        day,
+    )
+    found = await connection.fetchrow(
+        """SELECT array_agg(p.idx) AS idx, array_agg(d.impressions) AS i,
+                  array_agg(d.clicks) AS c, array_agg(d.conversions) AS v,
+                  array_agg((d.revenue * 10000)::bigint) AS r,
+                  array_agg((d.attributed_revenue * 10000)::bigint) AS a
+           FROM analytics_product_daily d
+           JOIN analytics_products p ON p.tenant_id = $1 AND p.product_id = d.product_id
+           WHERE d.tenant_id = $1 AND d.day = $2""",
+        tenant_id,
+        day,
+    )
+    packed = np.zeros(len(found["idx"] or []), dtype=_PACKED)
+    for name in _PACKED.names or ():
+        packed[name] = found[name] or []
+    await connection.execute(
+        """INSERT INTO analytics_product_packed (tenant_id, day, figures) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, day) DO UPDATE SET figures = EXCLUDED.figures""",
+        tenant_id,
+        day,
+        packed.tobytes(),
+    )
 
 
 async def _summarise_placements(
@@ -403,8 +488,16 @@ async def refresh_tenant_days(pool: asyncpg.Pool, *, tenant_id: str, days: Seque
     oldest = rules.retention_cutoffs(datetime.now(UTC))["events"]
     kept = sorted(day for day in set(days) if day >= oldest)
     for day in kept:
-        async with pool.acquire() as connection, connection.transaction():
-            await summarise_day(connection, tenant_id=tenant_id, day=day)
+        async with pool.acquire() as connection:
+            # Locked before the snapshot is taken: a snapshot older than another refresh's
+            # commit would number users again and miss the pending notes it deleted.
+            await connection.execute(_SESSION_LOCK, str(tenant_id))
+            try:
+                # One snapshot for the recount and the pending notes it deletes.
+                async with connection.transaction(isolation="repeatable_read"):
+                    await summarise_day(connection, tenant_id=tenant_id, day=day)
+            finally:
+                await connection.execute(_SESSION_UNLOCK, str(tenant_id))
     return len(kept)
 
 
@@ -436,6 +529,14 @@ async def days_due(
         UNION
         SELECT tenant_id::text, (purchased_at AT TIME ZONE 'UTC')::date FROM revenue_attributions
         WHERE created_at >= $2 AND purchased_at >= $3
+        UNION
+        SELECT tenant_id::text, day FROM analytics_pending
+        WHERE day >= ($3 AT TIME ZONE 'UTC')::date
+        UNION
+        -- Days aggregated before the rollups of migration 0014, while raw events last.
+        SELECT tenant_id::text, day FROM analytics_daily
+        WHERE placement_id = '' AND strategy = '' AND NOT covers_pending
+          AND day >= ($3 AT TIME ZONE 'UTC')::date
         UNION
         -- Days aggregated before buyers were counted (migration 0013), while raw events last.
         SELECT tenant_id::text, day FROM analytics_daily
@@ -534,12 +635,22 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
             default_deleted = int(status.split()[-1])
         daily_deleted = 0
         async with connection.transaction():
-            for table in ("analytics_daily", "analytics_product_daily", "analytics_daily_users"):
+            for table in (
+                "analytics_daily",
+                "analytics_product_daily",
+                "analytics_daily_users",
+                "analytics_daily_buyers",
+                "analytics_product_packed",
+            ):
                 status = await connection.execute(
                     f"DELETE FROM {table} WHERE day < $1", cutoffs["daily"]
                 )
                 if table == "analytics_daily":
                     daily_deleted = int(status.split()[-1])
+            # Notes of events that are gone (their partition dropped) stand for nothing.
+            await connection.execute(
+                "DELETE FROM analytics_pending WHERE day < $1", cutoffs["events"]
+            )
             await connection.execute(
                 "DELETE FROM revenue_attributions WHERE purchased_at < $1",
                 day_start(cutoffs["daily"]),
@@ -555,12 +666,31 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
 class _Plan:
     """Which whole days come from aggregates, which part of today from the real-time counters
     (`counted`), and which ranges from raw events; `unaggregated` is everything not read from
-    the aggregates (raw ranges and the counted span), whose users come from the raw events."""
+    the aggregates (raw ranges and the counted span), whose users come from the raw events;
+    `pending` the aggregated days with events stored since their refresh, read beside them."""
 
     aggregated: dict[date, asyncpg.Record]
     raw: list[Period]
     counted: Period | None = None
     unaggregated: list[Period] = field(default_factory=list)
+    pending: list[Period] = field(default_factory=list)
+
+    def slices(self) -> list[tuple[Period, bool]]:
+        """The raw ranges and the pending days, each with whether it is pending."""
+        return [(piece, False) for piece in self.raw] + [(piece, True) for piece in self.pending]
+
+    def user_slices(self) -> list[tuple[Period, bool]]:
+        """Where users come from outside the day bitmaps: unaggregated ranges, pending days."""
+        return [(piece, False) for piece in self.unaggregated] + [
+            (piece, True) for piece in self.pending
+        ]
+
+
+def _source(pending: bool, *, start: str, end: str, alias: str = "events") -> str:
+    """The events of a slice: every event (`events`) or the pending ones of the tenant ($1)."""
+    if not pending:
+        return f"events {alias}" if alias != "events" else "events"
+    return rollups.pending_events(tenant="$1", start=start, end=end, alias=alias)
 
 
 async def _plan(
@@ -573,11 +703,14 @@ async def _plan(
 ) -> _Plan:
     candidates = rules.whole_days(period)
     rows: dict[date, asyncpg.Record] = {}
+    pending_days: set[date] = set()
     if candidates:
         found = await connection.fetch(
             """SELECT day, impressions, clicks, conversions, revenue, attributed_revenue,
                       events, active_users, coalesce(buyers, 0) AS buyers,
-                      buyers IS NOT NULL AS counted_buyers, refreshed_at
+                      buyers IS NOT NULL AS counted_buyers, refreshed_at, covers_pending,
+                      EXISTS (SELECT 1 FROM analytics_pending p WHERE p.tenant_id = $1
+                              AND p.day = analytics_daily.day) AS has_pending
                FROM analytics_daily
                WHERE tenant_id = $1 AND placement_id = '' AND strategy = ''
                  AND day >= $2 AND day <= $3""",
@@ -588,15 +721,26 @@ async def _plan(
         # A day aggregated before buyers were counted is read raw while its events last.
         oldest = rules.retention_cutoffs(day_start(today))["events"]
         rows = {row["day"]: row for row in found if row["counted_buyers"] or row["day"] < oldest}
+        pending_days = {day for day, row in rows.items() if row["has_pending"]}
     servable = rules.servable_days(
-        candidates, {day: row["refreshed_at"] for day, row in rows.items()}, today=today
+        candidates,
+        {day: row["refreshed_at"] for day, row in rows.items()},
+        today=today,
+        with_pending=[day for day, row in rows.items() if row["covers_pending"]],
     )
+    if counted is not None and counted.start.date() in servable:
+        counted = None  # today's aggregate and pending events stand for it exactly
     unaggregated = rules.raw_ranges(period, servable)
     return _Plan(
         aggregated={day: rows[day] for day in servable},
         raw=rules.without(unaggregated, counted),
         counted=counted,
         unaggregated=unaggregated,
+        pending=[
+            Period(day_start(day), day_start(day + ONE_DAY))
+            for day in servable
+            if day in pending_days
+        ],
     )
 
 
@@ -661,18 +805,16 @@ async def _raw_figures(
     connection: asyncpg.Connection,
     *,
     tenant_id: str,
-    ranges: Sequence[Period],
+    slices: Sequence[tuple[Period, bool]],
     scope: Scope | None = None,
 ) -> dict[str, Any]:
+    """Event figures of raw ranges and pending days (attributed figures: see _attributed)."""
     total = rules.empty_figures()
-    for piece in ranges:
+    for piece, pending in slices:
+        source = _source(pending, start="$2", end="$3")
         if scope is None:
             row = await connection.fetchrow(
-                f"""SELECT {_FIGURES},
-                       (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
-                        WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3)
-                       AS attributed_revenue
-                    FROM events
+                f"""SELECT {_FIGURES} FROM {source}
                     WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
                 tenant_id,
                 piece.start,
@@ -683,12 +825,8 @@ async def _raw_figures(
                 f"""SELECT count(*) FILTER (WHERE event_type = 'recommendation_impressed')
                            AS impressions,
                        count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS clicks,
-                       count(*) AS events,
-                       (SELECT count(*) FROM revenue_attributions WHERE {_SCOPED_ATTRIBUTIONS})
-                           AS conversions,
-                       (SELECT coalesce(sum(revenue), 0) FROM revenue_attributions
-                        WHERE {_SCOPED_ATTRIBUTIONS}) AS revenue
-                    FROM events
+                       count(*) AS events
+                    FROM {source}
                     WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
                       AND {_SCOPED_EVENTS}""",
                 tenant_id,
@@ -697,9 +835,26 @@ async def _raw_figures(
                 scope.placement_id,
                 scope.strategy,
             )
-            row = {**dict(row), "attributed_revenue": row["revenue"]}
         rules.add_figures(total, dict(row))
     return total
+
+
+async def _attributed(
+    connection: asyncpg.Connection, *, tenant_id: str, period: Period, scope: Scope | None
+) -> tuple[int, Decimal]:
+    """Purchases attributed to recommendation clicks in the period (of the scope) and their
+    revenue, read from the attributions themselves: they are few, kept as long as the daily
+    aggregates, and one made after its day's refresh (a click that came late) counts at once."""
+    row = await connection.fetchrow(
+        f"""SELECT count(*) AS conversions, coalesce(sum(revenue), 0) AS revenue
+            FROM revenue_attributions WHERE {_SCOPED_ATTRIBUTIONS}""",
+        tenant_id,
+        period.start,
+        period.end,
+        None if scope is None else scope.placement_id,
+        None if scope is None else scope.strategy,
+    )
+    return int(row["conversions"]), row["revenue"]
 
 
 async def _aggregated_figures(
@@ -778,7 +933,8 @@ async def _distinct_users(
         bitmaps = [row["users"] for row in rows]
     known: list[int] = []
     unnumbered = 0
-    if plan.unaggregated:
+    slices = plan.user_slices()
+    if slices:
         first = 2 if scope is None else 4
         condition = (
             ("AND event_type = 'purchase'" if buyers else "")
@@ -788,12 +944,14 @@ async def _distinct_users(
                      AND ($3::text IS NULL OR {_EVENT_STRATEGY} = $3)"""
         )
         selects = " UNION ".join(
-            f"SELECT user_id FROM events WHERE tenant_id = $1 {condition} "
+            f"SELECT user_id FROM "
+            f"{_source(pending, start=f'${first + 2 * i}', end=f'${first + 1 + 2 * i}')} "
+            f"WHERE tenant_id = $1 {condition} "
             f"AND occurred_at >= ${first + 2 * i} AND occurred_at < ${first + 1 + 2 * i}"
-            for i in range(len(plan.unaggregated))
+            for i, (_, pending) in enumerate(slices)
         )
         scope_args = [] if scope is None else [scope.placement_id, scope.strategy]
-        moments = [moment for piece in plan.unaggregated for moment in (piece.start, piece.end)]
+        moments = [moment for piece, _ in slices for moment in (piece.start, piece.end)]
         if not bitmaps:
             # Nothing to unite with (today alone, say): a distinct count is the answer, and
             # numbering the users through analytics_users would cost more than the count.
@@ -866,9 +1024,10 @@ async def holdout_sums(
     in the period, assigned exactly as domain.holdout.in_holdout assigns them.
 
     Active users come from the day bitmaps (each numbered user's bucket is stored with its
-    number) and the raw slices; purchases per user from the purchase events of the period
-    (kept 90 days; a partial index reads only those). Impressions and clicks are not counted:
-    the incremental tests are revenue per visitor and conversion rate."""
+    number) and the raw slices and pending events; purchases per user from the per-day buyer
+    rollups (analytics_daily_buyers) plus the purchases of the raw slices and pending events,
+    summed per user before squaring. Impressions and clicks are not counted: the incremental
+    tests are revenue per visitor and conversion rate."""
     threshold = percent * (BUCKET_COUNT // 100)
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
         plan = await _plan(
@@ -885,66 +1044,94 @@ async def holdout_sums(
                     sorted(plan.aggregated),
                 )
             ]
-        raw_users: dict[str, int | None] = {}
-        for piece in plan.raw:
+        slices = plan.slices()
+        raw_users: dict[str, tuple[int | None, int | None]] = {}
+        for piece, pending in slices:
             for row in await connection.fetch(
-                """SELECT n.user_id, u.holdout_bucket AS bucket
-                   FROM (SELECT DISTINCT user_id FROM events
-                         WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
-                   LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
+                f"""SELECT n.user_id, u.idx, u.holdout_bucket AS bucket
+                    FROM (SELECT DISTINCT user_id FROM {_source(pending, start="$2", end="$3")}
+                          WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3) n
+                    LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = n.user_id""",
                 tenant_id,
                 piece.start,
                 piece.end,
             ):
-                raw_users[row["user_id"]] = row["bucket"]
-        buckets = await connection.fetchrow(
-            """SELECT coalesce(array_agg(idx) FILTER (WHERE holdout_bucket < $2), '{}') AS held,
-                      (SELECT array_agg(user_id) FROM analytics_users
-                       WHERE tenant_id = $1 AND holdout_bucket IS NULL) AS unbucketed
-               FROM analytics_users WHERE tenant_id = $1""",
+                raw_users[row["user_id"]] = (row["idx"], row["bucket"])
+        held = await connection.fetchval(
+            """SELECT coalesce(array_agg(idx), '{}') FROM analytics_users
+               WHERE tenant_id = $1 AND holdout_bucket < $2""",
             tenant_id,
             threshold,
         )
-        bought = await connection.fetch(
-            """SELECT user_id, count(*) AS purchases, sum(price) AS revenue FROM events
-               WHERE tenant_id = $1 AND event_type = 'purchase'
-                 AND occurred_at >= $2 AND occurred_at < $3
-               GROUP BY user_id""",
+        unbucketed = await connection.fetch(
+            """SELECT user_id, idx FROM analytics_users
+               WHERE tenant_id = $1 AND holdout_bucket IS NULL""",
             tenant_id,
-            period.start,
-            period.end,
         )
-        # Numbered users of the bitmaps, and their numbers, to place the raw slices' users.
-        numbers = dict(
-            await connection.fetch(
-                """SELECT user_id, idx FROM analytics_users
-                   WHERE tenant_id = $1 AND user_id = ANY($2::text[])""",
-                tenant_id,
-                [row["user_id"] for row in bought if row["user_id"] not in raw_users]
-                + [user for user, bucket in raw_users.items() if bucket is not None],
+        # Days aggregated before the buyer rollups existed are read from their raw purchases.
+        rolled = sorted(day for day, row in plan.aggregated.items() if row["covers_pending"])
+        purchase_slices = slices + [
+            (Period(day_start(day), day_start(day + ONE_DAY)), False)
+            for day, row in plan.aggregated.items()
+            if not row["covers_pending"]
+        ]
+        parts = [
+            """SELECT idx, NULL::text AS user_id, holdout_bucket AS bucket, purchases AS p,
+                      revenue AS r
+               FROM analytics_daily_buyers WHERE tenant_id = $1 AND day = ANY($3::date[])"""
+        ]
+        moments: list[datetime] = []
+        for i, (piece, pending) in enumerate(purchase_slices):
+            s, e = f"${4 + 2 * i}", f"${5 + 2 * i}"
+            moments.extend((piece.start, piece.end))
+            parts.append(
+                f"""SELECT u.idx, CASE WHEN u.idx IS NULL THEN x.user_id END, u.holdout_bucket,
+                           x.p, x.r
+                    FROM (SELECT user_id, count(*) AS p, coalesce(sum(price), 0) AS r
+                          FROM {_source(pending, start=s, end=e)}
+                          WHERE tenant_id = $1 AND event_type = 'purchase'
+                            AND occurred_at >= {s} AND occurred_at < {e}
+                          GROUP BY user_id) x
+                    LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = x.user_id"""
             )
+        # Summed per user first: the squares are of each user's figures over the period.
+        bought = await connection.fetch(
+            f"""
+            WITH per_user AS (
+                SELECT idx, user_id, max(bucket) AS bucket, sum(p) AS p, sum(r) AS r
+                FROM ({" UNION ALL ".join(parts)}) x
+                GROUP BY idx, user_id
+            )
+            SELECT bucket < $2 AS held, NULL::text AS user_id, NULL::integer AS idx,
+                   count(*) AS buyers, sum(p) AS purchases, sum(p * p) AS purchases_sq,
+                   sum(r) AS revenue, sum(r * r) AS revenue_sq
+            FROM per_user WHERE bucket IS NOT NULL GROUP BY 1
+            UNION ALL
+            SELECT NULL, user_id, idx, 1, p, p * p, r, r * r
+            FROM per_user WHERE bucket IS NULL
+            """,
+            tenant_id,
+            threshold,
+            rolled,
+            *moments,
         )
+    unbucketed_users = {row["idx"]: row["user_id"] for row in unbucketed}
 
-    def held_out(user_id: str, bucket: int | None) -> bool:
-        if bucket is None:
-            return holdout.in_holdout(tenant_id=tenant_id, user_id=user_id, percent=percent)
-        return bucket < threshold
+    def held_out(user_id: str) -> bool:
+        return holdout.in_holdout(tenant_id=tenant_id, user_id=user_id, percent=percent)
 
-    unbucketed = [
-        numbers[user]
-        for user in buckets["unbucketed"] or []
-        if user in numbers
-        and holdout.in_holdout(tenant_id=tenant_id, user_id=user, percent=percent)
-    ]
-    held_numbers = np.asarray(list(buckets["held"]) + unbucketed, dtype=np.int64)
+    held_numbers = np.asarray(
+        list(held) + [idx for idx, user in unbucketed_users.items() if held_out(user)],
+        dtype=np.int64,
+    )
     # Users of the raw slices: those numbered join the bitmap set, the others count apart.
     extra = {True: 0, False: 0}
     raw_numbers = []
-    for user, bucket in raw_users.items():
-        if user in numbers:
-            raw_numbers.append(numbers[user])
+    for user, (idx, _) in raw_users.items():
+        if idx is not None:
+            raw_numbers.append(idx)
         else:
-            extra[held_out(user, bucket)] += 1
+            extra[held_out(user)] += 1
     active = np.frombuffer(
         rules.bitmap_union([*bitmaps, rules.bitmap_of(raw_numbers)]), dtype=np.uint8
     )
@@ -953,18 +1140,21 @@ async def holdout_sums(
     held_mask[held_numbers[held_numbers < active_bits.size]] = True
     users_held = int((active_bits & held_mask).sum()) + extra[True]
     users_rest = int((active_bits & ~held_mask).sum()) + extra[False]
-    held_set = set(held_numbers.tolist())
+    held_set = set(held_numbers.tolist()) if any(r["idx"] is not None for r in bought) else set()
     counts = {True: [0, 0, 0], False: [0, 0, 0]}  # buyers, purchases, purchases squared
     money = {True: [Decimal(0), Decimal(0)], False: [Decimal(0), Decimal(0)]}
     for row in bought:
-        user = row["user_id"]
-        side = numbers[user] in held_set if user in numbers else held_out(user, raw_users.get(user))
-        purchases, revenue = int(row["purchases"]), row["revenue"] or Decimal(0)
-        counts[side][0] += 1
-        counts[side][1] += purchases
-        counts[side][2] += purchases * purchases
-        money[side][0] += revenue
-        money[side][1] += revenue * revenue
+        if row["held"] is not None:
+            side = bool(row["held"])
+        elif row["user_id"] is not None:  # never numbered: seen in the raw slices only
+            side = held_out(row["user_id"])
+        else:  # numbered without a stored bucket
+            side = int(row["idx"]) in held_set
+        counts[side][0] += int(row["buyers"])
+        counts[side][1] += int(row["purchases"])
+        counts[side][2] += int(row["purchases_sq"])
+        money[side][0] += row["revenue"] or Decimal(0)
+        money[side][1] += row["revenue_sq"] or Decimal(0)
 
     def arm(users: int, side: bool) -> VariantSums:
         return VariantSums(
@@ -1012,10 +1202,16 @@ async def _tenant_overview(
         figures = await _aggregated_figures(connection, tenant_id=tenant_id, plan=plan, scope=scope)
         rules.add_figures(
             figures,
-            await _raw_figures(connection, tenant_id=tenant_id, ranges=plan.raw, scope=scope),
+            await _raw_figures(connection, tenant_id=tenant_id, slices=plan.slices(), scope=scope),
         )
-        if counted_figures is not None:
+        if plan.counted is not None and counted_figures is not None:
             rules.add_figures(figures, counted_figures)
+        conversions, attributed = await _attributed(
+            connection, tenant_id=tenant_id, period=period, scope=scope
+        )
+        figures["attributed_revenue"] = attributed
+        if scope is not None:
+            figures["conversions"], figures["revenue"] = conversions, attributed
         users = await _distinct_users(connection, tenant_id=tenant_id, plan=plan, scope=scope)
         buyers = (
             await _distinct_users(connection, tenant_id=tenant_id, plan=plan, buyers=True)
@@ -1145,19 +1341,52 @@ async def series(
         buckets: dict[datetime, dict[str, Any]] = {}
         for day, row in plan.aggregated.items():
             buckets[day_start(day)] = dict(row)
+        for piece in plan.pending:
+            # The day's aggregate plus its pending events; users united with the day's bitmap.
+            day = piece.start.date()
+            one_day = _Plan(aggregated={day: plan.aggregated[day]}, raw=[], pending=[piece])
+            figures: dict[str, Any] = rules.add_figures(
+                {**rules.empty_figures(), **dict(plan.aggregated[day])},
+                await _raw_figures(connection, tenant_id=tenant_id, slices=[(piece, True)]),
+            )
+            figures["active_users"] = await _distinct_users(
+                connection, tenant_id=tenant_id, plan=one_day
+            )
+            figures["buyers"] = await _distinct_users(
+                connection, tenant_id=tenant_id, plan=one_day, buyers=True
+            )
+            buckets[piece.start] = figures
         for piece in plan.raw:
             buckets.update(
                 await _raw_buckets(connection, tenant_id=tenant_id, piece=piece, interval=interval)
             )
-        if today is not None:
+        if plan.counted is not None and today is not None:
             users, buyers = await _distinct_users_in(
-                connection, tenant_id=tenant_id, piece=today.span
+                connection, tenant_id=tenant_id, piece=plan.counted
             )
-            buckets[today.span.start] = {
+            buckets[plan.counted.start] = {
                 **(rules.counter_figures(today.fields) or {}),
                 "active_users": users,
                 "buyers": buyers,
             }
+        if interval == "day":
+            # Attributed revenue per day from the attributions themselves (see _attributed).
+            for bucket in buckets.values():
+                bucket["attributed_revenue"] = 0
+            for row in await connection.fetch(
+                """SELECT (purchased_at AT TIME ZONE 'UTC')::date AS day, sum(revenue) AS revenue
+                   FROM revenue_attributions
+                   WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+                   GROUP BY 1""",
+                tenant_id,
+                period.start,
+                period.end,
+            ):
+                key = max(day_start(row["day"]), period.start)
+                entry = buckets.setdefault(
+                    key, {**rules.empty_figures(), "active_users": 0, "buyers": 0}
+                )
+                entry["attributed_revenue"] = row["revenue"]
     points = []
     for start in rules.bucket_starts(period, interval):
         figures = buckets.get(start) or {**rules.empty_figures(), "active_users": 0, "buyers": 0}
@@ -1182,106 +1411,146 @@ async def top_products(
 ) -> list[dict[str, Any]]:
     """The tenant's products ranked by `sort` (an API name from SORTS) over the period.
 
-    Today's impressions, clicks, conversions and revenue per product come from the per-product
-    counters, today's attributed revenue per product from revenue_attributions (an attribution
-    counted in Redis does not carry its product)."""
+    Aggregated days come packed (one row a day, summed by product number in numpy); raw
+    ranges, pending events and today's per-product counters are grouped by product id and
+    added; attributed revenue per product comes from the attributions (see _attributed)."""
     column = SORTS[sort]
     today = (
         await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now, products=True)
     )[0]
     by_product = None if today is None else rules.product_figures(today.products, today.fields)
     counted = today.span if today is not None and by_product is not None else None
+    names = ("i", "c", "v", "r", "a")
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
         )
-        parts = [
-            """SELECT product_id, impressions AS i, clicks AS c, conversions AS v, revenue AS r,
-                      attributed_revenue AS a
-               FROM analytics_product_daily WHERE tenant_id = $1 AND day = ANY($2::date[])"""
+        packed = [
+            np.frombuffer(row["figures"], dtype=_PACKED)
+            for row in await connection.fetch(
+                """SELECT figures FROM analytics_product_packed
+                   WHERE tenant_id = $1 AND day = ANY($2::date[])""",
+                tenant_id,
+                sorted(plan.aggregated),
+            )
         ]
-        args: list[Any] = [tenant_id, sorted(plan.aggregated)]
-        for piece in plan.raw:
-            s, e = len(args) + 1, len(args) + 2
-            args.extend((piece.start, piece.end))
-            parts.append(
+        # Figures keyed by product id outside the packed days, revenue in ten-thousandths.
+        loose: dict[str, list[int]] = {}
+
+        def add(product_id: str, figures: Sequence[Any]) -> None:
+            entry = loose.setdefault(product_id, [0, 0, 0, 0, 0])
+            for index, value in enumerate(figures):
+                entry[index] += round(value)
+
+        for piece, pending in plan.slices():
+            for row in await connection.fetch(
                 f"""SELECT product_id,
-                       count(*) FILTER (WHERE event_type = 'recommendation_impressed'),
-                       count(*) FILTER (WHERE event_type = 'recommendation_clicked'),
-                       count(*) FILTER (WHERE event_type = 'purchase'),
-                       coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0),
-                       0::numeric
-                    FROM events WHERE tenant_id = $1 AND occurred_at >= ${s}
-                      AND occurred_at < ${e} AND event_type IN {_COUNTED_TYPES}
-                    GROUP BY product_id
-                    UNION ALL
-                    SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
-                    WHERE tenant_id = $1 AND purchased_at >= ${s} AND purchased_at < ${e}
-                    GROUP BY product_id"""
-            )
-        if counted is not None and by_product is not None:
-            first = len(args) + 1
-            args.extend(
-                (
-                    list(by_product),
-                    [int(f["impressions"]) for f in by_product.values()],
-                    [int(f["clicks"]) for f in by_product.values()],
-                    [int(f["conversions"]) for f in by_product.values()],
-                    [Decimal(str(f["revenue"])) for f in by_product.values()],
-                    counted.start,
-                    counted.end,
+                       count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS i,
+                       count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
+                       count(*) FILTER (WHERE event_type = 'purchase') AS v,
+                       (coalesce(sum(price) FILTER (WHERE event_type = 'purchase'), 0)
+                        * 10000)::bigint AS r
+                    FROM {_source(pending, start="$2", end="$3")}
+                    WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                      AND event_type IN {_COUNTED_TYPES}
+                    GROUP BY product_id""",
+                tenant_id,
+                piece.start,
+                piece.end,
+            ):
+                add(row["product_id"], (row["i"], row["c"], row["v"], row["r"], 0))
+        if plan.counted is not None and by_product is not None:
+            for product_id, found in by_product.items():
+                revenue = Decimal(str(found["revenue"])) * 10000
+                add(
+                    product_id,
+                    (found["impressions"], found["clicks"], found["conversions"], revenue, 0),
                 )
+        attributed = {
+            row["product_id"]: int(row["a"])
+            for row in await connection.fetch(
+                """SELECT product_id, (sum(revenue) * 10000)::bigint AS a
+                   FROM revenue_attributions
+                   WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+                   GROUP BY product_id""",
+                tenant_id,
+                period.start,
+                period.end,
             )
-            n = [f"${first + i}" for i in range(7)]
-            parts.append(
-                f"""SELECT product_id, i, c, v, r, 0::numeric
-                    FROM unnest({n[0]}::text[], {n[1]}::bigint[], {n[2]}::bigint[],
-                                {n[3]}::bigint[], {n[4]}::numeric[]) AS t(product_id, i, c, v, r)
-                    UNION ALL
-                    SELECT product_id, 0, 0, 0, 0, sum(revenue) FROM revenue_attributions
-                    WHERE tenant_id = $1 AND purchased_at >= {n[5]} AND purchased_at < {n[6]}
-                    GROUP BY product_id"""
+        }
+        numbers = dict(
+            await connection.fetch(
+                """SELECT product_id, idx FROM analytics_products
+                   WHERE tenant_id = $1 AND product_id = ANY($2::text[])""",
+                tenant_id,
+                list(loose.keys() | attributed.keys()),
             )
-        args.append(limit)
-        # Rank on the sort figure alone, over the rows where it is positive (a product whose
-        # figure is 0 is never listed), then sum every figure of the few ranked products:
-        # grouping and sorting all products' rows of a wide catalog is what costs.
-        letter = _PARTS_COLUMN[column]
-        await connection.execute("SET LOCAL work_mem = '32MB'")
-        rows = await connection.fetch(
-            f"""
-            WITH parts AS MATERIALIZED (
-                SELECT * FROM ({" UNION ALL ".join(parts)}) x(product_id, i, c, v, r, a)
-            ), top AS (
-                SELECT product_id, sum({letter}) AS figure FROM parts WHERE {letter} > 0
-                GROUP BY product_id
-                ORDER BY figure DESC, product_id
-                LIMIT ${len(args)}
-            ), ranked AS (
-                SELECT product_id, sum(i) AS impressions, sum(c) AS clicks,
-                       sum(v) AS conversions, sum(r) AS revenue, sum(a) AS attributed_revenue
-                FROM parts WHERE product_id IN (SELECT product_id FROM top)
-                GROUP BY product_id
+        )
+        # Every product by number: the packed days' sums, then the loose figures of numbered
+        # products; products never numbered stay keyed by id.
+        size = max(
+            [int(part["idx"].max()) + 1 for part in packed if part.size]
+            + [idx + 1 for idx in numbers.values()]
+            + [0]
+        )
+        totals = {name: np.zeros(size, dtype=np.int64) for name in names}
+        for part in packed:
+            for name in ("i", "c", "v", "r"):
+                np.add.at(totals[name], part["idx"], part[name])
+        unnumbered: dict[str, list[int]] = {}
+        for product_id, figures in loose.items():
+            if product_id in numbers:
+                for name, value in zip(names, figures, strict=True):
+                    totals[name][numbers[product_id]] += value
+            else:
+                unnumbered[product_id] = figures
+        for product_id, value in attributed.items():
+            if product_id in numbers:
+                totals["a"][numbers[product_id]] += value
+            else:
+                unnumbered.setdefault(product_id, [0, 0, 0, 0, 0])[4] += value
+        key = _PARTS_COLUMN[column]
+        figure = totals[key]
+        # Ranked on the sort figure, ties by product id: every product whose figure reaches
+        # the limit-th largest is a candidate, named, then the first `limit` kept.
+        positive = np.flatnonzero(figure > 0)
+        if positive.size > limit:
+            floor = np.partition(figure[positive], positive.size - limit)[positive.size - limit]
+            positive = positive[figure[positive] >= floor]
+        ids = dict(
+            (row["idx"], row["product_id"])
+            for row in await connection.fetch(
+                """SELECT idx, product_id FROM analytics_products
+                   WHERE tenant_id = $1 AND idx = ANY($2::integer[])""",
+                tenant_id,
+                positive.tolist(),
             )
-            SELECT r.*, c.name FROM ranked r
-            LEFT JOIN catalog_items c ON c.tenant_id = $1 AND c.product_id = r.product_id
-            ORDER BY r.{column} DESC, r.product_id
-            """,
-            *args,
+        )
+        candidates = [
+            (ids[int(idx)], [int(totals[name][idx]) for name in names]) for idx in positive
+        ] + [(product_id, f) for product_id, f in unnumbered.items() if f[names.index(key)] > 0]
+        candidates.sort(key=lambda item: (-item[1][names.index(key)], item[0]))
+        chosen = candidates[:limit]
+        catalog = dict(
+            await connection.fetch(
+                """SELECT product_id, name FROM catalog_items
+                   WHERE tenant_id = $1 AND product_id = ANY($2::text[])""",
+                tenant_id,
+                [product_id for product_id, _ in chosen],
+            )
         )
     return [
         {
-            "productId": row["product_id"],
-            "name": row["name"],
-            "impressions": int(row["impressions"]),
-            "clicks": int(row["clicks"]),
-            "ctr": rules.ratio(row["clicks"], row["impressions"]),
-            "conversions": int(row["conversions"]),
-            "revenue": round(float(row["revenue"]), 4),
-            "attributedRevenue": round(float(row["attributed_revenue"]), 4),
+            "productId": product_id,
+            "name": catalog.get(product_id),
+            "impressions": i,
+            "clicks": c,
+            "ctr": rules.ratio(c, i),
+            "conversions": v,
+            "revenue": round(r / 10000, 4),
+            "attributedRevenue": round(a / 10000, 4),
         }
-        for row in rows
-        if row[column] > 0
+        for product_id, (i, c, v, r, a) in chosen
     ]
 
 
@@ -1319,8 +1588,8 @@ async def breakdown(
             key, {"impressions": 0, "clicks": 0, "conversions": 0, "revenue": Decimal(0)}
         )
         for name in ("impressions", "clicks", "conversions"):
-            entry[name] += int(row[name] or 0)
-        entry["revenue"] += Decimal(str(row["revenue"] or 0))
+            entry[name] += int(row.get(name) or 0)
+        entry["revenue"] += Decimal(str(row.get("revenue") or 0))
 
     async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
         plan = await _plan(
@@ -1328,8 +1597,7 @@ async def breakdown(
         )
         if plan.aggregated:
             for row in await connection.fetch(
-                f"""SELECT {column} AS key, sum(impressions) AS impressions, sum(clicks) AS clicks,
-                           sum(conversions) AS conversions, sum(revenue) AS revenue
+                f"""SELECT {column} AS key, sum(impressions) AS impressions, sum(clicks) AS clicks
                     FROM analytics_daily
                     WHERE tenant_id = $1 AND day = ANY($2::date[])
                       AND NOT (placement_id = '' AND strategy = '')
@@ -1338,34 +1606,37 @@ async def breakdown(
                 sorted(plan.aggregated),
             ):
                 add(row["key"], row)
-        for piece in plan.raw:
+        for piece, pending in plan.slices():
             for row in await connection.fetch(
-                f"""SELECT key, sum(i) AS impressions, sum(c) AS clicks, sum(v) AS conversions,
-                           sum(r) AS revenue
-                    FROM (
-                        SELECT {event_key} AS key,
-                               count(*) FILTER (WHERE event_type = 'recommendation_impressed')
-                                   AS i,
-                               count(*) FILTER (WHERE event_type = 'recommendation_clicked') AS c,
-                               0::bigint AS v, 0::numeric AS r
-                        FROM events
-                        WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-                          AND event_type IN {_RECOMMENDATION_TYPES}
-                        GROUP BY 1
-                        UNION ALL
-                        SELECT coalesce({column}, ''), 0, 0, count(*), sum(revenue)
-                        FROM revenue_attributions
-                        WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
-                        GROUP BY 1
-                    ) x
-                    GROUP BY key""",
+                f"""SELECT {event_key} AS key,
+                           count(*) FILTER (WHERE event_type = 'recommendation_impressed')
+                               AS impressions,
+                           count(*) FILTER (WHERE event_type = 'recommendation_clicked')
+                               AS clicks
+                    FROM {_source(pending, start="$2", end="$3")}
+                    WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                      AND event_type IN {_RECOMMENDATION_TYPES}
+                    GROUP BY 1""",
                 tenant_id,
                 piece.start,
                 piece.end,
             ):
                 add(row["key"], row)
-    for key, figures in (counted_rows or {}).items() if counted is not None else ():
-        add(key, figures)
+        # Conversions and revenue from the attributions themselves (see _attributed).
+        for row in await connection.fetch(
+            f"""SELECT coalesce({column}, '') AS key, count(*) AS conversions,
+                       sum(revenue) AS revenue
+                FROM revenue_attributions
+                WHERE tenant_id = $1 AND purchased_at >= $2 AND purchased_at < $3
+                GROUP BY 1""",
+            tenant_id,
+            period.start,
+            period.end,
+        ):
+            add(row["key"], row)
+    if plan.counted is not None:
+        for key, figures in (counted_rows or {}).items():
+            add(key, {**figures, "conversions": 0, "revenue": 0})
     rows = [rules.breakdown_row(key, figures) for key, figures in found.items()]
     rows = [row for row in rows if row["impressions"] or row["clicks"] or row["conversions"]]
     return sorted(rows, key=lambda row: (-row["impressions"], -row["clicks"], row["key"]))
@@ -1395,11 +1666,11 @@ async def funnel(pool: asyncpg.Pool, *, tenant_id: str, period: Period) -> list[
                 sorted(plan.aggregated),
             )
         raw: list[asyncpg.Record] = []
-        for piece in plan.raw:
+        for piece, pending in plan.slices():
             raw.extend(
                 await connection.fetch(
                     f"""SELECT e.user_id, u.idx, {flags}
-                        FROM events e
+                        FROM {_source(pending, start="$2", end="$3", alias="e")}
                         LEFT JOIN analytics_users u
                           ON u.tenant_id = $1 AND u.user_id = e.user_id
                         WHERE e.tenant_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from domain import cursors
 from domain.event_message import MessageEvent
 from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute
+from store import rollups
 from store.event_projections import (
     apply_guarded,
     attribution_effects,
@@ -183,6 +184,7 @@ async def insert_events(
                 sorted(missing),
             )
             rows.extend(stored)
+        await rollups.note_stored(connection, tenant_id=tenant_id, rows=inserted)
         purchases = [r for r in inserted if r["event_type"] == "purchase"]
         attributed = (
             await _attribute(connection, tenant_id=tenant_id, purchases=purchases)

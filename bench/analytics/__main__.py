@@ -2,6 +2,13 @@
 
     .venv/bin/python -m bench.analytics [--events 10000000] [--days 90] [--runs 20]
     .venv/bin/python -m bench.analytics --profile wide    # 24,000-product catalog, 30 days
+    .venv/bin/python -m bench.analytics --data /tmp/analytics-10m [--compare main]
+
+`--data DIR` keeps the servers' data in DIR: the first run loads it, later runs reuse it (the
+events are topped up to now at the same pace, the new days refreshed; `--refresh` recomputes
+every day's aggregates, as after a change to what they hold). `--compare REF` times the code
+of the git revision REF on the same data set just before the working tree's, for a before and
+after measured under the same load.
 
 The default profile is the 10M-event tenant (5,000 products, best sellers skewed). The wide
 profile is a shop like the demo tenant: 120,000 events over 30 days spread evenly over a
@@ -22,19 +29,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
 
 from api.security import issue_access_token
-from bench.harness import Platform, local_platform, make_bench_tenant, stop_process
+from bench.harness import ROOT, Platform, local_platform, make_bench_tenant, stop_process
 from domain.analytics import Period, day_start, resolve_period
 from store import analytics as analytics_store
 from store.db import create_pool
@@ -76,6 +88,7 @@ SELECT tenant_id, user_id, product_id, 'click-' || event_id, event_id, price,
        occurred_at - interval '10 minutes', occurred_at, 'home', 'collaborative'
 FROM events
 WHERE tenant_id = $1 AND event_type = 'purchase' AND (hashtext(event_id) & 7) < 3
+  AND occurred_at >= $2
 """
 
 
@@ -105,29 +118,34 @@ async def _load(
     products: int,
     skew: float,
     catalog: bool,
+    first: int = 0,
+    start: datetime | None = None,
+    step: timedelta | None = None,
 ) -> float:
-    """Load the events and attributions; returns seconds taken."""
+    """Load the events (numbers `first`.. at `step` apart from `start`, by default `events`
+    over the last `days`) and their attributions; returns seconds taken."""
     now = datetime.now(UTC)
-    start = now - timedelta(days=days)
-    step = timedelta(days=days) / events
-    chunks = 40
+    start = start or now - timedelta(days=days)
+    step = step or timedelta(days=days) / events
+    chunks = 40 if events > 100_000 else 1
     size = -(-events // chunks)
-    pending = [(i * size, min(events, (i + 1) * size) - 1) for i in range(chunks)]
+    pending = [(first + i * size, first + min(events, (i + 1) * size) - 1) for i in range(chunks)]
+    pending_base = first
     pool = await create_pool(settings, min_size=2, max_size=2, command_timeout=3600)
     started = time.perf_counter()
 
     async def loader() -> None:
         while pending:
-            first, last = pending.pop(0)
-            if first > last:
+            low, high = pending.pop(0)
+            if low > high:
                 continue
             async with pool.acquire() as connection:
                 await connection.execute(
                     _LOAD,
                     tenant_id,
-                    first,
-                    last,
-                    start + first * step,
+                    low,
+                    high,
+                    start + (low - pending_base) * step,
                     users,
                     products,
                     step,
@@ -141,7 +159,7 @@ async def _load(
         if catalog:
             await pool.execute(_CATALOG, tenant_id, products)
             await pool.execute("ANALYZE catalog_items")
-        await pool.execute(_ATTRIBUTE, tenant_id)
+        await pool.execute(_ATTRIBUTE, tenant_id, start)
         await pool.execute("VACUUM ANALYZE events")
         await pool.execute("ANALYZE revenue_attributions")
     finally:
@@ -150,6 +168,7 @@ async def _load(
 
 
 async def _refresh(settings: Settings, tenant_id: str, days: int) -> float:
+    """Refresh the aggregates of today and the `days` before; returns seconds taken."""
     pool = await create_pool(settings, min_size=1, max_size=2, command_timeout=3600)
     today = datetime.now(UTC).date()
     started = time.perf_counter()
@@ -310,7 +329,7 @@ async def _measure_window(
     for name, call in paths.items():
         ours = await _time(call, runs)
         naive = None
-        if name in _NAIVE:
+        if name in _NAIVE and naive_runs > 0:
             sql = _NAIVE[name]
 
             async def raw(sql: str = sql) -> None:
@@ -378,9 +397,9 @@ async def _export(
         )
 
 
-def _http(platform: Platform, admin_id: str, tenant_id: str, runs: int) -> tuple:
+def _http(platform: Platform, admin_id: str, tenant_id: str, runs: int, cwd: Path = ROOT) -> tuple:
     settings, base = platform.settings, platform.base_url
-    process = platform.start_api()
+    process = platform.start_api(cwd=cwd)
     try:
         token, _ = issue_access_token(admin_id=admin_id, settings=settings)
         request = urllib.request.Request(  # noqa: S310
@@ -399,6 +418,77 @@ def _http(platform: Platform, admin_id: str, tenant_id: str, runs: int) -> tuple
         stop_process(process, timeout=30)
 
 
+def _top_up(settings: Settings, state: dict[str, Any]) -> None:
+    """Load events from where the kept data set ends up to now at its pace, then refresh the
+    days they fall on."""
+    step = timedelta(seconds=state["step_seconds"])
+    until = datetime.fromisoformat(state["loaded_until"])
+    count = int((datetime.now(UTC) - until) / step)
+    if count <= 0:
+        return
+    seconds = asyncio.run(
+        _load(
+            settings,
+            state["tenant_id"],
+            events=count,
+            days=0,
+            users=state["users"],
+            products=state["products"],
+            skew=state["skew"],
+            catalog=False,
+            first=state["events"],
+            start=until,
+            step=step,
+        )
+    )
+    state["events"] += count
+    state["loaded_until"] = (until + count * step).isoformat()
+    print(f"topped up {count:,} events in {seconds:.1f} s")
+
+
+def _measure_tree(
+    platform: Platform, state: dict[str, Any], args: argparse.Namespace, tree: Path | None
+) -> None:
+    """Time the paths with the code of `tree` (a child process), or of this tree."""
+    if tree is None:
+        asyncio.run(
+            _measure(
+                platform.settings, state["tenant_id"], state["admin_id"], args.runs, args.naive_runs
+            )
+        )
+        http = _http(platform, state["admin_id"], state["tenant_id"], args.runs)
+    else:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.analytics",
+                "--measure-only",
+                json.dumps(state),
+                "--runs",
+                str(args.runs),
+                "--naive-runs",
+                str(args.naive_runs),
+            ],
+            env={**platform.env, "PYTHONPATH": str(tree)},
+            cwd=tree,
+            check=True,
+        )
+        http = _http(platform, state["admin_id"], state["tenant_id"], args.runs, cwd=tree)
+    print(f"\n{'overview over HTTP, 30 days':<34}{http[0]:>10.1f}{http[1]:>10.1f}", flush=True)
+
+
+def _export_tree(ref: str, into: Path) -> Path:
+    """The files of git revision `ref` in `into`, with this benchmark's own code beside them."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    shutil.copy(Path(__file__), into / "bench" / "analytics" / "__main__.py")
+    return into
+
+
 def main() -> int:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -407,7 +497,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--products", type=int, default=5_000)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--naive-runs", type=int, default=5)
+    parser.add_argument("--naive-runs", type=int, default=5, help="0 skips the naive queries")
     parser.add_argument(
         "--product-skew",
         type=float,
@@ -416,34 +506,80 @@ def main() -> int:
     )
     parser.add_argument("--catalog", action="store_true", help="also load catalog rows")
     parser.add_argument("--profile", choices=("large", "wide"), default="large")
+    parser.add_argument("--data", type=Path, help="keep (or reuse) the data set in this folder")
+    parser.add_argument(
+        "--refresh", action="store_true", help="with --data: refresh every day again"
+    )
+    parser.add_argument("--compare", metavar="REF", help="also time git revision REF, first")
+    parser.add_argument("--measure-only", metavar="STATE", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_only:
+        # A child of --compare: time this tree's code against the running servers.
+        state = json.loads(args.measure_only)
+        settings = Settings()
+        asyncio.run(
+            _measure(settings, state["tenant_id"], state["admin_id"], args.runs, args.naive_runs)
+        )
+        return 0
     if args.profile == "wide":
         args.events, args.days, args.users = 120_000, 30, 8_000
         args.products, args.product_skew, args.catalog = 24_000, 1.0, True
 
-    with local_platform("recomengine-bench-") as platform:
+    marker = args.data / "bench.json" if args.data else None
+    with local_platform("recomengine-bench-", workdir=args.data) as platform:
         settings = platform.settings
-        admin_id, tenant_id = asyncio.run(_setup(settings))
-        load_seconds = asyncio.run(
-            _load(
-                settings,
-                tenant_id,
-                events=args.events,
-                days=args.days,
-                users=args.users,
-                products=args.products,
-                skew=args.product_skew,
-                catalog=args.catalog,
+        if marker is not None and marker.exists():
+            state = json.loads(marker.read_text())
+            print(f"reusing {state['events']:,} events of {args.data}")
+            before = datetime.fromisoformat(state["loaded_until"]).date()
+            _top_up(settings, state)
+            days = state["days"] if args.refresh else (datetime.now(UTC).date() - before).days
+            refresh_seconds = asyncio.run(_refresh(settings, state["tenant_id"], days))
+            print(f"refreshed {days + 1} daily aggregates in {refresh_seconds:.1f} s")
+        else:
+            admin_id, tenant_id = asyncio.run(_setup(settings))
+            load_seconds = asyncio.run(
+                _load(
+                    settings,
+                    tenant_id,
+                    events=args.events,
+                    days=args.days,
+                    users=args.users,
+                    products=args.products,
+                    skew=args.product_skew,
+                    catalog=args.catalog,
+                )
             )
-        )
-        print(f"loaded {args.events:,} events over {args.days} days in {load_seconds:.1f} s")
-        refresh_seconds = asyncio.run(_refresh(settings, tenant_id, args.days))
-        print(f"refreshed {args.days + 1} daily aggregates in {refresh_seconds:.1f} s")
-        counted, count_seconds = asyncio.run(_count_today(settings, tenant_id))
+            print(f"loaded {args.events:,} events over {args.days} days in {load_seconds:.1f} s")
+            refresh_seconds = asyncio.run(_refresh(settings, tenant_id, args.days))
+            print(f"refreshed {args.days + 1} daily aggregates in {refresh_seconds:.1f} s")
+            step = timedelta(days=args.days) / args.events
+            state = {
+                "admin_id": admin_id,
+                "tenant_id": tenant_id,
+                "events": args.events,
+                "days": args.days,
+                "users": args.users,
+                "products": args.products,
+                "skew": args.product_skew,
+                "step_seconds": step.total_seconds(),
+                "loaded_until": (
+                    datetime.now(UTC) - timedelta(days=args.days) + args.events * step
+                ).isoformat(),
+            }
+        if marker is not None:
+            marker.write_text(json.dumps(state))
+        counted, count_seconds = asyncio.run(_count_today(settings, state["tenant_id"]))
         print(f"counted today's {counted:,} events into Redis in {count_seconds:.1f} s")
-        asyncio.run(_measure(settings, tenant_id, admin_id, args.runs, args.naive_runs))
-        http = _http(platform, admin_id, tenant_id, args.runs)
-        print(f"\n{'overview over HTTP, 30 days':<34}{http[0]:>10.1f}{http[1]:>10.1f}")
+        if args.compare:
+            with tempfile.TemporaryDirectory(prefix="recomengine-bench-ref-") as folder:
+                tree = _export_tree(args.compare, Path(folder))
+                print(f"\n==== {args.compare} ====", flush=True)
+                _measure_tree(platform, state, args, tree)
+                print("\n==== working tree ====", flush=True)
+                _measure_tree(platform, state, args, None)
+        else:
+            _measure_tree(platform, state, args, None)
         print(f"\n{args.runs} runs per path (naive: {args.naive_runs}), after one warm-up run")
         return 0
 

@@ -105,6 +105,15 @@ def test_a_day_is_served_from_aggregates_only_once_refreshed_after_it_ended() ->
     assert rules.servable_days([today], {today: NOW + timedelta(days=2)}, today=today) == []
 
 
+def test_a_day_aggregated_with_pending_notes_is_served_whenever_it_was_refreshed() -> None:
+    day, today = date(2026, 11, 20), date(2026, 11, 28)
+    during = rules.day_start(day) + timedelta(hours=5)
+    assert rules.servable_days([day], {day: during}, today=today) == []
+    assert rules.servable_days([day], {day: during}, today=today, with_pending=[day]) == [day]
+    assert rules.servable_days([today], {today: NOW}, today=today, with_pending=[today]) == [today]
+    assert rules.servable_days([day], {}, today=today, with_pending=[day]) == []
+
+
 def test_the_overview_formulas() -> None:
     figures = {
         "impressions": 200,
