@@ -435,9 +435,12 @@ async def test_past_days_are_read_from_the_aggregates_and_a_late_event_counts_at
     late = _event("purchase", "late-user", "p1", day_start(past[2]) + timedelta(hours=5), price=7)
     await _ingest(client, db, redis, tenant, [late])
     # The late arrival is pending beside its day's aggregate until the next refresh counts it.
-    assert await db.fetchval(
-        "SELECT count(*) FROM analytics_pending WHERE tenant_id = $1", tenant.tenant_id
-    ) >= 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM analytics_pending WHERE tenant_id = $1", tenant.tenant_id
+        )
+        >= 1
+    )
     truth = await _truth(db, tenant.tenant_id, day_start(past[-1]), day_start(today))
     for _ in ("pending", "refreshed"):
         after = _overview(client, tenant, **params)
