@@ -254,10 +254,8 @@ async def _assert_equal_to_raw(
             top = await analytics_store.top_products(
                 db, redis, tenant_id=tenant_id, period=period, sort=sort, limit=5, now=now
             )
-            ranked = sorted(
-                ((p, f) for p, f in products.items() if f[index] > 0),
-                key=lambda item, index=index: (-item[1][index], item[0]),
-            )[:5]
+            listed = [(-f[index], p, f) for p, f in products.items() if f[index] > 0]
+            ranked = [(p, f) for _, p, f in sorted(listed)][:5]
             assert [row["productId"] for row in top] == [p for p, _ in ranked], sort
             for row, (_, (i, c, v, r, a)) in zip(top, ranked, strict=True):
                 assert (row["impressions"], row["clicks"], row["conversions"]) == (i, c, v)
