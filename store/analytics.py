@@ -296,7 +296,7 @@ async def summarise_day(
         start,
         end,
     )
-    await _pack_products(connection, tenant_id=tenant_id, day=day)
+    await _pack_day(connection, tenant_id=tenant_id, day=day)
     if not add and before is None:
         # The recount saw every event of the day visible to this snapshot: exactly those
         # whose pending notes this snapshot sees (an event and its note commit together).
@@ -318,8 +318,14 @@ _PACKED = np.dtype(
 )
 
 
-async def _pack_products(connection: asyncpg.Connection, *, tenant_id: str, day: date) -> None:
-    """Number the day's new products, then store its analytics_product_daily rows packed."""
+# Packed buyers of a day: per user number, holdout bucket (-1: none stored), purchases, and
+# revenue in ten-thousandths.
+_BUYERS = np.dtype([("idx", "<i4"), ("bucket", "<i2"), ("p", "<i8"), ("r", "<i8")])
+
+
+async def _pack_day(connection: asyncpg.Connection, *, tenant_id: str, day: date) -> None:
+    """Number the day's new products, then store its analytics_product_daily rows and its
+    analytics_daily_buyers rows packed."""
     await connection.execute(
         """
         INSERT INTO analytics_products (tenant_id, product_id, idx)
@@ -334,7 +340,7 @@ async def _pack_products(connection: asyncpg.Connection, *, tenant_id: str, day:
         tenant_id,
         day,
     )
-    found = await connection.fetchrow(
+    products = await connection.fetchrow(
         """SELECT array_agg(p.idx) AS idx, array_agg(d.impressions) AS i,
                   array_agg(d.clicks) AS c, array_agg(d.conversions) AS v,
                   array_agg((d.revenue * 10000)::bigint) AS r,
@@ -345,15 +351,26 @@ async def _pack_products(connection: asyncpg.Connection, *, tenant_id: str, day:
         tenant_id,
         day,
     )
-    packed = np.zeros(len(found["idx"] or []), dtype=_PACKED)
-    for name in _PACKED.names or ():
-        packed[name] = found[name] or []
-    await connection.execute(
-        """INSERT INTO analytics_product_packed (tenant_id, day, figures) VALUES ($1, $2, $3)
-           ON CONFLICT (tenant_id, day) DO UPDATE SET figures = EXCLUDED.figures""",
+    buyers = await connection.fetchrow(
+        """SELECT array_agg(idx) AS idx, array_agg(coalesce(holdout_bucket, -1)) AS bucket,
+                  array_agg(purchases) AS p, array_agg((revenue * 10000)::bigint) AS r
+           FROM analytics_daily_buyers WHERE tenant_id = $1 AND day = $2""",
         tenant_id,
         day,
-        packed.tobytes(),
+    )
+    packed = []
+    for found, dtype in ((products, _PACKED), (buyers, _BUYERS)):
+        array = np.zeros(len(found["idx"] or []), dtype=dtype)
+        for name in dtype.names or ():
+            array[name] = found[name] or []
+        packed.append(array.tobytes())
+    await connection.execute(
+        """INSERT INTO analytics_packed (tenant_id, day, products, buyers) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (tenant_id, day)
+           DO UPDATE SET products = EXCLUDED.products, buyers = EXCLUDED.buyers""",
+        tenant_id,
+        day,
+        *packed,
     )
 
 
@@ -640,7 +657,7 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
                 "analytics_product_daily",
                 "analytics_daily_users",
                 "analytics_daily_buyers",
-                "analytics_product_packed",
+                "analytics_packed",
             ):
                 status = await connection.execute(
                     f"DELETE FROM {table} WHERE day < $1", cutoffs["daily"]
@@ -1070,51 +1087,38 @@ async def holdout_sums(
         )
         # Days aggregated before the buyer rollups existed are read from their raw purchases.
         rolled = sorted(day for day, row in plan.aggregated.items() if row["covers_pending"])
+        packed = [
+            np.frombuffer(row["buyers"], dtype=_BUYERS)
+            for row in await connection.fetch(
+                """SELECT buyers FROM analytics_packed
+                   WHERE tenant_id = $1 AND day = ANY($2::date[])""",
+                tenant_id,
+                rolled,
+            )
+        ]
         purchase_slices = slices + [
             (Period(day_start(day), day_start(day + ONE_DAY)), False)
             for day, row in plan.aggregated.items()
             if not row["covers_pending"]
         ]
-        parts = [
-            """SELECT idx, NULL::text AS user_id, holdout_bucket AS bucket, purchases AS p,
-                      revenue AS r
-               FROM analytics_daily_buyers WHERE tenant_id = $1 AND day = ANY($3::date[])"""
-        ]
-        moments: list[datetime] = []
-        for i, (piece, pending) in enumerate(purchase_slices):
-            s, e = f"${4 + 2 * i}", f"${5 + 2 * i}"
-            moments.extend((piece.start, piece.end))
-            parts.append(
-                f"""SELECT u.idx, CASE WHEN u.idx IS NULL THEN x.user_id END, u.holdout_bucket,
-                           x.p, x.r
-                    FROM (SELECT user_id, count(*) AS p, coalesce(sum(price), 0) AS r
-                          FROM {_source(pending, start=s, end=e)}
-                          WHERE tenant_id = $1 AND event_type = 'purchase'
-                            AND occurred_at >= {s} AND occurred_at < {e}
-                          GROUP BY user_id) x
-                    LEFT JOIN analytics_users u ON u.tenant_id = $1 AND u.user_id = x.user_id"""
+        loose: list[asyncpg.Record] = []
+        for piece, pending in purchase_slices:
+            loose.extend(
+                await connection.fetch(
+                    f"""SELECT u.idx, x.user_id, coalesce(u.holdout_bucket, -1) AS bucket, x.p,
+                               (x.r * 10000)::bigint AS r
+                        FROM (SELECT user_id, count(*) AS p, coalesce(sum(price), 0) AS r
+                              FROM {_source(pending, start="$2", end="$3")}
+                              WHERE tenant_id = $1 AND event_type = 'purchase'
+                                AND occurred_at >= $2 AND occurred_at < $3
+                              GROUP BY user_id) x
+                        LEFT JOIN analytics_users u
+                          ON u.tenant_id = $1 AND u.user_id = x.user_id""",
+                    tenant_id,
+                    piece.start,
+                    piece.end,
+                )
             )
-        # Summed per user first: the squares are of each user's figures over the period.
-        bought = await connection.fetch(
-            f"""
-            WITH per_user AS (
-                SELECT idx, user_id, max(bucket) AS bucket, sum(p) AS p, sum(r) AS r
-                FROM ({" UNION ALL ".join(parts)}) x
-                GROUP BY idx, user_id
-            )
-            SELECT bucket < $2 AS held, NULL::text AS user_id, NULL::integer AS idx,
-                   count(*) AS buyers, sum(p) AS purchases, sum(p * p) AS purchases_sq,
-                   sum(r) AS revenue, sum(r * r) AS revenue_sq
-            FROM per_user WHERE bucket IS NOT NULL GROUP BY 1
-            UNION ALL
-            SELECT NULL, user_id, idx, 1, p, p * p, r, r * r
-            FROM per_user WHERE bucket IS NULL
-            """,
-            tenant_id,
-            threshold,
-            rolled,
-            *moments,
-        )
     unbucketed_users = {row["idx"]: row["user_id"] for row in unbucketed}
 
     def held_out(user_id: str) -> bool:
@@ -1136,25 +1140,55 @@ async def holdout_sums(
         rules.bitmap_union([*bitmaps, rules.bitmap_of(raw_numbers)]), dtype=np.uint8
     )
     active_bits = np.unpackbits(active, bitorder="little").astype(bool)
-    held_mask = np.zeros(active_bits.size, dtype=bool)
-    held_mask[held_numbers[held_numbers < active_bits.size]] = True
-    users_held = int((active_bits & held_mask).sum()) + extra[True]
-    users_rest = int((active_bits & ~held_mask).sum()) + extra[False]
-    held_set = set(held_numbers.tolist()) if any(r["idx"] is not None for r in bought) else set()
+    # Each buyer's purchases and revenue summed over the period by user number (the squares
+    # are of these sums), then split by the user's side.
+    numbered = np.array(
+        [(r["idx"], r["bucket"], r["p"], r["r"]) for r in loose if r["idx"] is not None],
+        dtype=_BUYERS,
+    )
+    parts = np.concatenate([*packed, numbered])
+    parts = parts[np.argsort(parts["idx"], kind="stable")]
+    starts = np.ones(parts.size, dtype=bool)
+    starts[1:] = parts["idx"][1:] != parts["idx"][:-1]
+    firsts = np.flatnonzero(starts)
+    buyer_numbers = parts["idx"][firsts].astype(np.int64)
+    purchases = np.add.reduceat(parts["p"], firsts) if parts.size else np.zeros(0, np.int64)
+    revenue = np.add.reduceat(parts["r"], firsts) if parts.size else np.zeros(0, np.int64)
+    size = max(active_bits.size, int(buyer_numbers.max()) + 1 if buyer_numbers.size else 0)
+    held_mask = np.zeros(size, dtype=bool)
+    held_mask[held_numbers[held_numbers < size]] = True
+    users_held = int((active_bits & held_mask[: active_bits.size]).sum()) + extra[True]
+    users_rest = int((active_bits & ~held_mask[: active_bits.size]).sum()) + extra[False]
+    buyer_sides = held_mask[buyer_numbers]
     counts = {True: [0, 0, 0], False: [0, 0, 0]}  # buyers, purchases, purchases squared
-    money = {True: [Decimal(0), Decimal(0)], False: [Decimal(0), Decimal(0)]}
-    for row in bought:
-        if row["held"] is not None:
-            side = bool(row["held"])
-        elif row["user_id"] is not None:  # never numbered: seen in the raw slices only
-            side = held_out(row["user_id"])
-        else:  # numbered without a stored bucket
-            side = int(row["idx"]) in held_set
-        counts[side][0] += int(row["buyers"])
-        counts[side][1] += int(row["purchases"])
-        counts[side][2] += int(row["purchases_sq"])
-        money[side][0] += row["revenue"] or Decimal(0)
-        money[side][1] += row["revenue_sq"] or Decimal(0)
+    cents = {True: [0, 0], False: [0, 0]}  # revenue and its squares, in ten-thousandths
+    for side in (True, False):
+        chosen = buyer_sides if side else ~buyer_sides
+        counts[side] = [
+            int(chosen.sum()),
+            int(purchases[chosen].sum()),
+            int((purchases[chosen] ** 2).sum()),
+        ]
+        amounts = revenue[chosen].tolist()
+        cents[side] = [sum(amounts), sum(amount * amount for amount in amounts)]
+    # Buyers never numbered appear in the raw slices only, by id.
+    unnumbered: dict[str, list[int]] = {}
+    for row in loose:
+        if row["idx"] is None:
+            entry = unnumbered.setdefault(row["user_id"], [0, 0])
+            entry[0] += int(row["p"])
+            entry[1] += int(row["r"])
+    for user, (bought, amount) in unnumbered.items():
+        side = held_out(user)
+        counts[side][0] += 1
+        counts[side][1] += bought
+        counts[side][2] += bought * bought
+        cents[side][0] += amount
+        cents[side][1] += amount * amount
+    money = {
+        side: [Decimal(total).scaleb(-4), Decimal(squares).scaleb(-8)]
+        for side, (total, squares) in cents.items()
+    }
 
     def arm(users: int, side: bool) -> VariantSums:
         return VariantSums(
@@ -1428,7 +1462,7 @@ async def top_products(
         packed = [
             np.frombuffer(row["figures"], dtype=_PACKED)
             for row in await connection.fetch(
-                """SELECT figures FROM analytics_product_packed
+                """SELECT products AS figures FROM analytics_packed
                    WHERE tenant_id = $1 AND day = ANY($2::date[])""",
                 tenant_id,
                 sorted(plan.aggregated),
@@ -1495,8 +1529,9 @@ async def top_products(
         )
         totals = {name: np.zeros(size, dtype=np.int64) for name in names}
         for part in packed:
+            # A day's part holds each product once, so a fancy-indexed add is exact.
             for name in ("i", "c", "v", "r"):
-                np.add.at(totals[name], part["idx"], part[name])
+                totals[name][part["idx"]] += part[name]
         unnumbered: dict[str, list[int]] = {}
         for product_id, figures in loose.items():
             if product_id in numbers:

@@ -178,8 +178,13 @@ async def _refresh(settings: Settings, tenant_id: str, days: int) -> float:
             tenant_id=tenant_id,
             days=[today - timedelta(days=n) for n in range(days, -1, -1)],
         )
-        for table in ("analytics_daily", "analytics_product_daily", "analytics_daily_users"):
-            await pool.execute(f"VACUUM ANALYZE {table}")
+        # As autovacuum leaves them on a live server (the newer tables when they exist).
+        tables = await pool.fetch(
+            """SELECT tablename FROM pg_tables WHERE tablename LIKE 'analytics%'
+               ORDER BY tablename"""
+        )
+        for row in tables:
+            await pool.execute(f"VACUUM ANALYZE {row['tablename']}")
     finally:
         await pool.close()
     return time.perf_counter() - started

@@ -39,10 +39,12 @@ CREATE TABLE analytics_products (
     PRIMARY KEY (tenant_id, product_id),
     CONSTRAINT analytics_products_idx UNIQUE (tenant_id, idx)
 );
-CREATE TABLE analytics_product_packed (
+-- Beside it the day's analytics_daily_buyers rows packed likewise, for the holdout.
+CREATE TABLE analytics_packed (
     tenant_id uuid NOT NULL,
     day date NOT NULL,
-    figures bytea NOT NULL,
+    products bytea NOT NULL,
+    buyers bytea NOT NULL,
     PRIMARY KEY (tenant_id, day)
 );
 -- Per day and numbered user with a purchase: purchases and their revenue, so the holdout's
@@ -63,7 +65,7 @@ CREATE INDEX analytics_users_holdout ON analytics_users (tenant_id, holdout_buck
 DOWNGRADE = r"""
 DROP INDEX IF EXISTS analytics_users_holdout;
 DROP TABLE IF EXISTS analytics_daily_buyers;
-DROP TABLE IF EXISTS analytics_product_packed;
+DROP TABLE IF EXISTS analytics_packed;
 DROP TABLE IF EXISTS analytics_products;
 ALTER TABLE analytics_daily DROP COLUMN IF EXISTS covers_pending;
 DROP TABLE IF EXISTS analytics_pending;
