@@ -538,6 +538,7 @@ def main() -> int:
             print(f"reusing {state['events']:,} events of {args.data}")
             before = datetime.fromisoformat(state["loaded_until"]).date()
             _top_up(settings, state)
+            marker.write_text(json.dumps(state))
             days = state["days"] if args.refresh else (datetime.now(UTC).date() - before).days
             refresh_seconds = asyncio.run(_refresh(settings, state["tenant_id"], days))
             print(f"refreshed {days + 1} daily aggregates in {refresh_seconds:.1f} s")
