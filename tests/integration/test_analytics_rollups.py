@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from domain import holdout
 from domain.analytics import Period, day_start
+from domain.event_message import MessageEvent
 from domain.experiments.statistics import UserArrays
 from store import analytics as analytics_store
 from store import events as events_store
@@ -36,14 +37,17 @@ KINDS = [
 STEPS = ["product_viewed", "recommendation_clicked", "add_to_cart", "purchase"]
 
 
-def _message(n: int, kind: str, user: str, product: str, moment: datetime, **extra: Any) -> dict:
+def _message(
+    n: int, kind: str, user: str, product: str, moment: datetime, **extra: Any
+) -> MessageEvent:
     """One event in the message form the ingest actor stores."""
-    event: dict[str, Any] = {
+    event: MessageEvent = {
         "id": f"ev-{n}",
         "type": kind,
         "user": user,
         "product": product,
         "ts": moment.isoformat(),
+        "flags": [],
     }
     if kind in ("recommendation_impressed", "recommendation_clicked"):
         event["placement"] = extra.get("placement", "home")
@@ -53,10 +57,10 @@ def _message(n: int, kind: str, user: str, product: str, moment: datetime, **ext
     return event
 
 
-def _story(seed: int, now: datetime, *, first: int, days: int, per_day: int) -> list[dict]:
+def _story(seed: int, now: datetime, *, first: int, days: int, per_day: int) -> list[MessageEvent]:
     """Events over the last `days` UTC days and today, clicks often followed by a purchase."""
     generator = random.Random(seed)
-    events: list[dict] = []
+    events: list[MessageEvent] = []
     n = first
     for back in range(days, -1, -1):
         for _ in range(per_day):
@@ -91,7 +95,7 @@ def _story(seed: int, now: datetime, *, first: int, days: int, per_day: int) -> 
     return events
 
 
-async def _store(db: asyncpg.Pool, tenant_id: str, events: list[dict]) -> int:
+async def _store(db: asyncpg.Pool, tenant_id: str, events: list[MessageEvent]) -> int:
     """Store messages of 50 events as the ingest actor does; how many rows were new."""
     stored = 0
     for first in range(0, len(events), 50):
