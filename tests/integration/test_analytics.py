@@ -1009,7 +1009,11 @@ async def test_breakdowns_per_placement_and_strategy_equal_a_direct_count(
     # (raw), and whole days only (aggregates).
     periods = [
         (day_start(today - timedelta(days=5)) + timedelta(hours=9), now + timedelta(minutes=6)),
-        (day_start(today), now - timedelta(minutes=20)),
+        # (just after midnight the window is the day's first second)
+        (
+            day_start(today),
+            max(now - timedelta(minutes=20), day_start(today) + timedelta(seconds=1)),
+        ),
         (day_start(today - timedelta(days=3)), day_start(today)),
     ]
     for start, end in periods:

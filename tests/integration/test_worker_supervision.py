@@ -392,7 +392,12 @@ def test_a_pool_of_two_processes_serves_its_metrics_on_one_loopback_port(
         deadline = time.monotonic() + 30
         while not _listening(port) and time.monotonic() < deadline:
             time.sleep(0.1)
-        page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # The pool's parent serves the page at once; its worker processes write their part
+        # once they are up.
+        page = ""
+        while "recomengine_log_lines_dropped_total" not in page and time.monotonic() < deadline:
+            page = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            time.sleep(0.2)
         assert "recomengine_queue_depth" in page
         assert "recomengine_log_lines_dropped_total" in page  # written by the worker processes
         assert not _listening(port + 1), "a second process opened a port of its own"
