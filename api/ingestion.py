@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -29,7 +30,13 @@ from sanic import Sanic
 from api.security import Admission, ApiKeyAuthenticator
 from domain.errors import FieldError, Unavailable
 from domain.event_message import EventMessage, MessageEvent
-from domain.events import WARNING_UNKNOWN_PRODUCT, Event, check_event
+from domain.events import (
+    FLAG_TEST,
+    WARNING_UNKNOWN_PRODUCT,
+    Event,
+    check_event,
+    warnings_of,
+)
 from store.event_queue import EventQueue
 from store.ingest_gate import ADMITTED_SCREEN, GateResult, precheck, screen_arguments
 from store.ratelimit import RateDecision, RateLimiter
@@ -272,10 +279,12 @@ class IngestService:
         self._api_keys = api_keys
 
     async def accept_one(
-        self, *, tenant_id: str, event: Event, admission: Admission | None
+        self, *, tenant_id: str, event: Event, admission: Admission | None, test: bool = False
     ) -> Accepted:
         """Count (when admitted uncounted), check and queue one event; raises 401, 403 or 429
-        when its key, found changed or over its limit, refuses it."""
+        when its key, found changed or over its limit (or quota), refuses it. `test`: sent with
+        a test key, so stored flagged as test."""
+        event = _flagged(event, test=test)
         answer = await self._enqueuer.enqueue_one(tenant_id, event, admission)
         decision = answer.decision
         if admission is not None and decision is not None and not answer.screened:
@@ -291,10 +300,11 @@ class IngestService:
         tenant_id: str,
         items: list[Any],
         refuse: Callable[[Event], FieldError | None] = lambda _event: None,
+        test: bool = False,
     ) -> dict[str, Any]:
         """Check each item, queue the valid new ones as one message, and report per item:
         `{accepted, duplicates, rejected, results}`; `refuse` turns a valid event away (a
-        storefront key's event type it may not send, say)."""
+        storefront key's event type it may not send, say); `test`: sent with a test key."""
         now = datetime.now(UTC)
         results: list[dict[str, Any]] = [{} for _ in items]
         valid: list[tuple[int, Event]] = []
@@ -309,7 +319,7 @@ class IngestService:
                     "errors": [{"field": e.field, "message": e.message} for e in errors],
                 }
             else:
-                valid.append((index, event))
+                valid.append((index, _flagged(event, test=test)))
         if valid:
             answers = await self._enqueuer.enqueue_batch(tenant_id, [event for _, event in valid])
             # The same event twice in one batch is a duplicate of itself.
@@ -325,7 +335,7 @@ class IngestService:
                         "index": index,
                         "status": "accepted",
                         "eventId": event.event_id,
-                        "warnings": list(answer.message["flags"]),
+                        "warnings": warnings_of(answer.message["flags"]),
                     }
         counts = {status: 0 for status in ("accepted", "duplicate", "rejected")}
         for result in results:
@@ -336,6 +346,11 @@ class IngestService:
             "rejected": counts["rejected"],
             "results": results,
         }
+
+
+def _flagged(event: Event, *, test: bool) -> Event:
+    """The event flagged as a test key's (kept out of analytics and training), if it is one."""
+    return replace(event, flags=(*event.flags, FLAG_TEST)) if test else event
 
 
 def build_ingest_service(app: Sanic) -> IngestService:

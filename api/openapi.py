@@ -284,7 +284,8 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
             "content": problem_body,
         }
         if op.security:
-            entry["security"] = [{op.security: []}]
+            # "bearer|apiKey": either scheme (alternatives).
+            entry["security"] = [{scheme: []} for scheme in op.security.split("|")]
         paths.setdefault(path, {})[method] = entry
     return {
         "openapi": "3.1.0",

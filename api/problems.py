@@ -26,6 +26,7 @@ _DOMAIN_STATUS: dict[type[errors.DomainError], int] = {
     errors.Forbidden: 403,
     errors.Unauthorized: 401,
     errors.RateLimited: 429,
+    errors.QuotaExceeded: 429,
     errors.Unavailable: 503,
 }
 
@@ -102,6 +103,9 @@ def from_domain_error(request: Request, error: errors.DomainError) -> HTTPRespon
             "RateLimit-Remaining": "0",
             "RateLimit-Reset": str(error.reset),
         }
+    elif isinstance(error, errors.QuotaExceeded):
+        # Until the allowance starts again: the first of the next month (UTC).
+        headers = {"Retry-After": str(error.retry_after)}
     elif isinstance(error, errors.Unauthorized):
         headers = {"WWW-Authenticate": 'Bearer realm="recomengine"'}
     elif isinstance(error, errors.Unavailable):
@@ -118,6 +122,7 @@ def from_domain_error(request: Request, error: errors.DomainError) -> HTTPRespon
         detail=error.detail,
         errors_=field_errors,
         headers=headers,
+        extra={"code": error.code} if isinstance(error, errors.QuotaExceeded) else None,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
@@ -17,19 +18,28 @@ from sanic import Request
 from sanic.response import HTTPResponse
 
 from domain import apikeys
-from domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unavailable
+from domain.errors import (
+    Forbidden,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
+from domain.usage import EVENTS, plan_for, write_quota
 from store import keys
 from store.api_keys import KeyRecord, find_key_by_hash
 from store.ratelimit import NO_TOUCH, RateDecision, Touch, Window
 from store.sessions import cached_session_version
 from store.settings import Settings
+from store.usage import meter_for, unmeter
 
 ALLOWED_JWT_ALGORITHMS = ["HS256"]
+log = logging.getLogger("recomengine.security")
 Handler = Callable[..., Awaitable[HTTPResponse]]
 R = TypeVar("R")
-# Given the tenant of the key: the follow-up keys and arguments of the rate-limit call.
-# Given the key's tenant id and config: the follow-up script's keys and arguments, or None.
-FollowUp = Callable[[str, Mapping[str, Any]], tuple[list[str], list[str]] | None]
+# Given the key: the follow-up keys and arguments of the rate-limit call.
+FollowUp = Callable[[KeyRecord], tuple[list[str], list[str]] | None]
 
 
 def issue_access_token(
@@ -190,9 +200,12 @@ class ApiKeyAuthenticator:
             raise Unauthorized("The API key is not valid.")
         return key_hash, cached
 
-    def _window(self, record: KeyRecord, *, write: bool) -> tuple[Window, Touch]:
-        """The rate-limit window of one request of the key (with the tenant's auth epoch), and
-        the key's last-used mark when one is due."""
+    def _window(
+        self, record: KeyRecord, *, write: bool, quota: bool = False
+    ) -> tuple[Window, Touch]:
+        """The rate-limit window of one request of the key (with the tenant's auth epoch and,
+        for a write of events (`quota`), the plan's events quota as its gate), and the key's
+        last-used mark when one is due."""
         now = time.monotonic()
         last_marked = self._last_marked.get(record.key_id)
         touch = NO_TOUCH
@@ -209,32 +222,66 @@ class ApiKeyAuthenticator:
             touch_hash=keys.api_key_last_used(record.tenant_id),
             touch_index=keys.API_KEY_LAST_USED_TENANTS,
             touch_member=record.tenant_id,
+            # Every key of the tenant (of one environment) writes against one shared budget.
+            shared_key=keys.tenant_rate_limit(record.tenant_id, record.environment, scope, 60),
+            shared_limit=self._tenant_limit(record) if write else 0,
         )
+        if quota:
+            window = self._gated(window, record)
         return window, touch
 
+    @staticmethod
+    def _gated(window: Window, record: KeyRecord) -> Window:
+        """`window` refusing every request once the month's metered events reach the quota of
+        the key's plan (plans without overage only)."""
+        plan = plan_for(tenant_plan=record.tenant_plan, environment=record.environment)
+        limit = write_quota(plan)
+        if limit is None:
+            return window
+        meter = meter_for(
+            tenant_id=record.tenant_id,
+            environment=record.environment,
+            metric=EVENTS,
+            now=datetime.now(UTC),
+        )
+        return replace(window, gate_key=meter.key, gate_field=meter.total, gate_limit=limit)
+
+    def _tenant_limit(self, record: KeyRecord) -> int:
+        """Writes per minute the tenant's keys share: its plan's (Sandbox for test keys)."""
+        plan = plan_for(tenant_plan=record.tenant_plan, environment=record.environment)
+        return self._settings.tenant_write_limit(plan.name.value)
+
     async def authenticate(
-        self, raw_key: str, *, write: bool, follow_up: FollowUp | None = None
+        self,
+        raw_key: str,
+        *,
+        write: bool,
+        follow_up: FollowUp | None = None,
+        counted: Callable[[bool], None] | None = None,
+        quota: bool = False,
     ) -> tuple[KeyRecord, RateDecision]:
         """The key's record and rate-limit decision; raises on any refusal.
 
         `follow_up` names the keys and arguments of the limiter's follow-up script for this
-        tenant (or None): its reply comes back as the decision's `extra`.
+        key (or None): its reply comes back as the decision's `extra`. `counted(ran)` is told
+        whether the follow-up ran, before any refusal is raised. `quota`: a write of events,
+        refused past the plan's events quota.
         """
         key_hash, cached = await self._resolve(raw_key)
-        lookup = (
-            follow_up(cached.record.tenant_id, cached.record.tenant_config) if follow_up else None
-        )
-        window, touch = self._window(cached.record, write=write)
+        lookup = follow_up(cached.record) if follow_up else None
+        window, touch = self._window(cached.record, write=write, quota=quota)
         try:
             if lookup:
-                counted = await self._limiter.count(
+                counted_call = await self._limiter.count(
                     window,
                     requests=1,
                     touch=touch,
                     follow_up_keys=lookup[0],
                     follow_up_args=lookup[1],
                 )
-                decision = counted.decision(0)
+                decision = counted_call.decision(0)
+                if counted is not None:
+                    counted(decision.allowed)
             else:
                 decision = await self._limiter.hit(window, touch=touch)
         except (RedisError, OSError) as exc:
@@ -253,7 +300,7 @@ class ApiKeyAuthenticator:
             return self._check(cached.record, write=write), unmetered
         return await self.settle(Admission(key_hash, cached, write, window, touch), decision)
 
-    async def admit(self, raw_key: str, *, write: bool) -> Admission | None:
+    async def admit(self, raw_key: str, *, write: bool, quota: bool = False) -> Admission | None:
         """The key as cached, for a route that counts the request in a Redis call of its own
         (with the admission's `window`), then calls `settle` unless the count allowed it
         under the cached epoch.
@@ -268,7 +315,9 @@ class ApiKeyAuthenticator:
             self._check(cached.record, write=write)
         except (Unauthorized, Forbidden):
             return None
-        return Admission(key_hash, cached, write, *self._window(cached.record, write=write))
+        return Admission(
+            key_hash, cached, write, *self._window(cached.record, write=write, quota=quota)
+        )
 
     async def settle(
         self, admission: Admission, decision: RateDecision
@@ -285,8 +334,18 @@ class ApiKeyAuthenticator:
             cached = reloaded
             decision = decision.with_limit(self._limit(cached.record, write=write))
         record = self._check(cached.record, write=write)
+        if decision.gated:
+            raise _quota_exceeded(record)
         if not decision.allowed:
             scope = "write" if write else "read"
+            if decision.shared_binds:
+                raise RateLimited(
+                    f"The tenant's budget of {decision.shared_limit} {scope} requests per "
+                    "minute, shared by all of its keys, is used up.",
+                    retry_after=decision.shared_reset_seconds,
+                    limit=decision.shared_limit,
+                    reset=decision.shared_reset_seconds,
+                )
             raise RateLimited(
                 f"Rate limit of {decision.limit} {scope} requests per minute exceeded.",
                 retry_after=decision.reset_seconds,
@@ -310,6 +369,20 @@ class ApiKeyAuthenticator:
         if write and record.permission != "read_write":
             raise Forbidden("This API key may only read; writing needs a read_write key.")
         return record
+
+
+def _quota_exceeded(record: KeyRecord) -> QuotaExceeded:
+    """The refusal of an events write past the quota of the key's plan, until next month."""
+    plan = plan_for(tenant_plan=record.tenant_plan, environment=record.environment)
+    now = datetime.now(UTC)
+    following = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+    keys_kind = "test keys run" if record.environment == "test" else "tenant is"
+    return QuotaExceeded(
+        f"The {keys_kind} on the {plan.title} plan, whose {plan.events_included:,} events this "
+        "month are used up: event writes are refused until next month (UTC) or a plan change; "
+        "recommendations keep working.",
+        retry_after=max(1, int((following - now).total_seconds())),
+    )
 
 
 def _api_key_from(request: Request) -> str | None:
@@ -337,12 +410,16 @@ def _key_context(request: Request, record: KeyRecord) -> None:
 
 
 def require_api_key(
-    *, write: bool, follow_up: Callable[[Request], FollowUp | None] | None = None
+    *,
+    write: bool,
+    follow_up: Callable[[Request], FollowUp | None] | None = None,
+    quota: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Route decorator: a tenant API key (read_write when `write`); sets request.ctx.tenant_id.
 
     `follow_up(request)` may add a follow-up to the rate-limit call; its reply is left in
-    `request.ctx.follow_up_reply` (None when none ran).
+    `request.ctx.follow_up_reply` (None when none ran). `quota`: the route writes events,
+    refused (429 quota_exceeded) past the plan's events quota, checked in the same call.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -350,12 +427,29 @@ def require_api_key(
         async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
             raw = _required_api_key(request)
             authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
-            record, decision = await authenticator.authenticate(
-                raw, write=write, follow_up=follow_up(request) if follow_up else None
-            )
-            _key_context(request, record)
-            request.ctx.follow_up_reply = decision.extra
-            response = await handler(request, *args, **kwargs)
+            request.ctx.meter, request.ctx.metered = None, False
+
+            def counted(ran: bool) -> None:
+                request.ctx.metered = ran and request.ctx.meter is not None
+
+            try:
+                record, decision = await authenticator.authenticate(
+                    raw,
+                    write=write,
+                    follow_up=follow_up(request) if follow_up else None,
+                    counted=counted,
+                    quota=quota,
+                )
+                _key_context(request, record)
+                request.ctx.follow_up_reply = decision.extra
+                response = await handler(request, *args, **kwargs)
+            except Exception:
+                await _unmeter(request)
+                raise
+            if response is None:  # streamed: its headers went out with the first chunk
+                return response
+            if response.status != 200:
+                await _unmeter(request)
             response.headers.update(decision.headers)
             return response
 
@@ -364,7 +458,19 @@ def require_api_key(
     return decorate
 
 
-def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
+async def _unmeter(request: Request) -> None:
+    """Take back the request the follow-up metered: it was not answered with a 200."""
+    if not request.ctx.metered:
+        return
+    request.ctx.metered = False
+    try:
+        await unmeter(request.app.ctx.redis, request.ctx.meter)
+    except (RedisError, OSError):
+        # One request too many on the meter: never worth failing the answer over.
+        log.warning("a metered request could not be taken back", exc_info=True)
+
+
+def admit_api_key(*, write: bool, quota: bool = False) -> Callable[[Handler], Handler]:
     """Route decorator for a route that counts the rate limit in a Redis call of its own (single
     events: with their pre-check and enqueue), like require_api_key otherwise.
 
@@ -380,10 +486,10 @@ def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
         async def guarded(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
             raw = _required_api_key(request)
             authenticator: ApiKeyAuthenticator = request.app.ctx.api_keys
-            admission = await authenticator.admit(raw, write=write)
+            admission = await authenticator.admit(raw, write=write, quota=quota)
             decision: RateDecision | None = None
             if admission is None:
-                record, decision = await authenticator.authenticate(raw, write=write)
+                record, decision = await authenticator.authenticate(raw, write=write, quota=quota)
             else:
                 record = admission.record
             _key_context(request, record)
@@ -393,7 +499,7 @@ def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
                 response = await handler(request, *args, **kwargs)
             except Exception:
                 if request.ctx.rate_decision is None:
-                    await authenticator.authenticate(raw, write=write)
+                    await authenticator.authenticate(raw, write=write, quota=quota)
                 raise
             response.headers.update(request.ctx.rate_decision.headers)
             return response
@@ -403,14 +509,46 @@ def admit_api_key(*, write: bool) -> Callable[[Handler], Handler]:
     return decorate
 
 
-async def owned_tenant(request: Request, tenant_id: str, *, write: bool = False) -> Any:
-    """The caller admin's tenant `tenant_id`: 404 when absent or someone else's; 403 for a write
-    to a suspended tenant's data (reads still work)."""
-    from store.tenants import get_tenant_for_owner
+def require_admin_or_api_key(
+    *, write: bool
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """Route decorator for the admin routes a merchant's backend may call too: an admin access
+    token, or a tenant API key (read_write when `write`) that then only reaches its own tenant
+    (see owned_tenant), rate-limited like every key."""
 
-    tenant = await get_tenant_for_owner(
-        request.app.ctx.db, owner_id=request.ctx.admin_id, tenant_id=tenant_id
-    )
+    def decorate(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        as_admin = require_admin(handler)
+        as_key = require_api_key(write=write)(handler)
+
+        @wraps(handler)
+        async def guarded(request: Request, *args: Any, **kwargs: Any) -> Any:
+            if _api_key_from(request) is not None:
+                request.ctx.admin_id = None
+                return await as_key(request, *args, **kwargs)
+            return await as_admin(request, *args, **kwargs)
+
+        return guarded
+
+    return decorate
+
+
+async def owned_tenant(request: Request, tenant_id: str, *, write: bool = False) -> Any:
+    """The caller's tenant `tenant_id` (the admin's, or an API key's own): 404 when absent or
+    someone else's; 403 for a write to a suspended tenant's data (reads still work)."""
+    from store.tenants import get_tenant_by_id, get_tenant_for_owner
+
+    record: KeyRecord | None = getattr(request.ctx, "api_key", None)
+    if record is not None:
+        # A merchant backend's key reaches its own tenant only, like an admin their own.
+        tenant = (
+            await get_tenant_by_id(request.app.ctx.db, tenant_id=tenant_id)
+            if tenant_id == record.tenant_id
+            else None
+        )
+    else:
+        tenant = await get_tenant_for_owner(
+            request.app.ctx.db, owner_id=request.ctx.admin_id, tenant_id=tenant_id
+        )
     if tenant is None:
         raise NotFound("No such tenant.")
     if write and tenant["status"] != "active":

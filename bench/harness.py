@@ -220,8 +220,10 @@ async def make_bench_tenant(
     *,
     config: dict[str, Any] | None = None,
     permissions: Iterable[str] = (),
+    plan: str = "enterprise",
 ) -> BenchTenant:
-    """An admin (nobody logs in as it), its tenant and one live key per permission."""
+    """An admin (nobody logs in as it), its tenant and one live key per permission; on the
+    Enterprise plan by default (no quota, no shared write budget), as before plans."""
     # An unguessable password that is thrown away: the benchmarks never log in.
     unusable = hash_password(secrets.token_urlsafe(16), rounds=4)
     admin = await create_admin(
@@ -232,6 +234,7 @@ async def make_bench_tenant(
     )
     tenant = await create_tenant(pool, owner_id=admin.id, name="Bench", config=config)
     tenant_id = str(tenant["id"])
+    await pool.execute("UPDATE tenants SET plan = $2 WHERE id = $1", tenant["id"], plan)
     raw_keys = {}
     for permission in permissions:
         _, raw_key = await issue_api_key(

@@ -66,6 +66,17 @@ class RateLimited(DomainError):
         self.reset = reset
 
 
+class QuotaExceeded(DomainError):
+    """The plan's monthly allowance is used up and the plan accrues no overage."""
+
+    title = "Quota exceeded"
+    code = "quota_exceeded"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     """A dependency is down; try again later."""
 

@@ -40,6 +40,15 @@ MAX_PRICE = 10**10 - 1
 
 WARNING_UNKNOWN_PRODUCT = "unknown_product"
 WARNING_STALE_TIMESTAMP = "stale_timestamp"
+# Not a warning: an event sent with a test key (rk_test_), stored flagged so that analytics and
+# training leave it out; never shown to the client as a warning.
+FLAG_TEST = "test"
+
+
+def warnings_of(flags: Iterable[str]) -> list[str]:
+    """The flags of an accepted event that its answer reports as warnings."""
+    return [flag for flag in flags if flag != FLAG_TEST]
+
 
 # How much one event of each type adds to a product's live trending score: the interaction
 # weights, without the negative ones (a removal lowers one user's affinity, not a trend).

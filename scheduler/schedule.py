@@ -32,6 +32,8 @@ JOBS: list[Job] = [
         {"minute": "*/2"},
     ),
     Job("send-pending-mail", "send_pending_mail", "cron", {"minute": "*"}),
+    # Copies the usage meters to PostgreSQL (the daily record) and raises the 80%/100% alerts.
+    Job("meter-usage", "meter_usage", "cron", {"minute": "*"}),
     Job("flush-api-key-last-used", "flush_api_key_last_used", "cron", {"minute": "*"}),
     Job("purge-deleted-tenants", "purge_deleted_tenants", "cron", {"hour": 3, "minute": 17}),
     Job("refresh-analytics", "refresh_analytics", "cron", {"minute": "*/5"}),

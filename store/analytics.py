@@ -74,6 +74,11 @@ _SESSION_LOCK = "SELECT pg_advisory_lock(hashtext('analytics'), hashtext($1))"
 _SESSION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('analytics'), hashtext($1))"
 
 
+# Analytics reads events through these views, which leave out test keys' events (flagged
+# `test`, sandbox traffic; migration 0015): the table or partition each stands for.
+LIVE_SOURCES = {"events": "live_events", "events_default": "live_events_default"}
+
+
 async def _lock_tenant(connection: asyncpg.Connection, tenant_id: str) -> None:
     # One refresh of a tenant at a time: user numbering reads max(idx) and then inserts.
     await connection.execute(
@@ -150,8 +155,9 @@ async def summarise_day(
     By default the aggregates are replaced (the source holds the whole day). With `add` the
     source's rows are added to what is stored: the default partition's rows older than the
     retention window, folded in just before they are deleted. Run inside a transaction."""
-    if source not in ("events", "events_default"):
+    if source not in LIVE_SOURCES:
         raise ValueError(f"unknown source {source!r}")
+    source = LIVE_SOURCES[source]
     await _lock_tenant(connection, tenant_id)
     start, end = day_start(day), day_start(day + ONE_DAY)
     if before is not None:
@@ -706,7 +712,7 @@ class _Plan:
 def _source(pending: bool, *, start: str, end: str, alias: str = "events") -> str:
     """The events of a slice: every event (`events`) or the pending ones of the tenant ($1)."""
     if not pending:
-        return f"events {alias}" if alias != "events" else "events"
+        return f"live_events {alias}"
     return rollups.pending_events(tenant="$1", start=start, end=end, alias=alias)
 
 
@@ -1305,7 +1311,7 @@ async def _raw_buckets(
         f"""SELECT date_trunc('{unit}', occurred_at AT TIME ZONE 'UTC') AS bucket, {_FIGURES},
                    count(DISTINCT user_id) AS active_users,
                    count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers
-            FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+            FROM live_events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
             GROUP BY 1""",
         tenant_id,
         piece.start,
@@ -1338,7 +1344,7 @@ async def _distinct_users_in(
     row = await connection.fetchrow(
         """SELECT count(DISTINCT user_id) AS users,
                   count(DISTINCT user_id) FILTER (WHERE event_type = 'purchase') AS buyers
-           FROM events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
+           FROM live_events WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3""",
         tenant_id,
         piece.start,
         piece.end,

@@ -48,6 +48,7 @@ from domain.strategies.base import (
 from domain.strategies.registry import PROJECTED_STRATEGIES
 from store import keys
 from store.models import ServingReader
+from store.usage import METER_REQUESTS, Meter
 
 DEFAULT_FIELD = "@default"  # requests naming no strategy, answered by the tenant's default
 CONFIG_FIELD = "@config"  # JSON {"defaultStrategy": ...} the `@default` field was ranked with
@@ -57,40 +58,51 @@ PROJECTION_DEPTH = 40
 PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops being projected
 
 # Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
-# counts the request, reads the auth epoch, returns a cached answer when still valid, else the
-# user's projected answer filtered for this request.
-# KEYS, after the limiter's four: 5 the cached answer, 6 current model version, 7 widget
-# config, 8 running experiment, 9 the tenant's serving stamp, 10 the user's stamp, 11 the
-# trending stamp, 12 the user's projected answers (or the product's, in item context),
-# 13 available products, 14 the user's purchases.
-# ARGV after the limiter's eight: 9 the current hour bucket, 10 the projection field asked
-# for ("" for none), 11 the query's limit ("" for the widget's or the default), 12 the
-# casefolded category ("" for any), 13 "1" to keep bought products, 14 the projection's
-# maximum age in seconds, 15 "user" or "product" (whose answers KEYS[12] holds; a product's do
-# not depend on the user's stamp), 16... excluded product ids.
+# counts the request, meters it, reads the auth epoch, returns a cached answer when still
+# valid, else the user's projected answer filtered for this request.
+# Indexes are relative to the limiter's own keys and arguments (`kb`, `ab`: see
+# store.ratelimit). KEYS: kb+1 the tenant's usage meter of the month (store.usage), then, only
+# when answers are cached: kb+2 the cached answer, kb+3 current model version, kb+4 widget
+# config, kb+5 running experiment, kb+6 the tenant's serving stamp, kb+7 the user's stamp,
+# kb+8 the trending stamp, kb+9 the user's projected answers (or the product's, in item
+# context), kb+10 available products, kb+11 the user's purchases.
+# ARGV: ab+1 the meter's total field ("" meters nothing), ab+2 its day field; then ab+3 the
+# current hour bucket, ab+4 the projection field asked for ("" for none), ab+5 the query's
+# limit ("" for the widget's or the default), ab+6 the casefolded category ("" for any), ab+7
+# "1" to keep bought products, ab+8 the projection's maximum age in seconds, ab+9 "user" or
+# "product" (whose answers kb+9 holds; a product's do not depend on the user's stamp), ab+10...
+# excluded product ids.
+# Metering here costs no round trip: an answered request is counted as it is let through, and
+# the rare request that then fails (a bad query, a gate) is taken back by the api
+# (store.usage.unmeter), so the meter holds the requests answered with a 200.
 # An answer is stored behind the SHA-1 of everything it was computed from that can change
 # without its own key changing, so any write to one of those makes the stored stamp differ.
 # A trending answer is stored behind the `live` stamp, which also covers the live trending
 # counters and their hour; others tolerate trending backfill as old as their TTL (and so do
 # projected answers, through their maximum age).
-# Reply (`extra`): a flat list of names and values, decoded by `decode_lookup` only.
-ANSWER_LOOKUP = """
-local found = redis.call('MGET', KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-local user_stamp = redis.call('HGET', KEYS[10], 'n') or ''
+# Reply (`extra`): a flat list of names and values, decoded by `decode_lookup` only (false
+# when only the meter ran).
+ANSWER_LOOKUP = (
+    METER_REQUESTS
+    + """
+if #KEYS >= kb + 8 then
+local found = redis.call(
+  'MGET', KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4], KEYS[kb + 5], KEYS[kb + 6])
+local user_stamp = redis.call('HGET', KEYS[kb + 7], 'n') or ''
 local base = table.concat({
   epoch, found[2] or '', found[3] or '', found[4] or '', found[5] or '', user_stamp}, '\\n')
 local stamp = redis.sha1hex(base)
-local trending = redis.call('HGET', KEYS[11], 'n') or ''
-local live = redis.sha1hex(base .. '\\n' .. ARGV[9] .. '\\n' .. trending)
+local trending = redis.call('HGET', KEYS[kb + 8], 'n') or ''
+local live = redis.sha1hex(base .. '\\n' .. ARGV[ab + 3] .. '\\n' .. trending)
 extra = {'stamp', stamp, 'live', live}
 local cached = found[1]
 if cached then
   local head = string.sub(cached, 1, 40)
   if head == stamp or head == live then extra[5], extra[6] = 'cached', string.sub(cached, 41) end
 end
-if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
+if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 11 then
   -- No valid cached answer: the projection (the user's, or the product's), filtered.
-  local field = ARGV[10]
+  local field = ARGV[ab + 4]
   local widget = {}
   if found[3] then
     local ok, decoded = pcall(cjson.decode, found[3])
@@ -104,9 +116,9 @@ if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
     end
   end
   local status, chosen, head = 'none', {}, ''
-  local of_user = ARGV[15] == 'user' and user_stamp or ''
+  local of_user = ARGV[ab + 9] == 'user' and user_stamp or ''
   local current = table.concat({epoch, found[2] or '', found[5] or '', of_user}, '|')
-  local raw = field ~= '' and redis.call('HGET', KEYS[12], field)
+  local raw = field ~= '' and redis.call('HGET', KEYS[kb + 9], field)
   if raw then
     local p1 = string.find(raw, '\\n', 1, true)
     local p2 = string.find(raw, '\\n', p1 + 1, true)
@@ -114,15 +126,15 @@ if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
     local p4 = string.find(raw, '\\n', p3 + 1, true) or (#raw + 1)
     local written = tonumber(string.sub(raw, p1 + 1, p2 - 1))
     if string.sub(raw, 1, p1 - 1) ~= current
-        or tonumber(ARGV[1]) / 1000 - written > tonumber(ARGV[14]) then
+        or tonumber(ARGV[1]) / 1000 - written > tonumber(ARGV[ab + 8]) then
       status = 'stale'
     else
       local most = tonumber(widget.maxItems)
-      local limit = tonumber(ARGV[11]) or (most and most > 0 and most) or 10
+      local limit = tonumber(ARGV[ab + 5]) or (most and most > 0 and most) or 10
       limit = math.min(math.max(math.floor(limit), 1), 50)
       local excluded = {}
-      for i = 16, #ARGV do excluded[ARGV[i]] = true end
-      local category, keep_bought = ARGV[12], ARGV[13] == '1'
+      for i = ab + 10, #ARGV do excluded[ARGV[i]] = true end
+      local category, keep_bought = ARGV[ab + 6], ARGV[ab + 7] == '1'
       local position = p4 + 1
       while #chosen < limit and position <= #raw do
         local stop = string.find(raw, '\\n', position, true) or (#raw + 1)
@@ -131,8 +143,8 @@ if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
         local product = string.sub(raw, position, t1 - 1)
         if not excluded[product]
             and (category == '' or string.sub(raw, t1 + 1, t2 - 1) == category)
-            and redis.call('SISMEMBER', KEYS[13], product) == 1
-            and (keep_bought or redis.call('SISMEMBER', KEYS[14], product) == 0) then
+            and redis.call('SISMEMBER', KEYS[kb + 10], product) == 1
+            and (keep_bought or redis.call('SISMEMBER', KEYS[kb + 11], product) == 0) then
           chosen[#chosen + 1] = string.sub(raw, t2 + 1, stop - 1)
         end
         position = stop + 1
@@ -152,7 +164,9 @@ if not extra[5] and ARGV[10] ~= '' and #KEYS >= 14 then
     extra[11], extra[12], extra[13], extra[14] = 'head', head, 'items', table.concat(chosen, ',')
   end
 end
+end
 """
+)
 
 
 @dataclass(frozen=True)
@@ -208,9 +222,11 @@ def answer_lookup_keys(
     placement_id: str,
     query_digest: str,
     product_id: str | None = None,
+    meter: Meter | None = None,
 ) -> list[str]:
-    """The keys ANSWER_LOOKUP reads for one request."""
+    """The keys ANSWER_LOOKUP reads for one request (the meter's first)."""
     return [
+        meter.key if meter else keys.NO_KEY,
         keys.answer_cache(tenant_id, user_id, query_digest),
         keys.model_current(tenant_id),
         keys.widget_config(tenant_id, placement_id),
@@ -226,11 +242,19 @@ def answer_lookup_keys(
     ]
 
 
-def lookup_args(hour: int, args: ProjectedArgs | None, max_age_seconds: int) -> list[str]:
+def meter_args(meter: Meter | None) -> list[str]:
+    """The ARGV of ANSWER_LOOKUP's meter (nothing metered for None)."""
+    return [meter.total, meter.daily] if meter else ["", ""]
+
+
+def lookup_args(
+    hour: int, args: ProjectedArgs | None, max_age_seconds: int, meter: Meter | None = None
+) -> list[str]:
     """The ARGV ANSWER_LOOKUP takes after the limiter's."""
     if args is None:
-        return [str(hour), ""]
+        return [*meter_args(meter), str(hour), ""]
     return [
+        *meter_args(meter),
         str(hour),
         args.field,
         str(args.limit or ""),

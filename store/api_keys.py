@@ -28,6 +28,8 @@ class KeyRecord:
     tenant_config: dict[str, Any]
     # Derives the tenant's storefront user-token secret (None until an admin makes one).
     user_token_nonce: str | None = None
+    environment: str = "live"  # "test" for an rk_test_ key: Sandbox limits, test events
+    tenant_plan: str = "sandbox"
 
 
 async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord | None:
@@ -35,7 +37,8 @@ async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord 
     row = await pool.fetchrow(
         """
         SELECT k.id, k.tenant_id, k.permission, k.revoked_at IS NOT NULL AS revoked,
-               t.status, t.deleted_at IS NOT NULL AS deleted, t.config, t.user_token_nonce
+               t.status, t.deleted_at IS NOT NULL AS deleted, t.config, t.user_token_nonce,
+               k.environment, t.plan
         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
         WHERE k.key_hash = $1
         """,
@@ -52,6 +55,8 @@ async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord 
         tenant_deleted=row["deleted"],
         tenant_config=row["config"] or {},
         user_token_nonce=row["user_token_nonce"],
+        environment=row["environment"],
+        tenant_plan=row["plan"],
     )
 
 

@@ -24,6 +24,7 @@ from store.counters import (
 )
 from store.history import event_history_ops, ttl_of
 from store.redis import run_script
+from store.usage import METER_TTL_SECONDS, event_meter_ops
 
 SEEN_TTL_SECONDS = 8 * 24 * 3600
 CLIENT_ID_TTL_SECONDS = 2 * 24 * 3600
@@ -205,6 +206,8 @@ def _guarded_payload(effects: Sequence[GuardedEffects]) -> tuple[bytes, bytes]:
 def _ttl(key: str) -> int:
     if ":counters:" in key or ":users:" in key:
         return COUNTER_TTL_SECONDS
+    if ":usage:" in key:
+        return METER_TTL_SECONDS
     if ":events:ids:" in key:
         return CLIENT_ID_TTL_SECONDS
     return ttl_of(key)
@@ -228,8 +231,12 @@ def event_effects(
     client_ids: set[str] | None = None,
     digests: Mapping[str, str] | None = None,
 ) -> list[GuardedEffects]:
-    """Counter, history and trending effects of stored events, guarded by their dedupe digest
-    (taken from `digests` by event id when known, else computed from the row)."""
+    """Counter, history, trending and usage-meter effects of stored events, guarded by their
+    dedupe digest (taken from `digests` by event id when known, else computed from the row).
+
+    The guard makes the usage meter count each stored row once, whatever the redeliveries, on
+    the day it was received: it equals a count of the rows. Test keys' events are metered apart
+    and left out of the analytics counters and the trending lists."""
     today = datetime.now(UTC).strftime("%Y%m%d")
     seen_keys: dict[str, str] = {}
     known = digests or {}
@@ -243,8 +250,15 @@ def event_effects(
             product_id=row["product_id"],
             occurred_at=occurred_at,
         )
-        ops = event_counter_ops(tenant_id=tenant_id, row=row)
-        ops.extend(event_history_ops(tenant_id=tenant_id, row=row))
+        test = bool(row.get("test"))
+        ops = [] if test else event_counter_ops(tenant_id=tenant_id, row=row)
+        history = event_history_ops(tenant_id=tenant_id, row=row)
+        # A test event shapes its own user's history, never the tenant's trending lists.
+        ops.extend([op for op in history if ":trending" not in op[1]] if test else history)
+        if row.get("received_at") is not None:
+            ops.extend(
+                event_meter_ops(tenant_id=tenant_id, test=test, received_at=row["received_at"])
+            )
         if client_ids and row["event_id"] in client_ids:
             ops.append(("sadd", keys.event_client_ids(tenant_id, today), row["event_id"], ""))
         day = day_of(occurred_at)

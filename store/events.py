@@ -29,7 +29,7 @@ from store.event_projections import (
 _ROW_COLUMNS = """
     event_id, event_type, user_id, product_id, occurred_at, price::float8 AS price, placement_id,
     metadata->>'strategy' AS strategy, metadata->>'experimentId' AS experiment_id,
-    metadata->>'variant' AS variant
+    metadata->>'variant' AS variant, received_at, 'test' = ANY(flags) AS test
 """
 
 _INSERT_EVENTS = f"""
@@ -184,15 +184,18 @@ async def insert_events(
                 sorted(missing),
             )
             rows.extend(stored)
-        await rollups.note_stored(connection, tenant_id=tenant_id, rows=inserted)
-        purchases = [r for r in inserted if r["event_type"] == "purchase"]
+        # Test keys' events are sandbox traffic: not in analytics, no attribution, no
+        # experiment counts.
+        live = [r for r in inserted if not r["test"]]
+        await rollups.note_stored(connection, tenant_id=tenant_id, rows=live)
+        purchases = [r for r in live if r["event_type"] == "purchase"]
         attributed = (
             await _attribute(connection, tenant_id=tenant_id, purchases=purchases)
             if purchases
             else []
         )
         await _count_for_experiments(
-            connection, tenant_id=tenant_id, events=inserted, attributions=attributed
+            connection, tenant_id=tenant_id, events=live, attributions=attributed
         )
     if missing:
         # A redelivery: attributions made by an earlier delivery may still need their effects.
@@ -307,6 +310,7 @@ async def reconcile_attributions(
         waiting = await connection.fetch(
             f"""SELECT tenant_id::text AS tenant_id, {_ROW_COLUMNS} FROM events p
                 WHERE p.event_type = 'purchase' AND p.occurred_at >= $1::timestamptz
+                  AND 'test' <> ALL(p.flags)
                   AND NOT EXISTS (SELECT 1 FROM revenue_attributions r
                                   WHERE r.tenant_id = p.tenant_id
                                     AND r.purchase_event_id = p.event_id)

@@ -19,7 +19,7 @@ WITH ev AS (
     FROM events
     WHERE tenant_id = $1 AND occurred_at >= $3 AND occurred_at < $4
       AND event_type IN ('recommendation_impressed', 'recommendation_clicked')
-      AND metadata->>'experimentId' = $2
+      AND metadata->>'experimentId' = $2 AND 'test' <> ALL(flags)
 ), firsts AS (
     SELECT variant, min(day) AS day FROM ev GROUP BY variant, user_id
 ), new_users AS (

@@ -104,12 +104,12 @@ end
 _PRECHECK = _SCREEN + "return screen(KEYS, ARGV, #ARGV[1])"
 # A follow-up of the rate limiter's script (store.ratelimit): the admitted first `allowed`
 # events of a group are screened and queued in the call that counts them, unless the tenant's
-# auth epoch is no longer the one (ARGV[9]) under which the api cached the key: then nothing is
-# screened, and the api reloads the key before it queues anything.
+# auth epoch is no longer the one (its first argument) under which the api cached the key:
+# then nothing is screened, and the api reloads the key before it queues anything.
 ADMITTED_SCREEN = (
     _SCREEN
-    + "if epoch == ARGV[9] then extra = screen({unpack(KEYS, 5)}, {unpack(ARGV, 10)}, allowed)"
-    + " end"
+    + "if epoch == ARGV[ab + 1] then"
+    + " extra = screen({unpack(KEYS, kb + 1)}, {unpack(ARGV, ab + 2)}, allowed) end"
 )
 
 

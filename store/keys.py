@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 PREFIX = "reco"
+# Stands for a key a script does not use this time.
+NO_KEY = f"{PREFIX}:none"
 
 
 def rate_limit(key_id: str, scope: str, window: int) -> str:
@@ -191,3 +193,15 @@ def product_answers(tenant_id: str, product_id: str) -> str:
 def answer_readers(tenant_id: str) -> str:
     """SET of the users who have projected answers: the ingest worker rewrites theirs only."""
     return f"{PREFIX}:{tenant_id}:answers:readers"
+
+
+def usage_meter(tenant_id: str, month: str) -> str:
+    """HASH of the tenant's metered usage in one UTC month (YYYYMM): per environment and metric
+    a month total and one field per day (store.usage)."""
+    return f"{PREFIX}:{tenant_id}:usage:{month}"
+
+
+def tenant_rate_limit(tenant_id: str, environment: str, scope: str, window: int) -> str:
+    """Sliding-window ZSET of the requests of `scope` of all the tenant's keys of one
+    environment (live / test) in `window` s: the budget they share."""
+    return f"{PREFIX}:{tenant_id}:ratelimit:tenant:{environment}:{scope}:{window}"

@@ -15,18 +15,28 @@ from redis.asyncio import Redis
 from store.redis import run_script
 
 # KEYS: window zset, tenant auth epoch (or a dummy), last-used hash (or a dummy),
-#       index of tenants with unflushed last-used times (or a dummy), then the follow-up's keys
+#       index of tenants with unflushed last-used times (or a dummy), the subject's shared
+#       window zset (the tenant's, for a key; or a dummy), the gate hash (the tenant's usage
+#       meter; or a dummy), then the follow-up's keys
 # ARGV: now_ms, window_ms, limit, member prefix, requests counted, last-used field ("" for
-#       none), last-used value, tenant id for the index, then the follow-up's arguments
+#       none), last-used value, tenant id for the index, the shared window's limit (0: none),
+#       the gate's field ("" for none) and limit, then the follow-up's arguments
 # The window, the epoch read and the last-used mark happen in one round trip so that an
 # authenticated request costs a single Redis call, and the concurrent requests of one subject
-# share it: they are allowed in order while the budget lasts. A caller's follow-up (Lua that
-# sets `extra`, run only for an allowed request that passed more than four keys) rides along.
+# share it: they are allowed in order while the budget lasts. A shared window (every key of a
+# tenant writes against the tenant's budget) is counted in the same call: a request is
+# allowed only while both have room, and counted in both. A gate (a plan's quota: the month's
+# metered events) refuses every request, uncounted, once its field has reached its limit. A
+# caller's follow-up (Lua that
+# sets `extra`, run only for an allowed request that passed more keys than the window's) rides
+# along; it finds its own keys and arguments after KEYS[kb] and ARGV[ab].
 _WINDOW = """
+local kb, ab = 6, 11
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
 local wanted = tonumber(ARGV[5])
+local shared_limit = tonumber(ARGV[9])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local epoch = redis.call('GET', KEYS[2]) or '0'
@@ -35,6 +45,17 @@ if ARGV[6] ~= '' then
   redis.call('SADD', KEYS[4], ARGV[8])
 end
 local allowed = math.max(0, math.min(wanted, limit - count))
+local gated = 0
+if ARGV[10] ~= '' then
+  local used = tonumber(redis.call('HGET', KEYS[6], ARGV[10]) or '0')
+  if used >= tonumber(ARGV[11]) then gated, allowed = 1, 0 end
+end
+local shared_count, shared_first = 0, false
+if shared_limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
+  shared_count = redis.call('ZCARD', KEYS[5])
+  allowed = math.max(0, math.min(allowed, shared_limit - shared_count))
+end
 if allowed > 0 then
   local members = {}
   for i = 1, allowed do
@@ -43,8 +64,15 @@ if allowed > 0 then
   end
   redis.call('ZADD', KEYS[1], unpack(members))
   redis.call('PEXPIRE', KEYS[1], window)
+  if shared_limit > 0 then
+    redis.call('ZADD', KEYS[5], unpack(members))
+    redis.call('PEXPIRE', KEYS[5], window)
+  end
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if shared_limit > 0 then
+  shared_first = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]
+end
 local extra = false
 """
 
@@ -52,9 +80,10 @@ local extra = false
 def _script(follow_up: str) -> str:
     return (
         _WINDOW
-        + "if allowed > 0 and #KEYS > 4 then\n"
+        + "if allowed > 0 and #KEYS > kb then\n"
         + follow_up
-        + "\nend\nreturn {allowed, count, tonumber(first[2]) or now, epoch, extra}"
+        + "\nend\nreturn {allowed, count, tonumber(first[2]) or now, epoch, extra, shared_count,"
+        + " tonumber(shared_first) or now, gated}"
     )
 
 
@@ -70,6 +99,11 @@ class RateDecision:
     count: int = 0
     extra: Any = None  # what the follow-up script returned, if one ran
     metered: bool = True  # False when Redis was down and the request went on uncounted
+    # The shared window (the tenant's budget of a key's writes); limit 0 when there is none.
+    shared_limit: int = 0
+    shared_count: int = 0
+    shared_reset_seconds: int = 0
+    gated: bool = False  # refused by the window's gate (a plan's quota), not by a limit
 
     def with_limit(self, limit: int) -> RateDecision:
         """The same count judged against another limit (a tenant's limits just changed).
@@ -82,24 +116,42 @@ class RateDecision:
         return replace(self, allowed=allowed, limit=limit, remaining=max(0, limit - self.count))
 
     @property
+    def shared_binds(self) -> bool:
+        """Whether the shared window, not the subject's own, is what limits this request: it
+        refused it, or it has less room left."""
+        if not self.shared_limit:
+            return False
+        shared_remaining = self.shared_limit - self.shared_count
+        if not self.allowed:
+            return self.count < self.limit  # the own window had room: the shared one refused
+        return shared_remaining < self.remaining
+
+    @property
     def headers(self) -> dict[str, str]:
-        """RateLimit-* headers (IETF draft), plus Retry-After when refused; none unmetered."""
+        """RateLimit-* headers (IETF draft) of whichever window binds, plus Retry-After when
+        refused; none unmetered."""
         if not self.metered:
             return {}
+        limit, remaining, reset = self.limit, self.remaining, self.reset_seconds
+        if self.shared_binds:
+            limit = self.shared_limit
+            remaining = max(0, self.shared_limit - self.shared_count)
+            reset = self.shared_reset_seconds
         headers = {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
+            "RateLimit-Limit": str(limit),
+            "RateLimit-Remaining": str(remaining),
+            "RateLimit-Reset": str(reset),
         }
         if not self.allowed:
-            headers["Retry-After"] = str(self.reset_seconds)
+            headers["Retry-After"] = str(reset)
         return headers
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
     """One subject's sliding window, with the epoch its script call reads and the hash and
-    index it marks the subject used in (dummies when unused)."""
+    index it marks the subject used in (dummies when unused), and the window it shares with
+    other subjects (a tenant's keys), if any."""
 
     key: str
     limit: int
@@ -108,6 +160,12 @@ class Window:
     touch_hash: str = "reco:none"
     touch_index: str = "reco:none:index"
     touch_member: str = ""
+    shared_key: str = "reco:none"
+    shared_limit: int = 0  # 0: no shared window
+    # A gate: every request is refused once the hash's field has reached the limit.
+    gate_key: str = "reco:none"
+    gate_field: str = ""  # "": no gate
+    gate_limit: int = 0
 
 
 # A last-used mark: the field of the window's touch hash and its value ("" for none).
@@ -125,11 +183,16 @@ class Counted:
     reset_seconds: int
     epoch: str
     extra: Any
+    shared_limit: int = 0
+    shared_before: int = 0
+    shared_reset_seconds: int = 0
+    gated: bool = False
 
     def decision(self, index: int) -> RateDecision:
         """The decision of the request at `index`."""
         allowed = index < self.allowed
-        count = self.counted_before + (index + 1 if allowed else self.allowed)
+        counted = index + 1 if allowed else self.allowed
+        count = self.counted_before + counted
         return RateDecision(
             allowed=allowed,
             limit=self.limit,
@@ -138,6 +201,10 @@ class Counted:
             epoch=self.epoch,
             count=count,
             extra=self.extra,
+            shared_limit=self.shared_limit,
+            shared_count=self.shared_before + counted,
+            shared_reset_seconds=self.shared_reset_seconds,
+            gated=self.gated,
         )
 
 
@@ -239,6 +306,8 @@ class RateLimiter:
             window.epoch_key,
             window.touch_hash,
             window.touch_index,
+            window.shared_key,
+            window.gate_key,
             *follow_up_keys,
         ]
         script_args: list[Any] = [
@@ -249,18 +318,28 @@ class RateLimiter:
             requests,
             *touch,
             window.touch_member,
+            window.shared_limit,
+            window.gate_field,
+            window.gate_limit,
             *follow_up_args,
         ]
         reply = await run_script(self._redis, self._source, script_keys, *script_args)
-        allowed, counted_before, oldest, epoch, extra = reply
-        # The oldest request still in the window leaves it first: that is when the budget
-        # starts to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
-        reset = max(1, -(-(int(oldest) + window_ms - now_ms) // 1000))
+        allowed, counted_before, oldest, epoch, extra, shared_before, shared_oldest, gated = reply
+
+        # The oldest request still in a window leaves it first: that is when its budget starts
+        # to grow back, so it is both RateLimit-Reset and, when refused, Retry-After.
+        def reset(oldest_ms: Any) -> int:
+            return max(1, -(-(int(oldest_ms) + window_ms - now_ms) // 1000))
+
         return Counted(
             allowed=int(allowed),
             counted_before=int(counted_before),
             limit=window.limit,
-            reset_seconds=reset,
+            reset_seconds=reset(oldest),
             epoch=epoch.decode() if isinstance(epoch, bytes) else str(epoch),
             extra=extra,
+            shared_limit=window.shared_limit,
+            shared_before=int(shared_before),
+            shared_reset_seconds=reset(shared_oldest),
+            gated=bool(gated),
         )

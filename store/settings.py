@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     request_max_bytes: int = 1_000_000
     read_limit_per_minute: int = 1000
     write_limit_per_minute: int = 500
+    # Writes per minute of all the keys of one tenant together (on top of each key's own
+    # limit), per plan (domain.plans); a plan not listed gets the default; 0 is no shared
+    # budget. Test keys share a budget of their own on the Sandbox value.
+    tenant_write_limit_per_minute: int = Field(default=1000, ge=0)
+    # "plan:limit,plan:limit" (a plain string: every process passes settings on as text).
+    tenant_write_limits_per_minute: str = Field(
+        default="sandbox:1000,starter:5000,growth:20000,scale:60000,enterprise:0",
+        pattern=r"^([a-z]+:\d+)?(,[a-z]+:\d+)*$",
+    )
     # How long a finished recommendations answer may be served again (0: never cached); any
     # change it depends on invalidates it sooner (store.answers.ANSWER_LOOKUP).
     answer_cache_seconds: int = Field(default=300, ge=0)
@@ -109,6 +118,14 @@ class Settings(BaseSettings):
     def secure_cookies(self) -> bool:
         """Whether cookies get the Secure attribute (everywhere but development by default)."""
         return bool(self.cookie_secure)
+
+    def tenant_write_limit(self, plan: str) -> int:
+        """Writes per minute all the keys of a tenant on `plan` share (0: no shared budget)."""
+        for pair in filter(None, self.tenant_write_limits_per_minute.split(",")):
+            name, _, limit = pair.partition(":")
+            if name == plan:
+                return int(limit)
+        return self.tenant_write_limit_per_minute
 
     @property
     def is_development(self) -> bool:

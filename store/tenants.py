@@ -10,20 +10,49 @@ import asyncpg
 from redis.asyncio import Redis
 
 from domain import apikeys
+from domain import usage as usage_rules
 from store import keys
 
 
+class TooManyTenants(Exception):
+    """The admin already holds as many tenants as their plans allow."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(f"{allowed} tenants allowed")
+        self.allowed = allowed
+
+
 async def create_tenant(
-    pool: asyncpg.Pool, *, owner_id: str, name: str, config: dict[str, Any] | None = None
+    pool: asyncpg.Pool,
+    *,
+    owner_id: str,
+    name: str,
+    config: dict[str, Any] | None = None,
+    within_plans: bool = False,
 ) -> asyncpg.Record:
-    """A new active tenant owned by `owner_id`."""
-    row = await pool.fetchrow(
-        "INSERT INTO tenants (owner_id, name, config) VALUES ($1, $2, $3) "
-        "RETURNING id, owner_id, name, status, config, created_at",
-        owner_id,
-        name,
-        config or {},
-    )
+    """A new active tenant owned by `owner_id`; `within_plans`: unless the admin already holds
+    as many tenants as the plans of their tenants allow (TooManyTenants)."""
+    async with pool.acquire() as connection, connection.transaction():
+        if within_plans:
+            # The admin row is locked first, so two creations at once cannot both pass.
+            await connection.execute("SELECT 1 FROM admins WHERE id = $1 FOR UPDATE", owner_id)
+            plans = [
+                row["plan"]
+                for row in await connection.fetch(
+                    "SELECT plan FROM tenants WHERE owner_id = $1 AND deleted_at IS NULL",
+                    owner_id,
+                )
+            ]
+            allowed = usage_rules.tenants_allowed(plans)
+            if allowed is not None and len(plans) >= allowed:
+                raise TooManyTenants(allowed)
+        row = await connection.fetchrow(
+            "INSERT INTO tenants (owner_id, name, config) VALUES ($1, $2, $3) "
+            "RETURNING id, owner_id, name, status, config, created_at, plan",
+            owner_id,
+            name,
+            config or {},
+        )
     assert row is not None
     return row
 
@@ -37,14 +66,26 @@ async def get_tenant_for_owner(
     except ValueError:
         return None
     return await pool.fetchrow(
-        "SELECT id, owner_id, name, status, config, created_at, updated_at FROM tenants "
+        "SELECT id, owner_id, name, status, config, created_at, updated_at, plan FROM tenants "
         "WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL",
         tenant_uuid,
         owner_id,
     )
 
 
-_TENANT_COLUMNS = "id, owner_id, name, status, config, created_at, updated_at"
+_TENANT_COLUMNS = "id, owner_id, name, status, config, created_at, updated_at, plan"
+
+
+async def get_tenant_by_id(pool: asyncpg.Pool, *, tenant_id: str) -> asyncpg.Record | None:
+    """The tenant if it exists and is not deleted (for a caller already scoped to it: an API
+    key of this tenant, or an operator); else None."""
+    tenant_uuid = _uuid(tenant_id)
+    if tenant_uuid is None:
+        return None
+    return await pool.fetchrow(
+        f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = $1 AND deleted_at IS NULL",
+        tenant_uuid,
+    )
 
 
 def _uuid(value: str) -> uuid.UUID | None:

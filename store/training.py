@@ -18,21 +18,27 @@ HISTORY_DAYS = 365
 
 
 async def load_events(
-    pool: asyncpg.Pool, *, tenant_id: str, days: int = HISTORY_DAYS
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    days: int = HISTORY_DAYS,
+    include_test: bool = False,
 ) -> EventColumns:
-    """The tenant's weighted events of the last `days` days, oldest first."""
+    """The tenant's weighted events of the last `days` days, oldest first; test keys' events
+    (flagged `test`) only when `include_test`."""
     rows = await pool.fetch(
         """
         SELECT user_id, product_id, event_type, extract(epoch FROM occurred_at)::float8 AS ts,
                session_id
         FROM events
         WHERE tenant_id = $1 AND occurred_at >= now() - make_interval(days => $2)
-          AND event_type = ANY($3::text[])
+          AND event_type = ANY($3::text[]) AND ($4 OR 'test' <> ALL(flags))
         ORDER BY occurred_at
         """,
         tenant_id,
         days,
         [name for name, weight in EVENT_WEIGHTS.items() if weight != 0],
+        include_test,
     )
     return EventColumns(
         user_ids=[r["user_id"] for r in rows],
@@ -89,22 +95,28 @@ async def load_user_weights(
 
 
 async def load_user_histories(
-    pool: asyncpg.Pool, *, tenant_id: str, user_ids: list[str], days: int = HISTORY_DAYS
+    pool: asyncpg.Pool,
+    *,
+    tenant_id: str,
+    user_ids: list[str],
+    days: int = HISTORY_DAYS,
+    include_test: bool = False,
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """(summed event weight, last event unix time) per product of each given user, weights
-    floored at 0 (those products left out)."""
+    floored at 0 (those products left out); test keys' events only when `include_test`."""
     rows = await pool.fetch(
         """
         SELECT user_id, product_id, event_type, count(*) AS n,
                extract(epoch FROM max(occurred_at))::float8 AS last_at
         FROM events
         WHERE tenant_id = $1 AND user_id = ANY($2::text[])
-          AND occurred_at >= now() - make_interval(days => $3)
+          AND occurred_at >= now() - make_interval(days => $3) AND ($4 OR 'test' <> ALL(flags))
         GROUP BY user_id, product_id, event_type
         """,
         tenant_id,
         user_ids,
         days,
+        include_test,
     )
     weights: dict[str, dict[str, tuple[float, float]]] = {user: {} for user in user_ids}
     for row in rows:

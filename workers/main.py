@@ -10,4 +10,5 @@ from workers.actors import (
     mail,  # noqa: F401
     maintenance,  # noqa: F401
     training,  # noqa: F401
+    usage,  # noqa: F401
 )

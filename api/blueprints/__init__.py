@@ -12,6 +12,7 @@ from api.blueprints import (
     operations,
     recommendations,
     tenants,
+    usage,
     users,
     widgets,
 )
@@ -31,4 +32,5 @@ ALL_BLUEPRINTS = [
     operations.bp,
     users.bp,
     models.bp,
+    usage.bp,
 ]

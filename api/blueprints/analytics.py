@@ -14,7 +14,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from api.openapi import document
-from api.security import owned_tenant, require_admin
+from api.security import owned_tenant, require_admin, require_admin_or_api_key
 from api.validation import ApiModel, parse_query
 from domain import analytics as rules
 from domain import holdout
@@ -276,9 +276,9 @@ async def _tenant_key(request: Request, tenant_id: str) -> str:
     tags=["analytics"],
     query=OverviewQuery,
     responses={200: TenantOverviewRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def tenant_overview(request: Request, tenant_id: str) -> HTTPResponse:
     """Impressions, clicks, CTR, conversions, revenue, attributed revenue, users."""
     tenant = await owned_tenant(request, tenant_id)
@@ -324,9 +324,9 @@ async def all_tenants_overview(request: Request) -> HTTPResponse:
     tags=["analytics"],
     query=TimeseriesQuery,
     responses={200: TimeseriesRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def timeseries(request: Request, tenant_id: str) -> HTTPResponse:
     """Every bucket of the period, empty ones included."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -359,9 +359,9 @@ async def timeseries(request: Request, tenant_id: str) -> HTTPResponse:
     tags=["analytics"],
     query=TopProductsQuery,
     responses={200: TopProductsRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def top_products(request: Request, tenant_id: str) -> HTTPResponse:
     """Products by clicks, impressions, conversions, revenue or attributed revenue."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -385,9 +385,9 @@ async def top_products(request: Request, tenant_id: str) -> HTTPResponse:
     tags=["analytics"],
     query=BreakdownQuery,
     responses={200: BreakdownRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def breakdown(request: Request, tenant_id: str) -> HTTPResponse:
     """Impressions, clicks, CTR, attributed conversions and revenue per placement or strategy."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -410,9 +410,9 @@ async def breakdown(request: Request, tenant_id: str) -> HTTPResponse:
     tags=["analytics"],
     query=PeriodQuery,
     responses={200: FunnelRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def funnel(request: Request, tenant_id: str) -> HTTPResponse:
     """Viewed, clicked a recommendation, added to cart, purchased: distinct users per step."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -438,10 +438,10 @@ def _csv_lines(points: list[dict[str, Any]]) -> str:
     tags=["analytics"],
     query=ExportQuery,
     responses={200: None},
-    security="bearer",
+    security="bearer|apiKey",
     content_type="text/csv",
 )
-@require_admin
+@require_admin_or_api_key(write=False)
 async def export(request: Request, tenant_id: str) -> None:
     """A header line, then one row per UTC day of the period, sent a month at a time."""
     tenant_key = await _tenant_key(request, tenant_id)

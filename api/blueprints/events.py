@@ -18,7 +18,7 @@ from api.openapi import METRICS_ACCESS, document
 from api.security import admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
 from domain.errors import FieldError, Unavailable, ValidationFailed
-from domain.events import EVENT_TYPES, batch_items, parse_event
+from domain.events import EVENT_TYPES, batch_items, parse_event, warnings_of
 from store.events import decode_cursor, encode_cursor, list_events
 from workers.broker import QUEUES
 from workers.metrics import queue_families, queue_stats_async
@@ -122,7 +122,7 @@ async def build_ingestion(app: Sanic) -> None:
     responses={202: EventAccepted, 200: EventAccepted},
     security="apiKey",
 )
-@admit_api_key(write=True)
+@admit_api_key(write=True, quota=True)
 async def post_event(request: Request) -> HTTPResponse:
     """Validate one event and queue it; 200 `duplicate` when it was ingested before."""
     body = read_json(request)
@@ -130,13 +130,16 @@ async def post_event(request: Request) -> HTTPResponse:
     event = parse_event(body, tenant_id=request.ctx.tenant_id, now=datetime.now(UTC))
     ingest: IngestService = request.app.ctx.ingest
     accepted = await ingest.accept_one(
-        tenant_id=request.ctx.tenant_id, event=event, admission=request.ctx.admission
+        tenant_id=request.ctx.tenant_id,
+        event=event,
+        admission=request.ctx.admission,
+        test=request.ctx.api_key.environment == "test",
     )
     if accepted.decision is not None:
         request.ctx.rate_decision = accepted.decision
     if accepted.answer.duplicate:
         return json({"status": "duplicate", "eventId": event.event_id}, status=200)
-    warnings = list(accepted.answer.message["flags"])
+    warnings = warnings_of(accepted.answer.message["flags"])
     return json({"status": "accepted", "eventId": event.event_id, "warnings": warnings}, status=202)
 
 
@@ -148,13 +151,18 @@ async def post_event(request: Request) -> HTTPResponse:
     responses={202: EventBatchResult},
     security="apiKey",
 )
-@require_api_key(write=True)
+@require_api_key(write=True, quota=True)
 async def post_event_batch(request: Request) -> HTTPResponse:
     """Validate each event, queue the valid new ones as one message, report per event."""
     items = batch_items(read_json(request))
     await apply_server_variants(request, items)  # experiment variants are the server's
     ingest: IngestService = request.app.ctx.ingest
-    return json(await ingest.accept_batch(tenant_id=request.ctx.tenant_id, items=items), status=202)
+    answer = await ingest.accept_batch(
+        tenant_id=request.ctx.tenant_id,
+        items=items,
+        test=request.ctx.api_key.environment == "test",
+    )
+    return json(answer, status=202)
 
 
 @bp.get("/tenants/<tenant_id:str>/events")

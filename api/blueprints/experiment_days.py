@@ -9,7 +9,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, json
 
 from api.openapi import document
-from api.security import owned_tenant, require_admin
+from api.security import owned_tenant, require_admin_or_api_key
 from api.validation import ApiModel
 from domain.errors import NotFound
 from domain.experiment_days import cumulative_days
@@ -61,9 +61,9 @@ def _parse(value: str | None) -> datetime | None:
     summary="Per-variant cumulative figures per day since the experiment started",
     tags=["experiments"],
     responses={200: ExperimentDailyResults},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def daily_results(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """Each day from the start to today (or the completion) with each variant's totals."""
     tenant = await owned_tenant(request, tenant_id)

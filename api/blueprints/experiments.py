@@ -9,7 +9,7 @@ from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
 from api.openapi import document
-from api.security import owned_tenant, require_admin
+from api.security import owned_tenant, require_admin_or_api_key
 from api.validation import ApiModel, NonBlank, parse_body, parse_query
 from domain import widgets as widget_rules
 from domain.errors import FieldError, NotFound, ValidationFailed
@@ -182,9 +182,9 @@ def _not_found() -> NotFound:
     tags=["experiments"],
     body=ExperimentWrite,
     responses={201: ExperimentRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def create_experiment(request: Request, tenant_id: str) -> HTTPResponse:
     """A new experiment in status draft."""
     tenant_key = await _tenant_key(request, tenant_id, write=True)
@@ -201,9 +201,9 @@ async def create_experiment(request: Request, tenant_id: str) -> HTTPResponse:
     tags=["experiments"],
     query=ExperimentListQuery,
     responses={200: ExperimentList},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def list_experiments(request: Request, tenant_id: str) -> HTTPResponse:
     """The tenant's experiments, oldest first, optionally by status or placement."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -231,9 +231,9 @@ async def list_experiments(request: Request, tenant_id: str) -> HTTPResponse:
     summary="An experiment",
     tags=["experiments"],
     responses={200: ExperimentRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def get_experiment(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """One experiment of the tenant."""
     tenant_key = await _tenant_key(request, tenant_id)
@@ -252,9 +252,9 @@ async def get_experiment(request: Request, tenant_id: str, experiment_id: str) -
     tags=["experiments"],
     body=ExperimentWrite,
     responses={200: ExperimentRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def replace_experiment(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """Edit a draft; 409 once it has started."""
     tenant_key = await _tenant_key(request, tenant_id, write=True)
@@ -274,9 +274,9 @@ async def replace_experiment(request: Request, tenant_id: str, experiment_id: st
     tags=["experiments"],
     body=ExperimentStatusChange,
     responses={200: ExperimentRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def change_status(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """Follow draft -> running -> paused <-> running -> completed; anything else is a 409."""
     tenant_key = await _tenant_key(request, tenant_id, write=True)
@@ -299,9 +299,9 @@ async def change_status(request: Request, tenant_id: str, experiment_id: str) ->
     errors={409: "The experiment has started; its data belongs to its results."},
     tags=["experiments"],
     responses={204: None},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def delete_experiment(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """Delete a draft; 409 once it has started (its data belongs to its results)."""
     tenant_key = await _tenant_key(request, tenant_id, write=True)
@@ -318,9 +318,9 @@ async def delete_experiment(request: Request, tenant_id: str, experiment_id: str
     summary="Results of an experiment (frozen once completed)",
     tags=["experiments"],
     responses={200: ExperimentResultsRead},
-    security="bearer",
+    security="bearer|apiKey",
 )
-@require_admin
+@require_admin_or_api_key(write=True)
 async def experiment_results(request: Request, tenant_id: str, experiment_id: str) -> HTTPResponse:
     """Per-variant figures and user-level tests, computed now or frozen at completion."""
     tenant_key = await _tenant_key(request, tenant_id)

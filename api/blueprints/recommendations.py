@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
@@ -26,14 +26,18 @@ from api.validation import ApiModel, parse_query
 from domain.serving import answer_cache_seconds
 from domain.storefront import strip_because
 from domain.strategies.registry import PROJECTED_PRODUCT_STRATEGIES, PROJECTED_STRATEGIES
+from domain.usage import REQUESTS
 from store.answers import (
     DEFAULT_FIELD,
     ProjectedArgs,
     answer_lookup_keys,
     decode_lookup,
     lookup_args,
+    meter_args,
 )
+from store.api_keys import KeyRecord
 from store.models import read_meta
+from store.usage import meter_for
 
 bp = Blueprint("recommendations", url_prefix="/api/v1")
 
@@ -121,10 +125,12 @@ def _projected_args(request: Request) -> ProjectedArgs | None:
 
 
 def _answer_follow_up(request: Request) -> FollowUp | None:
-    """The cached or projected answer riding on the rate-limit call, when caching is on.
+    """The request's usage meter, and the cached or projected answer when caching is on,
+    riding on the rate-limit call.
 
     An answer is keyed by the whole query string, so only a query that was valid when it was
-    answered can ever be served from the cache; the stamp covers everything else it used.
+    answered can ever be served from the cache; the stamp covers everything else it used. A
+    request without a valid userId is refused before any answer, so nothing meters it.
     """
     user_id, placement_id = _last(request, "userId"), _last(request, "placementId")
     settings = request.app.ctx.settings
@@ -133,24 +139,30 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
     digest = hashlib.blake2b(request.query_string.encode(), digest_size=16).hexdigest()
     projected = request.ctx.projected_args = _projected_args(request)
 
-    def lookup(
-        tenant_id: str, tenant_config: Mapping[str, Any]
-    ) -> tuple[list[str], list[str]] | None:
-        max_age = answer_cache_seconds(tenant_config, default=settings.answer_cache_seconds)
+    def lookup(record: KeyRecord) -> tuple[list[str], list[str]]:
+        meter = request.ctx.meter = meter_for(
+            tenant_id=record.tenant_id,
+            environment=record.environment,
+            metric=REQUESTS,
+            now=datetime.now(UTC),
+        )
+        max_age = answer_cache_seconds(record.tenant_config, default=settings.answer_cache_seconds)
         if not max_age:
-            return None  # the tenant's answers are computed afresh every time
+            # The tenant's answers are computed afresh every time: the call only meters.
+            return [meter.key], meter_args(meter)
         request.ctx.answer_cache_seconds = max_age
         answer_keys = answer_lookup_keys(
-            tenant_id=tenant_id,
+            tenant_id=record.tenant_id,
             user_id=user_id,
             placement_id=placement_id,
             query_digest=digest,
             product_id=projected.product_id if projected else None,
+            meter=meter,
         )
-        request.ctx.answer_key = answer_keys[0]
+        request.ctx.answer_key = answer_keys[1]
         # The live counters' hour: a trending answer must not outlive the hour it read.
         hour = int(time.time()) // 3600
-        return answer_keys, lookup_args(hour, projected, max_age)
+        return answer_keys, lookup_args(hour, projected, max_age, meter)
 
     return lookup
 

@@ -250,7 +250,7 @@ async def apply_server_variants(request: Request, items: list[Any]) -> int:
     responses={202: StorefrontEventResult},
     security="apiKey",
 )
-@require_api_key(write=False)
+@require_api_key(write=False, quota=True)
 async def storefront_events(request: Request) -> HTTPResponse:
     """Validate and queue a storefront's events; purchases need a read_write key."""
     _refuse_foreign_origin(request)
@@ -272,7 +272,12 @@ async def _ingest(request: Request, items: list[Any], corrections: int) -> HTTPR
         return None
 
     ingest: IngestService = request.app.ctx.ingest
-    answer = await ingest.accept_batch(tenant_id=request.ctx.tenant_id, items=items, refuse=refuse)
+    answer = await ingest.accept_batch(
+        tenant_id=request.ctx.tenant_id,
+        items=items,
+        refuse=refuse,
+        test=request.ctx.api_key.environment == "test",
+    )
     return json({**answer, "variantCorrections": corrections}, status=202)
 
 

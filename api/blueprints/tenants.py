@@ -86,6 +86,11 @@ class TenantConfig(ApiModel):
         "served unchanged, in seconds; 0 computes every answer afresh (default: the server's "
         "RECOMENGINE_ANSWER_CACHE_SECONDS)",
     )
+    train_on_test_events: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Train the models on test keys' events too (kept out by default)",
+    )
 
     @field_validator("currency")
     @classmethod
@@ -157,6 +162,9 @@ class TenantRead(ApiModel):
     name: str
     status: Literal["active", "suspended"]
     config: dict[str, Any]
+    plan: Literal["sandbox", "starter", "growth", "scale", "enterprise"] = Field(
+        description="The usage plan (only an operator changes it)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -190,6 +198,7 @@ def _tenant(row: Any) -> dict[str, Any]:
         name=row["name"],
         status=row["status"],
         config=row["config"] or {},
+        plan=row["plan"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     ).model_dump(mode="json", by_alias=True)
@@ -218,12 +227,19 @@ async def _announce_auth_change(request: Request, tenant_id: str) -> None:
 async def create_tenant(request: Request) -> HTTPResponse:
     """A new active tenant owned by the caller."""
     body = parse_body(request, TenantCreate)
-    row = await tenant_store.create_tenant(
-        request.app.ctx.db,
-        owner_id=request.ctx.admin_id,
-        name=body.name,
-        config=body.config.stored() if body.config else {},
-    )
+    try:
+        row = await tenant_store.create_tenant(
+            request.app.ctx.db,
+            owner_id=request.ctx.admin_id,
+            name=body.name,
+            config=body.config.stored() if body.config else {},
+            within_plans=True,
+        )
+    except tenant_store.TooManyTenants as exc:
+        raise Forbidden(
+            f"Your plans allow {exc.allowed} tenant(s); an operator can move a tenant to a plan "
+            "that allows more."
+        ) from exc
     # create_tenant answers no updated_at; a new row's is its created_at.
     return json(_tenant({**dict(row), "updated_at": row["created_at"]}), status=201)
 

@@ -34,17 +34,24 @@ async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture
+async def roomy_tenant(db: asyncpg.Pool, tenant: TenantContext) -> TenantContext:
+    """The tenant on a plan that lets its admin hold more tenants (Growth: 20)."""
+    await db.execute("UPDATE tenants SET plan = 'growth' WHERE id = $1", tenant.tenant_id)
+    return tenant
+
+
 def _authenticator(db: asyncpg.Pool, redis: Redis, settings: Settings) -> ApiKeyAuthenticator:
     return ApiKeyAuthenticator(settings=settings, pool=db, limiter=RateLimiter(redis))
 
 
 def test_creating_a_tenant_answers_201_with_an_active_tenant(
-    client: httpx.Client, tenant: TenantContext
+    client: httpx.Client, roomy_tenant: TenantContext
 ) -> None:
     response = client.post(
         "/api/v1/tenants",
         json={"name": "Shoe Shop", "config": {"currency": "EUR", "timezone": "Europe/Paris"}},
-        headers=tenant.admin_headers,
+        headers=roomy_tenant.admin_headers,
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -118,8 +125,9 @@ def test_an_unknown_route_and_a_wrong_method_are_problems(
 
 
 async def test_the_list_holds_only_the_callers_tenants_that_are_not_deleted(
-    http: httpx.AsyncClient, tenant: TenantContext, other_tenant: TenantContext
+    http: httpx.AsyncClient, roomy_tenant: TenantContext, other_tenant: TenantContext
 ) -> None:
+    tenant = roomy_tenant
     headers = tenant.admin_headers
     second = (await http.post("/api/v1/tenants", json={"name": "Second"}, headers=headers)).json()
     doomed = (await http.post("/api/v1/tenants", json={"name": "Doomed"}, headers=headers)).json()

@@ -70,9 +70,12 @@ async def train_and_publish(
     await redis.delete(keys.touched_users(tenant_id))
     # Named before the data is read: of two overlapping trainings, the one that read later wins.
     version = new_version()
-    events = await load_events(pool, tenant_id=tenant_id)
+    config = await load_tenant_config(pool, tenant_id=tenant_id)
+    # Test keys' events are sandbox traffic: trained on only when the tenant asks for it.
+    include_test = bool(config.get("trainOnTestEvents"))
+    events = await load_events(pool, tenant_id=tenant_id, include_test=include_test)
     catalog = await load_catalog(pool, tenant_id=tenant_id)
-    tolerance = ndcg_tolerance(await load_tenant_config(pool, tenant_id=tenant_id))
+    tolerance = ndcg_tolerance(config)
     progress("loaded")
     # Fitting is CPU-bound: off the event loop, which every async actor of this process shares.
     result = await asyncio.to_thread(
@@ -227,7 +230,9 @@ async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> dict[s
         summary = await train_and_publish(tenant_id=tenant_id)
         return {"refreshedUsers": 0, "gate": summary["gate"]}
     pool = await db_pool()
-    tolerance = ndcg_tolerance(await load_tenant_config(pool, tenant_id=tenant_id))
+    config = await load_tenant_config(pool, tenant_id=tenant_id)
+    tolerance = ndcg_tolerance(config)
+    include_test = bool(config.get("trainOnTestEvents"))
     refreshed, rejected = 0, 0
     decisions: list[dict[str, Any]] = []
     while True:
@@ -235,7 +240,9 @@ async def refresh_touched_users(*, tenant_id: str, batch: int = 5_000) -> dict[s
         users = [u.decode() if isinstance(u, bytes) else str(u) for u in popped or []]
         if not users:
             break
-        timed = await load_user_histories(pool, tenant_id=tenant_id, user_ids=users)
+        timed = await load_user_histories(
+            pool, tenant_id=tenant_id, user_ids=users, include_test=include_test
+        )
         histories = {u: {p: wt[0] for p, wt in products.items()} for u, products in timed.items()}
         products = sorted({p for weights in histories.values() for p in weights})
         item_lists = await read_item_lists(

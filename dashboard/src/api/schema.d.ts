@@ -417,6 +417,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/ops/tenants/{tenant_id}/plan": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Move a tenant to another plan (operator role only)
+         * @description Set any tenant's plan; its keys pick the new limits up at once.
+         */
+        put: operations["put_api_v1_ops_tenants_tenant_id_plan"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/ops/workers": {
         parameters: {
             query?: never;
@@ -429,6 +449,26 @@ export interface paths {
          * @description Each worker process's queues, threads and heartbeat; whether the scheduler beats.
          */
         get: operations["get_api_v1_ops_workers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The plans and what each includes (the table the server enforces)
+         * @description Every plan, cheapest first.
+         */
+        get: operations["get_api_v1_plans"];
         put?: never;
         post?: never;
         delete?: never;
@@ -937,6 +977,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tenants/{tenant_id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A tenant's metered usage of a month against its plan
+         * @description Events and recommendation requests per day and in total, allowances, overage, alerts.
+         */
+        get: operations["get_api_v1_tenants_tenant_id_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tenants/{tenant_id}/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A tenant's metered usage of a month as CSV, one row per UTC day
+         * @description A header line, one row per day of the month, and a total row.
+         */
+        get: operations["get_api_v1_tenants_tenant_id_usage_export"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tenants/{tenant_id}/user-token-secret": {
         parameters: {
             query?: never;
@@ -1243,6 +1323,33 @@ export interface components {
              * @default false
              */
             isOperator?: boolean;
+        };
+        /**
+         * AlertRead
+         * @description An allowance threshold reached this month (each one once per month).
+         */
+        AlertRead: {
+            /**
+             * Environment
+             * @enum {string}
+             */
+            environment: "live" | "test";
+            /**
+             * Metric
+             * @enum {string}
+             */
+            metric: "events" | "recommendationRequests";
+            /**
+             * Threshold
+             * @enum {integer}
+             */
+            threshold: 80 | 100;
+            /** Used */
+            used: number;
+            /** Included */
+            included: number;
+            /** Createdat */
+            createdAt: string | null;
         };
         /**
          * AllTenantsOverviewRead
@@ -1728,6 +1835,25 @@ export interface components {
             revenue: number;
             /** Revenuepervisitor */
             revenuePerVisitor: number | null;
+        };
+        /**
+         * DayUsageRead
+         * @description One UTC day's metered usage.
+         */
+        DayUsageRead: {
+            /**
+             * Day
+             * Format: date
+             */
+            day: string;
+            /** Events */
+            events: number;
+            /** Recommendationrequests */
+            recommendationRequests: number;
+            /** Testevents */
+            testEvents: number;
+            /** Testrecommendationrequests */
+            testRecommendationRequests: number;
         };
         /**
          * DeadLetterList
@@ -2234,6 +2360,16 @@ export interface components {
             password: string;
         };
         /**
+         * MetricPair
+         * @description A figure per metric (None: no allowance, custom plan).
+         */
+        MetricPair: {
+            /** Events */
+            events: number | null;
+            /** Recommendationrequests */
+            recommendationRequests: number | null;
+        };
+        /**
          * ModelSizes
          * @description What the version was trained on.
          */
@@ -2293,6 +2429,18 @@ export interface components {
             } | null;
         };
         /**
+         * OverageRead
+         * @description Usage past the allowances of a paid plan, and its price (USD, pro rata per million).
+         */
+        OverageRead: {
+            /** Events */
+            events: number;
+            /** Recommendationrequests */
+            recommendationRequests: number;
+            /** Amountusd */
+            amountUsd: number;
+        };
+        /**
          * PeriodRead
          * @description The period an answer covers, [from, to).
          */
@@ -2301,6 +2449,49 @@ export interface components {
             from: string;
             /** To */
             to: string;
+        };
+        /**
+         * PlanChange
+         * @description Body of the operators' plan change.
+         */
+        PlanChange: {
+            /**
+             * Plan
+             * @enum {string}
+             */
+            plan: "sandbox" | "starter" | "growth" | "scale" | "enterprise";
+        };
+        /**
+         * PlanList
+         * @description Every plan.
+         */
+        PlanList: {
+            /** Data */
+            data: components["schemas"]["PlanRead"][];
+        };
+        /**
+         * PlanRead
+         * @description One plan of the table the server enforces.
+         */
+        PlanRead: {
+            /** Name */
+            name: string;
+            /** Title */
+            title: string;
+            /** Monthlypriceusd */
+            monthlyPriceUsd: number | null;
+            /** Eventsincluded */
+            eventsIncluded: number | null;
+            /** Requestsincluded */
+            requestsIncluded: number | null;
+            /** Overagepermillioneventsusd */
+            overagePerMillionEventsUsd: number | null;
+            /** Overagepermillionrequestsusd */
+            overagePerMillionRequestsUsd: number | null;
+            /** Maxtenants */
+            maxTenants: number | null;
+            /** Notes */
+            notes: string;
         };
         /**
          * ProductFigures
@@ -2774,6 +2965,12 @@ export interface components {
              * @default null
              */
             answerCacheSeconds?: number | null;
+            /**
+             * Trainontestevents
+             * @description Train the models on test keys' events too (kept out by default)
+             * @default null
+             */
+            trainOnTestEvents?: boolean | null;
         };
         /**
          * TenantCreate
@@ -2803,6 +3000,12 @@ export interface components {
             config: {
                 [key: string]: unknown;
             };
+            /**
+             * Plan
+             * @description The usage plan (only an operator changes it)
+             * @enum {string}
+             */
+            plan: "sandbox" | "starter" | "growth" | "scale" | "enterprise";
             /**
              * Createdat
              * Format: date-time
@@ -3012,6 +3215,16 @@ export interface components {
             incremental?: components["schemas"]["Incremental"] | null;
         };
         /**
+         * TenantPlanRead
+         * @description A tenant's plan after a change.
+         */
+        TenantPlanRead: {
+            /** Tenantid */
+            tenantId: string;
+            /** Plan */
+            plan: string;
+        };
+        /**
          * TenantRead
          * @description A tenant as answered.
          */
@@ -3029,6 +3242,12 @@ export interface components {
             config: {
                 [key: string]: unknown;
             };
+            /**
+             * Plan
+             * @description The usage plan (only an operator changes it)
+             * @enum {string}
+             */
+            plan: "sandbox" | "starter" | "growth" | "scale" | "enterprise";
             /**
              * Createdat
              * Format: date-time
@@ -3077,6 +3296,22 @@ export interface components {
             widgets: number;
         };
         /**
+         * TestUsageRead
+         * @description The test keys' usage: always on the Sandbox plan's limits, never billed.
+         */
+        TestUsageRead: {
+            /** Plan */
+            plan: string;
+            /** Events */
+            events: number;
+            /** Recommendationrequests */
+            recommendationRequests: number;
+            allowances: components["schemas"]["MetricPair"];
+            shareUsed: components["schemas"]["MetricPair"];
+            /** Writesrefused */
+            writesRefused: boolean;
+        };
+        /**
          * TimeseriesRead
          * @description A metric over time.
          */
@@ -3105,6 +3340,42 @@ export interface components {
             period: components["schemas"]["PeriodRead"];
             /** Data */
             data: components["schemas"]["ProductFigures"][];
+        };
+        /**
+         * UsageRead
+         * @description A tenant's metered usage of one month against its plan.
+         */
+        UsageRead: {
+            /** Plan */
+            plan: string;
+            /** Plantitle */
+            planTitle: string;
+            /** Month */
+            month: string;
+            /**
+             * Events
+             * @description Events accepted after dedupe (rows stored), live keys
+             */
+            events: number;
+            /**
+             * Recommendationrequests
+             * @description Recommendation requests answered (200)
+             */
+            recommendationRequests: number;
+            allowances: components["schemas"]["MetricPair"];
+            /** @description used / included, 1.0 = 100% */
+            shareUsed: components["schemas"]["MetricPair"];
+            overage: components["schemas"]["OverageRead"];
+            /**
+             * Writesrefused
+             * @description Past the events allowance of a plan without overage: event writes get 429 quota_exceeded (reads keep working)
+             */
+            writesRefused: boolean;
+            /** Alerts */
+            alerts: components["schemas"]["AlertRead"][];
+            test: components["schemas"]["TestUsageRead"];
+            /** Days */
+            days: components["schemas"]["DayUsageRead"][];
         };
         /**
          * UserMerge
@@ -5223,6 +5494,95 @@ export interface operations {
             };
         };
     };
+    put_api_v1_ops_tenants_tenant_id_plan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanChange"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantPlanRead"];
+                };
+            };
+            /** @description The body is empty or not valid JSON. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The signed-in admin is not an operator. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The body is larger than the api accepts. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A field breaks a rule; `errors` lists each field with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_api_v1_ops_workers: {
         parameters: {
             query?: never;
@@ -5257,6 +5617,35 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_plans: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanList"];
                 };
             };
             /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
@@ -5852,15 +6241,6 @@ export interface operations {
                     "application/json": components["schemas"]["BreakdownRead"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -5912,15 +6292,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -5971,15 +6342,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["FunnelRead"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Not found, or it belongs to another tenant or admin. */
@@ -6036,15 +6398,6 @@ export interface operations {
                     "application/json": components["schemas"]["TenantOverviewRead"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -6099,15 +6452,6 @@ export interface operations {
                     "application/json": components["schemas"]["TimeseriesRead"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -6160,15 +6504,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TopProductsRead"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Not found, or it belongs to another tenant or admin. */
@@ -6612,15 +6947,6 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentList"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -6676,15 +7002,6 @@ export interface operations {
             };
             /** @description The body is empty or not valid JSON. */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6751,15 +7068,6 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentRead"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -6807,15 +7115,6 @@ export interface operations {
             };
             /** @description The body is empty or not valid JSON. */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6889,15 +7188,6 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -6954,15 +7244,6 @@ export interface operations {
             };
             /** @description The body is empty or not valid JSON. */
             400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7038,15 +7319,6 @@ export interface operations {
                     "application/json": components["schemas"]["ExperimentResultsRead"];
                 };
             };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
@@ -7086,15 +7358,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ExperimentDailyResults"];
-                };
-            };
-            /** @description No admin access token, an expired one, or its session has ended. */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Not found, or it belongs to another tenant or admin. */
@@ -7354,6 +7617,125 @@ export interface operations {
             };
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_tenants_tenant_id_usage: {
+        parameters: {
+            query?: {
+                month?: string | null;
+            };
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageRead"];
+                };
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_api_v1_tenants_tenant_id_usage_export: {
+        parameters: {
+            query?: {
+                month?: string | null;
+                format?: "csv";
+            };
+            header?: never;
+            path: {
+                tenant_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No admin access token, an expired one, or its session has ended. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found, or it belongs to another tenant or admin. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A parameter or field breaks a rule; `errors` lists each one with what is wrong. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,6 +1,7 @@
 import { Link, NavLink } from "react-router";
 import { useTenant } from "../hooks";
 import { Badge } from "./ui";
+import { UsageBanner } from "./Usage";
 
 const tabs = [
   ["", "Overview"],
@@ -26,7 +27,9 @@ export function TenantNav() {
       <div className="flex flex-wrap items-center gap-2">
         <p className="text-xl font-bold">{tenant?.name ?? "Tenant"}</p>
         {tenant && <Badge tone={tenant.status === "active" ? "green" : "amber"}>{tenant.status}</Badge>}
+        {tenant && <Badge tone="blue">{tenant.plan} plan</Badge>}
       </div>
+      {id && <UsageBanner id={id} />}
       {readOnly && (
         <p role="status" className="rounded-md border border-amber-300 bg-amber-50 p-2 text-sm text-amber-900 dark:border-amber-700 dark:bg-amber-950 dark:text-amber-100">
           This tenant is suspended: its pages are read-only until you reactivate it.

@@ -4,6 +4,7 @@ import { Link } from "react-router";
 import { api, call, type Schemas } from "../api/client";
 import { asProblem } from "../api/problem";
 import { TenantNav } from "../components/TenantNav";
+import { UsageCard } from "../components/Usage";
 import { Badge, Button, Card, Field, Loading, ProblemView, Select, formatDate, formatNumber } from "../components/ui";
 import { useTenant } from "../hooks";
 
@@ -200,6 +201,9 @@ export default function TenantDetail() {
             ))}
           </ul>
         </Card>
+        <div className="lg:col-span-2">
+          <UsageCard id={id} />
+        </div>
         <div className="lg:col-span-2">
           <Card title="Configuration">
             <ConfigForm key={formKey} id={id} config={tenant.config as Config} readOnly={readOnly} />
