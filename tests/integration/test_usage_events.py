@@ -158,3 +158,72 @@ async def test_the_event_meter_equals_the_stored_rows_after_a_worker_is_killed_m
         await redis.aclose()
         stop(worker)
         stop(api)
+
+
+async def test_test_key_events_are_flagged_metered_apart_and_kept_out_of_analytics_and_training(
+    http: httpx.AsyncClient,
+    tenant: TenantContext,
+    db: asyncpg.Pool,
+    redis: Redis,
+    migrated: Settings,
+    worker_process: Process,
+) -> None:
+    from store.api_keys import issue_api_key
+    from store.training import load_events
+
+    _, test_key = await issue_api_key(
+        db,
+        tenant_id=tenant.tenant_id,
+        name="sandbox",
+        permission="read_write",
+        environment="test",
+        secret=migrated.api_key_secret,
+    )
+    test_events = _events("sandbox", 1, size=12)
+    live_events = _events("live", 2, size=5)
+    sent = await http.post(
+        "/api/v1/events/batch", json={"events": test_events}, headers={"X-API-Key": test_key}
+    )
+    assert sent.status_code == 202, sent.text
+    assert all("test" not in r.get("warnings", []) for r in sent.json()["results"])
+    single = await http.post(
+        "/api/v1/events",
+        json={**test_events[0], "productId": "solo", "eventId": None},
+        headers={"X-API-Key": test_key},
+    )
+    assert single.status_code == 202, single.text
+    assert single.json()["warnings"] == ["unknown_product"]
+    live = await http.post(
+        "/api/v1/events/batch", json={"events": live_events}, headers=tenant.write_headers
+    )
+    assert live.status_code == 202
+
+    async def landed_all() -> bool:
+        return await _stored(db, tenant.tenant_id, test=True) == 13 and (
+            await _stored(db, tenant.tenant_id) == 5
+        )
+
+    await _settle(landed_all, within=30)
+    assert await _stored(db, tenant.tenant_id, test=True) == 13
+    assert await _metered(redis, tenant.tenant_id, "test:events") == 13
+    assert await _metered(redis, tenant.tenant_id) == 5
+    # Analytics counts the live events only; training reads them only unless asked for.
+    overview = (
+        await http.get(
+            f"/api/v1/tenants/{tenant.tenant_id}/analytics/overview",
+            headers=tenant.admin_headers,
+        )
+    ).json()
+    assert overview["events"] == 5
+    trained_on = await load_events(db, tenant_id=tenant.tenant_id)
+    assert len(trained_on.user_ids) == 5
+    asked = await load_events(db, tenant_id=tenant.tenant_id, include_test=True)
+    assert len(asked.user_ids) == 18
+    viewer = (
+        await http.get(
+            f"/api/v1/tenants/{tenant.tenant_id}/events",
+            params={"limit": 100},
+            headers=tenant.admin_headers,
+        )
+    ).json()["data"]
+    assert sum("test" in e["flags"] for e in viewer) == 13
