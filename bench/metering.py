@@ -37,7 +37,7 @@ from cli.localservices import RedisServer, free_port
 from domain.usage import LIVE, REQUESTS
 from store import keys
 from store.answers import ANSWER_LOOKUP, answer_lookup_keys, lookup_args
-from store.events import GuardedEffects, apply_guarded, event_effects
+from store.event_projections import GuardedEffects, apply_guarded, event_effects
 from store.ratelimit import RateLimiter, Window
 from store.usage import event_meter_ops, meter_for
 
