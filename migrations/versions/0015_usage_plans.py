@@ -1,14 +1,14 @@
 """Usage-based plans: each tenant's plan, its metered usage per day, the allowance alerts sent.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-04
 """
 
 from migrations.helpers import execute_script
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
