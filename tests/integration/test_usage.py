@@ -78,6 +78,19 @@ async def test_answered_recommendation_requests_are_metered_once_each_under_conc
     assert "test:requests" not in meter
 
 
+async def test_requests_are_metered_in_the_same_call_when_the_tenant_caches_no_answers(
+    http: httpx.AsyncClient, db: asyncpg.Pool, migrated: Settings, redis: Redis
+) -> None:
+    uncached = await make_tenant(db, migrated, config={"answerCacheSeconds": 0})
+    for user in ("n1", "n2", "n3"):
+        answer = await http.get(
+            "/api/v1/recommendations", params={"userId": user}, headers=uncached.read_headers
+        )
+        assert answer.status_code == 200
+        assert answer.headers["X-Recommendation-Cache"] == "off"
+    assert (await _meter(redis, uncached.tenant_id))["live:requests"] == 3
+
+
 async def test_requests_that_do_not_answer_200_are_not_metered(
     http: httpx.AsyncClient, tenant: TenantContext, redis: Redis
 ) -> None:
