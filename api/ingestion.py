@@ -9,6 +9,9 @@
                                                  script (store.ingest_gate), which queues the
                                                  fresh events itself when it can
         store.event_queue.EventQueue.send        otherwise Dramatiq's own enqueue
+                                                 (single events and batches of up to 20 go
+                                                 to the live lane, larger batches to the
+                                                 bulk lane; each served fairly per tenant)
     -> Answer per event                          accepted / duplicate (+ warnings), or refused
 
 Authentication is the routes' decorators' (api.security): `admit_api_key` leaves a cached key
@@ -37,7 +40,7 @@ from domain.events import (
     check_event,
     warnings_of,
 )
-from store.event_queue import EventQueue
+from store.event_queue import LIVE_BATCH_MAX_EVENTS, EventQueue, Lane
 from store.ingest_gate import ADMITTED_SCREEN, GateResult, precheck, screen_arguments
 from store.ratelimit import RateDecision, RateLimiter
 
@@ -123,13 +126,14 @@ class QueueDelivery:
         events: list[Event],
         checked: Callable[[], None] = lambda: None,
         admission: Admission | None = None,
+        lane: Lane = "live",
     ) -> list[Answer]:
         """What became of each event, once the broker holds the fresh ones; `checked()` runs
         as soon as the pre-check has answered. With an `admission`, the requests of `events`
         are counted against its window first, and only those it allows are checked."""
         repeats = _repeats(events)
         messages = [event.to_message() for event in events]
-        frame = self._queue.frame(tenant_id)
+        frame = self._queue.frame(tenant_id, lane=lane)
         bodies = []
         if frame:
             encode = self._queue.encode_event
@@ -153,7 +157,7 @@ class QueueDelivery:
             answers.append(Answer(duplicate, message, decision))
         if fresh and frame is None:
             try:
-                await self._queue.send(EventMessage(tenant_id, fresh))
+                await self._queue.send(EventMessage(tenant_id, fresh), lane=lane)
             except (RedisError, OSError) as exc:
                 raise Unavailable("The event queue is unavailable; retry shortly.") from exc
         return answers
@@ -193,8 +197,10 @@ class IngestEnqueuer:
         self._sending: dict[tuple[Any, ...], int] = {}
 
     async def enqueue_batch(self, tenant_id: str, events: list[Event]) -> list[Answer]:
-        """One message for the fresh events of a batch; what became of each event."""
-        return await self._delivery.deliver(tenant_id, events)
+        """One message for the fresh events of a batch, in the bulk lane when it is large;
+        what became of each event."""
+        lane: Lane = "bulk" if len(events) > LIVE_BATCH_MAX_EVENTS else "live"
+        return await self._delivery.deliver(tenant_id, events, lane=lane)
 
     async def enqueue_one(
         self, tenant_id: str, event: Event, admission: Admission | None = None
@@ -355,11 +361,14 @@ def _flagged(event: Event, *, test: bool) -> Event:
 
 def build_ingest_service(app: Sanic) -> IngestService:
     """The process's ingestion service, on the app's Redis clients and key authenticator."""
-    from workers.actors.ingest import ingest_events
+    from workers.actors.ingest import ingest_bulk_events, ingest_events
 
     same_server = _server_of(app.ctx.redis) == _server_of(app.ctx.broker_redis)
     broker_db = int(app.ctx.broker_redis.connection_pool.connection_kwargs.get("db") or 0)
-    queue = EventQueue(ingest_events, frame_db=broker_db if same_server else None)
+    queue = EventQueue(
+        {"live": ingest_events, "bulk": ingest_bulk_events},
+        frame_db=broker_db if same_server else None,
+    )
     delivery = QueueDelivery(
         app.ctx.redis, limiter=RateLimiter(app.ctx.redis, follow_up=ADMITTED_SCREEN), queue=queue
     )

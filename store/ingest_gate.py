@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from domain.events import Event
 from store import keys
 from store.counters import day_of
-from store.event_queue import QueueFrame
+from store.event_queue import LANE_PUSH, QueueFrame
 from store.redis import run_script
 
 # Stands for a key a script does not use this time.
@@ -47,14 +47,17 @@ class GateResult:
 # the same call.
 # `screen(k, a, count)` reads its keys and arguments from the tables `k` and `a` (so that it
 # can follow another script's own): k = the catalog hash, the client-id sets (today,
-# yesterday), the broker's message hash and queue list (or dummies), then the seen sets.
+# yesterday), the broker's message hash, the tenant's sub-queue of the lane, the lane's active
+# set and rotation (store.event_queue; dummies when not queueing), then the seen sets.
 # a[1]: one byte per event, the `k` index of its seen set; a[2]: product ids joined by NUL (ids
 # never hold NUL: validation refuses it); a[3]: the 16-byte digests concatenated; a[4]: client
-# ids joined by NUL ('' for none); a[5..8]: broker db, message id, head and tail of the message
-# ('' when not queueing); a[9..]: per event its message-form JSON, ending in its flags list
-# ('' to leave it out). Only the first `count` events are screened. Returns one digit per
-# screened event: 1 known product + 2 seen + 4 client id seen.
-_SCREEN = """
+# ids joined by NUL ('' for none); a[5..9]: broker db, message id, head and tail of the
+# message, tenant ('' when not queueing); a[10..]: per event its message-form JSON, ending in
+# its flags list ('' to leave it out). Only the first `count` events are screened. Returns one
+# digit per screened event: 1 known product + 2 seen + 4 client id seen.
+_SCREEN = (
+    LANE_PUSH
+    + """
 local function screen(k, a, count)
   local where = a[1]
   local n = #where
@@ -81,7 +84,7 @@ local function screen(k, a, count)
       if by_client == 0 then by_client = redis.call('SISMEMBER', k[3], clients[i]) end
     end
     answer[i] = known + 2 * seen + 4 * by_client
-    local body = a[8 + i]
+    local body = a[9 + i]
     if queueing and seen + by_client == 0 and body ~= '' then
       if known == 0 then
         -- The body ends with its flags list: add the warning inside it.
@@ -95,12 +98,12 @@ local function screen(k, a, count)
   if #fresh > 0 then
     -- Only for this script: the caller's connection stays on the projections' database.
     redis.call('SELECT', a[5])
-    redis.call('HSET', k[4], a[6], a[7] .. table.concat(fresh, ',') .. a[8])
-    redis.call('RPUSH', k[5], a[6])
+    lane_push(k[4], k[5], k[6], k[7], a[9], a[6], a[7] .. table.concat(fresh, ',') .. a[8], #fresh)
   end
   return table.concat(answer)
 end
 """
+)
 _PRECHECK = _SCREEN + "return screen(KEYS, ARGV, #ARGV[1])"
 # A follow-up of the rate limiter's script (store.ratelimit): the admitted first `allowed`
 # events of a group are screened and queued in the call that counts them, unless the tenant's
@@ -127,7 +130,9 @@ def screen_arguments(
         keys.event_client_ids(tenant_id, day_of(now)),
         keys.event_client_ids(tenant_id, day_of(now - timedelta(days=1))),
         frame.messages_key if frame else _NO_KEY,
-        frame.queue_key if frame else _NO_KEY,
+        frame.sub_queue_key if frame else _NO_KEY,
+        frame.active_key if frame else _NO_KEY,
+        frame.rotation_key if frame else _NO_KEY,
     ]
     slot: dict[str, int] = {}
     where = bytearray()
@@ -138,7 +143,9 @@ def screen_arguments(
             slot[day] = len(script_keys)  # Lua indexes from 1
         where.append(slot[day])
     queue_args: list[Any] = (
-        [frame.db, frame.message_id, frame.head, frame.tail, *bodies] if frame else ["", "", "", ""]
+        [frame.db, frame.message_id, frame.head, frame.tail, frame.tenant_id, *bodies]
+        if frame
+        else ["", "", "", "", ""]
     )
     script_args = [
         bytes(where),

@@ -7,6 +7,8 @@ made here at import time; it opens no connection until the first message is sent
 from __future__ import annotations
 
 import json
+import uuid
+from typing import Any
 
 import dramatiq
 import orjson
@@ -26,6 +28,14 @@ from dramatiq.middleware import (
 )
 from prometheus_client import CollectorRegistry
 
+from store.event_queue import (
+    LANE_ENQUEUE,
+    LANE_FETCH,
+    LANES,
+    lane_enqueue_args,
+    lane_fetch_args,
+    message_tenant_and_size,
+)
 from store.settings import get_settings
 from workers.metrics import WorkerMetrics
 from workers.queues import QUEUES
@@ -71,10 +81,56 @@ class FastJSONEncoder(Encoder):
             raise DecodeError(f"failed to decode message {data!r}", data, exc) from None
 
 
-def build_broker(url: str) -> RedisBroker:
+class LaneBroker(RedisBroker):
+    """Dramatiq's Redis broker, with the ingestion lanes served fairly per tenant: a lane's
+    messages go to their tenant's sub-queue, and a lane's consumers take Dramatiq's own list
+    first (messages it requeued), then the sub-queues by deficit round robin
+    (store.event_queue). Every other queue, and delayed messages, are Dramatiq's as ever."""
+
+    def __init__(self, *, lanes: tuple[str, ...] = LANES, **options: Any) -> None:
+        super().__init__(**options)
+        self.lanes = frozenset(lanes)
+        self._lane_enqueue = self.client.register_script(LANE_ENQUEUE)
+        self._lane_fetch = self.client.register_script(LANE_FETCH)
+
+    def enqueue(
+        self, message: dramatiq.Message[Any], *, delay: int | None = None
+    ) -> dramatiq.Message[Any]:
+        """Enqueue `message`: in its tenant's sub-queue when its queue is a lane."""
+        placed = message_tenant_and_size(message)
+        if delay is not None or message.queue_name not in self.lanes or placed is None:
+            return super().enqueue(message, delay=delay)
+        tenant_id, events = placed
+        message = message.copy(options={"redis_message_id": str(uuid.uuid4())})
+        self.emit_before("enqueue", message, delay)
+        script_keys, args = lane_enqueue_args(
+            message.queue_name,
+            tenant_id=tenant_id,
+            redis_id=message.options["redis_message_id"],
+            body=message.encode(),
+            events=events,
+        )
+        self._lane_enqueue(keys=script_keys, args=args)
+        self.emit_after("enqueue", message, delay)
+        return message
+
+    def do_fetch(self, queue_name: str, prefetch: int) -> list[bytes]:
+        """Up to `prefetch` message bodies of the queue (Dramatiq's consumer asks this)."""
+        fetched: list[bytes] = self._dispatch("fetch")(queue_name, prefetch)
+        if queue_name not in self.lanes or len(fetched) >= prefetch:
+            return fetched
+        script_keys, args = lane_fetch_args(
+            queue_name,
+            acks_key=f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}",
+            count=prefetch - len(fetched),
+        )
+        return [*fetched, *self._lane_fetch(keys=script_keys, args=args)]
+
+
+def build_broker(url: str) -> LaneBroker:
     """A Redis broker with explicit middleware (retries and time limits are set per actor)."""
     registry = CollectorRegistry()  # what each worker process serves on its metrics port
-    broker = RedisBroker(
+    broker = LaneBroker(
         url=url,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         maintenance_chance=MAINTENANCE_CHANCE,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dramatiq
@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from store.event_queue import LANES, TenantBacklog, lane_backlogs, lane_backlogs_async
 from workers.watchdog import REQUEUED_KEY, claims_key
 
 log = logging.getLogger("recomengine.metrics")
@@ -147,9 +148,24 @@ def _read(pipe: Any, queue: str) -> None:
     pipe.hvals(claims_key(queue)).lindex(base, 0)
 
 
+def _with_lanes(stats: QueueStats, backlogs: list[TenantBacklog]) -> QueueStats:
+    """A lane's stats counting its tenants' sub-queues (store.event_queue) as waiting."""
+    mine = [b for b in backlogs if b.queue == stats.queue]
+    if not mine:
+        return stats
+    waiting = sum(b.messages for b in mine)
+    return replace(
+        stats,
+        ready=stats.ready + waiting,
+        unacked=max(0, stats.unacked - waiting),
+        lag_seconds=max(stats.lag_seconds, *(b.oldest_seconds for b in mine)),
+    )
+
+
 def queue_stats(client: Any, queues: Iterable[str]) -> list[QueueStats]:
     """Depth, delayed, dead and lag of each queue, read with a synchronous Redis client."""
     found = []
+    queues = list(queues)
     for queue in queues:
         _, msgs, *_ = _keys(queue)
         pipe = client.pipeline(transaction=False)
@@ -157,12 +173,14 @@ def queue_stats(client: Any, queues: Iterable[str]) -> list[QueueStats]:
         *raw, head = pipe.execute()
         oldest = client.hget(msgs, head) if head is not None else None
         found.append(_stats(queue, raw, oldest, time.time()))
-    return found
+    backlogs = lane_backlogs(client, tuple(q for q in queues if q in LANES))
+    return [_with_lanes(stats, backlogs) for stats in found]
 
 
 async def queue_stats_async(client: Any, queues: Iterable[str]) -> list[QueueStats]:
     """The same as `queue_stats`, with an asyncio Redis client."""
     found = []
+    queues = list(queues)
     for queue in queues:
         _, msgs, *_ = _keys(queue)
         async with client.pipeline(transaction=False) as pipe:
@@ -170,7 +188,34 @@ async def queue_stats_async(client: Any, queues: Iterable[str]) -> list[QueueSta
             *raw, head = await pipe.execute()
         oldest = await client.hget(msgs, head) if head is not None else None
         found.append(_stats(queue, raw, oldest, time.time()))
-    return found
+    backlogs = await lane_backlogs_async(client, tuple(q for q in queues if q in LANES))
+    return [_with_lanes(stats, backlogs) for stats in found]
+
+
+def lane_families(backlogs: Iterable[TenantBacklog]) -> list[GaugeMetricFamily]:
+    """Prometheus gauges of each tenant's backlog in each ingestion lane."""
+    labels = ["queue", "tenant"]
+    families = {
+        "messages": GaugeMetricFamily(
+            "recomengine_lane_backlog_messages",
+            "Messages of a tenant waiting in an ingestion lane",
+            labels=labels,
+        ),
+        "events": GaugeMetricFamily(
+            "recomengine_lane_backlog_events",
+            "Events of a tenant waiting in an ingestion lane",
+            labels=labels,
+        ),
+        "oldest_seconds": GaugeMetricFamily(
+            "recomengine_lane_oldest_seconds",
+            "Age of a tenant's oldest message waiting in an ingestion lane",
+            labels=labels,
+        ),
+    }
+    for backlog in backlogs:
+        for name, family in families.items():
+            family.add_metric([backlog.queue, backlog.tenant_id], getattr(backlog, name))
+    return list(families.values())
 
 
 def queue_families(stats: Iterable[QueueStats]) -> list[GaugeMetricFamily]:
@@ -221,6 +266,8 @@ class QueueCollector(Collector):
         """The current gauges (none when Redis cannot be read)."""
         try:
             yield from queue_families(queue_stats(self._client, self._queues))
+            lanes = tuple(q for q in self._queues if q in LANES)
+            yield from lane_families(lane_backlogs(self._client, lanes))
         except Exception:  # a scrape must not fail because the broker blinked
             log.warning("could not read queue stats", exc_info=True)
 

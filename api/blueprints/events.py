@@ -19,9 +19,10 @@ from api.security import admit_api_key, owned_tenant, require_admin, require_api
 from api.validation import ApiModel, parse_query, read_json
 from domain.errors import FieldError, Unavailable, ValidationFailed
 from domain.events import EVENT_TYPES, batch_items, parse_event, warnings_of
+from store.event_queue import lane_backlogs_async
 from store.events import decode_cursor, encode_cursor, list_events
 from workers.broker import QUEUES
-from workers.metrics import queue_families, queue_stats_async
+from workers.metrics import lane_families, queue_families, queue_stats_async
 
 bp = Blueprint("events", url_prefix="/api/v1")
 # Prometheus scrapes /metrics at the root, outside the versioned api.
@@ -245,8 +246,9 @@ async def queue_metrics(request: Request) -> HTTPResponse:
     check_metrics_access(request, token=request.app.ctx.settings.metrics_token)
     try:
         stats = await queue_stats_async(request.app.ctx.broker_redis, QUEUES)
+        backlogs = await lane_backlogs_async(request.app.ctx.broker_redis)
     except (RedisError, OSError) as exc:
         raise Unavailable("The broker cannot be read.") from exc
     registry = CollectorRegistry()
-    registry.register(_Families(queue_families(stats)))
+    registry.register(_Families([*queue_families(stats), *lane_families(backlogs)]))
     return raw(generate_latest(registry) + request_metrics(), content_type=CONTENT_TYPE_LATEST)

@@ -20,6 +20,7 @@ from api.validation import ApiModel, parse_body, parse_query
 from domain.errors import Forbidden
 from store import keys
 from store.admins import get_admin
+from store.event_queue import lane_backlogs_async
 from store.models import read_meta
 from store.tenants import list_all_tenants
 from store.training import read_training_runs
@@ -60,6 +61,15 @@ class QueueMinuteRead(ApiModel):
     failed: int = Field(description="Messages whose processing raised (each retry counts).")
 
 
+class LaneTenantRead(ApiModel):
+    """What waits for one tenant in an ingestion lane."""
+
+    tenant_id: str
+    messages: int
+    events: int
+    oldest_seconds: float = Field(description="Age of the tenant's oldest waiting message.")
+
+
 class QueueRead(ApiModel):
     """How one queue stands now."""
 
@@ -88,6 +98,11 @@ class QueueRead(ApiModel):
         description=f"Per minute over the last {THROUGHPUT_MINUTES}, oldest first; the last "
         "is the current, unfinished minute.",
     )
+    tenants: list[LaneTenantRead] = Field(
+        default=[],
+        description="An ingestion lane's backlog per tenant, served fairly in turn (other "
+        "queues: empty).",
+    )
 
 
 class QueueList(ApiModel):
@@ -112,6 +127,7 @@ async def queues(request: Request) -> HTTPResponse:
         item.queue: item
         for item in await queue_throughput_async(request.app.ctx.broker_redis, QUEUES)
     }
+    backlogs = await lane_backlogs_async(request.app.ctx.broker_redis)
     rows = [
         QueueRead(
             queue=item.queue,
@@ -123,6 +139,16 @@ async def queues(request: Request) -> HTTPResponse:
             oldest_claimed_seconds=round(item.oldest_claimed_seconds, 3),
             requeued_from_stuck=item.requeued_from_stuck,
             **_throughput_fields(throughput[item.queue]),
+            tenants=[
+                LaneTenantRead(
+                    tenant_id=b.tenant_id,
+                    messages=b.messages,
+                    events=b.events,
+                    oldest_seconds=round(b.oldest_seconds, 3),
+                )
+                for b in backlogs
+                if b.queue == item.queue
+            ],
         )
         for item in stats
     ]

@@ -738,7 +738,13 @@ async def run(args: argparse.Namespace) -> None:
             pool = await track_statements(platform, pool)
         projections = create_redis(settings)
         try:
-            worker_args = ["worker", "--queues", "ingest", "--processes", str(args.processes)]
+            worker_args = [
+                "worker",
+                "--queues",
+                "ingest,ingest_bulk",
+                "--processes",
+                str(args.processes),
+            ]
             worker_args += ["--threads", str(args.threads)]
             worker = platform.start(["cli.main", *worker_args], "worker.log")
             api = await asyncio.to_thread(platform.start_api)

@@ -338,7 +338,16 @@ async def _measure_all(
 ) -> None:
     """Load the shop, train, measure the ceiling and the api, print the figures."""
     settings, workdir = platform.settings, platform.workdir
-    worker = ["cli.main", "worker", "--queues", "ingest", "--processes", "1", "--threads", "8"]
+    worker = [
+        "cli.main",
+        "worker",
+        "--queues",
+        "ingest,ingest_bulk",
+        "--processes",
+        "1",
+        "--threads",
+        "8",
+    ]
     worker_process = platform.start(worker, "worker.log")
     api_process = await asyncio.to_thread(platform.start_api)
     base = platform.base_url

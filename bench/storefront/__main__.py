@@ -201,7 +201,7 @@ async def _scenario(
     label: str,
 ) -> Figures:
     settings, workdir = platform.settings, platform.workdir
-    worker_args = ["cli.main", "worker", "--queues", "ingest", "--processes", "1"]
+    worker_args = ["cli.main", "worker", "--queues", "ingest,ingest_bulk", "--processes", "1"]
     worker = platform.start([*worker_args, "--threads", "8"], "worker.log", cwd=code)
     api = await asyncio.to_thread(platform.start_api, cwd=code)
     tenant_id, read_key, write_key = await _make_tenant(pool, settings)

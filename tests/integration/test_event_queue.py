@@ -25,6 +25,7 @@ def test_actor(migrated: Settings) -> Iterator[dramatiq.Actor[Any, Any]]:
     a broker on the test servers."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     broker = build_broker(migrated.broker_url)
+    broker.lanes = frozenset({name})  # served as the ingest lanes are
 
     def store(tenant_id: str, events: list[Any], version: int = 1) -> None:
         """Stands for the ingest actor."""
@@ -36,7 +37,8 @@ def test_actor(migrated: Settings) -> Iterator[dramatiq.Actor[Any, Any]]:
 
 
 def _fetch_with_dramatiq(actor: dramatiq.Actor[Any, Any]) -> list[dramatiq.MessageProxy]:
-    """What Dramatiq's own consumer fetches from the actor's queue (and acks)."""
+    """What Dramatiq's own consumer (on the lane broker) fetches from the actor's queue, and
+    acks."""
     consumer = actor.broker.consume(actor.queue_name, prefetch=10, timeout=200)
     fetched = []
     try:
@@ -59,7 +61,7 @@ def test_the_gate_writes_the_layout_of_the_installed_dramatiq() -> None:
 async def test_a_message_sent_through_dramatiq_carries_the_versioned_event_message(
     test_actor: dramatiq.Actor[Any, Any],
 ) -> None:
-    queue = EventQueue(test_actor, frame_db=None)
+    queue = EventQueue({"live": test_actor, "bulk": test_actor}, frame_db=None)
     events: Any = [{"id": "e1", "type": "purchase", "user": "u", "product": "p", "ts": "t"}]
     await queue.send(EventMessage("tenant-1", events))
     fetched = await asyncio.to_thread(_fetch_with_dramatiq, test_actor)
@@ -81,7 +83,7 @@ async def test_a_message_the_gate_queued_is_fetched_and_acked_by_dramatiqs_own_c
     broker_redis = Redis.from_url(migrated.broker_url)
     broker_db = int(broker_redis.connection_pool.connection_kwargs.get("db") or 0)
     await broker_redis.aclose()
-    queue = EventQueue(test_actor, frame_db=broker_db)
+    queue = EventQueue({"live": test_actor, "bulk": test_actor}, frame_db=broker_db)
     frame = queue.frame(tenant_id)
     assert frame is not None
     event = parse_event(
@@ -101,12 +103,7 @@ async def test_a_message_the_gate_queued_is_fetched_and_acked_by_dramatiqs_own_c
     read = EventMessage.read(*fetched[0].args, **fetched[0].kwargs)
     assert read.tenant_id == tenant_id and read.events[0]["id"] == event.event_id
     # Acked: nothing of it is left in the broker.
-    assert (
-        test_actor.broker.client.hlen(  # type: ignore[attr-defined]
-            f"{frame.queue_key}.msgs"
-        )
-        == 0
-    )
+    assert test_actor.broker.client.hlen(frame.messages_key) == 0  # type: ignore[attr-defined]
 
 
 def test_a_message_of_an_unknown_version_or_shape_is_refused_for_good() -> None:

@@ -47,7 +47,7 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(
     settings = run_settings(migrated, services, broker_db=6, redis_db=7)
     tenant = await make_tenant(db, settings, config=FAST_WRITES)
     api = start_api(settings, services.workdir / "kill-api.log")
-    worker_args = ["worker", "--queues", "ingest", "--processes", "1", "--threads", "2"]
+    worker_args = ["worker", "--queues", "ingest,ingest_bulk", "--processes", "1", "--threads", "2"]
     worker = start(settings, worker_args, services.workdir / "kill-worker.log")
     accepted = 0
     try:
@@ -114,7 +114,9 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
     tenant = await make_tenant(pool, settings, config=FAST_WRITES)
     await pool.close()
     api = start_api(settings, services.workdir / "pgstop-api.log")
-    worker = start(settings, ["worker", "--queues", "ingest"], services.workdir / "pgstop-w.log")
+    worker = start(
+        settings, ["worker", "--queues", "ingest,ingest_bulk"], services.workdir / "pgstop-w.log"
+    )
     accepted = 0
     try:
         base = f"http://127.0.0.1:{settings.api_port}"

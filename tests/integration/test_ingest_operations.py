@@ -119,7 +119,7 @@ async def test_queue_depth_lag_and_processed_counts_are_prometheus_metrics(
     api = Process(["api"], env, services.workdir / "metrics-api.log").start()
     metrics_port = free_port()
     worker = Process(
-        ["worker", "--queues", "ingest"],
+        ["worker", "--queues", "ingest,ingest_bulk"],
         {**env, "RECOMENGINE_WORKER_METRICS_PORT": str(metrics_port)},
         services.workdir / "metrics-worker.log",
     )
@@ -179,7 +179,7 @@ async def test_with_the_broker_on_its_own_redis_server_events_are_queued_in_a_se
     env = settings_env(settings)
     api = Process(["api"], env, services.workdir / "own-broker-api.log").start()
     worker = Process(
-        ["worker", "--queues", "ingest"],
+        ["worker", "--queues", "ingest,ingest_bulk"],
         {**env, "RECOMENGINE_WORKER_METRICS_PORT": str(free_port())},
         services.workdir / "own-broker-worker.log",
     ).start()

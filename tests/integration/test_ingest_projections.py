@@ -176,19 +176,26 @@ async def test_the_precheck_queues_the_fresh_events_itself_in_the_brokers_databa
     actor = dramatiq.actor(
         actor_name=f"test_ingest_{t}", queue_name=f"test-{t}", broker=dramatiq_broker
     )(store)
-    frame = EventQueue(actor, frame_db=broker_db).frame(t)
+    queue = EventQueue({"live": actor, "bulk": actor}, frame_db=broker_db)
+    frame = queue.frame(t)
     assert frame is not None
     messages = [e.to_message() for e in events]
-    bodies = [EventQueue(actor, frame_db=broker_db).encode_event(m) for m in messages[:3]] + [b""]
+    bodies = [queue.encode_event(m) for m in messages[:3]] + [b""]
     try:
         found = await precheck(redis, tenant_id=t, events=events, frame=frame, bodies=bodies)
         assert found.seen == [True, False, False, False]
-        assert await broker.lrange(frame.queue_key, 0, -1) == [frame.message_id.encode()]
+        # Two fresh events in one message, in the tenant's sub-queue of the lane, and the
+        # tenant in the lane's rotation.
+        entry = f"2:{frame.message_id}".encode()
+        assert await broker.lrange(frame.sub_queue_key, 0, -1) == [entry]
+        assert await broker.lrange(frame.rotation_key, 0, -1) == [t.encode()]
         encoded = await broker.hget(frame.messages_key, frame.message_id)
         assert isinstance(encoded, bytes)
         queued = dramatiq.Message.decode(encoded)
     finally:
-        await broker.delete(frame.queue_key, frame.messages_key)
+        await broker.delete(
+            frame.sub_queue_key, frame.messages_key, frame.rotation_key, frame.active_key
+        )
         await broker.aclose()
     assert queued.options["redis_message_id"] == frame.message_id
     tenant_id, carried = queued.args

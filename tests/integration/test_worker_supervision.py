@@ -93,7 +93,7 @@ async def test_a_pool_whose_parent_is_killed_leaves_no_worker_behind_and_loses_n
     settings = run_settings(migrated, services, broker_db=10, redis_db=11)
     tenant = await make_tenant(db, settings, config=FAST_WRITES)
     api = start_api(settings, services.workdir / "orphan-api.log")
-    pool_args = ["worker", "--queues", "ingest", "--processes", "2", "--threads", "2"]
+    pool_args = ["worker", "--queues", "ingest,ingest_bulk", "--processes", "2", "--threads", "2"]
     pool = start(settings, pool_args, services.workdir / "orphan-pool.log")
     base = f"http://127.0.0.1:{settings.api_port}"
     try:
@@ -203,7 +203,7 @@ async def test_messages_held_by_a_consumer_that_hangs_while_heartbeating_are_req
     hanging = subprocess.Popen(
         [
             *(sys.executable, "-m", "dramatiq", "workers.main", "tests.support.hanging_worker"),
-            *("--processes", "1", "--threads", "1", "--queues", "ingest"),
+            *("--processes", "1", "--threads", "1", "--queues", "ingest,ingest_bulk"),
         ],
         env=env,
         cwd=ROOT,
@@ -236,7 +236,7 @@ async def test_messages_held_by_a_consumer_that_hangs_while_heartbeating_are_req
             stats = queue_stats(client, ["ingest"])[0]
         assert stats.oldest_claimed_seconds >= 1
         healthy = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--queues", "ingest"],
+            [sys.executable, "-m", "cli.main", "worker", "--queues", "ingest,ingest_bulk"],
             env={**env, "RECOMENGINE_WORKER_METRICS_PORT": str(free_port())},
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -292,7 +292,7 @@ async def test_redis_killed_and_restarted_mid_load_leaves_nothing_lost_or_stuck(
     )
     tenant = await make_tenant(db, settings, config=FAST_WRITES)
     api = start_api(settings, services.workdir / "rediskill-api.log")
-    pool_args = ["worker", "--queues", "ingest", "--processes", "1", "--threads", "4"]
+    pool_args = ["worker", "--queues", "ingest,ingest_bulk", "--processes", "1", "--threads", "4"]
     pool = start(settings, pool_args, services.workdir / "rediskill-pool.log")
     base = f"http://127.0.0.1:{settings.api_port}"
     # Ids of the events answered 202. A post that failed (503, a dropped connection) may still

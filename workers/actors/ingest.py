@@ -19,6 +19,7 @@ from domain.event_message import (
     MessageEvent,
 )
 from store.answers import AnswerProjector
+from store.event_queue import BULK_QUEUE, LIVE_QUEUE
 from store.events import ingest_and_project
 from store.models import ServingReader
 from workers import broker as _broker  # noqa: F401  (binds actors to the configured broker)
@@ -248,20 +249,35 @@ def _groups_of_this_loop() -> IngestGroups:
     return groups
 
 
-@dramatiq.actor(
-    queue_name="ingest",
-    max_retries=MAX_RETRIES,
-    retry_when=retry_ingest,
-    throws=(MalformedMessage,),
-    time_limit=60_000,
-    min_backoff=500,
-    max_backoff=30_000,
-)
-async def ingest_events(
-    tenant_id: str, events: list[dict[str, Any]], version: int = EVENT_MESSAGE_VERSION
-) -> None:
-    """Store the tenant's events (dedupe), then apply their side effects at most once each."""
+_OPTIONS: dict[str, Any] = {
+    "max_retries": MAX_RETRIES,
+    "retry_when": retry_ingest,
+    "throws": (MalformedMessage,),
+    "time_limit": 60_000,
+    "min_backoff": 500,
+    "max_backoff": 30_000,
+}
+
+
+async def _ingest(tenant_id: str, events: Any, version: Any) -> None:
     message = EventMessage.read(tenant_id, events, version)
     # Returns nothing: Dramatiq logs a warning for every message whose actor returns a value
     # without a results backend, which cost the worker a log line per message.
     await _groups_of_this_loop().submit(message.tenant_id, message.events)
+
+
+@dramatiq.actor(queue_name=LIVE_QUEUE, **_OPTIONS)
+async def ingest_events(
+    tenant_id: str, events: list[dict[str, Any]], version: int = EVENT_MESSAGE_VERSION
+) -> None:
+    """Store the tenant's events (dedupe), then apply their side effects at most once each:
+    the live lane (single events, small batches)."""
+    await _ingest(tenant_id, events, version)
+
+
+@dramatiq.actor(queue_name=BULK_QUEUE, **_OPTIONS)
+async def ingest_bulk_events(
+    tenant_id: str, events: list[dict[str, Any]], version: int = EVENT_MESSAGE_VERSION
+) -> None:
+    """The same for the bulk lane (large batches, replays), served by pools of its own."""
+    await _ingest(tenant_id, events, version)

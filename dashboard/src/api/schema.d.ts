@@ -2347,6 +2347,23 @@ export interface components {
             purchases: number;
         };
         /**
+         * LaneTenantRead
+         * @description What waits for one tenant in an ingestion lane.
+         */
+        LaneTenantRead: {
+            /** Tenantid */
+            tenantId: string;
+            /** Messages */
+            messages: number;
+            /** Events */
+            events: number;
+            /**
+             * Oldestseconds
+             * @description Age of the tenant's oldest waiting message.
+             */
+            oldestSeconds: number;
+        };
+        /**
          * LoginBody
          * @description Credentials of an admin.
          */
@@ -2619,6 +2636,12 @@ export interface components {
              * @description Per minute over the last 60, oldest first; the last is the current, unfinished minute.
              */
             throughput: components["schemas"]["QueueMinuteRead"][];
+            /**
+             * Tenants
+             * @description An ingestion lane's backlog per tenant, served fairly in turn (other queues: empty).
+             * @default []
+             */
+            tenants?: components["schemas"]["LaneTenantRead"][];
         };
         /**
          * RateLimitsConfig

@@ -2,6 +2,7 @@ import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { api, call, type Schemas } from "../api/client";
 import { useAuth } from "../auth";
+import { LaneBacklog } from "../components/LaneBacklog";
 import { Badge, Button, Card, Confirm, Empty, Loading, PageTitle, ProblemView, formatDate, formatNumber } from "../components/ui";
 
 type DeadLetter = Schemas["DeadLetterRead"];
@@ -120,6 +121,7 @@ export default function Ops() {
             </div>
           )}
         </Card>
+        <Card title="Ingestion lanes: backlog per tenant">{queues.data ? <LaneBacklog queues={queues.data.data} /> : <Loading />}</Card>
         <Card title="Workers and scheduler">
           <ProblemView error={workers.error} />
           {workers.data && (
