@@ -259,3 +259,10 @@ def export_tree(ref: str, into: Path) -> Path:
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
     return into
+
+
+def ingest_queues(code: Path = ROOT) -> str:
+    """The ingestion queues of the code tree `code`, for `--queues` (its two lanes, or the one
+    queue of trees from before them)."""
+    known = (code / "workers" / "queues.py").read_text(encoding="utf-8")
+    return "ingest,ingest_bulk" if '"ingest_bulk"' in known else "ingest"

@@ -43,7 +43,15 @@ import asyncpg
 import httpx
 import ujson
 
-from bench.harness import ROOT, Platform, export_tree, local_platform, stop_process, wait_ready
+from bench.harness import (
+    ROOT,
+    Platform,
+    export_tree,
+    ingest_queues,
+    local_platform,
+    stop_process,
+    wait_ready,
+)
 from bench.read_path.__main__ import (
     CEILING_KEY,
     _make_tenant,
@@ -201,7 +209,7 @@ async def _scenario(
     label: str,
 ) -> Figures:
     settings, workdir = platform.settings, platform.workdir
-    worker_args = ["cli.main", "worker", "--queues", "ingest,ingest_bulk", "--processes", "1"]
+    worker_args = ["cli.main", "worker", "--queues", ingest_queues(code), "--processes", "1"]
     worker = platform.start([*worker_args, "--threads", "8"], "worker.log", cwd=code)
     api = await asyncio.to_thread(platform.start_api, cwd=code)
     tenant_id, read_key, write_key = await _make_tenant(pool, settings)
