@@ -1,8 +1,8 @@
 """The ingest queue in the broker: two lanes, each served fairly per tenant.
 
-Lanes: live traffic (single events, small batches) and bulk traffic (large batches, replays)
-are two Dramatiq queues, `ingest` and `ingest_bulk`, each with its own worker pools, so bulk
-work never sits in front of live work.
+Lanes: live traffic (single events, small batches) and bulk traffic (large batches: backfills,
+history sent again) are two Dramatiq queues, `ingest` and `ingest_bulk`, each with its own
+worker pools, so bulk work never sits in front of live work.
 
 Fair share inside a lane: a lane's messages wait in one sub-queue per tenant, and consumers
 take them by deficit round robin over the tenants that have some (LANE_FETCH): each turn a

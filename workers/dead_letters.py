@@ -13,9 +13,6 @@ from dramatiq.common import q_name
 from redis import Redis
 
 NAMESPACE = "dramatiq"
-# Replays are bulk traffic: a replayed live ingest message goes to the bulk lane
-# (store.event_queue), whose own pools keep it from live events.
-REPLAY_ROUTES = {("ingest", "ingest_events"): ("ingest_bulk", "ingest_bulk_events")}
 
 
 @dataclass(frozen=True)
@@ -59,13 +56,9 @@ def replay(
             for k, v in dead.message.options.items()
             if k not in {"retries", "traceback", "redis_message_id", "eta"}
         }
-        queue_name, actor_name = REPLAY_ROUTES.get(
-            (q_name(dead.message.queue_name), dead.message.actor_name),
-            (q_name(dead.message.queue_name), dead.message.actor_name),
-        )
         fresh: Message[Any] = Message(
-            queue_name=queue_name,
-            actor_name=actor_name,
+            queue_name=q_name(dead.message.queue_name),
+            actor_name=dead.message.actor_name,
             args=dead.message.args,
             kwargs=dead.message.kwargs,
             options=options,

@@ -157,6 +157,7 @@ async def trickle(base: str, read_key: str, write_key: str, *, seconds: float, r
                     "userId": f"{run}-b{number}",
                     "productId": product,
                     "timestamp": datetime.now(UTC).isoformat(),
+                    **({"metadata": {"price": 10}} if buying else {}),
                 },
                 headers={"X-API-Key": write_key},
             )

@@ -514,15 +514,17 @@ class _RecordingQueue:
 
     def __init__(self, sent: list[list[str]]) -> None:
         self.sent = sent
+        self.lanes: list[str] = []
 
-    def frame(self, tenant_id: str) -> None:
+    def frame(self, tenant_id: str, *, lane: str = "live") -> None:
         return None
 
     def encode_event(self, event: Any) -> bytes:
         raise AssertionError("nothing is encoded for a frame when there is none")
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Any, *, lane: str = "live") -> None:
         self.sent.append([e["user"] for e in message.events])
+        self.lanes.append(lane)
 
 
 def _two_call_delivery(redis: Redis, sent: list[list[str]]) -> Any:
@@ -533,6 +535,31 @@ def _two_call_delivery(redis: Redis, sent: list[list[str]]) -> Any:
 
     limiter = RateLimiter(redis, follow_up=ADMITTED_SCREEN)
     return QueueDelivery(redis, limiter=limiter, queue=_RecordingQueue(sent))  # type: ignore[arg-type]
+
+
+async def test_single_events_and_small_batches_go_to_the_live_lane_larger_batches_to_bulk(
+    redis: Redis, tenant: TenantContext
+) -> None:
+    from api.ingestion import IngestEnqueuer
+    from domain.events import parse_event
+    from store.event_queue import LIVE_BATCH_MAX_EVENTS
+
+    sent: list[list[str]] = []
+    delivery = _two_call_delivery(redis, sent)
+    enqueuer = IngestEnqueuer(delivery)
+    now = datetime.now(UTC)
+
+    def events(run: str, count: int) -> list[Any]:
+        return [
+            parse_event(_event(userId=f"{run}{i}"), tenant_id=tenant.tenant_id, now=now)
+            for i in range(count)
+        ]
+
+    await enqueuer.enqueue_one(tenant.tenant_id, events("one", 1)[0])
+    await enqueuer.enqueue_batch(tenant.tenant_id, events("small", LIVE_BATCH_MAX_EVENTS))
+    await enqueuer.enqueue_batch(tenant.tenant_id, events("large", LIVE_BATCH_MAX_EVENTS + 1))
+    assert delivery._queue.lanes == ["live", "live", "bulk"]
+    assert [len(users) for users in sent] == [1, LIVE_BATCH_MAX_EVENTS, LIVE_BATCH_MAX_EVENTS + 1]
 
 
 async def test_single_events_of_one_window_share_one_message_and_repeats_are_duplicates(

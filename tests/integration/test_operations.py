@@ -54,7 +54,14 @@ def test_the_queue_view_lists_every_queue_with_its_ages(
     answer = client.get("/api/v1/ops/queues", headers=operator.admin_headers)
     assert answer.status_code == 200
     rows = {row["queue"]: row for row in answer.json()["data"]}
-    assert set(rows) == {"ingest", "catalog", "projections", "training", "maintenance"}
+    assert set(rows) == {
+        "ingest",
+        "ingest_bulk",
+        "catalog",
+        "projections",
+        "training",
+        "maintenance",
+    }
     for row in rows.values():
         assert row["oldestClaimedSeconds"] >= 0 and row["lagSeconds"] >= 0
         assert {"ready", "inProgress", "delayed", "deadLetters", "requeuedFromStuck"} <= set(row)
