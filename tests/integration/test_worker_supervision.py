@@ -203,7 +203,7 @@ async def test_messages_held_by_a_consumer_that_hangs_while_heartbeating_are_req
     hanging = subprocess.Popen(
         [
             *(sys.executable, "-m", "dramatiq", "workers.main", "tests.support.hanging_worker"),
-            *("--processes", "1", "--threads", "1", "--queues", "ingest,ingest_bulk"),
+            *("--processes", "1", "--threads", "1", "--queues", "ingest"),
         ],
         env=env,
         cwd=ROOT,

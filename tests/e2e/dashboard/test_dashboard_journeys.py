@@ -406,7 +406,9 @@ async def test_the_tenant_page_shows_and_changes_how_long_answers_are_cached(
     await expect(field).to_have_value("")
     await field.fill("90")
     await page.get_by_role("button", name="Save configuration").click()
-    await expect(page.get_by_role("status").filter(has_text="Saved")).to_be_visible()
+    # A loaded machine may take a few seconds to save.
+    saved = page.get_by_role("status").filter(has_text="Saved")
+    await expect(saved).to_be_visible(timeout=15_000)
     async with httpx.AsyncClient(base_url=api_url) as http:
         stored = await http.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=tenant.admin_headers)
     assert stored.json()["config"]["answerCacheSeconds"] == 90
