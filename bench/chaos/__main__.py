@@ -36,7 +36,7 @@ import httpx
 from redis import Redis as SyncRedis
 
 from api.security import issue_access_token
-from bench.harness import Platform, local_platform, make_bench_tenant, stop_process
+from bench.harness import Platform, ingest_queues, local_platform, make_bench_tenant, stop_process
 from store.db import create_pool
 from store.rebuild import check_database_url, check_tenant
 from store.redis import create_redis
@@ -145,7 +145,9 @@ class Faults:
         self.pools = [self._start_pool("a"), self._start_pool("b")]
 
     def _start_pool(self, name: str) -> subprocess.Popen[bytes]:
-        args = ["cli.main", "worker", "--queues", "ingest", "--processes", "1", "--threads", "4"]
+        # Both ingestion lanes: batches of more than 20 events are bulk traffic.
+        queues = ["--queues", ingest_queues()]
+        args = ["cli.main", "worker", *queues, "--processes", "1", "--threads", "4"]
         return self.platform.start(args, f"worker-{name}.log")
 
     async def inject(self, fault: str) -> None:
