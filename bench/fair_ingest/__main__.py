@@ -284,6 +284,7 @@ async def scenario(args: argparse.Namespace, code: Path, label: str) -> list[str
                 return stored / args.duration, results[0], results[1] if with_b else None
 
             alone, accepted, _ = await flood_phase(with_b=False)
+            print(f"[{label}] A alone: {accepted:,} accepted, {alone:,.0f}/s stored", flush=True)
             lines.append(
                 f"  A alone: {accepted / args.duration:,.0f} events/s accepted, "
                 f"{alone:,.0f} events/s stored during the flood"
@@ -297,7 +298,8 @@ async def scenario(args: argparse.Namespace, code: Path, label: str) -> list[str
             latencies = await _latencies(pool, quiet.tenant_id, since, len(seen.sent))
             lines.append(
                 f"  A with B: {accepted / args.duration:,.0f} events/s accepted, "
-                f"{together:,.0f} events/s stored ({together / alone - 1:+.0%} against alone)"
+                f"{together:,.0f} events/s stored ({together / max(alone, 1) - 1:+.0%} against "
+                "alone)"
             )
             lines.append(_quiet_line("during A's flood", seen, latencies))
             await _drain(pool, flooding.tenant_id, first + accepted, within=180)
