@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from redis import Redis as SyncRedis
 
-from bench.harness import Platform, local_platform, make_bench_tenant
+from bench.harness import Platform, ingest_queues, local_platform, make_bench_tenant
 from store.db import create_pool
 from workers.metrics import queue_stats
 
@@ -329,7 +329,8 @@ async def open_model_phase(
 async def run(args: argparse.Namespace) -> None:
     """Bring the stack up, measure the maxima, then each share of them."""
     with local_platform("recomengine-load-") as platform:
-        worker = platform.start(["cli.main", "worker", "--queues", "ingest,catalog"], "worker.log")
+        queues = f"{ingest_queues()},catalog"
+        worker = platform.start(["cli.main", "worker", "--queues", queues], "worker.log")
         api = await asyncio.to_thread(platform.start_api)
         key = await seed_tenant(platform)
         host, port = "127.0.0.1", platform.settings.api_port

@@ -119,7 +119,7 @@ async def test_the_event_meter_equals_the_stored_rows_after_a_worker_is_killed_m
     settings = run_settings(migrated, services, broker_db=8, redis_db=9)
     tenant = await make_tenant(db, settings, config=FAST_WRITES)
     api = start_api(settings, services.workdir / "meter-kill-api.log")
-    worker_args = ["worker", "--queues", "ingest", "--processes", "1", "--threads", "2"]
+    worker_args = ["worker", "--queues", "ingest,ingest_bulk", "--processes", "1", "--threads", "2"]
     worker = start(settings, worker_args, services.workdir / "meter-kill-worker.log")
     redis = Redis.from_url(settings.redis_url)
     try:
