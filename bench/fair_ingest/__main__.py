@@ -1,7 +1,7 @@
 """Fair ingestion benchmark: one tenant floods, another posts a trickle of single events.
 
     .venv/bin/python -m bench.fair_ingest [--duration 30] [--import-events 100000]
-        [--compare main]
+        [--a-writes-per-minute 1000] [--compare main]
 
 Starts its own PostgreSQL and Redis, the api, a worker pool per ingestion lane (one pool on
 `ingest` for trees from before the lanes), then, for each code tree:
@@ -86,9 +86,10 @@ async def _keys(pool: asyncpg.Pool, platform: Platform, tenant_id: str, count: i
     return made
 
 
-async def flood(base: str, keys: list[str], *, seconds: float, run: str) -> int:
-    """Tenant A's batches, each key at its write limit; returns the events accepted."""
-    per_key = A_WRITES_PER_MINUTE / 60
+async def flood(base: str, keys: list[str], *, seconds: float, run: str, per_minute: int) -> int:
+    """Tenant A's batches, each key at its write limit `per_minute`; returns the events
+    accepted."""
+    per_key = per_minute / 60
     accepted = 0
     stop_at = time.monotonic() + seconds
 
@@ -243,7 +244,7 @@ async def scenario(args: argparse.Namespace, code: Path, label: str) -> list[str
             flooding = await make_bench_tenant(
                 pool,
                 platform.settings,
-                config={"rateLimits": {"writesPerMinute": A_WRITES_PER_MINUTE}},
+                config={"rateLimits": {"writesPerMinute": args.a_writes_per_minute}},
             )
             a_keys = await _keys(pool, platform, flooding.tenant_id, A_KEYS)
             # B's limits let it post 10 events and follow its purchases' freshness each second.
@@ -267,7 +268,15 @@ async def scenario(args: argparse.Namespace, code: Path, label: str) -> list[str
             async def flood_phase(with_b: bool) -> tuple[float, int, Quiet | None]:
                 run = uuid.uuid4().hex[:6]
                 since = datetime.now(UTC)
-                tasks: list[Any] = [flood(base, a_keys, seconds=args.duration, run=run)]
+                tasks: list[Any] = [
+                    flood(
+                        base,
+                        a_keys,
+                        seconds=args.duration,
+                        run=run,
+                        per_minute=args.a_writes_per_minute,
+                    )
+                ]
                 if with_b:
                     tasks.append(
                         trickle(
@@ -396,6 +405,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     parser.add_argument(
         "--import-events", type=int, default=100_000, help="events A imports (0: no import)"
+    )
+    parser.add_argument(
+        "--a-writes-per-minute",
+        type=int,
+        default=A_WRITES_PER_MINUTE,
+        help="tenant A's write limit per key (its plan's), which its flood uses to the full",
     )
     parser.add_argument("--compare", metavar="REF", help="also run git REF's code, first")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folder")
