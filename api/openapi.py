@@ -156,26 +156,37 @@ def _implied_errors(op: Operation, *, has_path_params: bool) -> dict[int, str]:
         found[422] = (
             "A parameter or field breaks a rule; `errors` lists each one with what is wrong."
         )
-    if op.security == "apiKey":
+    schemes = _schemes(op)
+    if "apiKey" in schemes:
         found[401] = "No API key, or one that is not valid (revoked, unknown)."
         found[403] = "The key may not do this (a read key writing) or the tenant is suspended."
         found[429] = "The key's per-minute budget is spent; wait `Retry-After` seconds."
         found[503] = "The rate limit cannot be checked (Redis unavailable); retry shortly."
-    elif op.security == "bearer":
-        found[401] = "No admin access token, an expired one, or its session has ended."
+    if "bearer" in schemes:
+        found[401] = (
+            "No credential, or one that is not valid (an expired token, an ended session, "
+            "a revoked key)."
+            if "apiKey" in schemes
+            else "No admin access token, an expired one, or its session has ended."
+        )
     if has_path_params:
         found[404] = "Not found, or it belongs to another tenant or admin."
-    if op.security == "bearer":
+    if "bearer" in schemes:
         for tag in op.tags:
             found.update(_TAG_ERRORS.get(tag, {}))
     return found
+
+
+def _schemes(op: Operation) -> set[str]:
+    """The security schemes a route takes ("bearer|apiKey": either)."""
+    return set(op.security.split("|")) if op.security else set()
 
 
 def _headers_of(op: Operation, status: int) -> dict[str, Any]:
     """Response headers of one status: rate limits on every key-authenticated answer, Retry-After
     on 429 and on a 503 problem, the ETag where a route answers 304."""
     names: list[str] = []
-    if op.security == "apiKey" and (200 <= status < 300 or status in (304, 429)):
+    if "apiKey" in _schemes(op) and (200 <= status < 300 or status in (304, 429)):
         names.extend(_RATE_HEADERS)
     if status == 429:
         names.extend(n for n in ("Retry-After", *_RATE_HEADERS) if n not in names)

@@ -257,16 +257,21 @@ async def _stored_or_retry(pool: asyncpg.Pool, tenant_id: str, event_id: str) ->
 
 
 async def wait_drained(platform: Platform, pool: asyncpg.Pool, run: Run, *, limit: float) -> float:
-    """Until every acknowledged event is a row and the ingest queue is empty; seconds taken."""
+    """Until every acknowledged event is a row and both ingest lanes are empty, retries waiting
+    for their delay included (a message whose rows are stored may still owe its projections,
+    when Redis was down as it ran); seconds taken."""
     started = time.monotonic()
     broker: Any = SyncRedis.from_url(platform.settings.broker_url)
+    lanes = ingest_queues().split(",")
     try:
         while time.monotonic() - started < limit:
             rows = await pool.fetchval(
                 "SELECT count(*) FROM events WHERE tenant_id = $1", run.tenant_id
             )
-            stats = queue_stats(broker, ["ingest"])[0]
-            if rows >= len(run.acknowledged) and (stats.ready, stats.unacked) == (0, 0):
+            busy = sum(s.ready + s.unacked for s in queue_stats(broker, lanes))
+            # Every delayed message, also those a worker has already fetched to wait out.
+            busy += sum(broker.hlen(f"dramatiq:{lane}.DQ.msgs") for lane in lanes)
+            if rows >= len(run.acknowledged) and busy == 0:
                 break
             await asyncio.sleep(0.5)
     finally:
@@ -302,7 +307,11 @@ async def verify(
     )
     broker: Any = SyncRedis.from_url(platform.settings.broker_url)
     try:
-        dead = {d.message.message_id for d in dead_messages(broker, queue="ingest", limit=10_000)}
+        dead = {
+            d.message.message_id
+            for lane in ingest_queues().split(",")
+            for d in dead_messages(broker, queue=lane, limit=10_000)
+        }
     finally:
         broker.close()
     return {

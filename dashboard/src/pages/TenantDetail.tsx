@@ -11,14 +11,22 @@ import { useTenant } from "../hooks";
 const STRATEGIES = ["collaborative", "content_based", "trending", "frequently_bought_together"] as const;
 type Config = Schemas["TenantConfig"];
 
-function ConfigForm({ id, config, readOnly }: { id: string; config: Config; readOnly: boolean }) {
+type ConfigFormProps = {
+  id: string;
+  config: Config;
+  readOnly: boolean;
+  // Kept by the page: the form is mounted again when the saved tenant comes back.
+  saved: boolean;
+  onSaved: (saved: boolean) => void;
+};
+
+function ConfigForm({ id, config, readOnly, saved, onSaved }: ConfigFormProps) {
   const queries = useQueryClient();
   const [strategy, setStrategy] = useState(config.defaultStrategy ?? "");
   const [origins, setOrigins] = useState((config.allowedOrigins ?? []).join("\n"));
   const [reads, setReads] = useState(String(config.rateLimits?.readsPerMinute ?? ""));
   const [writes, setWrites] = useState(String(config.rateLimits?.writesPerMinute ?? ""));
   const [answerCache, setAnswerCache] = useState(String(config.answerCacheSeconds ?? ""));
-  const [saved, setSaved] = useState(false);
   const save = useMutation({
     mutationFn: () => {
       const next: Config = {
@@ -34,7 +42,7 @@ function ConfigForm({ id, config, readOnly }: { id: string; config: Config; read
       return call(() => api.PATCH("/api/v1/tenants/{tenant_id}", { params: { path: { tenant_id: id } }, body: { config: next } }));
     },
     onSuccess: () => {
-      setSaved(true);
+      onSaved(true);
       void queries.invalidateQueries({ queryKey: ["tenant", id] });
     },
   });
@@ -45,7 +53,7 @@ function ConfigForm({ id, config, readOnly }: { id: string; config: Config; read
       className="space-y-3"
       onSubmit={(e: FormEvent) => {
         e.preventDefault();
-        setSaved(false);
+        onSaved(false);
         save.mutate();
       }}
     >
@@ -113,6 +121,7 @@ export default function TenantDetail() {
   });
   const took = (seconds: number | null | undefined) => (seconds === null || seconds === undefined ? "" : ` (${seconds.toFixed(1)} s)`);
   const [formKey, setFormKey] = useState(0);
+  const [configSaved, setConfigSaved] = useState(false);
   useEffect(() => setFormKey((k) => k + 1), [tenant?.updatedAt]);
   if (query.isPending) return <><TenantNav /><Loading /></>;
   if (!tenant) return <><TenantNav /><ProblemView error={query.error} /></>;
@@ -206,7 +215,14 @@ export default function TenantDetail() {
         </div>
         <div className="lg:col-span-2">
           <Card title="Configuration">
-            <ConfigForm key={formKey} id={id} config={tenant.config as Config} readOnly={readOnly} />
+            <ConfigForm
+              key={formKey}
+              id={id}
+              config={tenant.config as Config}
+              readOnly={readOnly}
+              saved={configSaved}
+              onSaved={setConfigSaved}
+            />
           </Card>
         </div>
       </div>
