@@ -24,6 +24,7 @@ from store import keys
 from store.catalog import rebuild_projections
 from store.event_projections import (
     CLIENT_ID_TTL_SECONDS,
+    GuardedEffects,
     apply_guarded,
     attribution_effects,
     event_effects,
@@ -117,9 +118,8 @@ async def recount_event_projections(
         recent_client,
     ):
         client_ids = {row["event_id"] for row in rows if row["client"]}
-        await apply_guarded(
-            redis, event_effects(tenant_id=tenant_id, rows=rows, client_ids=client_ids)
-        )
+        effects = event_effects(tenant_id=tenant_id, rows=rows, client_ids=client_ids)
+        await apply_guarded(redis, [_without_usage(effect) for effect in effects])
         events += len(rows)
     attributions = 0
     async for rows in _batches(
@@ -133,6 +133,12 @@ async def recount_event_projections(
         await apply_guarded(redis, attribution_effects(tenant_id=tenant_id, attributions=found))
         attributions += len(found)
     return events, attributions
+
+
+def _without_usage(effect: GuardedEffects) -> GuardedEffects:
+    """An event's effects but its usage meter: the meter hash also counts requests, which no
+    table holds, so a rebuild leaves it (and the copy in usage_daily) as it is."""
+    return effect._replace(ops=[op for op in effect.ops if ":usage:" not in op[1]])
 
 
 async def rebuild_tenant(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str) -> RebuildTotals:

@@ -152,3 +152,18 @@ async def test_the_check_passes_on_live_projections_and_names_a_counter_that_dri
     # The check changed nothing: the drift is still there.
     again = rebuild(migrated, "--tenant", tenant_id, "--check")
     assert again.returncode == 1
+
+
+async def test_a_rebuild_over_live_projections_changes_no_count_and_leaves_usage_alone(
+    ingested: TenantContext, migrated: Settings, redis: Redis
+) -> None:
+    tenant_id = ingested.tenant_id
+    before = await snapshot_event_projections(redis, tenant_id=tenant_id)
+    month = datetime.now(UTC).strftime("%Y%m")
+    usage_before = await redis.hgetall(keys.usage_meter(tenant_id, month))
+    assert usage_before  # the events were metered
+    done = rebuild(migrated, "--tenant", tenant_id)
+    assert done.returncode == 0, done.stderr
+    assert await snapshot_event_projections(redis, tenant_id=tenant_id) == before
+    # The meter also counts requests, which no table holds: a rebuild does not recount it.
+    assert await redis.hgetall(keys.usage_meter(tenant_id, month)) == usage_before
