@@ -7,6 +7,7 @@ worker, ...) with the platform's RECOMENGINE_* environment; everything is stoppe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -266,3 +268,48 @@ def ingest_queues(code: Path = ROOT) -> str:
     queue of trees from before them)."""
     known = (code / "workers" / "queues.py").read_text(encoding="utf-8")
     return "ingest,ingest_bulk" if '"ingest_bulk"' in known else "ingest"
+
+
+class KeepAliveAnswers(asyncio.Protocol):
+    """Reads keep-alive HTTP/1.1 answers (Content-Length bodies) off one connection, noting the
+    moment each one is complete."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._waiter: asyncio.Future[tuple[int, bytes, float]] | None = None
+        self._status = self._length = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def expect(self) -> asyncio.Future[tuple[int, bytes, float]]:
+        """The next answer: (status, body, perf_counter moment its last byte was read)."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        return self._waiter
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._status < 0:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self._buffer[:end].decode("latin-1").split("\r\n")
+            self._status = int(lines[0].split(" ", 2)[1])
+            self._length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.lower() == "content-length":
+                    self._length = int(value)
+            del self._buffer[: end + 4]
+        if len(self._buffer) < self._length:
+            return
+        answer = (self._status, bytes(self._buffer[: self._length]), time.perf_counter())
+        del self._buffer[: self._length]
+        self._status = self._length = -1
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(answer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc or ConnectionError("the api closed the connection"))

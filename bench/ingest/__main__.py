@@ -64,7 +64,7 @@ import orjson
 import uvloop
 from redis.asyncio import Redis
 
-from bench.harness import Platform, export_tree, local_platform, make_bench_tenant
+from bench.harness import KeepAliveAnswers, Platform, export_tree, local_platform, make_bench_tenant
 from bench.wrk import run_wrk, wrk_available
 from cli.localservices import PostgresServer
 from store.counters import day_of, read_counters
@@ -280,50 +280,6 @@ async def _wait_landed(
     return elapsed
 
 
-class _Answer(asyncio.Protocol):
-    """Reads keep-alive HTTP/1.1 answers (Content-Length bodies) off one connection, noting the
-    moment each one is complete."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[tuple[int, bytes, float]] | None = None
-        self._status = self._length = -1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def expect(self) -> asyncio.Future[tuple[int, bytes, float]]:
-        self._waiter = asyncio.get_running_loop().create_future()
-        return self._waiter
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._status < 0:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = self._buffer[:end].decode("latin-1").split("\r\n")
-            self._status = int(lines[0].split(" ", 2)[1])
-            self._length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.lower() == "content-length":
-                    self._length = int(value)
-            del self._buffer[: end + 4]
-        if len(self._buffer) < self._length:
-            return
-        answer = (self._status, bytes(self._buffer[: self._length]), time.perf_counter())
-        del self._buffer[: self._length]
-        self._status = self._length = -1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(answer)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc or ConnectionError("the api closed the connection"))
-
-
 class RawClient:
     """A minimal keep-alive HTTP/1.1 client: the load generator shares two cores with the
     system under test, so it must spend as little CPU per request as possible (httpx spends
@@ -335,7 +291,7 @@ class RawClient:
 
     def __init__(self, host: str, port: int, key: str) -> None:
         self._host, self._port, self._key = host, port, key
-        self._connection: _Answer | None = None
+        self._connection: KeepAliveAnswers | None = None
 
     async def post(self, path: str, payload: Any) -> tuple[int, Any, float, float]:
         """POST JSON; the status, the decoded JSON answer, and the moments (perf_counter) the
@@ -353,11 +309,11 @@ class RawClient:
         status, answer, finished = await answered
         return status, orjson.loads(answer) if answer else None, sent, finished
 
-    async def connect(self) -> _Answer:
+    async def connect(self) -> KeepAliveAnswers:
         """The open connection (opened now if need be)."""
         if self._connection is None:
             _, self._connection = await asyncio.get_running_loop().create_connection(
-                _Answer, self._host, self._port
+                KeepAliveAnswers, self._host, self._port
             )
         return self._connection
 

@@ -26,7 +26,13 @@ from typing import Any
 import orjson
 from redis import Redis as SyncRedis
 
-from bench.harness import Platform, ingest_queues, local_platform, make_bench_tenant
+from bench.harness import (
+    KeepAliveAnswers,
+    Platform,
+    ingest_queues,
+    local_platform,
+    make_bench_tenant,
+)
 from store.db import create_pool
 from workers.metrics import queue_stats
 
@@ -35,49 +41,16 @@ USERS = 5_000
 PRODUCTS = 1_000
 
 
-class Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection that reads Content-Length answers."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[int] | None = None
-        self._status = self._length = -1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+class Connection(KeepAliveAnswers):
+    """One keep-alive HTTP/1.1 connection to the api."""
 
     async def send(self, request: bytes) -> int:
         """Write one request; its answer's status once it is read whole."""
         assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        answered = self.expect()
         self.transport.write(request)
-        return await self._waiter
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        if self._status < 0:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self._buffer[:end].decode("latin-1").split("\r\n")
-            self._status = int(head[0].split(" ", 2)[1])
-            self._length = 0
-            for line in head[1:]:
-                name, _, value = line.partition(":")
-                if name.lower() == "content-length":
-                    self._length = int(value)
-            del self._buffer[: end + 4]
-        if len(self._buffer) < self._length:
-            return
-        del self._buffer[: self._length]
-        status, self._status, self._length = self._status, -1, -1
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(status)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc or ConnectionError("closed"))
+        status, _, _ = await answered
+        return status
 
 
 @dataclass(frozen=True)
