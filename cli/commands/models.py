@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from cli.commands.database import ROOT
 from cli.shop import SHOP_ORIGINS, SHOP_URL, write_shop
+from domain.plans import PlanName
 
 TRAIN_STEPS = [
     "loaded",
@@ -31,6 +32,7 @@ TRAIN_STEPS = [
 DEMO_STATE = ROOT / ".run" / "dev" / "demo.json"
 DEMO_CREDENTIALS = ROOT / ".run" / "dev" / "demo-admin.json"
 DEMO_EMAIL = "demo@example.com"
+DEMO_PLAN = PlanName.GROWTH
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -205,6 +207,8 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
             .raise_for_status()
             .json()
         )
+        # 120,000 real purchases are past the Sandbox plan a new tenant starts on.
+        await _move_to_plan(tenant["id"], DEMO_PLAN)
         keys = {}
         for permission in ("read_write", "read"):
             created = await client.post(
@@ -213,7 +217,9 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
                 json={
                     "name": f"demo {permission}",
                     "permission": permission,
-                    "environment": "test",
+                    # Live keys: a test key's events are kept out of analytics and training,
+                    # and test keys stay on Sandbox limits whatever the plan.
+                    "environment": "live",
                 },
             )
             keys[permission] = created.raise_for_status().json()["key"]
@@ -230,6 +236,26 @@ async def _demo(api: str, weeks: int, max_events: int) -> dict[str, Any]:
         "events": accepted,
         "sampleUser": events[-1]["userId"],
     }
+
+
+async def _move_to_plan(tenant_id: str, plan: PlanName) -> None:
+    """Put the demo tenant on `plan`, as an operator would (this command runs on the platform's
+    own machine, with its database)."""
+    from store.db import create_pool
+    from store.redis import create_redis
+    from store.settings import get_settings
+    from store.tenants import bump_auth_epoch
+    from store.usage import set_plan
+
+    settings = get_settings()
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    redis = create_redis(settings)
+    try:
+        await set_plan(pool, tenant_id=tenant_id, plan=plan)
+        await bump_auth_epoch(redis, tenant_id=tenant_id)
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
 def _wait_for_landing(state: dict[str, Any], *, within: float = 900) -> None:
