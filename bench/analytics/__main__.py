@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.analytics [--events 10000000] [--days 90] [--runs 20]
     .venv/bin/python -m bench.analytics --profile wide    # 24,000-product catalog, 30 days
-    .venv/bin/python -m bench.analytics --data /tmp/analytics-10m [--compare main]
+    .venv/bin/python -m bench.analytics --data DIR [--compare main]
 
 `--data DIR` keeps the servers' data in DIR: the first run loads it, later runs reuse it (the
 events are topped up to now at the same pace, the new days refreshed; `--refresh` recomputes
