@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from functools import partial
+from pathlib import Path
 
 from workers.queues import QUEUES
 
@@ -59,6 +60,27 @@ def run_api(args: argparse.Namespace) -> int:
     return 0
 
 
+METRICS_DIR_PREFIX = "recomengine-worker-metrics-"
+
+
+def _remove_metrics_dirs_of_dead_pools() -> None:
+    """Remove the metrics folders of pools that were killed before they could remove their own."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*"):
+        owner = folder.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _process_alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """Run a Dramatiq worker pool on the given queues until stopped."""
     from dramatiq.cli import main as dramatiq_main
@@ -82,7 +104,8 @@ def run_worker(args: argparse.Namespace) -> int:
     assert "workers.broker" not in sys.modules, "the pool's parent imported the broker"
     # Each worker process writes its metrics to files here; this process serves their sums on
     # one port. Set before anything imports prometheus-client, which reads it once.
-    metrics_dir = tempfile.mkdtemp(prefix="recomengine-worker-metrics-")
+    _remove_metrics_dirs_of_dead_pools()
+    metrics_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from workers.metrics import serve_pool_metrics
 
