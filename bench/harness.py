@@ -35,6 +35,17 @@ from store.settings import Settings
 from store.tenants import create_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("RECOMENGINE_CHROMIUM", "/usr/bin/chromium")
+# Headless Chromium that reaches no network of its own (no updates, sync or first-run pages):
+# neither the test machines nor CI can reach Google's servers.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def platform_env(settings: Settings) -> dict[str, str]:

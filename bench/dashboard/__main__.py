@@ -32,17 +32,9 @@ from typing import Any
 import httpx
 from playwright.async_api import Browser, Response, async_playwright
 
-from bench.harness import ROOT, Platform, local_platform, wait_ready
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, Platform, local_platform, wait_ready
 from cli.localservices import free_port
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LCP_BUDGET_MS = 2000
 JS_BUDGET_KB = 150
 OBSERVE_LCP = """
@@ -159,7 +151,7 @@ async def _run(web_url: str, state: dict[str, str], runs: int) -> list[dict[str,
     rows = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
             for path, ready in pages:

@@ -32,7 +32,7 @@ from typing import Any
 import brotli
 import httpx
 
-from bench.harness import ROOT, local_platform, make_bench_tenant
+from bench.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, local_platform, make_bench_tenant
 from cli.localservices import free_port
 from store.db import create_pool
 from store.models import PublishedModel, publish_model
@@ -40,14 +40,6 @@ from store.redis import create_redis
 
 BUNDLE = ROOT / "sdk" / "dist" / "recomengine.js"
 BUDGET_BYTES = 10 * 1024
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <script>
@@ -166,7 +158,7 @@ async def _measure(api: str, key: str, origin: str, folder: Path, runs: int) -> 
     stages: dict[str, list[float]] = {"settle": [], "build": [], "frame": []}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
             for run in range(runs + 2):  # two warm-up loads are not counted

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, TEST_PASSWORD, Process, Services, settings_env, wait_for
+from bench.harness import CHROMIUM, CHROMIUM_ARGS
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from cli.localservices import free_port
@@ -22,15 +23,6 @@ from store.settings import Settings
 
 ARTEFACTS = ROOT / ".artefacts" / "dashboard"
 AXE = ROOT / "dashboard" / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = os.environ.get("RECOMENGINE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SHOP_PAGE = "<!doctype html><title>Demo shop</title><h1>Demo shop</h1>"
 
 

@@ -7,7 +7,6 @@ fixtures by name."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,12 @@ import pytest
 from conftest import ROOT, Process, Services, settings_env, wait_for
 from playwright.async_api import Browser, async_playwright
 
+from bench.harness import CHROMIUM, CHROMIUM_ARGS
 from cli.localservices import free_port
 from store.settings import Settings
 from web.site_build import PAGES, Page, build_site
 
 AXE = ROOT / "dashboard" / "node_modules" / "axe-core" / "axe.min.js"
-CHROMIUM = os.environ.get("RECOMENGINE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BASE_URL = "https://recomengine.example"
 SHOP_INDEX = "<!doctype html><html lang='en'><title>Demo shop</title><h1>Demo shop</h1></html>"
 
