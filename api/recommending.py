@@ -33,6 +33,7 @@ from domain.serving import (
     RankedCandidate,
     ServingDecision,
     ServingRequest,
+    decide_by_trending,
     rank,
     select,
 )
@@ -41,7 +42,10 @@ from domain.strategies.base import TRENDING
 from domain.strategies.registry import STRATEGY_NAMES
 from store import keys
 from store.answers import (
+    DEFAULT_FIELD,
+    EXPERIMENT_FIELD,
     PROJECTION_DEPTH,
+    TRENDING_FIELD,
     AnswerLookup,
     AnswerProjector,
     ProjectedArgs,
@@ -105,23 +109,72 @@ def _matches(args: ProjectedArgs | None, query: RecommendationsQuery) -> bool:
     )
 
 
-def _projected_head(answer: AnswerLookup, query: RecommendationsQuery) -> bytes:
-    """The projected answer's body without its closing braces."""
+def _projected_meta(
+    answer: AnswerLookup, query: RecommendationsQuery, config: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The meta of a projected answer: the field's own, or, when the tenant's trending list
+    answered (a trending request, a shopper without events), decided here from the field
+    asked for (None: that decision is not trending, so the answer is computed)."""
     head = ujson.loads(answer.head)
-    meta = {
-        "strategy": head["strategy"],
-        "isFallback": head["isFallback"],
-        "fallbackReason": head["fallbackReason"],
-        "requestedStrategy": head["requestedStrategy"],
+    if answer.source != "tenant":
+        return {
+            key: head.get(key)
+            for key in (
+                "strategy",
+                "isFallback",
+                "fallbackReason",
+                "requestedStrategy",
+                "experimentId",
+                "variant",
+                "modelVersion",
+            )
+        }
+    experiment = ujson.loads(answer.experiment) if answer.experiment else None
+    if answer.field.startswith(EXPERIMENT_FIELD):
+        strategy = None  # the arm's
+    elif answer.field == DEFAULT_FIELD:
+        strategy, experiment = None, None
+    elif answer.field in STRATEGY_NAMES:
+        strategy, experiment = answer.field, None
+    else:
+        return None  # a widget's unknown strategy: answered as ranking decides
+    decision = decide_by_trending(
+        ServingRequest(
+            user_id=query.user_id,
+            strategy=strategy,
+            product_id=query.product_id,
+            placement_id=query.placement_id,
+            tenant_default_strategy=config.get("defaultStrategy"),
+        ),
+        experiment=experiment,
+    )
+    if decision.choice.strategy != TRENDING:
+        return None
+    return {
+        **decision.choice.to_meta(),
+        "requestedStrategy": decision.requested,
+        "experimentId": decision.experiment_id,
+        "variant": decision.variant,
+        "modelVersion": head.get("modelVersion"),
+    }
+
+
+def _projected_head(meta: Mapping[str, Any], items: bytes, query: RecommendationsQuery) -> bytes:
+    """The projected answer's body without its closing braces."""
+    full = {
+        "strategy": meta["strategy"],
+        "isFallback": meta["isFallback"],
+        "fallbackReason": meta["fallbackReason"],
+        "requestedStrategy": meta["requestedStrategy"],
         "placementId": query.placement_id,
-        "experimentId": None,
-        "variant": None,
-        "modelVersion": head["modelVersion"],
+        "experimentId": meta["experimentId"],
+        "variant": meta["variant"],
+        "modelVersion": meta["modelVersion"],
         "generatedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "holdout": False,
     }
-    encoded = ujson.dumps(meta, escape_forward_slashes=False, ensure_ascii=False).encode()
-    return b'{"data":[' + answer.items + b'],"meta":' + encoded[:-1]
+    encoded = ujson.dumps(full, escape_forward_slashes=False, ensure_ascii=False).encode()
+    return b'{"data":[' + items + b'],"meta":' + encoded[:-1]
 
 
 def _projection_of(
@@ -157,6 +210,7 @@ class RecommendationService:
         self._reader = reader
         self._projector = projector
         self._spawn = spawn
+        self._trending_pending: set[str] = set()
 
     @staticmethod
     def cached(lookup: AnswerLookup | None, *, gated: bool) -> RecommendationAnswer | None:
@@ -192,10 +246,13 @@ class RecommendationService:
             and not gated
             and _matches(projected, query)
             and holdout is None
+            and (meta := _projected_meta(lookup, query, config)) is not None
         ):
             return RecommendationAnswer(
-                _projected_head(lookup, query), cache="miss", projection="hit"
+                _projected_head(meta, lookup.items, query), cache="miss", projection="hit"
             )
+        if lookup is not None and lookup.trending in ("absent", "stale"):
+            self._project_trending_later(tenant_id)
         now = datetime.now(UTC)
         context = await self._reader.read(
             tenant_id=tenant_id,
@@ -306,12 +363,13 @@ class RecommendationService:
         """Write the ranking just computed as the projection (the user's, or the product's in
         item context) of the field this request read, after the response: the next requests
         with other filters or limits are then answered by the lookup call alone."""
-        if decision.experiment_id is not None:
+        if lookup.field == TRENDING_FIELD:
+            return  # the tenant's trending list, rewritten on its own
+        if decision.experiment_id is not None and not lookup.field.startswith(EXPERIMENT_FIELD):
             return
-        if query.product_id and decision.choice.mode != "product":
+        by_trending = decision.choice.strategy == TRENDING  # the field holds the head only
+        if query.product_id and decision.choice.mode != "product" and not by_trending:
             return  # fell back to the shopper's own history: not the product's answer
-        if not query.product_id and decision.choice.strategy == TRENDING:
-            return  # follows the live counters, which move with every event
         if query.product_id:
             key = keys.product_answers(tenant_id, query.product_id)
         else:
@@ -332,5 +390,23 @@ class RecommendationService:
                 )
             except (RedisError, OSError):
                 log.warning("projected answers could not be written", exc_info=True)
+
+        self._spawn(project())
+
+    def _project_trending_later(self, tenant_id: str) -> None:
+        """Rewrite the tenant's trending list after the response (one rewrite at a time per
+        tenant in this process): the lookup found it stale or absent."""
+        if tenant_id in self._trending_pending:
+            return
+        self._trending_pending.add(tenant_id)
+        projector = self._projector
+
+        async def project() -> None:
+            try:
+                await projector.project_trending(tenant_id=tenant_id)
+            except (RedisError, OSError):
+                log.warning("the trending projection could not be written", exc_info=True)
+            finally:
+                self._trending_pending.discard(tenant_id)
 
         self._spawn(project())

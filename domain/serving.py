@@ -190,6 +190,27 @@ def decide(request: ServingRequest, context: ServingContext) -> ServingDecision:
     return ServingDecision(requested, choice, experiment_id, variant, min(limit, MAX_LIMIT))
 
 
+def decide_by_trending(
+    request: ServingRequest, *, experiment: Mapping[str, Any] | None
+) -> ServingDecision:
+    """The decision for an answer that is the tenant's trending list whatever the readiness:
+    a trending request, or a shopper without events (the cold-start policy's trending, or
+    FBT's missing product context), in their arm of a running experiment when one runs."""
+    context = ServingContext(
+        model_version=None,
+        readiness=ReadinessReport({}),
+        widget=None,
+        experiment=experiment,
+        history=(),
+        history_count=0,
+        lists={},
+        recent_content={},
+        live_trending=(("", 1.0),),  # trending is served: it counts as ready
+        product_interactions=None,
+    )
+    return decide(request, context)
+
+
 def _merge_content(context: ServingContext) -> list[Candidate]:
     """Content neighbours of the user's recent products, weighted by event type and recency."""
     weight_of: dict[str, float] = {}

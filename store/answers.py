@@ -25,6 +25,7 @@ read time), by the api from the first computed answer of a product that asks for
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,33 +46,53 @@ from domain.serving import (
 from domain.strategies.base import (
     TRENDING,
 )
-from domain.strategies.registry import PROJECTED_STRATEGIES
+from domain.strategies.registry import strategy_names
 from store import keys
 from store.models import ServingReader
 from store.usage import METER_REQUESTS, Meter
 
 DEFAULT_FIELD = "@default"  # requests naming no strategy, answered by the tenant's default
 CONFIG_FIELD = "@config"  # JSON {"defaultStrategy": ...} the `@default` field was ranked with
+# Requests naming no strategy on a placement that runs an experiment: `@exp:{placementId}`
+# holds the user's answer in their arm (assigned when it was ranked), behind the experiment.
+EXPERIMENT_FIELD = "@exp:"
+TRENDING_FIELD = TRENDING  # the tenant's own trending list (`trending@{category}` per category)
 # Candidates kept per field: a request whose filters leave fewer than its limit of a list that
 # was cut here is computed instead (bounded memory: about 300 bytes per item).
 PROJECTION_DEPTH = 40
+# The tenant's trending projection keeps every ranked candidate (at most this many) and the
+# first TRENDING_CATEGORY_DEPTH of each category (of at most TRENDING_CATEGORIES categories).
+TRENDING_DEPTH = 400
+TRENDING_CATEGORY_DEPTH = 40
+TRENDING_CATEGORIES = 200
+# How far behind the live counters a trending projection may be served (the ingest worker
+# rewrites it at most every TRENDING_REWRITE_SECONDS while events come): within the 2 s
+# freshness promised for events.
+TRENDING_LAG_SECONDS = 1.5
+TRENDING_REWRITE_SECONDS = 0.5
 PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops being projected
 
 # Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
 # counts the request, meters it, reads the auth epoch, returns a cached answer when still
-# valid, else the user's projected answer filtered for this request.
+# valid, else the projected answer filtered for this request: the user's field (a strategy,
+# `@default`, or `@exp:{placement}` when an experiment runs there), the product's in item
+# context, or the tenant's trending list, which also answers a shopper without events (a
+# first request: the cold-start answer is trending) and fields whose answer is trending (flag
+# T: the field holds the head, the items are the tenant's).
 # Indexes are relative to the limiter's own keys and arguments (`kb`, `ab`: see
 # store.ratelimit). KEYS: kb+1 the tenant's usage meter of the month (store.usage), then, only
 # when answers are cached: kb+2 the cached answer, kb+3 current model version, kb+4 widget
 # config, kb+5 running experiment, kb+6 the tenant's serving stamp, kb+7 the user's stamp,
 # kb+8 the trending stamp, kb+9 the user's projected answers (or the product's, in item
-# context), kb+10 available products, kb+11 the user's purchases.
+# context), kb+10 available products, kb+11 the user's purchases, kb+12 the user's history,
+# kb+13 the tenant's projected answers (trending), kb+14 the answer readers.
 # ARGV: ab+1 the meter's total field ("" meters nothing), ab+2 its day field; then ab+3 the
 # current hour bucket, ab+4 the projection field asked for ("" for none), ab+5 the query's
 # limit ("" for the widget's or the default), ab+6 the casefolded category ("" for any), ab+7
 # "1" to keep bought products, ab+8 the projection's maximum age in seconds, ab+9 "user" or
-# "product" (whose answers kb+9 holds; a product's do not depend on the user's stamp), ab+10...
-# excluded product ids.
+# "product" (whose answers kb+9 holds; a product's do not depend on the user's stamp), ab+10
+# the placement, ab+11 the anchor product ("" for none), ab+12 the user, ab+13 the
+# projections' TTL, ab+14... excluded product ids.
 # Metering here costs no round trip: an answered request is counted as it is let through, and
 # the rare request that then fails (a bad query, a gate) is taken back by the api
 # (store.usage.unmeter), so the meter holds the requests answered with a 200.
@@ -100,8 +121,9 @@ if cached then
   local head = string.sub(cached, 1, 40)
   if head == stamp or head == live then extra[5], extra[6] = 'cached', string.sub(cached, 41) end
 end
-if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 11 then
-  -- No valid cached answer: the projection (the user's, or the product's), filtered.
+if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 14 then
+  -- No valid cached answer: the projection (the user's, the product's, or the tenant's
+  -- trending list), filtered.
   local field = ARGV[ab + 4]
   local widget = {}
   if found[3] then
@@ -110,62 +132,117 @@ if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 11 then
   end
   if field == '@default' then
     if found[4] then
-      field = ''  -- an experiment runs on the placement: its assignment is computed
+      field = '@exp:' .. ARGV[ab + 10]  -- the user's answer in their arm of the experiment
     elseif type(widget.strategy) == 'string' then
       field = widget.strategy
     end
   end
-  local status, chosen, head = 'none', {}, ''
+  local now_s = tonumber(ARGV[1]) / 1000
+  local max_age = tonumber(ARGV[ab + 8])
   local of_user = ARGV[ab + 9] == 'user' and user_stamp or ''
-  local current = table.concat({epoch, found[2] or '', found[5] or '', of_user}, '|')
-  local raw = field ~= '' and redis.call('HGET', KEYS[kb + 9], field)
-  if raw then
+  local tenant_current = table.concat({epoch, found[2] or '', found[5] or ''}, '|')
+  local current = tenant_current .. '|' .. of_user
+  if string.sub(field, 1, 5) == '@exp:' then
+    current = current .. '|' .. redis.sha1hex(found[4])
+  end
+  -- A stored field: stamp, written-at, flag, head, then item lines from `start`.
+  local function parse(raw)
     local p1 = string.find(raw, '\\n', 1, true)
     local p2 = string.find(raw, '\\n', p1 + 1, true)
     local p3 = string.find(raw, '\\n', p2 + 1, true)
     local p4 = string.find(raw, '\\n', p3 + 1, true) or (#raw + 1)
-    local written = tonumber(string.sub(raw, p1 + 1, p2 - 1))
-    if string.sub(raw, 1, p1 - 1) ~= current
-        or tonumber(ARGV[1]) / 1000 - written > tonumber(ARGV[ab + 8]) then
-      status = 'stale'
-    else
-      local most = tonumber(widget.maxItems)
-      local limit = tonumber(ARGV[ab + 5]) or (most and most > 0 and most) or 10
-      limit = math.min(math.max(math.floor(limit), 1), 50)
-      local excluded = {}
-      for i = ab + 10, #ARGV do excluded[ARGV[i]] = true end
-      local category, keep_bought = ARGV[ab + 6], ARGV[ab + 7] == '1'
-      local position = p4 + 1
-      while #chosen < limit and position <= #raw do
-        local stop = string.find(raw, '\\n', position, true) or (#raw + 1)
-        local t1 = string.find(raw, '\\t', position, true)
-        local t2 = string.find(raw, '\\t', t1 + 1, true)
-        local product = string.sub(raw, position, t1 - 1)
-        if not excluded[product]
-            and (category == '' or string.sub(raw, t1 + 1, t2 - 1) == category)
-            and redis.call('SISMEMBER', KEYS[kb + 10], product) == 1
-            and (keep_bought or redis.call('SISMEMBER', KEYS[kb + 11], product) == 0) then
-          chosen[#chosen + 1] = string.sub(raw, t2 + 1, stop - 1)
-        end
-        position = stop + 1
-      end
-      if #chosen < limit and string.sub(raw, p2 + 1, p3 - 1) ~= '1' then
-        status = 'short'
-      else
-        status, head = 'hit', string.sub(raw, p3 + 1, p4 - 1)
-      end
+    return string.sub(raw, 1, p1 - 1), tonumber(string.sub(raw, p1 + 1, p2 - 1)),
+      string.sub(raw, p2 + 1, p3 - 1), string.sub(raw, p3 + 1, p4 - 1), p4 + 1
+  end
+  local status, source, head, trending_status = 'none', '', '', ''
+  local items_raw, items_from, complete = nil, 0, false
+  -- The tenant's trending projection (the category's own list when one is asked for): valid
+  -- for its model and catalog, and behind the live counters by at most TRENDING_LAG s.
+  local function from_trending()
+    local category = ARGV[ab + 6]
+    local raw = category ~= '' and redis.call('HGET', KEYS[kb + 13], 'trending@' .. category)
+    if not raw then raw = redis.call('HGET', KEYS[kb + 13], 'trending') end
+    if not raw then
+      trending_status = 'absent'
+      return false
     end
-  elseif field ~= '' then
+    local stamp, written, flag, thead, start = parse(raw)
+    local age = now_s - written
+    local n = #tenant_current
+    if string.sub(stamp, 1, n + 1) ~= tenant_current .. '|' or age > max_age
+        or (string.sub(stamp, n + 2) ~= trending and age > TRENDING_LAG) then
+      trending_status = 'stale'
+      return false
+    end
+    trending_status = 'fresh'
+    items_raw, items_from, complete = raw, start, flag == '1'
+    return thead
+  end
+  local function trending_missing()
+    return trending_status == 'absent' and 'absent' or 'stale'
+  end
+  local raw = redis.call('HGET', KEYS[kb + 9], field)
+  local flag = raw and string.sub(select(3, parse(raw)), 1, 1) or ''
+  if field == 'trending' then
+    local thead = from_trending()
+    if thead then source, head = 'tenant', thead else status = trending_missing() end
+  elseif raw and flag ~= 'P' then
+    local stamp, written, _, fhead, start = parse(raw)
+    if stamp ~= current or now_s - written > max_age then
+      status = 'stale'
+    elseif flag == 'T' then  -- answered by trending: the field holds the head only
+      if from_trending() then source, head = 'field', fhead else status = trending_missing() end
+    else
+      source, head, items_raw, items_from, complete = 'field', fhead, raw, start, flag == '1'
+    end
+  elseif ARGV[ab + 9] == 'user' and redis.call('ZCARD', KEYS[kb + 12]) == 0 then
+    -- A shopper without events (a first request): the cold-start answer is trending.
+    local thead = from_trending()
+    if thead then source, head = 'tenant', thead else status = trending_missing() end
+    if not raw then
+      -- Asked for: the worker projects this field once the shopper's events come.
+      redis.call('HSET', KEYS[kb + 9], field, 'pending\\n0\\nP\\n{}')
+      redis.call('EXPIRE', KEYS[kb + 9], tonumber(ARGV[ab + 13]))
+      redis.call('SADD', KEYS[kb + 14], ARGV[ab + 12])
+    end
+  else
     status = 'absent'
   end
+  local chosen = {}
+  if items_raw then
+    local most = tonumber(widget.maxItems)
+    local limit = tonumber(ARGV[ab + 5]) or (most and most > 0 and most) or 10
+    limit = math.min(math.max(math.floor(limit), 1), 50)
+    local excluded = {}
+    for i = ab + 14, #ARGV do excluded[ARGV[i]] = true end
+    if ARGV[ab + 11] ~= '' then excluded[ARGV[ab + 11]] = true end  -- the anchor product
+    local category, keep_bought = ARGV[ab + 6], ARGV[ab + 7] == '1'
+    local position = items_from
+    while #chosen < limit and position <= #items_raw do
+      local stop = string.find(items_raw, '\\n', position, true) or (#items_raw + 1)
+      local t1 = string.find(items_raw, '\\t', position, true)
+      local t2 = string.find(items_raw, '\\t', t1 + 1, true)
+      local product = string.sub(items_raw, position, t1 - 1)
+      if not excluded[product]
+          and (category == '' or string.sub(items_raw, t1 + 1, t2 - 1) == category)
+          and redis.call('SISMEMBER', KEYS[kb + 10], product) == 1
+          and (keep_bought or redis.call('SISMEMBER', KEYS[kb + 11], product) == 0) then
+        chosen[#chosen + 1] = string.sub(items_raw, t2 + 1, stop - 1)
+      end
+      position = stop + 1
+    end
+    status = (#chosen < limit and not complete) and 'short' or 'hit'
+  end
   extra[5], extra[6], extra[7], extra[8] = 'projection', status, 'field', field
-  extra[9], extra[10] = 'current', current
+  extra[9], extra[10], extra[11], extra[12] = 'current', current, 'trending', trending_status
   if status == 'hit' then
-    extra[11], extra[12], extra[13], extra[14] = 'head', head, 'items', table.concat(chosen, ',')
+    extra[13], extra[14], extra[15], extra[16] = 'head', head, 'items', table.concat(chosen, ',')
+    extra[17], extra[18] = 'source', source
+    if source == 'tenant' and found[4] then extra[19], extra[20] = 'experiment', found[4] end
   end
 end
 end
-"""
+""".replace("TRENDING_LAG", str(TRENDING_LAG_SECONDS))
 )
 
 
@@ -193,6 +270,11 @@ class AnswerLookup:
     current: str = ""  # the stamp a projection written from this request's reads gets
     head: bytes = b""  # the projection's meta JSON
     items: bytes = b""  # the served items' JSON, comma-separated
+    # field: the items and meta are the field's; tenant: the tenant's trending list answered
+    # (a trending request, or a shopper without events): the api decides the meta.
+    source: str = ""
+    trending: str = ""  # the tenant's trending projection: "" (not read) | fresh | stale | absent
+    experiment: bytes | None = None  # the running experiment, when `source` is tenant
 
 
 def decode_lookup(reply: Sequence[Any]) -> AnswerLookup:
@@ -212,6 +294,9 @@ def decode_lookup(reply: Sequence[Any]) -> AnswerLookup:
         current=text(b"current"),
         head=values.get(b"head", b""),
         items=values.get(b"items", b""),
+        source=text(b"source"),
+        trending=text(b"trending"),
+        experiment=values.get(b"experiment"),
     )
 
 
@@ -239,6 +324,9 @@ def answer_lookup_keys(
         else keys.user_answers(tenant_id, user_id),
         keys.catalog_available(tenant_id),
         keys.user_purchased(tenant_id, user_id),
+        keys.user_history(tenant_id, user_id),
+        keys.tenant_answers(tenant_id),
+        keys.answer_readers(tenant_id),
     ]
 
 
@@ -248,7 +336,13 @@ def meter_args(meter: Meter | None) -> list[str]:
 
 
 def lookup_args(
-    hour: int, args: ProjectedArgs | None, max_age_seconds: int, meter: Meter | None = None
+    hour: int,
+    args: ProjectedArgs | None,
+    max_age_seconds: int,
+    meter: Meter | None = None,
+    *,
+    user_id: str = "",
+    placement_id: str = "",
 ) -> list[str]:
     """The ARGV ANSWER_LOOKUP takes after the limiter's."""
     if args is None:
@@ -262,6 +356,10 @@ def lookup_args(
         "1" if args.include_purchased else "0",
         str(max_age_seconds),
         "product" if args.product_id else "user",
+        placement_id,
+        args.product_id or "",
+        user_id,
+        str(PROJECTION_TTL_SECONDS),
         *sorted(args.exclude),
     ]
 
@@ -277,18 +375,26 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
-async def _projection_stamp(redis: Redis, *, tenant_id: str, user_id: str | None) -> str:
-    """What ANSWER_LOOKUP compares a projection with (a product's has no user part)."""
+async def _projection_stamp(
+    redis: Redis, *, tenant_id: str, user_id: str | None, placement_id: str | None = None
+) -> str:
+    """What ANSWER_LOOKUP compares a projection with (a product's has no user part; a user's
+    answer in an experiment's arm also carries the experiment's SHA-1)."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.get(keys.auth_epoch(tenant_id))
         pipe.get(keys.model_current(tenant_id))
         pipe.get(keys.serving_stamp(tenant_id))
-        if user_id is not None:
-            pipe.hget(keys.user_stamp(tenant_id, user_id), "n")
-        epoch, version, serving, *user = await pipe.execute()
+        pipe.hget(keys.user_stamp(tenant_id, user_id or ""), "n")
+        pipe.get(keys.running_experiment(tenant_id, placement_id or ""))
+        epoch, version, serving, user, experiment = await pipe.execute()
     # The limiter reads a missing epoch as '0' (store.ratelimit).
-    user_part = _text(user[0]) if user else ""
-    return "|".join([_text(epoch) or "0", _text(version), _text(serving), user_part])
+    user_part = _text(user) if user_id is not None else ""
+    stamp = "|".join([_text(epoch) or "0", _text(version), _text(serving), user_part])
+    if placement_id is not None:
+        if experiment is None:
+            return ""  # no experiment runs there any more: nothing to project
+        stamp += "|" + hashlib.sha1(experiment).hexdigest()  # noqa: S324 - Redis's sha1hex
+    return stamp
 
 
 def _clean(text: str) -> bool:
@@ -296,12 +402,20 @@ def _clean(text: str) -> bool:
 
 
 def encode_field(
-    *, stamp: str, written_at: int, complete: bool, head: Mapping[str, Any], items: list[ServedItem]
+    *,
+    stamp: str,
+    written_at: int,
+    complete: bool,
+    head: Mapping[str, Any],
+    items: list[ServedItem],
+    trending: bool = False,
 ) -> bytes | None:
-    """One projected field as stored (None when an id or category cannot be framed)."""
-    lines = [stamp, str(written_at), "1" if complete else "0"]
+    """One projected field as stored (None when an id or category cannot be framed).
+    `trending`: the answer is the tenant's trending list (flag T, the head only)."""
+    flag = "T" if trending else ("1" if complete else "0")
+    lines = [stamp, str(written_at), flag]
     lines.append(ujson.dumps(head, escape_forward_slashes=False, ensure_ascii=False))
-    for item in items:
+    for item in [] if trending else items:
         category = str(item.card.get("category") or "").casefold()
         if not (_clean(item.product_id) and _clean(category)):
             return None
@@ -310,8 +424,20 @@ def encode_field(
     return "\n".join(lines).encode()
 
 
+def _placement_of(field: str) -> str | None:
+    """The placement of an experiment's field (None for the others)."""
+    return field[len(EXPERIMENT_FIELD) :] if field.startswith(EXPERIMENT_FIELD) else None
+
+
+def projectable(field: str) -> bool:
+    """Whether a user's field can be projected (a projected strategy, the default or an
+    experiment's)."""
+    return field in strategy_names() or field == DEFAULT_FIELD or field.startswith(EXPERIMENT_FIELD)
+
+
 class AnswerProjector:
-    """Ranks and hydrates one user's answers and stores them as projected fields."""
+    """Ranks and hydrates answers (a user's, a product's, the tenant's trending list) and
+    stores them as projected fields."""
 
     def __init__(self, redis: Redis, reader: ServingReader) -> None:
         self._redis = redis
@@ -325,35 +451,42 @@ class AnswerProjector:
         fields: Sequence[str],
         default_strategy: str | None,
     ) -> int:
-        """Write the user's `fields` (strategies or `@default`); returns how many were written.
-        A field whose answer is served by trending is left out (live counters move it)."""
-        wanted = [f for f in fields if f in PROJECTED_STRATEGIES or f == DEFAULT_FIELD]
-        if not wanted:
-            return 0
-        stamp = await _projection_stamp(self._redis, tenant_id=tenant_id, user_id=user_id)
+        """Write the user's `fields` (strategies, `@default`, `@exp:{placement}`); returns how
+        many were written. A field answered by trending holds its head only (flag T)."""
+        by_placement: dict[str | None, list[str]] = {}
+        for field in fields:
+            if projectable(field):
+                by_placement.setdefault(_placement_of(field), []).append(field)
+        written = 0
         now = datetime.now(UTC)
         hours = [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
-        context = await self._reader.read(
-            tenant_id=tenant_id,
-            user_id=user_id,
-            product_id=None,
-            placement_id=None,
-            live_hours=hours,
-        )
-        ranked_by_field = {}
-        for field in wanted:
-            request = ServingRequest(
-                user_id=user_id,
-                strategy=None if field == DEFAULT_FIELD else field,
-                tenant_default_strategy=default_strategy,
+        for placement, wanted in by_placement.items():
+            stamp = await _projection_stamp(
+                self._redis, tenant_id=tenant_id, user_id=user_id, placement_id=placement
             )
-            decision, ranked = rank(request, context, depth=PROJECTION_DEPTH)
-            if decision.choice.strategy != TRENDING:
-                ranked_by_field[field] = (decision, ranked)
-        key = keys.user_answers(tenant_id, user_id)
-        return await self._write(
-            tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy
-        )
+            if not stamp:
+                continue
+            context = await self._reader.read(
+                tenant_id=tenant_id,
+                user_id=user_id,
+                product_id=None,
+                placement_id=placement,
+                live_hours=hours,
+            )
+            ranked_by_field = {}
+            for field in wanted:
+                request = ServingRequest(
+                    user_id=user_id,
+                    strategy=field if field in strategy_names() else None,
+                    placement_id=placement,
+                    tenant_default_strategy=default_strategy,
+                )
+                ranked_by_field[field] = rank(request, context, depth=PROJECTION_DEPTH)
+            key = keys.user_answers(tenant_id, user_id)
+            written += await self._write(
+                tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy
+            )
+        return written
 
     async def _write(
         self,
@@ -368,7 +501,14 @@ class AnswerProjector:
         """Hydrate the ranked fields and store them under `key`."""
         if not ranked_by_field:
             return 0
-        ids = list(dict.fromkeys(c.product_id for _, r in ranked_by_field.values() for c in r))
+        ids = list(
+            dict.fromkeys(
+                c.product_id
+                for d, r in ranked_by_field.values()
+                if d.choice.strategy != TRENDING
+                for c in r
+            )
+        )
         hydration = await self._reader.hydrate(
             tenant_id=tenant_id, user_id=user_id, product_ids=ids
         )
@@ -397,6 +537,7 @@ class AnswerProjector:
     ) -> int:
         """Store ranked fields (decision, candidates, the depth they were ranked to) whose
         candidates are all hydrated under `key` (TTL'd); returns how many were written.
+        A field answered by trending keeps its head only: its items are the tenant's.
         `reader`: the user whose answers these are (their events will rewrite them)."""
         mapping: dict[str, bytes] = {}
         for field, (decision, ranked, depth) in ranked_by_field.items():
@@ -404,10 +545,13 @@ class AnswerProjector:
                 **decision.choice.to_meta(),
                 "requestedStrategy": decision.requested,
                 "modelVersion": model_version,
+                "experimentId": decision.experiment_id,
+                "variant": decision.variant,
             }
+            by_trending = decision.choice.strategy == TRENDING
             items = [
                 ServedItem(c.product_id, c.score, c.strategy, c.because, card)
-                for c in ranked[:PROJECTION_DEPTH]
+                for c in ([] if by_trending else ranked[:PROJECTION_DEPTH])
                 if (card := hydration.cards.get(c.product_id)) is not None
             ]
             encoded = encode_field(
@@ -416,6 +560,7 @@ class AnswerProjector:
                 complete=len(ranked) < min(depth, PROJECTION_DEPTH),
                 head=head,
                 items=items,
+                trending=by_trending,
             )
             if encoded is not None:
                 mapping[field] = encoded
@@ -430,6 +575,77 @@ class AnswerProjector:
                 pipe.sadd(keys.answer_readers(tenant_id), reader)
             await pipe.execute()
         return len(mapping) - (CONFIG_FIELD in mapping)
+
+    async def project_trending(self, *, tenant_id: str) -> int:
+        """Rank and hydrate the tenant's trending list (trained velocity plus the live
+        counters) and store it whole and per category; returns the items written."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(keys.auth_epoch(tenant_id))
+            pipe.get(keys.model_current(tenant_id))
+            pipe.get(keys.serving_stamp(tenant_id))
+            # Read before the counters: a count that moves meanwhile only looks newer.
+            pipe.hget(keys.trending_stamp(tenant_id), "n")
+            epoch, version, serving, counter = await pipe.execute()
+        stamp = "|".join([_text(epoch) or "0", _text(version), _text(serving), _text(counter)])
+        now = datetime.now(UTC)
+        context = await self._reader.read(
+            tenant_id=tenant_id,
+            user_id="",
+            product_id=None,
+            placement_id=None,
+            live_hours=[(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)],
+        )
+        request = ServingRequest(user_id="", strategy=TRENDING)
+        _, ranked = rank(request, context, depth=TRENDING_DEPTH)
+        hydration = await self._reader.hydrate(
+            tenant_id=tenant_id, user_id="", product_ids=[c.product_id for c in ranked]
+        )
+        items, dropped = [], False
+        for c in ranked:
+            card = hydration.cards.get(c.product_id)
+            if card is None:
+                continue
+            if not (_clean(c.product_id) and _clean(str(card.get("category") or ""))):
+                dropped = True
+                continue
+            items.append(ServedItem(c.product_id, c.score, c.strategy, c.because, card))
+        complete = len(ranked) < TRENDING_DEPTH and not dropped
+        head = {"modelVersion": context.model_version}
+        written_at = int(time.time())
+        mapping: dict[str, bytes] = {}
+        whole = encode_field(
+            stamp=stamp, written_at=written_at, complete=complete, head=head, items=items
+        )
+        if whole is not None:
+            mapping[TRENDING_FIELD] = whole
+        by_category: dict[str, list[ServedItem]] = {}
+        for item in items:
+            category = str(item.card.get("category") or "").casefold()
+            if category and (category in by_category or len(by_category) < TRENDING_CATEGORIES):
+                by_category.setdefault(category, []).append(item)
+        for category, members in by_category.items():
+            encoded = encode_field(
+                stamp=stamp,
+                written_at=written_at,
+                complete=complete and len(members) <= TRENDING_CATEGORY_DEPTH,
+                head=head,
+                items=members[:TRENDING_CATEGORY_DEPTH],
+            )
+            if encoded is not None:
+                mapping[f"{TRENDING_FIELD}@{category}"] = encoded
+        if len(by_category) >= TRENDING_CATEGORIES and whole is not None:
+            # Categories left out must not read as empty: the whole list is no longer complete.
+            mapping[TRENDING_FIELD] = encode_field(  # type: ignore[assignment]
+                stamp=stamp, written_at=written_at, complete=False, head=head, items=items
+            )
+        key = keys.tenant_answers(tenant_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)  # categories that left the list go with their fields
+            if mapping:
+                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.expire(key, PROJECTION_TTL_SECONDS)
+            await pipe.execute()
+        return len(items)
 
     async def reproject_readers(self, *, tenant_id: str, user_ids: Sequence[str]) -> int:
         """Rewrite the fields of those of `user_ids` who read projected answers (after their
@@ -467,15 +683,16 @@ class AnswerProjector:
 
 
 async def reproject_all_readers(redis: Redis, *, tenant_id: str, at_most: int = 10_000) -> int:
-    """After a publish: rewrite the projected answers of the tenant's reading users (up to
-    `at_most`; the others are projected again by their next request). Product answers are
-    left to go stale: they are rewritten by their next request."""
+    """After a publish: rewrite the tenant's trending list and the projected answers of its
+    reading users (up to `at_most`; the others are projected again by their next request).
+    Product answers are left to go stale: they are rewritten by their next request."""
+    projector = AnswerProjector(redis, ServingReader(redis))
+    await projector.project_trending(tenant_id=tenant_id)
     users: list[str] = []
     async for member in redis.sscan_iter(keys.answer_readers(tenant_id), count=1000):
         users.append(_text(member))
         if len(users) >= at_most:
             break
-    projector = AnswerProjector(redis, ServingReader(redis))
     projected = 0
     for start in range(0, len(users), 200):
         projected += await projector.reproject_readers(

@@ -190,6 +190,12 @@ def product_answers(tenant_id: str, product_id: str) -> str:
     return f"{PREFIX}:{tenant_id}:answers:product:{product_id}"
 
 
+def tenant_answers(tenant_id: str) -> str:
+    """HASH `trending` (and `trending@{category}`) -> the tenant's trending answer, ranked and
+    hydrated (store.answers): what trending requests and shoppers without events are served."""
+    return f"{PREFIX}:{tenant_id}:answers:tenant"
+
+
 def answer_readers(tenant_id: str) -> str:
     """SET of the users who have projected answers: the ingest worker rewrites theirs only."""
     return f"{PREFIX}:{tenant_id}:answers:readers"

@@ -25,7 +25,11 @@ from api.user_tokens import user_is_signed
 from api.validation import ApiModel, parse_query
 from domain.serving import answer_cache_seconds
 from domain.storefront import strip_because
-from domain.strategies.registry import PROJECTED_PRODUCT_STRATEGIES, PROJECTED_STRATEGIES
+from domain.strategies.registry import (
+    PROJECTED_PRODUCT_STRATEGIES,
+    TENANT_PROJECTED_STRATEGIES,
+    strategy_names,
+)
 from domain.usage import REQUESTS
 from store.answers import (
     DEFAULT_FIELD,
@@ -105,9 +109,13 @@ def _projected_args(request: Request) -> ProjectedArgs | None:
     """What the user's projected answer must be filtered by, read from the raw query (the
     route checks it against the validated query); None when no projection can answer it."""
     product_id = _last(request, "productId") or None
-    strategies = PROJECTED_PRODUCT_STRATEGIES if product_id else PROJECTED_STRATEGIES
+    # A user's answer is projected whatever the strategy (ranked, or the head of a trending
+    # fallback); a product's only for strategies with item-context lists.
+    strategies = PROJECTED_PRODUCT_STRATEGIES if product_id else strategy_names()
     strategy = _last(request, "strategy")
-    if (strategy and strategy not in strategies) or (product_id and len(product_id) > 256):
+    if (
+        strategy and strategy not in strategies and strategy not in TENANT_PROJECTED_STRATEGIES
+    ) or (product_id and len(product_id) > 256):
         return None
     if product_id and not strategy:
         return None  # who answers may depend on the shopper (experiments, holdouts)
@@ -162,7 +170,9 @@ def _answer_follow_up(request: Request) -> FollowUp | None:
         request.ctx.answer_key = answer_keys[1]
         # The live counters' hour: a trending answer must not outlive the hour it read.
         hour = int(time.time()) // 3600
-        return answer_keys, lookup_args(hour, projected, max_age, meter)
+        return answer_keys, lookup_args(
+            hour, projected, max_age, meter, user_id=user_id, placement_id=placement_id
+        )
 
     return lookup
 

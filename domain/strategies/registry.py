@@ -35,6 +35,8 @@ class StrategySpec:
     projected_for_users: bool
     projected_for_products: bool
     lists: tuple[ServedList, ...]
+    # Its answer is one list per tenant (and per category), the same for every shopper.
+    projected_for_tenant: bool = False
 
 
 REGISTRY: tuple[StrategySpec, ...] = (
@@ -53,12 +55,13 @@ REGISTRY: tuple[StrategySpec, ...] = (
         projected_for_products=True,
         lists=(ServedList("contentItem", "content", "product"),),
     ),
-    # Follows the live counters, which move with every event: never projected.
+    # Follows the live counters: projected once per tenant, rewritten as events come.
     StrategySpec(
         TRENDING,
         projected_for_users=False,
         projected_for_products=False,
         lists=(ServedList("trending", "trending", "tenant"),),
+        projected_for_tenant=True,
     ),
     StrategySpec(
         FREQUENTLY_BOUGHT_TOGETHER,
@@ -73,4 +76,12 @@ PROJECTED_STRATEGIES: tuple[str, ...] = tuple(s.name for s in REGISTRY if s.proj
 PROJECTED_PRODUCT_STRATEGIES: tuple[str, ...] = tuple(
     s.name for s in REGISTRY if s.projected_for_products
 )
+TENANT_PROJECTED_STRATEGIES: tuple[str, ...] = tuple(
+    s.name for s in REGISTRY if s.projected_for_tenant
+)
 SERVED_LISTS: tuple[ServedList, ...] = tuple(lst for spec in REGISTRY for lst in spec.lists)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The names of every registered strategy."""
+    return STRATEGY_NAMES

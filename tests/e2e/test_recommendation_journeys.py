@@ -821,3 +821,82 @@ async def test_computed_cached_and_projected_answers_all_match_the_documented_mo
         )
     ).json()
     assert RecommendationsRead.model_validate(full).data[0].reason.because
+
+
+async def test_first_requests_and_trending_requests_are_served_from_the_tenants_trending(
+    client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    limit = {"limit": 5}
+    trending = await _projected(
+        client, trained_shop, {"userId": "first-visit-1", "strategy": "trending", **limit}
+    )
+    assert trending.json()["meta"]["strategy"] == "trending"
+    assert trending.json()["meta"]["isFallback"] is False
+    # A shopper without events: the cold-start answer (trending, labelled), no ranking.
+    cold = await _projected(
+        client, trained_shop, {"userId": "first-visit-2", "strategy": "collaborative", **limit}
+    )
+    meta = cold.json()["meta"]
+    assert (meta["strategy"], meta["isFallback"], meta["fallbackReason"]) == (
+        "trending",
+        True,
+        "cold_start_user",
+    )
+    assert meta["requestedStrategy"] == "collaborative"
+    assert cold.json()["data"] == trending.json()["data"]
+    fbt = await _projected(
+        client,
+        trained_shop,
+        {"userId": "first-visit-3", "strategy": "frequently_bought_together", **limit},
+    )
+    assert fbt.json()["meta"]["fallbackReason"] == "missing_product_context"
+    bags = await _projected(
+        client,
+        trained_shop,
+        {"userId": "first-visit-4", "category": "bags", "strategy": "trending", "limit": 7},
+    )
+    assert len(bags.json()["data"]) == 7
+    assert {item["category"] for item in bags.json()["data"]} == {"Bags"}
+
+
+async def test_a_users_answer_in_an_experiments_arm_is_projected_and_served_with_its_arm(
+    async_client: httpx.AsyncClient, client: httpx.Client, trained_shop: TenantContext
+) -> None:
+    from domain.experiments.assignment import assign_variant
+
+    base = f"/api/v1/tenants/{trained_shop.tenant_id}/experiments"
+    created = await async_client.post(
+        base,
+        json={
+            "name": "content vs trending, projected",
+            "placementId": "home-projected",
+            "controlStrategy": "content_based",
+            "variantStrategy": "trending",
+            "trafficSplit": 50,
+            "metric": "ctr",
+        },
+        headers=trained_shop.admin_headers,
+    )
+    assert created.status_code == 201, created.text
+    experiment_id = created.json()["id"]
+    started = await async_client.patch(
+        f"{base}/{experiment_id}", json={"status": "running"}, headers=trained_shop.admin_headers
+    )
+    assert started.status_code == 200
+    for user in ("b-user-70", "b-user-71", "b-user-72", "never-seen-in-experiment"):
+        params = {"userId": user, "placementId": "home-projected", "limit": 4}
+        computed = recommend_raw(client, trained_shop, **params)
+        projected = await _projected(client, trained_shop, params)
+        arm = assign_variant(experiment_id=experiment_id, user_id=user, traffic_split=50)
+        for answer in (computed, projected):
+            meta = answer.json()["meta"]
+            assert (meta["experimentId"], meta["variant"]) == (experiment_id, arm)
+        ignored = {"recommendationId": "", "generatedAt": ""}
+        assert {**computed.json()["meta"], **ignored} == {**projected.json()["meta"], **ignored}
+        assert projected.json()["data"] == computed.json()["data"]
+    stopped = await async_client.patch(
+        f"{base}/{experiment_id}", json={"status": "completed"}, headers=trained_shop.admin_headers
+    )
+    assert stopped.status_code == 200, stopped.text
+    after = recommend_raw(client, trained_shop, userId="b-user-70", placementId="home-projected")
+    assert after.json()["meta"]["experimentId"] is None

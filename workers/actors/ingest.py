@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from domain.event_message import (
     MalformedMessage,
     MessageEvent,
 )
-from store.answers import AnswerProjector
+from store.answers import TRENDING_REWRITE_SECONDS, AnswerProjector
 from store.event_queue import BULK_QUEUE, LIVE_QUEUE
 from store.events import ingest_and_project
 from store.models import ServingReader
@@ -203,11 +204,14 @@ _groups: dict[asyncio.AbstractEventLoop, IngestGroups] = {}
 class ReaderProjections:
     """Rewrites the projected answers of users whose events were just stored, after their
     message is acknowledged: users of one tenant that arrive while a run goes are coalesced
-    into the next run (a debounce per user as long as the one before)."""
+    into the next run (a debounce per user as long as the one before). The tenant's trending
+    list follows, at most every TRENDING_REWRITE_SECONDS (the lookup serves it up to
+    TRENDING_LAG_SECONDS behind the live counters)."""
 
     def __init__(self) -> None:
         self._pending: dict[str, set[str]] = {}
         self._running: set[str] = set()
+        self._trending_at: dict[str, float] = {}
 
     def touch(self, tenant_id: str, user_ids: set[str]) -> None:
         """Project these users' answers again, soon."""
@@ -217,13 +221,27 @@ class ReaderProjections:
             asyncio.get_running_loop().create_task(self._drain(tenant_id))
 
     async def _drain(self, tenant_id: str) -> None:
+        trending_due = False
         try:
-            while users := self._pending.pop(tenant_id, None):
-                redis = redis_client()
-                projector = AnswerProjector(redis, ServingReader(redis))
-                await projector.reproject_readers(tenant_id=tenant_id, user_ids=sorted(users))
+            redis = redis_client()
+            projector = AnswerProjector(redis, ServingReader(redis))
+            while True:
+                users = self._pending.pop(tenant_id, None)
+                if users:
+                    await projector.reproject_readers(tenant_id=tenant_id, user_ids=sorted(users))
+                    trending_due = True
+                if not trending_due:
+                    break
+                wait = self._trending_at.get(tenant_id, 0.0) + TRENDING_REWRITE_SECONDS
+                wait -= time.monotonic()
+                if wait <= 0:
+                    self._trending_at[tenant_id] = time.monotonic()
+                    trending_due = False
+                    await projector.project_trending(tenant_id=tenant_id)
+                elif not users:
+                    await asyncio.sleep(wait)  # the last events' trending, a little later
         except Exception:
-            # A projection left stale only sends its user's next request to the ranking.
+            # A projection left stale only sends its next request to the ranking.
             log.warning("projected answers could not be rewritten", exc_info=True)
         finally:
             self._running.discard(tenant_id)
