@@ -39,7 +39,7 @@ from domain.serving import (
 )
 from domain.storefront import requires_signed_user
 from domain.strategies.base import TRENDING
-from domain.strategies.registry import STRATEGY_NAMES
+from domain.strategies.registry import strategy_names
 from store import keys
 from store.answers import (
     DEFAULT_FIELD,
@@ -73,8 +73,8 @@ class RecommendationsQuery(ApiModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str | None) -> str | None:
-        if value is not None and value not in STRATEGY_NAMES:
-            raise ValueError(f"must be one of {', '.join(STRATEGY_NAMES)}")
+        if value is not None and value not in strategy_names():
+            raise ValueError(f"must be one of {', '.join(strategy_names())}")
         return value
 
 
@@ -134,7 +134,7 @@ def _projected_meta(
         strategy = None  # the arm's
     elif answer.field == DEFAULT_FIELD:
         strategy, experiment = None, None
-    elif answer.field in STRATEGY_NAMES:
+    elif answer.field in strategy_names():
         strategy, experiment = answer.field, None
     else:
         return None  # a widget's unknown strategy: answered as ranking decides

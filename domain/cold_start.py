@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from domain.interactions import InteractionData
 from domain.strategies.base import (
@@ -14,25 +13,44 @@ from domain.strategies.base import (
     FREQUENTLY_BOUGHT_TOGETHER,
     TRENDING,
 )
-from domain.strategies.registry import STRATEGY_NAMES
+from domain.strategies.collaborative import (
+    MIN_EVENTS_PER_USER,
+    MIN_USER_EVENTS_FOR_COLLABORATIVE,
+    MIN_USERS_FOR_COLLABORATIVE,
+)
+from domain.strategies.content import MIN_CATALOG_PRODUCTS, MIN_USER_EVENTS_FOR_CONTENT
+from domain.strategies.fbt import (
+    MIN_ITEMS_PER_PURCHASE_SESSION,
+    MIN_PURCHASE_SESSIONS_FOR_FBT,
+    count_purchase_sessions_with_min_items,
+)
+from domain.strategies.registry import spec_of, strategies, with_role
+from domain.strategies.spec import TrainingInputs
+from domain.strategies.trending import MIN_TRENDING_EVENTS, TRENDING_WINDOW_SECONDS
+
+__all__ = [
+    "MIN_CATALOG_PRODUCTS",
+    "MIN_EVENTS_PER_USER",
+    "MIN_ITEMS_PER_PURCHASE_SESSION",
+    "MIN_PURCHASE_SESSIONS_FOR_FBT",
+    "MIN_TRENDING_EVENTS",
+    "MIN_USERS_FOR_COLLABORATIVE",
+    "MIN_USER_EVENTS_FOR_COLLABORATIVE",
+    "MIN_USER_EVENTS_FOR_CONTENT",
+    "TRENDING_WINDOW_SECONDS",
+    "ReadinessReport",
+    "StrategyChoice",
+    "StrategyReadiness",
+    "assess_readiness",
+    "choose_strategy",
+    "count_purchase_sessions_with_min_items",
+    "readiness_from_counts",
+]
 
 COLD_START_USER = "cold_start_user"
 COLD_START_PRODUCT = "cold_start_product"
 STRATEGY_NOT_READY = "strategy_not_ready"
 MISSING_PRODUCT_CONTEXT = "missing_product_context"
-
-# Spec minimums.
-MIN_USERS_FOR_COLLABORATIVE = 1_000
-MIN_EVENTS_PER_USER = 5
-MIN_PURCHASE_SESSIONS_FOR_FBT = 100
-MIN_ITEMS_PER_PURCHASE_SESSION = 2
-MIN_CATALOG_PRODUCTS = 50
-MIN_TRENDING_EVENTS = 1
-TRENDING_WINDOW_SECONDS = 24 * 3600.0
-# A user below this many events is "new" for the collaborative strategy (spec: 0-4 events).
-MIN_USER_EVENTS_FOR_COLLABORATIVE = 5
-# Content-based works for new users with 1+ event (spec), so only 0 events is a cold start.
-MIN_USER_EVENTS_FOR_CONTENT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +95,8 @@ def readiness_from_counts(
     catalog_products: int,
     events_last_24h: int,
 ) -> ReadinessReport:
-    """Return the readiness report from counts (e.g. computed by SQL in the store)."""
+    """Return the built-in strategies' readiness report from their counts (e.g. computed by
+    SQL in the store)."""
 
     def entry(name: str, counts: dict[str, int], thresholds: dict[str, int]) -> StrategyReadiness:
         ready = all(counts[k] >= v for k, v in thresholds.items())
@@ -107,30 +126,24 @@ def readiness_from_counts(
     )
 
 
-def count_purchase_sessions_with_min_items(data: InteractionData, *, min_items: int) -> int:
-    """Return how many sessions hold purchases of at least ``min_items`` distinct products."""
-    keep = data.event_is_purchase & (data.event_sessions >= 0)
-    if not keep.any():
-        return 0
-    pairs = np.unique(np.stack([data.event_sessions[keep], data.event_items[keep]], axis=1), axis=0)
-    per_session = np.bincount(pairs[:, 0])
-    return int((per_session >= min_items).sum())
-
-
 def assess_readiness(
-    *, data: InteractionData, catalog_products: int, now: float | None = None
+    *,
+    data: InteractionData,
+    catalog_products: int | None = None,
+    now: float | None = None,
+    catalog: Sequence[Mapping[str, Any]] = (),
 ) -> ReadinessReport:
-    """Return the readiness report of one tenant's interactions and catalog size."""
+    """Return the readiness report of one tenant's interactions and catalog: every registered
+    strategy's own counts against its own minimums."""
     ref = data.now if now is None else float(now)
-    window = (data.event_times > ref - TRENDING_WINDOW_SECONDS) & (data.event_times <= ref)
-    return readiness_from_counts(
-        users_with_min_events=int((data.events_per_user() >= MIN_EVENTS_PER_USER).sum()),
-        purchase_sessions_with_min_items=count_purchase_sessions_with_min_items(
-            data, min_items=MIN_ITEMS_PER_PURCHASE_SESSION
-        ),
-        catalog_products=catalog_products,
-        events_last_24h=int(window.sum()),
-    )
+    if catalog_products is not None and len(catalog) != catalog_products:
+        catalog = [{}] * catalog_products  # only the size is known
+    inputs = TrainingInputs(data=data, catalog=catalog, now=ref)
+    report = {}
+    for spec in strategies():
+        ready, found = spec.assess(inputs)
+        report[spec.name] = StrategyReadiness(spec.name, ready, found.counts, found.thresholds)
+    return ReadinessReport(report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,54 +175,50 @@ def choose_strategy(
 ) -> StrategyChoice:
     """Return the strategy to serve for a request, falling back per the cold-start policy.
 
-    Policy, first match wins:
+    What each strategy needs is its registry entry's (domain.strategies.spec); `similar` is
+    the strategy that plays that role (content-based), `last resort` the one that plays that
+    one (trending). Policy, first match wins:
 
-    1. ``frequently_bought_together`` without ``product_id`` -> trending,
-       ``missing_product_context``.
-    2. A ``product_id`` whose product has no interaction, asked of an interaction-based
-       strategy (collaborative, FBT) -> content-based neighbours, ``cold_start_product``
-       (trending if content-based is not ready either).
-    3. Item context (``product_id`` given) with collaborative, content-based or FBT ->
-       that strategy in "product" mode if ready, else content-based neighbours (or trending),
-       ``strategy_not_ready``.
-    4. User context: collaborative needs 5+ events and content-based 1+ event, else trending,
-       ``cold_start_user``; a strategy that is not ready falls back to content-based (for a
-       user with events) or trending, ``strategy_not_ready``.
-    5. Trending is the last resort and is never reported as a fallback when asked for.
+    1. The last resort is served as asked for, never reported as a fallback.
+    2. A strategy that answers only in item context, asked without ``product_id`` -> the last
+       resort, ``missing_product_context``.
+    3. A ``product_id`` whose product has no interaction, asked of a strategy that needs
+       them (collaborative, FBT) -> similar products in "product" mode, ``cold_start_product``
+       (the last resort if `similar` is not ready either).
+    4. Item context with a strategy that has a product list -> that strategy in "product"
+       mode if ready, else similar products (or the last resort), ``strategy_not_ready``.
+    5. User context: a user with fewer events than the strategy's ``min_user_events`` (5 for
+       collaborative, 1 for content-based) gets the last resort, ``cold_start_user``; a
+       strategy that is not ready falls back to `similar` (for a user with events) or the
+       last resort, ``strategy_not_ready``.
     """
-    if requested not in STRATEGY_NAMES:
-        raise ValueError(f"unknown strategy {requested!r}")
-    content_ready = readiness.is_ready(CONTENT_BASED)
+    spec = spec_of(requested)
+    similar, last = with_role("similar").name, with_role("last_resort").name
+    similar_ready = readiness.is_ready(similar)
 
     def fallback(strategy: str, reason: str, mode: str) -> StrategyChoice:
         return StrategyChoice(strategy, True, reason, mode)
 
-    if requested == TRENDING:
-        return StrategyChoice(TRENDING, False, None, "user")
-    if requested == FREQUENTLY_BOUGHT_TOGETHER and not product_id:
-        return fallback(TRENDING, MISSING_PRODUCT_CONTEXT, "user")
+    if requested == last:
+        return StrategyChoice(last, False, None, "user")
+    if spec.needs_product and not product_id:
+        return fallback(last, MISSING_PRODUCT_CONTEXT, "user")
 
-    if product_id:
-        needs_interactions = requested in (COLLABORATIVE, FREQUENTLY_BOUGHT_TOGETHER)
-        if needs_interactions and not product_interaction_count:
-            if content_ready:
-                return fallback(CONTENT_BASED, COLD_START_PRODUCT, "product")
-            return fallback(TRENDING, COLD_START_PRODUCT, "user")
+    if product_id and spec.product_list is not None:
+        if spec.needs_product_interactions and not product_interaction_count:
+            if similar_ready:
+                return fallback(similar, COLD_START_PRODUCT, "product")
+            return fallback(last, COLD_START_PRODUCT, "user")
         if readiness.is_ready(requested):
             return StrategyChoice(requested, False, None, "product")
-        if content_ready:
-            return fallback(CONTENT_BASED, STRATEGY_NOT_READY, "product")
-        return fallback(TRENDING, STRATEGY_NOT_READY, "user")
+        if similar_ready:
+            return fallback(similar, STRATEGY_NOT_READY, "product")
+        return fallback(last, STRATEGY_NOT_READY, "user")
 
-    minimum = (
-        MIN_USER_EVENTS_FOR_COLLABORATIVE
-        if requested == COLLABORATIVE
-        else MIN_USER_EVENTS_FOR_CONTENT
-    )
-    if user_event_count < minimum:
-        return fallback(TRENDING, COLD_START_USER, "user")
+    if user_event_count < spec.min_user_events:
+        return fallback(last, COLD_START_USER, "user")
     if readiness.is_ready(requested):
         return StrategyChoice(requested, False, None, "user")
-    if requested != CONTENT_BASED and content_ready:
-        return fallback(CONTENT_BASED, STRATEGY_NOT_READY, "user")
-    return fallback(TRENDING, STRATEGY_NOT_READY, "user")
+    if requested != similar and similar_ready:
+        return fallback(similar, STRATEGY_NOT_READY, "user")
+    return fallback(last, STRATEGY_NOT_READY, "user")

@@ -14,14 +14,8 @@ from domain.cold_start import (
     choose_strategy,
 )
 from domain.experiments.assignment import assign_variant
-from domain.interactions import EVENT_WEIGHTS
-from domain.strategies.base import (
-    COLLABORATIVE,
-    CONTENT_BASED,
-    FREQUENTLY_BOUGHT_TOGETHER,
-    TRENDING,
-)
-from domain.strategies.registry import STRATEGY_NAMES
+from domain.strategies.base import COLLABORATIVE
+from domain.strategies.registry import spec_of, strategy_names, with_role
 
 DEFAULT_STRATEGY = COLLABORATIVE
 DEFAULT_LIMIT = 10
@@ -141,7 +135,7 @@ def readiness_from_meta(meta: Mapping[str, Any] | None) -> ReadinessReport:
     """The readiness report a training run published (nothing is ready before training)."""
     strategies = {}
     for name, entry in (meta or {}).items():
-        if name in STRATEGY_NAMES and isinstance(entry, Mapping):
+        if name in strategy_names() and isinstance(entry, Mapping):
             strategies[name] = StrategyReadiness(
                 name,
                 bool(entry.get("ready")),
@@ -166,19 +160,20 @@ def decide(request: ServingRequest, context: ServingContext) -> ServingDecision:
         key = "variantStrategy" if variant == "variant" else "controlStrategy"
         requested = str(experiment[key])
     widget = context.widget or {}
-    if requested is None and widget.get("strategy") in STRATEGY_NAMES:
+    if requested is None and widget.get("strategy") in strategy_names():
         requested = str(widget["strategy"])
-    if requested is None and request.tenant_default_strategy in STRATEGY_NAMES:
+    if requested is None and request.tenant_default_strategy in strategy_names():
         requested = request.tenant_default_strategy
     requested = requested or DEFAULT_STRATEGY
     limit = request.limit or int(widget.get("maxItems") or DEFAULT_LIMIT)
     # Presence is enough here: decoding the published list is left to the ranking.
-    trending_available = TRENDING in context.lists or bool(context.live_trending)
+    last = with_role("last_resort").name
+    last_available = last in context.lists or bool(context.live_trending)
     readiness = context.readiness
-    if trending_available and not readiness.is_ready(TRENDING):
+    if last_available and not readiness.is_ready(last):
         # Live counters exist even before the first training run.
         readiness = ReadinessReport(
-            {**readiness.strategies, TRENDING: StrategyReadiness(TRENDING, True, {}, {})}
+            {**readiness.strategies, last: StrategyReadiness(last, True, {}, {})}
         )
     choice = choose_strategy(
         requested=requested,
@@ -211,45 +206,13 @@ def decide_by_trending(
     return decide(request, context)
 
 
-def _merge_content(context: ServingContext) -> list[Candidate]:
-    """Content neighbours of the user's recent products, weighted by event type and recency."""
-    weight_of: dict[str, float] = {}
-    for rank, (event_type, product_id, _) in enumerate(context.history):
-        weight = max(EVENT_WEIGHTS.get(event_type, 0.0), 0.0) * 0.8**rank
-        weight_of[product_id] = max(weight_of.get(product_id, 0.0), weight)
-    scores: dict[str, float] = {}
-    because: dict[str, list[str]] = {}
-    for source, neighbours in context.recent_content.items():
-        for product_id, score, _ in neighbours:
-            scores[product_id] = scores.get(product_id, 0.0) + score * weight_of.get(source, 0.5)
-            because.setdefault(product_id, []).append(source)
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [(pid, score, tuple(because[pid][:3])) for pid, score in ranked]
-
-
-def _trending(context: ServingContext) -> list[Candidate]:
-    """The trained 24 h velocity plus this and last hour's live counters (fresh within seconds)."""
-    scores: dict[str, float] = {pid: score for pid, score, _ in context.lists.get(TRENDING, [])}
-    for product_id, live in context.live_trending:
-        scores[product_id] = scores.get(product_id, 0.0) + live / 24.0
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [(pid, score, ()) for pid, score in ranked]
-
-
 def candidates_for(choice: StrategyChoice, context: ServingContext) -> list[Candidate]:
-    """The ranked candidates of the chosen strategy, before filtering."""
-    if choice.strategy == TRENDING:
-        return _trending(context)
-    if choice.mode == "product":
-        part = {
-            COLLABORATIVE: "collaborativeItem",
-            CONTENT_BASED: "contentItem",
-            FREQUENTLY_BOUGHT_TOGETHER: "fbtItem",
-        }[choice.strategy]
-        return list(context.lists.get(part, []))
-    if choice.strategy == CONTENT_BASED:
-        return _merge_content(context)
-    return list(context.lists.get(COLLABORATIVE, []))
+    """The ranked candidates of the chosen strategy, before filtering: its product list in
+    item context, else its user candidates (domain.strategies.registry)."""
+    spec = spec_of(choice.strategy)
+    if choice.mode == "product" and spec.product_list is not None:
+        return list(context.lists.get(spec.product_list, []))
+    return list(spec.user_candidates(context))
 
 
 def rank(
@@ -261,8 +224,9 @@ def rank(
     (availability, purchases, category) is checked by :func:`select`."""
     decision = decide(request, context)
     choice = decision.choice
+    similar, last = with_role("similar"), with_role("last_resort")
     primary = candidates_for(choice, context)
-    if not primary and choice.strategy != TRENDING:
+    if not primary and choice.strategy != last.name:
         # Ready strategy, but this user or product is not in the published model yet.
         if context.model_version is None:
             reason = NO_MODEL
@@ -270,10 +234,10 @@ def rank(
             reason = PRODUCT_NOT_IN_MODEL
         else:
             reason = USER_NOT_IN_MODEL
-        if choice.mode == "product" and context.lists.get("contentItem"):
-            choice = StrategyChoice(CONTENT_BASED, True, reason, "product")
+        if choice.mode == "product" and context.lists.get(similar.product_list or ""):
+            choice = StrategyChoice(similar.name, True, reason, "product")
         else:
-            fallback_strategy = CONTENT_BASED if context.recent_content else TRENDING
+            fallback_strategy = similar.name if context.recent_content else last.name
             choice = StrategyChoice(fallback_strategy, True, reason, "user")
         decision = ServingDecision(
             decision.requested, choice, decision.experiment_id, decision.variant, decision.limit
@@ -282,10 +246,10 @@ def rank(
     sources: list[tuple[Callable[[], Sequence[Candidate]], str]] = [
         (lambda: primary, choice.strategy)
     ]
-    if choice.mode == "product" and choice.strategy != CONTENT_BASED:
-        sources.append((lambda: context.lists.get("contentItem", []), CONTENT_BASED))
-    if choice.strategy != TRENDING:
-        sources.append((lambda: _trending(context), TRENDING))
+    if choice.mode == "product" and choice.strategy != similar.name:
+        sources.append((lambda: context.lists.get(similar.product_list or "", []), similar.name))
+    if choice.strategy != last.name:
+        sources.append((lambda: list(last.user_candidates(context)), last.name))
     banned = set(request.exclude)
     if request.product_id:
         banned.add(request.product_id)

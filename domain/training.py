@@ -8,21 +8,32 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from domain.cold_start import assess_readiness
 from domain.evaluation import Evaluation, GateDecision, K, evaluate, gate, held_out_ndcg
-from domain.interactions import InteractionData, build_interactions
-from domain.strategies.collaborative import CollaborativeModel
-from domain.strategies.content import ContentModel
-from domain.strategies.fbt import FrequentlyBoughtTogetherModel
-from domain.strategies.trending import TrendingModel
+from domain.interactions import build_interactions
+from domain.strategies.content import content_neighbour_lists
+from domain.strategies.lists import (
+    ITEM_LIST_LENGTH,
+    TRENDING_LENGTH,
+    USER_BLOCK,
+    USER_LIST_LENGTH,
+)
+from domain.strategies.registry import strategies
+from domain.strategies.spec import TrainingInputs
 
-USER_LIST_LENGTH = 30
-ITEM_LIST_LENGTH = 30
-TRENDING_LENGTH = 200
-# Users scored and explained per block (bounds the dense score rows and explanation products).
-USER_BLOCK = 4_096
+__all__ = [
+    "ITEM_LIST_LENGTH",
+    "TRENDING_LENGTH",
+    "USER_BLOCK",
+    "USER_LIST_LENGTH",
+    "EventColumns",
+    "TrainingResult",
+    "check_incremental",
+    "content_lists",
+    "refresh_user_lists",
+    "train",
+]
 
 Entry = list[Any]  # [productId, score, [because...]]
 Progress = Callable[[str], None]
@@ -41,79 +52,46 @@ class EventColumns:
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """The lists a training run publishes, with readiness and counts."""
+    """The lists a training run publishes (by the registry's list suffix: a mapping id ->
+    entries, or a tenant's entries), with readiness and counts."""
 
-    user_lists: dict[str, list[Entry]]
-    collaborative_item_lists: dict[str, list[Entry]]
-    content_item_lists: dict[str, list[Entry]]
-    fbt_item_lists: dict[str, list[Entry]]
-    trending: list[Entry]
+    lists: dict[str, Any]
     product_interactions: dict[str, int]
     readiness: dict[str, Any]
     counts: dict[str, int]
     evaluation: Evaluation | None = None
 
+    # Views of the built-in strategies' lists, for their readers (incremental retrain,
+    # benchmarks).
+    @property
+    def user_lists(self) -> dict[str, list[Entry]]:
+        """Collaborative lists per user."""
+        return dict(self.lists.get("cf") or {})
 
-def _neighbour_lists(matrix: sp.csr_matrix, ids: np.ndarray, length: int) -> dict[str, list[Entry]]:
-    """Per-row top lists of a (n_products, n_products) neighbour matrix, keyed by product id."""
-    m = matrix.tocsr()
-    lengths = np.diff(m.indptr)
-    rows = np.repeat(np.arange(m.shape[0]), lengths)
-    # One stable sort for every row (best first, ties in stored order) instead of one per row.
-    order = np.lexsort((-m.data, rows))
-    rank = np.arange(order.size) - np.repeat(m.indptr[:-1], lengths)
-    kept = order[rank < length]
-    rows_kept = rows[kept]
-    # Object ids: every entry refers to the product's one string instead of a new copy.
-    names = np.asarray(ids, dtype=object)[m.indices[kept]].tolist()
-    scores = np.round(m.data[kept].astype(np.float64), 6).tolist()
-    bounds = np.searchsorted(rows_kept, np.arange(m.shape[0] + 1)).tolist()
-    lists: dict[str, list[Entry]] = {}
-    for row in np.flatnonzero(lengths).tolist():
-        lo, hi = bounds[row], bounds[row + 1]
-        # One "because" list per anchor, shared by its entries (read-only: they are encoded
-        # for publishing), saves a list object per entry on large catalogs.
-        anchor = [str(ids[row])]
-        lists[anchor[0]] = [
-            [name, score, anchor] for name, score in zip(names[lo:hi], scores[lo:hi], strict=True)
-        ]
-    return lists
+    @property
+    def collaborative_item_lists(self) -> dict[str, list[Entry]]:
+        """Collaborative neighbours per product."""
+        return dict(self.lists.get("cfitem") or {})
 
+    @property
+    def content_item_lists(self) -> dict[str, list[Entry]]:
+        """Content neighbours per product."""
+        return dict(self.lists.get("content") or {})
 
-def _user_lists(model: CollaborativeModel, data: InteractionData) -> dict[str, list[Entry]]:
-    """Top unseen products of every user with interactions, explained by their own products."""
-    users = np.flatnonzero(np.diff(data.matrix.indptr) > 0)
-    lists: dict[str, list[Entry]] = {}
-    product_ids = data.product_ids.tolist()
-    # Blocks bound the memory of the explanation products; all the work inside is vectorised.
-    for start in range(0, users.size, USER_BLOCK):
-        block = users[start : start + USER_BLOCK]
-        indices, scores = model.recommend_indices(block, n=USER_LIST_LENGTH)
-        valid = np.isfinite(scores) & (scores > 0)
-        indices = np.where(valid, indices, -1)
-        because = model.explain_indices(block, indices)
-        rounded = np.round(scores.astype(np.float64), 6).tolist()
-        lengths = valid.sum(axis=1).tolist()
-        index_rows = indices.tolist()
-        for row, user in enumerate(block.tolist()):
-            n = lengths[row]
-            if n == 0:
-                continue
-            lists[str(data.user_ids[user])] = [
-                [product_ids[j], s, [product_ids[h] for h in why]]
-                for j, s, why in zip(
-                    index_rows[row][:n], rounded[row][:n], because[row][:n], strict=True
-                )
-            ]
-    return lists
+    @property
+    def fbt_item_lists(self) -> dict[str, list[Entry]]:
+        """Frequently bought together per product."""
+        return dict(self.lists.get("fbt") or {})
+
+    @property
+    def trending(self) -> list[Entry]:
+        """The trained trending list."""
+        return list(self.lists.get("trending") or [])
 
 
 def content_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, list[Entry]]:
     """Content neighbours of every catalog product (needs no interaction: serves new ones)."""
-    if not catalog:
-        return {}
-    content = ContentModel().fit(catalog)
-    return _neighbour_lists(content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH)
+    return content_neighbour_lists(catalog)
 
 
 def train(
@@ -124,7 +102,7 @@ def train(
     progress: Progress = lambda _step: None,
     with_evaluation: bool = True,
 ) -> TrainingResult:
-    """Fit the four strategies on one tenant's events and catalog and build the lists.
+    """Fit every registered strategy on one tenant's events and catalog and build the lists.
 
     Parameters
     ----------
@@ -137,7 +115,7 @@ def train(
     now : float
         Unix time of the run (trending window, decay).
     progress : callable
-        Called with the name of each finished step.
+        Called with the name of each finished step (each strategy's name).
     with_evaluation : bool
         First score every strategy on a time split of the same events (see
         :mod:`domain.evaluation`), for the publish gate.
@@ -165,35 +143,19 @@ def train(
         known_products=[str(item["productId"]) for item in catalog],
     )
     progress("interactions")
-    readiness = assess_readiness(data=data, catalog_products=len(catalog), now=now)
-    collaborative = CollaborativeModel().fit(data)
-    user_lists = _user_lists(collaborative, data)
-    collaborative_items = _neighbour_lists(
-        collaborative.item_neighbours_, data.product_ids, ITEM_LIST_LENGTH
-    )
-    # The fitted model is the largest object of the run: let it go before the next strategies.
-    del collaborative
-    progress("collaborative")
-    content_items = content_lists(catalog)
-    progress("content_based")
-    fbt = FrequentlyBoughtTogetherModel().fit(data)
-    fbt_items = _neighbour_lists(fbt.neighbours_, data.product_ids, ITEM_LIST_LENGTH)
-    progress("frequently_bought_together")
-    trending = TrendingModel().fit(data, now=now)
-    trending_list: list[Entry] = [
-        [r.product_id, round(r.score, 6), []] for r in trending.top(n=TRENDING_LENGTH)
-    ]
-    progress("trending")
+    readiness = assess_readiness(data=data, catalog=catalog, now=now)
+    inputs = TrainingInputs(data=data, catalog=catalog, now=now)
+    lists: dict[str, Any] = {}
+    for spec in strategies():
+        # Each strategy's fitted model is let go when its lists are built.
+        lists.update(spec.train(inputs))
+        progress(spec.name)
     per_product = data.interactions_per_product()
     product_interactions = {
         str(data.product_ids[j]): int(per_product[j]) for j in np.flatnonzero(per_product)
     }
     return TrainingResult(
-        user_lists=user_lists,
-        collaborative_item_lists=collaborative_items,
-        content_item_lists=content_items,
-        fbt_item_lists=fbt_items,
-        trending=trending_list,
+        lists=lists,
         product_interactions=product_interactions,
         readiness=readiness.to_dict(),
         counts={

@@ -21,7 +21,7 @@ import ujson
 from redis.asyncio import Redis
 
 from domain.serving import Hydration, ServingContext, readiness_from_meta
-from domain.strategies.registry import SERVED_LISTS
+from domain.strategies.registry import served_lists
 from store import keys
 
 # A list entry is [productId, score, [because...]].
@@ -31,19 +31,20 @@ OLD_VERSION_TTL_SECONDS = 300
 REJECTED_VERSION_TTL_SECONDS = 7 * 86_400
 KEEP_VERSION_RECORDS = 20
 _HSET_CHUNK = 2_000
-MODEL_PARTS = ("cf", "cfitem", "content", "fbt", "popularity", "trending", "meta")
+
+
+def model_parts() -> tuple[str, ...]:
+    """The key suffixes of a version: every registered strategy's lists, popularity, meta."""
+    return (*dict.fromkeys(lst.suffix for lst in served_lists()), "popularity", "meta")
 
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """Everything one training run publishes for a tenant."""
+    """Everything one training run publishes for a tenant: the strategies' lists by their
+    suffix (domain.strategies.registry: a mapping id -> entries, or a tenant's entries)."""
 
     version: str
-    user_lists: Mapping[str, list[ListEntry]]  # collaborative, per user
-    collaborative_item_lists: Mapping[str, list[ListEntry]]
-    content_item_lists: Mapping[str, list[ListEntry]]
-    fbt_item_lists: Mapping[str, list[ListEntry]]
-    trending: list[ListEntry]
+    lists: Mapping[str, Any]
     product_interactions: Mapping[str, int]
     meta: Mapping[str, Any]
 
@@ -70,17 +71,21 @@ async def write_model(
     """Write every part of a version without making it current (`ttl_seconds`: kept that long)."""
     base = keys.model_prefix(tenant_id) + model.version
     hashes: dict[str, Mapping[str, str]] = {
-        "cf": {user: _encode(v) for user, v in model.user_lists.items()},
-        "cfitem": {p: _encode(v) for p, v in model.collaborative_item_lists.items()},
-        "content": {p: _encode(v) for p, v in model.content_item_lists.items()},
-        "fbt": {p: _encode(v) for p, v in model.fbt_item_lists.items()},
         "popularity": {p: str(n) for p, n in model.product_interactions.items()},
         "meta": {name: json.dumps(value) for name, value in model.meta.items()},
     }
+    whole: dict[str, str] = {}
+    for served in served_lists():
+        value = model.lists.get(served.suffix)
+        if served.key == "tenant":
+            whole[served.suffix] = _encode(list(value or []))
+        else:
+            hashes[served.suffix] = {i: _encode(v) for i, v in (value or {}).items()}
     for part, mapping in hashes.items():
         if mapping:
             await _hset_chunks(redis, f"{base}:{part}", mapping)
-    await redis.set(f"{base}:trending", _encode(model.trending))
+    for part, encoded in whole.items():
+        await redis.set(f"{base}:{part}", encoded)
     if ttl_seconds is not None:
         await expire_version(redis, tenant_id=tenant_id, version=model.version, seconds=ttl_seconds)
 
@@ -89,7 +94,7 @@ async def expire_version(redis: Redis, *, tenant_id: str, version: str, seconds:
     """Let a version's parts go in `seconds` (readers that just fetched it still finish)."""
     base = keys.model_prefix(tenant_id) + version
     async with redis.pipeline(transaction=False) as pipe:
-        for part in MODEL_PARTS:
+        for part in model_parts():
             pipe.expire(f"{base}:{part}", seconds)
         await pipe.execute()
 
@@ -135,7 +140,7 @@ async def _settle_flip(redis: Redis, *, tenant_id: str, version: str, previous: 
     """After a flip: keep the new version for good, let the one before it expire."""
     base = keys.model_prefix(tenant_id) + version
     async with redis.pipeline(transaction=False) as pipe:
-        for part in MODEL_PARTS:
+        for part in model_parts():
             pipe.persist(f"{base}:{part}")
         await pipe.execute()
     if previous and previous != version:
@@ -399,7 +404,9 @@ def to_serving_context(reply: Sequence[Any]) -> ServingContext:
         product: _decode_list(raw)
         for product, raw in zip(recent, values.get("recentContent") or [], strict=False)
     }
-    lists = LazyLists({lst.name: values[lst.name] for lst in SERVED_LISTS if values.get(lst.name)})
+    lists = LazyLists(
+        {lst.name: values[lst.name] for lst in served_lists() if values.get(lst.name)}
+    )
     version = _text(values["version"])
     interactions = values.get("productInteractions")
     return ServingContext(
@@ -416,8 +423,9 @@ def to_serving_context(reply: Sequence[Any]) -> ServingContext:
     )
 
 
-# The lists the registry's strategies serve, as the context script's trailing arguments.
-_SERVED_LIST_ARGS = [part for lst in SERVED_LISTS for part in (lst.name, lst.suffix, lst.key)]
+def _served_list_args() -> list[str]:
+    """The lists the registry's strategies serve, as the context script's trailing arguments."""
+    return [part for lst in served_lists() for part in (lst.name, lst.suffix, lst.key)]
 
 
 class ServingReader:
@@ -458,7 +466,7 @@ class ServingReader:
                 self.HISTORY_SIZE,
                 self.RECENT_PRODUCTS,
                 self.LIVE_TRENDING_SIZE,
-                *_SERVED_LIST_ARGS,
+                *_served_list_args(),
             ],
         )
         return to_serving_context(reply)

@@ -69,11 +69,10 @@ async def make_shop(
         tenant_id=ctx.tenant_id,
         model=PublishedModel(
             version="v1",
-            user_lists={KNOWN_USER: [[pid, 1.0 - i / 100, ["p11"]] for i, pid in enumerate(ids)]},
-            collaborative_item_lists={},
-            content_item_lists={},
-            fbt_item_lists={},
-            trending=[[pid, 100.0 - i, []] for i, pid in enumerate(ids)],
+            lists={
+                "cf": {KNOWN_USER: [[pid, 1.0 - i / 100, ["p11"]] for i, pid in enumerate(ids)]},
+                "trending": [[pid, 100.0 - i, []] for i, pid in enumerate(ids)],
+            },
             product_interactions={pid: 10 for pid in ids},
             meta={"readiness": {"collaborative": ready, "trending": ready}},
         ),

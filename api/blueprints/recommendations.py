@@ -26,9 +26,9 @@ from api.validation import ApiModel, parse_query
 from domain.serving import answer_cache_seconds
 from domain.storefront import strip_because
 from domain.strategies.registry import (
-    PROJECTED_PRODUCT_STRATEGIES,
-    TENANT_PROJECTED_STRATEGIES,
+    projected_product_strategies,
     strategy_names,
+    tenant_projected_strategies,
 )
 from domain.usage import REQUESTS
 from store.answers import (
@@ -111,10 +111,10 @@ def _projected_args(request: Request) -> ProjectedArgs | None:
     product_id = _last(request, "productId") or None
     # A user's answer is projected whatever the strategy (ranked, or the head of a trending
     # fallback); a product's only for strategies with item-context lists.
-    strategies = PROJECTED_PRODUCT_STRATEGIES if product_id else strategy_names()
+    strategies = projected_product_strategies() if product_id else strategy_names()
     strategy = _last(request, "strategy")
     if (
-        strategy and strategy not in strategies and strategy not in TENANT_PROJECTED_STRATEGIES
+        strategy and strategy not in strategies and strategy not in tenant_projected_strategies()
     ) or (product_id and len(product_id) > 256):
         return None
     if product_id and not strategy:

@@ -348,11 +348,7 @@ async def served_lists(
         tenant_id=tenant,
         model=PublishedModel(
             version="bench",
-            user_lists=result.user_lists,
-            collaborative_item_lists=result.collaborative_item_lists,
-            content_item_lists=result.content_item_lists,
-            fbt_item_lists=result.fbt_item_lists,
-            trending=result.trending,
+            lists=result.lists,
             product_interactions=result.product_interactions,
             meta={"readiness": readiness, "counts": result.counts, "version": "bench"},
         ),

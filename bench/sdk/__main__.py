@@ -130,11 +130,7 @@ async def _prepare(platform: Any, origin: str) -> str:
             tenant_id=tenant.tenant_id,
             model=PublishedModel(
                 version="bench",
-                user_lists={},
-                collaborative_item_lists={},
-                content_item_lists={},
-                fbt_item_lists={},
-                trending=[[pid, 100.0 - i, []] for i, pid in enumerate(ids)],
+                lists={"trending": [[pid, 100.0 - i, []] for i, pid in enumerate(ids)]},
                 product_interactions={pid: 1 for pid in ids},
                 meta={"readiness": {"trending": {"ready": True}}},
             ),

@@ -14,7 +14,8 @@ from domain.strategies.base import (
 from domain.strategies.collaborative import CollaborativeModel
 from domain.strategies.content import ContentModel
 from domain.strategies.fbt import FrequentlyBoughtTogetherModel
-from domain.strategies.registry import REGISTRY, STRATEGY_NAMES, StrategySpec
+from domain.strategies.registry import REGISTRY, STRATEGY_NAMES
+from domain.strategies.spec import StrategySpec
 from domain.strategies.trending import TrendingModel
 
 __all__ = [

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Literal, Self
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -19,6 +19,8 @@ from domain.strategies.base import (
     sparse_top_k,
     top_k_per_row,
 )
+from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists, user_lists
+from domain.strategies.spec import Candidate, Readiness, ServedList, StrategySpec, TrainingInputs
 
 WeightTransform = Literal["log1p", "binary", "raw"]
 # Targets whose neighbourhood Gram matrices are computed in one sparse product: a few only,
@@ -675,3 +677,48 @@ def _row_max_normalise(scores: sp.csr_matrix) -> sp.csr_matrix:
     scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
     out.data /= np.repeat(scale, lengths)
     return out
+
+
+# Readiness (spec minimums): enough users with enough events to find neighbours.
+MIN_USERS_FOR_COLLABORATIVE = 1_000
+MIN_EVENTS_PER_USER = 5
+# A user below this many events is "new" for the collaborative strategy (spec: 0-4 events).
+MIN_USER_EVENTS_FOR_COLLABORATIVE = 5
+
+
+def _train(inputs: TrainingInputs) -> dict[str, Any]:
+    """Every user's list and every product's neighbours (the model is let go on return)."""
+    model = CollaborativeModel().fit(inputs.data)
+    return {
+        "cf": user_lists(model, inputs.data),
+        "cfitem": neighbour_lists(
+            model.item_neighbours_, inputs.data.product_ids, ITEM_LIST_LENGTH
+        ),
+    }
+
+
+def _readiness(inputs: TrainingInputs) -> Readiness:
+    users = int((inputs.data.events_per_user() >= MIN_EVENTS_PER_USER).sum())
+    return Readiness(
+        {"usersWithMinEvents": users}, {"usersWithMinEvents": MIN_USERS_FOR_COLLABORATIVE}
+    )
+
+
+def _user_candidates(context: Any) -> Sequence[Candidate]:
+    return list(context.lists.get("collaborative", []))
+
+
+SPEC = StrategySpec(
+    COLLABORATIVE,
+    lists=(
+        ServedList("collaborative", "cf", "user"),
+        ServedList("collaborativeItem", "cfitem", "product"),
+    ),
+    train=_train,
+    readiness=_readiness,
+    user_candidates=_user_candidates,
+    product_list="collaborativeItem",
+    min_user_events=MIN_USER_EVENTS_FOR_COLLABORATIVE,
+    needs_product_interactions=True,
+    projected_for_products=True,
+)

@@ -10,7 +10,7 @@ from typing import Any, Self
 import numpy as np
 import scipy.sparse as sp
 
-from domain.interactions import SECONDS_PER_DAY, InteractionData
+from domain.interactions import EVENT_WEIGHTS, SECONDS_PER_DAY, InteractionData
 from domain.strategies.base import (
     CONTENT_BASED,
     NotFittedError,
@@ -20,6 +20,15 @@ from domain.strategies.base import (
     rows_to_sparse,
     sparse_top_k,
     top_k_per_row,
+)
+from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists
+from domain.strategies.spec import (
+    Candidate,
+    Entry,
+    Readiness,
+    ServedList,
+    StrategySpec,
+    TrainingInputs,
 )
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -381,3 +390,52 @@ def _l2_rows(m: sp.csr_matrix) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
     scale = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
     return (sp.diags(scale) @ m).tocsr()
+
+
+MIN_CATALOG_PRODUCTS = 50  # readiness (spec minimum)
+# Content-based works for new users with 1+ event (spec), so only 0 events is a cold start.
+MIN_USER_EVENTS_FOR_CONTENT = 1
+
+
+def content_neighbour_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, list[Entry]]:
+    """Content neighbours of every catalog product (needs no interaction: serves new ones)."""
+    if not catalog:
+        return {}
+    content = ContentModel().fit(catalog)
+    return neighbour_lists(content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH)
+
+
+def _readiness(inputs: TrainingInputs) -> Readiness:
+    return Readiness(
+        {"catalogProducts": inputs.catalog_products}, {"catalogProducts": MIN_CATALOG_PRODUCTS}
+    )
+
+
+def merge_recent_content(context: Any) -> list[Candidate]:
+    """Content neighbours of the user's recent products (ServingContext.recent_content),
+    weighted by event type and recency."""
+    weight_of: dict[str, float] = {}
+    for rank, (event_type, product_id, _) in enumerate(context.history):
+        weight = max(EVENT_WEIGHTS.get(event_type, 0.0), 0.0) * 0.8**rank
+        weight_of[product_id] = max(weight_of.get(product_id, 0.0), weight)
+    scores: dict[str, float] = {}
+    because: dict[str, list[str]] = {}
+    for source, neighbours in context.recent_content.items():
+        for product_id, score, _ in neighbours:
+            scores[product_id] = scores.get(product_id, 0.0) + score * weight_of.get(source, 0.5)
+            because.setdefault(product_id, []).append(source)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(pid, score, tuple(because[pid][:3])) for pid, score in ranked]
+
+
+SPEC = StrategySpec(
+    CONTENT_BASED,
+    lists=(ServedList("contentItem", "content", "product"),),
+    train=lambda inputs: {"content": content_neighbour_lists(inputs.catalog)},
+    readiness=_readiness,
+    user_candidates=merge_recent_content,
+    product_list="contentItem",
+    min_user_events=MIN_USER_EVENTS_FOR_CONTENT,
+    role="similar",
+    projected_for_products=True,
+)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +18,8 @@ from domain.strategies.base import (
     sparse_top_k,
     top_k_per_row,
 )
+from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists
+from domain.strategies.spec import Readiness, ServedList, StrategySpec, TrainingInputs
 
 
 def purchase_baskets(data: InteractionData, *, window_days: float) -> np.ndarray:
@@ -255,3 +257,45 @@ class FrequentlyBoughtTogetherModel:
         dense = self.neighbours_[anchors].toarray()
         dense[dense <= 0] = -np.inf
         return top_k_per_row(dense, n)
+
+
+# Readiness (spec minimums): enough sessions that bought two products or more.
+MIN_PURCHASE_SESSIONS_FOR_FBT = 100
+MIN_ITEMS_PER_PURCHASE_SESSION = 2
+
+
+def count_purchase_sessions_with_min_items(data: InteractionData, *, min_items: int) -> int:
+    """Return how many sessions hold purchases of at least ``min_items`` distinct products."""
+    keep = data.event_is_purchase & (data.event_sessions >= 0)
+    if not keep.any():
+        return 0
+    pairs = np.unique(np.stack([data.event_sessions[keep], data.event_items[keep]], axis=1), axis=0)
+    per_session = np.bincount(pairs[:, 0])
+    return int((per_session >= min_items).sum())
+
+
+def _train(inputs: TrainingInputs) -> dict[str, Any]:
+    model = FrequentlyBoughtTogetherModel().fit(inputs.data)
+    return {"fbt": neighbour_lists(model.neighbours_, inputs.data.product_ids, ITEM_LIST_LENGTH)}
+
+
+def _readiness(inputs: TrainingInputs) -> Readiness:
+    sessions = count_purchase_sessions_with_min_items(
+        inputs.data, min_items=MIN_ITEMS_PER_PURCHASE_SESSION
+    )
+    return Readiness(
+        {"purchaseSessionsWithMinItems": sessions},
+        {"purchaseSessionsWithMinItems": MIN_PURCHASE_SESSIONS_FOR_FBT},
+    )
+
+
+SPEC = StrategySpec(
+    FREQUENTLY_BOUGHT_TOGETHER,
+    lists=(ServedList("fbtItem", "fbt", "product"),),
+    train=_train,
+    readiness=_readiness,
+    product_list="fbtItem",
+    needs_product_interactions=True,
+    needs_product=True,
+    projected_for_products=True,
+)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 
 from domain.interactions import InteractionData
 from domain.strategies.base import TRENDING, NotFittedError, Recommendation
+from domain.strategies.lists import TRENDING_LENGTH
+from domain.strategies.spec import Candidate, Readiness, ServedList, StrategySpec, TrainingInputs
 
 
 class TrendingModel:
@@ -92,3 +94,42 @@ class TrendingModel:
     ) -> list[Recommendation]:
         """Return trending products (the same for every user), minus ``exclude``."""
         return self.top(n=n, exclude=exclude)
+
+
+MIN_TRENDING_EVENTS = 1  # readiness: events in the last 24 h
+TRENDING_WINDOW_SECONDS = 24 * 3600.0
+
+
+def _train(inputs: TrainingInputs) -> dict[str, Any]:
+    model = TrendingModel().fit(inputs.data, now=inputs.now)
+    return {
+        "trending": [[r.product_id, round(r.score, 6), []] for r in model.top(n=TRENDING_LENGTH)]
+    }
+
+
+def _readiness(inputs: TrainingInputs) -> Readiness:
+    data, ref = inputs.data, float(inputs.now)
+    window = (data.event_times > ref - TRENDING_WINDOW_SECONDS) & (data.event_times <= ref)
+    return Readiness({"eventsLast24h": int(window.sum())}, {"eventsLast24h": MIN_TRENDING_EVENTS})
+
+
+def trending_candidates(context: Any) -> list[Candidate]:
+    """The trained 24 h velocity plus this and last hour's live counters (fresh within
+    seconds), from a ServingContext."""
+    scores: dict[str, float] = {pid: score for pid, score, _ in context.lists.get(TRENDING, [])}
+    for product_id, live in context.live_trending:
+        scores[product_id] = scores.get(product_id, 0.0) + live / 24.0
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(pid, score, ()) for pid, score in ranked]
+
+
+SPEC = StrategySpec(
+    TRENDING,
+    lists=(ServedList("trending", "trending", "tenant"),),
+    train=_train,
+    readiness=_readiness,
+    user_candidates=trending_candidates,
+    min_user_events=0,
+    role="last_resort",
+    projected_for_tenant=True,
+)

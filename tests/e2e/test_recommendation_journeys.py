@@ -479,11 +479,10 @@ async def test_a_reader_during_a_publish_sees_one_version_whole(redis: Redis) ->
     def model(version: str, prefix: str) -> PublishedModel:
         return PublishedModel(
             version=version,
-            user_lists={u: [[f"{prefix}{u}", 1.0, []]] for u in users},
-            collaborative_item_lists={},
-            content_item_lists={},
-            fbt_item_lists={},
-            trending=[[f"{prefix}-trending", 1.0, []]],
+            lists={
+                "cf": {u: [[f"{prefix}{u}", 1.0, []]] for u in users},
+                "trending": [[f"{prefix}-trending", 1.0, []]],
+            },
             product_interactions={},
             meta={"readiness": {}},
         )
@@ -844,6 +843,10 @@ async def test_first_requests_and_trending_requests_are_served_from_the_tenants_
     )
     assert meta["requestedStrategy"] == "collaborative"
     assert cold.json()["data"] == trending.json()["data"]
+    from api.blueprints.recommendations import RecommendationsRead
+
+    for answer in (trending, cold):  # the documented model holds for these answers too
+        RecommendationsRead.model_validate(answer.json())
     fbt = await _projected(
         client,
         trained_shop,

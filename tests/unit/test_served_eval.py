@@ -36,11 +36,11 @@ def _result(*, collaborative_ready: bool) -> TrainingResult:
         events_last_24h=7,
     ).to_dict()
     return TrainingResult(
-        user_lists={"many": [["p9", 1.0, []], ["p8", 0.5, []]]},
-        collaborative_item_lists={},
-        content_item_lists={"p10": [["p7", 0.9, []], ["p3", 0.8, []]]},
-        fbt_item_lists={},
-        trending=TRENDING,
+        lists={
+            "cf": {"many": [["p9", 1.0, []], ["p8", 0.5, []]]},
+            "content": {"p10": [["p7", 0.9, []], ["p3", 0.8, []]]},
+            "trending": TRENDING,
+        },
         product_interactions={},
         readiness=readiness,
         counts={},

@@ -108,11 +108,7 @@ async def train_and_publish(
     trained_at = datetime.now(UTC).isoformat()
     model = PublishedModel(
         version=version,
-        user_lists=result.user_lists,
-        collaborative_item_lists=result.collaborative_item_lists,
-        content_item_lists=result.content_item_lists,
-        fbt_item_lists=result.fbt_item_lists,
-        trending=result.trending,
+        lists=result.lists,
         product_interactions=result.product_interactions,
         meta={
             "readiness": result.readiness,
