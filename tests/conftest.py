@@ -190,7 +190,18 @@ def client(api_url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 async def db(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on the test database, for checking what landed."""
+    """A pool on the test database as the schema owner, for seeding and checking what landed
+    (the owner is exempt from row-level security; the platform's processes are not)."""
+    assert migrated.migration_database_url
+    owner = migrated.model_copy(update={"database_url": migrated.migration_database_url})
+    pool = await create_pool(owner, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def app_db(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool as the platform's own role (DML only, held to row-level security)."""
     pool = await create_pool(migrated, min_size=1, max_size=4)
     yield pool
     await pool.close()
