@@ -188,13 +188,18 @@ def client(api_url: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def as_owner(settings: Settings) -> Settings:
+    """`settings` connecting as the schema owner, which row-level security does not hold: the
+    tests seed and inspect with it, the platform's processes never use it."""
+    assert settings.migration_database_url
+    return settings.model_copy(update={"database_url": settings.migration_database_url})
+
+
 @pytest.fixture(scope="session")
 async def db(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the test database as the schema owner, for seeding and checking what landed
     (the owner is exempt from row-level security; the platform's processes are not)."""
-    assert migrated.migration_database_url
-    owner = migrated.model_copy(update={"database_url": migrated.migration_database_url})
-    pool = await create_pool(owner, min_size=1, max_size=4)
+    pool = await create_pool(as_owner(migrated), min_size=1, max_size=4)
     yield pool
     await pool.close()
 
