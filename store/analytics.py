@@ -37,6 +37,12 @@ from domain.analytics import ONE_DAY, Period, day_start
 from domain.experiments.assignment import BUCKET_COUNT
 from domain.experiments.statistics import VariantSums
 from store import counters, rollups
+from store.db import (
+    all_tenants,
+    scope_to_all_tenants,
+    scope_to_tenant,
+    tenant_transaction,
+)
 
 _FIGURES = """
     count(*) FILTER (WHERE event_type = 'recommendation_impressed') AS impressions,
@@ -518,6 +524,7 @@ async def refresh_tenant_days(pool: asyncpg.Pool, *, tenant_id: str, days: Seque
             try:
                 # One snapshot for the recount and the pending notes it deletes.
                 async with connection.transaction(isolation="repeatable_read"):
+                    await scope_to_tenant(connection, tenant_id)
                     await summarise_day(connection, tenant_id=tenant_id, day=day)
             finally:
                 await connection.execute(_SESSION_UNLOCK, str(tenant_id))
@@ -532,8 +539,10 @@ async def days_due(
     that received events or attributions since `late_since` (late arrivals)."""
     today = now.astimezone(UTC).date()
     oldest = rules.retention_cutoffs(now)["events"]
-    rows = await pool.fetch(
-        """
+    # The scheduler's fan-out: which tenants have days to refresh.
+    async with all_tenants(pool) as connection:
+        rows = await connection.fetch(
+            """
         SELECT t.id::text AS tenant_id, d.day
         FROM tenants t
         CROSS JOIN (VALUES ($1::date), ($1::date - 1)) AS d(day)
@@ -566,10 +575,10 @@ async def days_due(
         WHERE placement_id = '' AND strategy = '' AND buyers IS NULL
           AND day >= ($3 AT TIME ZONE 'UTC')::date
         """,
-        today,
-        late_since,
-        day_start(oldest),
-    )
+            today,
+            late_since,
+            day_start(oldest),
+        )
     return sorted((row["tenant_id"], row["day"]) for row in rows if row["day"] <= today)
 
 
@@ -631,6 +640,8 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
             if bounds is None or day_start(bounds[1]) > events_cutoff:
                 continue
             async with connection.transaction():
+                # Retention spans tenants: it summarises and drops whole partitions.
+                await scope_to_all_tenants(connection)
                 # Late arrivals into this month wait until it is gone; none can slip between
                 # the summary and the drop.
                 await connection.execute(f'LOCK TABLE "{name}" IN SHARE MODE')
@@ -640,6 +651,7 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
                 await connection.execute("SELECT drop_event_partition($1)", name)
             dropped.append(name)
         async with connection.transaction():
+            await scope_to_all_tenants(connection)
             await connection.execute("LOCK TABLE events_default IN SHARE ROW EXCLUSIVE MODE")
             for tenant_id, day in await _tenant_days(
                 connection, table="events_default", before=events_cutoff
@@ -658,6 +670,7 @@ async def apply_retention(pool: asyncpg.Pool, *, now: datetime) -> RetentionOutc
             default_deleted = int(status.split()[-1])
         daily_deleted = 0
         async with connection.transaction():
+            await scope_to_all_tenants(connection)
             for table in (
                 "analytics_daily",
                 "analytics_product_daily",
@@ -1052,7 +1065,7 @@ async def holdout_sums(
     summed per user before squaring. Impressions and clicks are not counted: the incremental
     tests are revenue per visitor and conversion rate."""
     threshold = percent * (BUCKET_COUNT // 100)
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(datetime.now(UTC))
         )
@@ -1235,7 +1248,7 @@ async def _tenant_overview(
         )
     )
     counted = today.span if today is not None and counted_figures is not None else None
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
         )
@@ -1367,7 +1380,7 @@ async def series(
     today = None
     if interval == "day":
         today = (await _read_today(redis, tenant_ids=[tenant_id], period=period, now=now))[0]
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         if interval == "day":
             plan = await _plan(
                 connection,
@@ -1461,7 +1474,7 @@ async def top_products(
     by_product = None if today is None else rules.product_figures(today.products, today.fields)
     counted = today.span if today is not None and by_product is not None else None
     names = ("i", "c", "v", "r", "a")
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
         )
@@ -1632,7 +1645,7 @@ async def breakdown(
             entry[name] += int(row.get(name) or 0)
         entry["revenue"] += Decimal(str(row.get("revenue") or 0))
 
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(now), counted=counted
         )
@@ -1693,7 +1706,7 @@ async def funnel(pool: asyncpg.Pool, *, tenant_id: str, period: Period) -> list[
         for column, event_type in _STEP_COLUMNS.items()
     )
     types = ", ".join(f"'{event_type}'" for event_type in _STEP_COLUMNS.values())
-    async with pool.acquire() as connection, connection.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as connection:
         plan = await _plan(
             connection, tenant_id=tenant_id, period=period, today=_today(datetime.now(UTC))
         )

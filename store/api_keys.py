@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from domain import apikeys
 from store import keys
+from store.db import all_tenants, tenant_transaction
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,18 @@ class KeyRecord:
 
 async def find_key_by_hash(pool: asyncpg.Pool, *, key_hash: bytes) -> KeyRecord | None:
     """The key with this HMAC and its tenant's state, or None."""
-    row = await pool.fetchrow(
-        """
-        SELECT k.id, k.tenant_id, k.permission, k.revoked_at IS NOT NULL AS revoked,
-               t.status, t.deleted_at IS NOT NULL AS deleted, t.config, t.user_token_nonce,
-               k.environment, t.plan
-        FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
-        WHERE k.key_hash = $1
-        """,
-        key_hash,
-    )
+    # A key names its tenant only once it is found: the look-up spans tenants by nature.
+    async with all_tenants(pool) as connection:
+        row = await connection.fetchrow(
+            """
+            SELECT k.id, k.tenant_id, k.permission, k.revoked_at IS NOT NULL AS revoked,
+                   t.status, t.deleted_at IS NOT NULL AS deleted, t.config, t.user_token_nonce,
+                   k.environment, t.plan
+            FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+            WHERE k.key_hash = $1
+            """,
+            key_hash,
+        )
     if row is None:
         return None
     return KeyRecord(
@@ -83,7 +86,7 @@ async def create_api_key(
     The tenant row is locked FOR UPDATE first, so concurrent creations for one tenant queue up
     and the count they check cannot be overtaken by another insert (TooManyKeys otherwise).
     """
-    async with pool.acquire() as connection, connection.transaction():
+    async with tenant_transaction(pool, tenant_id) as connection:
         await connection.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
         active = await connection.fetchval(
             "SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL", tenant_id
@@ -124,10 +127,12 @@ async def list_api_keys(
     Requests mark keys used in a Redis hash (flushed to PostgreSQL by a job), so the later of
     the two is the current time without a database write per request.
     """
-    rows = await pool.fetch(
-        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id",
-        tenant_id,
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 "
+            "ORDER BY created_at DESC, id",
+            tenant_id,
+        )
     try:
         recent = await redis.hgetall(keys.api_key_last_used(tenant_id))
     except (RedisError, OSError):
@@ -149,12 +154,13 @@ async def revoke_api_key(pool: asyncpg.Pool, *, tenant_id: str, key_id: str) -> 
         key_uuid = uuid.UUID(key_id)
     except ValueError:
         return False
-    found = await pool.fetchval(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
-        "WHERE id = $1 AND tenant_id = $2 RETURNING id",
-        key_uuid,
-        tenant_id,
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        found = await connection.fetchval(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = $1 AND tenant_id = $2 RETURNING id",
+            key_uuid,
+            tenant_id,
+        )
     return found is not None
 
 
@@ -198,18 +204,19 @@ async def flush_last_used(pool: asyncpg.Pool, redis: Redis) -> int:
                 pairs.append((key_uuid, when))
         if pairs:
             # GREATEST keeps the column monotonic when an older mark is flushed twice.
-            result = await pool.execute(
-                """
-                UPDATE api_keys k
-                SET last_used_at = GREATEST(k.last_used_at, m.used_at)
-                FROM unnest($2::uuid[], $3::timestamptz[]) AS m(id, used_at)
-                WHERE k.id = m.id AND k.tenant_id = $1
-                  AND (k.last_used_at IS NULL OR k.last_used_at < m.used_at)
-                """,
-                tenant_uuid,
-                [p[0] for p in pairs],
-                [p[1] for p in pairs],
-            )
+            async with tenant_transaction(pool, tenant_uuid) as connection:
+                result = await connection.execute(
+                    """
+                    UPDATE api_keys k
+                    SET last_used_at = GREATEST(k.last_used_at, m.used_at)
+                    FROM unnest($2::uuid[], $3::timestamptz[]) AS m(id, used_at)
+                    WHERE k.id = m.id AND k.tenant_id = $1
+                      AND (k.last_used_at IS NULL OR k.last_used_at < m.used_at)
+                    """,
+                    tenant_uuid,
+                    [p[0] for p in pairs],
+                    [p[1] for p in pairs],
+                )
             updated += int(result.split()[-1])
         flat: list[bytes | str] = [tenant_id]
         for field, value in marks.items():

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from domain.catalog import CatalogItem, build_card
 from store import keys
+from store.db import in_tenant, scope_to_tenant, tenant_transaction
 
 # How long one queued content-model refresh covers further catalog changes of the tenant.
 CONTENT_REFRESH_WINDOW_SECONDS = 3
@@ -173,7 +174,7 @@ async def upsert_item(
     pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, item: CatalogItem
 ) -> tuple[dict[str, Any], bool]:
     """Create or update one product and its projections; (item JSON, created)."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(_UPSERT_ONE, tenant_id, *_item_args(item))
         assert row is not None
         await project_rows(redis, tenant_id=tenant_id, rows=[row])
@@ -185,7 +186,7 @@ async def replace_item(
 ) -> dict[str, Any] | None:
     """Replace every field of an existing product (omitted ones take their defaults); None when
     the tenant has no such product."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             f"""
             UPDATE catalog_items SET name = $3, category = $4, price = $5, currency = $6,
@@ -205,7 +206,7 @@ async def replace_item(
 
 async def delete_item(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, product_id: str) -> bool:
     """Delete one product and its projections; False when the tenant has no such product."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         deleted = await conn.fetchval(
             "DELETE FROM catalog_items WHERE tenant_id = $1 AND product_id = $2 "
             "RETURNING product_id",
@@ -220,7 +221,7 @@ async def delete_item(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, produ
 
 async def get_item(pool: asyncpg.Pool, *, tenant_id: str, product_id: str) -> dict[str, Any] | None:
     """One product of the tenant as item JSON, or None."""
-    row = await pool.fetchrow(
+    row = await in_tenant(pool, tenant_id).fetchrow(
         f"SELECT {_RETURNING} FROM catalog_items WHERE tenant_id = $1 AND product_id = $2",
         tenant_id,
         product_id,
@@ -241,7 +242,7 @@ async def upsert_items(
             column.append(value)
     # jsonb travels as text through unnest; the statement casts it back.
     columns[8] = [json.dumps(value, ensure_ascii=False) for value in columns[8]]
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         rows = await conn.fetch(_UPSERT_MANY, tenant_id, *columns)
         await project_rows(redis, tenant_id=tenant_id, rows=rows)
     return len(rows)
@@ -260,6 +261,7 @@ async def import_chunk(
         for item in items
     ]
     async with conn.transaction():
+        await scope_to_tenant(conn, tenant_id)
         await conn.execute(
             """
             CREATE TEMP TABLE IF NOT EXISTS catalog_import_stage (
@@ -284,7 +286,7 @@ async def rebuild_projections(pool: asyncpg.Pool, redis: Redis, *, tenant_id: st
     suffix = f":rebuild:{time.time_ns()}"
     fresh_cards, fresh_available = cards_key + suffix, available_key + suffix
     total = total_available = 0
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         batch: list[Any] = []
         async for row in conn.cursor(
             "SELECT product_id, name, category, price, currency, image_url, url, available "
@@ -337,7 +339,7 @@ async def list_items(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the tenant's products in product-id order and the id the next page starts
     after (None on the last page). Keyset paging: inserts never shift or repeat items."""
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         f"""
         SELECT {_RETURNING} FROM catalog_items
         WHERE tenant_id = $1
@@ -368,7 +370,7 @@ async def interaction_counts(
     counts = {pid: {"views": 0, "clicks": 0, "purchases": 0} for pid in product_ids}
     if not product_ids:
         return counts
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         """
         SELECT product_id,
                count(*) FILTER (WHERE event_type = 'product_viewed') AS views,

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from domain.events import dedupe_digest
 from store import keys
 from store.counters import day_of
+from store.db import tenant_transaction
 
 SCAN_COUNT = 1000
 
@@ -75,7 +76,7 @@ async def erase_user_rows(
     """Delete or pseudonymise the shopper's rows in one transaction and write the audit row;
     the deleted events (for their Redis guards)."""
     pseudonym = f"erased:{uuid.uuid4().hex}"
-    async with pool.acquire() as connection, connection.transaction():
+    async with tenant_transaction(pool, tenant_id) as connection:
         events = await connection.fetch(
             "DELETE FROM events WHERE tenant_id = $1 AND user_id = $2 "
             "RETURNING event_id, event_type, product_id, occurred_at, received_at",
@@ -201,11 +202,12 @@ async def erase_user(
     if not audit:
         return report
     # The audit row was written before Redis was cleaned: complete it with the final counts.
-    await pool.execute(
-        "UPDATE user_erasures SET removed = $3::jsonb WHERE tenant_id = $1 AND id = "
-        "(SELECT max(id) FROM user_erasures WHERE tenant_id = $1 AND user_digest = $2)",
-        tenant_id,
-        digest,
-        report.as_dict(),
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        await connection.execute(
+            "UPDATE user_erasures SET removed = $3::jsonb WHERE tenant_id = $1 AND id = "
+            "(SELECT max(id) FROM user_erasures WHERE tenant_id = $1 AND user_digest = $2)",
+            tenant_id,
+            digest,
+            report.as_dict(),
+        )
     return report

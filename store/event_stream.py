@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from store.db import in_tenant
+
 Position = tuple[datetime, str]
 
 
@@ -52,7 +54,7 @@ async def events_received_after(
     Only events received `settle_seconds` ago or earlier: `received_at` is the inserting
     transaction's start, so a row can commit after a later-stamped one; waiting lets such rows
     land before the position moves past them."""
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         """SELECT event_id, event_type, user_id, product_id, session_id, metadata, flags,
                   occurred_at, received_at, count(*) OVER () AS waiting
            FROM events

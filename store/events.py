@@ -19,6 +19,7 @@ from domain import cursors
 from domain.event_message import MessageEvent
 from domain.events import ATTRIBUTION_WINDOW, Click, Purchase, attribute
 from store import rollups
+from store.db import all_tenants, in_tenant, tenant_transaction
 from store.event_projections import (
     apply_guarded,
     attribution_effects,
@@ -157,7 +158,7 @@ async def insert_events(
     # retry) claim and insert them in one order, so that they wait for each other instead of
     # deadlocking (which cost a retry of each message alone).
     events = sorted(by_id.values(), key=lambda event: event["id"])
-    async with pool.acquire() as connection, connection.transaction():
+    async with tenant_transaction(pool, tenant_id) as connection:
         with_client_id = [e for e in events if e.get("client")]
         fresh = events
         if with_client_id:
@@ -292,7 +293,7 @@ async def _attributions_of(
 ) -> list[dict[str, Any]]:
     if not rows:
         return []
-    found = await pool.fetch(
+    found = await in_tenant(pool, tenant_id).fetch(
         f"""SELECT {_ATTRIBUTION_COLUMNS} FROM revenue_attributions
             WHERE tenant_id = $1 AND purchase_event_id = ANY($2)""",
         tenant_id,
@@ -306,7 +307,8 @@ async def reconcile_attributions(
 ) -> list[tuple[str, dict[str, Any]]]:
     """Attribute purchases since `since` that have a free click now (it arrived late); returns
     (tenant id, attribution) of every attribution made."""
-    async with pool.acquire() as connection, connection.transaction():
+    # Reconciliation spans tenants: it looks for every tenant's purchases still waiting.
+    async with all_tenants(pool) as connection:
         waiting = await connection.fetch(
             f"""SELECT tenant_id::text AS tenant_id, {_ROW_COLUMNS} FROM events p
                 WHERE p.event_type = 'purchase' AND p.occurred_at >= $1::timestamptz
@@ -420,7 +422,7 @@ async def list_events(
         conditions.append(f"occurred_at < {bind(until)}")
     if after is not None:
         conditions.append(f"(occurred_at, event_id) < ({bind(after[0])}, {bind(after[1])})")
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         f"""SELECT event_id, event_type, user_id, product_id, session_id, metadata, flags,
                    occurred_at, received_at
             FROM events WHERE {" AND ".join(conditions)}

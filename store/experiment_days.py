@@ -7,6 +7,7 @@ from datetime import date, datetime
 import asyncpg
 
 from domain.experiment_days import DayIncrement
+from store.db import in_tenant
 
 # Exposure comes from the impression and click events that carry the experiment in their
 # metadata (as the SDK sends them); purchases from the attributions made of those clicks.
@@ -54,8 +55,12 @@ async def experiment_day_increments(
     pool: asyncpg.Pool, *, tenant_id: str, experiment_id: str, start: datetime, end: datetime
 ) -> list[DayIncrement]:
     """Each variant's gains per UTC day between `start` and `end`."""
-    exposure = await pool.fetch(_EXPOSURE, tenant_id, experiment_id, start, end)
-    purchases = await pool.fetch(_PURCHASES, tenant_id, experiment_id, start, end)
+    exposure = await in_tenant(pool, tenant_id).fetch(
+        _EXPOSURE, tenant_id, experiment_id, start, end
+    )
+    purchases = await in_tenant(pool, tenant_id).fetch(
+        _PURCHASES, tenant_id, experiment_id, start, end
+    )
     merged: dict[tuple[str, date], dict[str, float]] = {}
     for row in exposure:
         merged.setdefault((row["variant"], row["day"]), {}).update(

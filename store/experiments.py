@@ -30,6 +30,7 @@ from domain.experiments.statistics import (
     analyse_experiment,
 )
 from store import keys
+from store.db import in_tenant, tenant_transaction
 
 # The always-valid mode tunes its mixture for this many users per arm. It must be fixed before
 # the experiment starts (any value keeps the false-positive guarantee; a close guess adds power).
@@ -106,7 +107,7 @@ async def create_experiment(
     pool: asyncpg.Pool, *, tenant_id: str, fields: dict[str, Any]
 ) -> dict[str, Any]:
     """A new draft experiment from validated camelCase fields."""
-    row = await pool.fetchrow(
+    row = await in_tenant(pool, tenant_id).fetchrow(
         "INSERT INTO experiments (tenant_id, name, placement_id, control_strategy, "
         "variant_strategy, traffic_split, metric, revenue_cap, sequential) "
         f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLUMNS}",
@@ -139,7 +140,8 @@ async def get_experiment(
     pool: asyncpg.Pool, *, tenant_id: str, experiment_id: str
 ) -> dict[str, Any] | None:
     """One experiment of the tenant, or None (also for another tenant's id)."""
-    row = await _fetch(pool, tenant_id=tenant_id, experiment_id=experiment_id)
+    async with tenant_transaction(pool, tenant_id) as conn:
+        row = await _fetch(conn, tenant_id=tenant_id, experiment_id=experiment_id)
     return None if row is None else experiment_from_row(row)
 
 
@@ -176,7 +178,7 @@ async def list_experiments(
     placement_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the tenant's experiments, oldest first, and the cursor of the next page."""
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         f"SELECT {_COLUMNS} FROM experiments WHERE tenant_id = $1 "
         "AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid)) "
         "AND ($4::text IS NULL OR status = $4) AND ($5::text IS NULL OR placement_id = $5) "
@@ -199,7 +201,7 @@ async def replace_draft_experiment(
     pool: asyncpg.Pool, *, tenant_id: str, experiment_id: str, fields: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Replace a draft's settings; None when absent, ExperimentNotEditable unless a draft."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await _fetch(conn, tenant_id=tenant_id, experiment_id=experiment_id, lock=True)
         if row is None:
             return None
@@ -221,7 +223,7 @@ async def delete_draft_experiment(
     pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, experiment_id: str
 ) -> bool:
     """Delete a draft; False when absent, ExperimentNotEditable unless a draft."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await _fetch(conn, tenant_id=tenant_id, experiment_id=experiment_id, lock=True)
         if row is None:
             return False
@@ -276,7 +278,7 @@ async def change_experiment_status(
     """Move an experiment along its state machine, keep the running projection in step and,
     on completion, freeze its results; None when absent. InvalidTransition or PlacementBusy
     (both 409) when refused."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await _fetch(conn, tenant_id=tenant_id, experiment_id=experiment_id, lock=True)
         if row is None:
             return None
@@ -319,7 +321,7 @@ async def change_experiment_status(
 
 async def reproject_running_experiments(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str) -> int:
     """Write the tenant's running experiments to Redis again (after a Redis loss); how many."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         # FOR SHARE holds off a pause or completion until the copy is written.
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM experiments WHERE tenant_id = $1 AND status = 'running' "
@@ -505,16 +507,17 @@ async def experiment_results(
 ) -> dict[str, Any] | None:
     """The results answer of API.md: frozen for a completed experiment, else computed now
     from experiment_user_metrics; None when the experiment is not the tenant's."""
-    row = await _fetch(pool, tenant_id=tenant_id, experiment_id=experiment_id)
-    if row is None:
-        return None
-    if row["status"] == ExperimentStatus.COMPLETED:
-        frozen = await pool.fetchval(
-            "SELECT results FROM experiment_results WHERE tenant_id = $1 AND experiment_id = $2 "
-            "ORDER BY variant LIMIT 1",
-            tenant_id,
-            row["id"],
-        )
-        if frozen is not None:
-            return dict(frozen)
-    return await _live_results(pool, tenant_id=tenant_id, row=row)
+    async with tenant_transaction(pool, tenant_id) as conn:
+        row = await _fetch(conn, tenant_id=tenant_id, experiment_id=experiment_id)
+        if row is None:
+            return None
+        if row["status"] == ExperimentStatus.COMPLETED:
+            frozen = await conn.fetchval(
+                "SELECT results FROM experiment_results "
+                "WHERE tenant_id = $1 AND experiment_id = $2 ORDER BY variant LIMIT 1",
+                tenant_id,
+                row["id"],
+            )
+            if frozen is not None:
+                return dict(frozen)
+        return await _live_results(conn, tenant_id=tenant_id, row=row)

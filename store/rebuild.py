@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from store import keys
 from store.catalog import rebuild_projections
+from store.db import tenant_transaction
 from store.event_projections import (
     CLIENT_ID_TTL_SECONDS,
     GuardedEffects,
@@ -83,9 +84,9 @@ async def delete_matching(redis: Redis, *, tenant_id: str, patterns: Sequence[st
 
 
 async def _batches(
-    pool: asyncpg.Pool, query: str, *args: Any
+    pool: asyncpg.Pool, tenant_id: str, query: str, *args: Any
 ) -> AsyncIterator[list[asyncpg.Record]]:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+    async with tenant_transaction(pool, tenant_id, isolation="repeatable_read") as conn:
         batch: list[asyncpg.Record] = []
         async for row in conn.cursor(query, *args, prefetch=BATCH_ROWS):
             batch.append(row)
@@ -108,6 +109,7 @@ async def recount_event_projections(
     events = 0
     async for rows in _batches(
         pool,
+        tenant_id,
         f"""SELECT {_ROW_COLUMNS},
                    EXISTS (SELECT 1 FROM event_ids i WHERE i.tenant_id = events.tenant_id
                              AND i.event_id = events.event_id) AND received_at >= $3 AS client
@@ -124,6 +126,7 @@ async def recount_event_projections(
     attributions = 0
     async for rows in _batches(
         pool,
+        tenant_id,
         f"""SELECT {_ATTRIBUTION_COLUMNS}, user_id FROM revenue_attributions
             WHERE tenant_id = $1 AND purchased_at >= $2 ORDER BY purchased_at""",
         tenant_id,

@@ -10,6 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from store import keys
+from store.db import tenant_transaction
 from store.history import HISTORY_LENGTH, HISTORY_TTL_SECONDS, USER_STAMP_TTL_SECONDS
 
 VARIANT_MISMATCHES = f"{keys.PREFIX}:storefront:variant-mismatches"  # HASH tenant id -> count
@@ -40,12 +41,13 @@ async def experiment_split(
     pool: asyncpg.Pool, *, tenant_id: str, experiment_id: str
 ) -> dict[str, Any] | None:
     """{experimentId, trafficSplit} of a started experiment of the tenant, or None."""
-    row = await pool.fetchrow(
-        "SELECT id::text AS id, traffic_split FROM experiments "
-        "WHERE tenant_id = $1 AND id::text = $2 AND status <> 'draft'",
-        tenant_id,
-        experiment_id,
-    )
+    async with tenant_transaction(pool, tenant_id) as conn:
+        row = await conn.fetchrow(
+            "SELECT id::text AS id, traffic_split FROM experiments "
+            "WHERE tenant_id = $1 AND id::text = $2 AND status <> 'draft'",
+            tenant_id,
+            experiment_id,
+        )
     if row is None:
         return None
     return {"experimentId": row["id"], "trafficSplit": int(row["traffic_split"])}
@@ -96,7 +98,7 @@ async def merge_users(
 ) -> int:
     """Move the anonymous user's events, attributions and projections to the known user; how
     many events moved. Idempotent: a repeat finds nothing left to move."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         moved = int(await conn.fetchval(_MERGE_EVENTS, tenant_id, from_user_id, to_user_id))
         # What could not move repeats an event the user already has: it goes.
         await conn.execute(

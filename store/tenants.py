@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from domain import apikeys
 from domain import usage as usage_rules
 from store import keys
+from store.db import in_tenant, tenant_transaction
 
 
 class TooManyTenants(Exception):
@@ -118,7 +119,7 @@ async def list_all_tenants(pool: asyncpg.Pool) -> list[asyncpg.Record]:
 
 async def tenant_usage(pool: asyncpg.Pool, *, tenant_id: str) -> dict[str, int]:
     """Cheap counts of what the tenant holds: keys, catalog, this month's events, and more."""
-    row = await pool.fetchrow(
+    row = await in_tenant(pool, tenant_id).fetchrow(
         """
         SELECT
           (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL)
@@ -228,7 +229,7 @@ async def purge_tenant_rows(pool: asyncpg.Pool, *, tenant_id: str) -> bool:
     tenant_uuid = _uuid(tenant_id)
     if tenant_uuid is None:
         return False
-    async with pool.acquire() as connection, connection.transaction():
+    async with tenant_transaction(pool, tenant_id) as connection:
         locked = await connection.fetchval(
             "SELECT id FROM tenants WHERE id = $1 AND deleted_at IS NOT NULL FOR UPDATE",
             tenant_uuid,

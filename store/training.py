@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from domain.interactions import EVENT_WEIGHTS
 from domain.training import EventColumns
 from store import keys
+from store.db import tenant_transaction
 
 HISTORY_DAYS = 365
 
@@ -26,8 +27,9 @@ async def load_events(
 ) -> EventColumns:
     """The tenant's weighted events of the last `days` days, oldest first; test keys' events
     (flagged `test`) only when `include_test`."""
-    rows = await pool.fetch(
-        """
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            """
         SELECT user_id, product_id, event_type, extract(epoch FROM occurred_at)::float8 AS ts,
                session_id
         FROM events
@@ -35,11 +37,11 @@ async def load_events(
           AND event_type = ANY($3::text[]) AND ($4 OR 'test' <> ALL(flags))
         ORDER BY occurred_at
         """,
-        tenant_id,
-        days,
-        [name for name, weight in EVENT_WEIGHTS.items() if weight != 0],
-        include_test,
-    )
+            tenant_id,
+            days,
+            [name for name, weight in EVENT_WEIGHTS.items() if weight != 0],
+            include_test,
+        )
     return EventColumns(
         user_ids=[r["user_id"] for r in rows],
         product_ids=[r["product_id"] for r in rows],
@@ -51,11 +53,12 @@ async def load_events(
 
 async def load_catalog(pool: asyncpg.Pool, *, tenant_id: str) -> list[dict[str, Any]]:
     """The tenant's catalog items in the shape the content model reads."""
-    rows = await pool.fetch(
-        "SELECT product_id, name, category, description, price, attributes, available "
-        "FROM catalog_items WHERE tenant_id = $1 ORDER BY product_id",
-        tenant_id,
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            "SELECT product_id, name, category, description, price, attributes, available "
+            "FROM catalog_items WHERE tenant_id = $1 ORDER BY product_id",
+            tenant_id,
+        )
     return [
         {
             "productId": r["product_id"],
@@ -104,8 +107,9 @@ async def load_user_histories(
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """(summed event weight, last event unix time) per product of each given user, weights
     floored at 0 (those products left out); test keys' events only when `include_test`."""
-    rows = await pool.fetch(
-        """
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            """
         SELECT user_id, product_id, event_type, count(*) AS n,
                extract(epoch FROM max(occurred_at))::float8 AS last_at
         FROM events
@@ -113,11 +117,11 @@ async def load_user_histories(
           AND occurred_at >= now() - make_interval(days => $3) AND ($4 OR 'test' <> ALL(flags))
         GROUP BY user_id, product_id, event_type
         """,
-        tenant_id,
-        user_ids,
-        days,
-        include_test,
-    )
+            tenant_id,
+            user_ids,
+            days,
+            include_test,
+        )
     weights: dict[str, dict[str, tuple[float, float]]] = {user: {} for user in user_ids}
     for row in rows:
         per_user = weights[row["user_id"]]

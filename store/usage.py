@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from domain import usage as rules
 from domain.plans import PLANS, PlanName
 from store import keys
+from store.db import all_tenants, tenant_transaction
 
 # A month's meter outlives the month long enough for its last copy and the usage page.
 METER_TTL_SECONDS = 70 * 24 * 3600
@@ -151,13 +152,15 @@ async def read_meters(redis: Redis, *, tenant_ids: Sequence[str], first: date) -
 async def persisted_days(pool: asyncpg.Pool, *, tenant_id: str, first: date) -> list[DayUsage]:
     """The days of the month starting at `first` as last copied to PostgreSQL."""
     days = rules.month_days(first)
-    rows = await pool.fetch(
-        "SELECT day, events, recommendation_requests, test_events, test_recommendation_requests "
-        "FROM usage_daily WHERE tenant_id = $1 AND day >= $2 AND day <= $3",
-        uuid.UUID(tenant_id),
-        days[0],
-        days[-1],
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            "SELECT day, events, recommendation_requests, test_events, "
+            "test_recommendation_requests "
+            "FROM usage_daily WHERE tenant_id = $1 AND day >= $2 AND day <= $3",
+            uuid.UUID(tenant_id),
+            days[0],
+            days[-1],
+        )
     found = {row["day"]: row for row in rows}
     return [
         DayUsage(
@@ -210,15 +213,17 @@ async def persist_days(pool: asyncpg.Pool, rows: Iterable[tuple[str, DayUsage]])
     batch = [(uuid.UUID(t), d) for t, d in rows]
     if not batch:
         return 0
-    result = await pool.execute(
-        _UPSERT_DAYS,
-        [t for t, _ in batch],
-        [d.day for _, d in batch],
-        [d.events for _, d in batch],
-        [d.recommendation_requests for _, d in batch],
-        [d.test_events for _, d in batch],
-        [d.test_recommendation_requests for _, d in batch],
-    )
+    # The metering job copies many tenants' meters in one statement.
+    async with all_tenants(pool) as connection:
+        result = await connection.execute(
+            _UPSERT_DAYS,
+            [t for t, _ in batch],
+            [d.day for _, d in batch],
+            [d.events for _, d in batch],
+            [d.recommendation_requests for _, d in batch],
+            [d.test_events for _, d in batch],
+            [d.test_recommendation_requests for _, d in batch],
+        )
     return int(result.split()[-1])
 
 
@@ -325,7 +330,7 @@ async def record_alerts(
     from store.mail import enqueue_mail
 
     mail_ids = []
-    async with pool.acquire() as connection, connection.transaction():
+    async with tenant_transaction(pool, tenant.tenant_id) as connection:
         for alert in alerts:
             new = await connection.fetchval(
                 "INSERT INTO usage_alerts (tenant_id, month, environment, metric, threshold, "
@@ -351,12 +356,13 @@ async def record_alerts(
 
 async def month_alerts(pool: asyncpg.Pool, *, tenant_id: str, first: date) -> list[Alert]:
     """The alerts raised for the tenant in the month starting at `first`, oldest first."""
-    rows = await pool.fetch(
-        "SELECT environment, metric, threshold, used, included, created_at FROM usage_alerts "
-        "WHERE tenant_id = $1 AND month = $2 ORDER BY created_at, metric, threshold",
-        uuid.UUID(tenant_id),
-        first,
-    )
+    async with tenant_transaction(pool, tenant_id) as connection:
+        rows = await connection.fetch(
+            "SELECT environment, metric, threshold, used, included, created_at FROM usage_alerts "
+            "WHERE tenant_id = $1 AND month = $2 ORDER BY created_at, metric, threshold",
+            uuid.UUID(tenant_id),
+            first,
+        )
     return [
         Alert(
             row["environment"],

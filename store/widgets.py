@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from domain import cursors
 from domain.errors import Conflict, Unavailable
 from store import keys
+from store.db import in_tenant, tenant_transaction
 
 _COLUMNS = (
     "placement_id, layout, columns, show_price, show_rating, cta_text, max_items, theme, "
@@ -92,7 +93,7 @@ async def create_widget(
 ) -> dict[str, Any]:
     """Store a new placement's config (complete, validated) and project it; WidgetExists if
     the placement already has one."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             "INSERT INTO widget_configs (tenant_id, placement_id, layout, columns, show_price, "
             "show_rating, cta_text, max_items, theme, strategy) "
@@ -113,7 +114,7 @@ async def replace_widget(
     pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, config: dict[str, Any]
 ) -> dict[str, Any] | None:
     """Replace a placement's config and re-project it; None when the placement has none."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         row = await conn.fetchrow(
             "UPDATE widget_configs SET layout = $3, columns = $4, show_price = $5, "
             "show_rating = $6, cta_text = $7, max_items = $8, theme = $9, strategy = $10, "
@@ -135,7 +136,7 @@ async def delete_widget(
     pool: asyncpg.Pool, redis: Redis, *, tenant_id: str, placement_id: str
 ) -> bool:
     """Delete a placement's config and its projection; False when it had none."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         deleted = await conn.fetchval(
             "DELETE FROM widget_configs WHERE tenant_id = $1 AND placement_id = $2 "
             "RETURNING placement_id",
@@ -152,7 +153,7 @@ async def get_widget(
     pool: asyncpg.Pool, *, tenant_id: str, placement_id: str
 ) -> dict[str, Any] | None:
     """A placement's config from PostgreSQL, or None."""
-    row = await pool.fetchrow(
+    row = await in_tenant(pool, tenant_id).fetchrow(
         f"SELECT {_COLUMNS} FROM widget_configs WHERE tenant_id = $1 AND placement_id = $2",
         tenant_id,
         placement_id,
@@ -183,7 +184,7 @@ async def list_widgets(
     pool: asyncpg.Pool, *, tenant_id: str, limit: int, after: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the tenant's configs by placement id, and the cursor of the next page."""
-    rows = await pool.fetch(
+    rows = await in_tenant(pool, tenant_id).fetch(
         f"SELECT {_COLUMNS} FROM widget_configs WHERE tenant_id = $1 "
         "AND ($2::text IS NULL OR placement_id > $2) ORDER BY placement_id LIMIT $3",
         tenant_id,
@@ -216,7 +217,7 @@ async def load_public_widget(
         return await get_widget(pool, tenant_id=tenant_id, placement_id=placement_id)
     if projected is not None:
         return projected
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         # FOR SHARE holds off a concurrent change or delete until the projection is written,
         # so a stale config can never be re-projected over a newer one.
         row = await conn.fetchrow(
@@ -239,7 +240,7 @@ async def load_public_widget(
 
 async def reproject_widgets(pool: asyncpg.Pool, redis: Redis, *, tenant_id: str) -> int:
     """Write every config of the tenant to Redis again (after a Redis loss); how many."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with tenant_transaction(pool, tenant_id) as conn:
         # FOR SHARE: a change committing meanwhile would otherwise be overwritten by this copy.
         rows = await conn.fetch(
             f"SELECT {_COLUMNS} FROM widget_configs WHERE tenant_id = $1 FOR SHARE", tenant_id

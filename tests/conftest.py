@@ -188,9 +188,25 @@ def client(api_url: str) -> Iterator[httpx.Client]:
         yield http
 
 
+def as_owner(settings: Settings) -> Settings:
+    """`settings` connecting as the schema owner, which row-level security does not hold: the
+    tests seed and inspect with it, the platform's processes never use it."""
+    assert settings.migration_database_url
+    return settings.model_copy(update={"database_url": settings.migration_database_url})
+
+
 @pytest.fixture(scope="session")
 async def db(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
-    """A pool on the test database, for checking what landed."""
+    """A pool on the test database as the schema owner, for seeding and checking what landed
+    (the owner is exempt from row-level security; the platform's processes are not)."""
+    pool = await create_pool(as_owner(migrated), min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def app_db(migrated: Settings) -> AsyncIterator[asyncpg.Pool]:
+    """A pool as the platform's own role (DML only, held to row-level security)."""
     pool = await create_pool(migrated, min_size=1, max_size=4)
     yield pool
     await pool.close()

@@ -262,6 +262,7 @@ def _wait_for_landing(state: dict[str, Any], *, within: float = 900) -> None:
     """Wait until the workers have stored every accepted event."""
     import asyncpg
 
+    from store.db import scope_to_tenant
     from store.settings import get_settings
 
     async def wait() -> None:
@@ -270,11 +271,13 @@ def _wait_for_landing(state: dict[str, Any], *, within: float = 900) -> None:
         try:
             deadline = time.monotonic() + within
             while time.monotonic() < deadline:
-                stored = int(
-                    await connection.fetchval(
-                        "SELECT count(*) FROM events WHERE tenant_id = $1", state["tenantId"]
+                async with connection.transaction():
+                    await scope_to_tenant(connection, state["tenantId"])
+                    stored = int(
+                        await connection.fetchval(
+                            "SELECT count(*) FROM events WHERE tenant_id = $1", state["tenantId"]
+                        )
                     )
-                )
                 bar.update(stored - bar.n)
                 if stored >= state["events"]:
                     return

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from conftest import ROOT, Process, Services, make_tenant, settings_env
+from conftest import ROOT, Process, Services, as_owner, make_tenant, settings_env
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
 from redis import Redis as SyncRedis
@@ -150,7 +150,7 @@ async def test_the_api_keeps_accepting_while_postgresql_is_down_and_everything_l
             assert listing.headers["content-type"].startswith("application/problem+json")
             await asyncio.sleep(3)  # the worker fails and retries meanwhile
         own_postgres.start()
-        pool = await create_pool(settings, min_size=1, max_size=2)
+        pool = await create_pool(as_owner(settings), min_size=1, max_size=2)
         try:
             assert await wait_landed(pool, tenant.tenant_id, accepted, within=90) == accepted
             assert await landed(pool, tenant.tenant_id) == (accepted, accepted)

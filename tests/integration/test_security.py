@@ -407,20 +407,20 @@ def test_the_local_redis_refuses_anonymous_clients(services: Services) -> None:
 
 
 async def test_the_platform_role_may_change_rows_but_not_the_schema(
-    db: asyncpg.Pool, migrated: Settings
+    app_db: asyncpg.Pool, migrated: Settings
 ) -> None:
-    role = await db.fetchrow(
+    role = await app_db.fetchrow(
         "SELECT rolname, rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
         "WHERE rolname = current_user"
     )
     assert role is not None and not (role["rolsuper"] or role["rolcreatedb"])
     assert not role["rolcreaterole"]
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await db.execute("CREATE TABLE intruder (id int)")
+        await app_db.execute("CREATE TABLE intruder (id int)")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await db.execute("ALTER TABLE admins ADD COLUMN intruder int")
+        await app_db.execute("ALTER TABLE admins ADD COLUMN intruder int")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await db.execute("TRUNCATE events")
+        await app_db.execute("TRUNCATE events")
     owner = await asyncpg.connect(migrated.migration_database_url)
     try:
         assert (
@@ -435,8 +435,8 @@ async def test_the_platform_role_may_change_rows_but_not_the_schema(
         await owner.close()
     assert tables_not_owned == 0
     # Partitions are still made ahead by the platform role, through the owner's function.
-    assert await db.fetchval("SELECT ensure_event_partitions('2031-01-01'::date, 1)") in (0, 1)
-    assert await db.fetchval("SELECT to_regclass('events_2031_01') IS NOT NULL")
-    await db.execute("SELECT drop_event_partition('events_2031_01')")
+    assert await app_db.fetchval("SELECT ensure_event_partitions('2031-01-01'::date, 1)") in (0, 1)
+    assert await app_db.fetchval("SELECT to_regclass('events_2031_01') IS NOT NULL")
+    await app_db.execute("SELECT drop_event_partition('events_2031_01')")
     with pytest.raises(asyncpg.RaiseError):
-        await db.execute("SELECT drop_event_partition('admins')")
+        await app_db.execute("SELECT drop_event_partition('admins')")
