@@ -40,6 +40,9 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
     configure_logging(settings.log_level)
     app = Sanic(name, configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.request_max_bytes
+    # Sanic's largest: a query string at the lengths the document allows (GET
+    # /recommendations' exclude takes 10,000 characters) fits, not only 8 KB of it.
+    app.config.REQUEST_MAX_HEADER_SIZE = 16_384
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.KEEP_ALIVE_TIMEOUT = 75
     app.config.ACCESS_LOG = False

@@ -9,7 +9,7 @@ import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sanic import Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import MethodNotAllowed, SanicException
 from sanic.response import HTTPResponse, json
 
 from domain import errors
@@ -139,6 +139,8 @@ async def handle_exception(request: Request, exception: Exception) -> HTTPRespon
         if status == 400 and "json" in detail.lower():
             detail = "The body is not valid JSON."
         headers = dict(getattr(exception, "headers", {}) or {})
+        if isinstance(exception, MethodNotAllowed) and "Allow" not in headers:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         return problem(request, status=status, detail=detail, headers=headers)
     if isinstance(exception, _OUTAGES):
         log.warning(
@@ -160,6 +162,22 @@ async def handle_exception(request: Request, exception: Exception) -> HTTPRespon
         status=500,
         detail="An unexpected error occurred; quote the request id when reporting it.",
     )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path answers (RFC 9110 wants them in a 405's Allow); Sanic's
+    router leaves them out when several routes share the path's shape."""
+    allowed = []
+    for method in _METHODS:
+        try:
+            request.app.router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        allowed.append(method)
+    return allowed
 
 
 def _request_id(request: Request) -> str | None:

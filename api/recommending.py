@@ -62,7 +62,7 @@ class RecommendationsQuery(ApiModel):
     """Query of GET /recommendations."""
 
     user_id: str = ID_FIELD
-    strategy: str | None = None
+    strategy: str | None = Field(default=None, json_schema_extra={"enum": list(STRATEGY_NAMES)})
     product_id: str | None = Field(default=None, min_length=1, max_length=256)
     placement_id: str | None = Field(default=None, min_length=1, max_length=128)
     limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)

@@ -91,10 +91,13 @@ def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     return validate(read_json(request), model)
 
 
-def validate(data: Any, model: type[ModelT]) -> ModelT:
-    """`data` validated into `model`, or ValidationFailed listing every bad field."""
+def validate(data: Any, model: type[ModelT], *, strict: bool = True) -> ModelT:
+    """`data` validated into `model`, or ValidationFailed listing every bad field.
+
+    Strict by default: a JSON body is held to the types its schema states (no `false` for 0,
+    no "5" for 5); only query strings, where every value is text, are converted."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise ValidationFailed(
             "The request does not satisfy the schema.", errors=field_errors(exc)
@@ -102,6 +105,9 @@ def validate(data: Any, model: type[ModelT]) -> ModelT:
 
 
 def parse_query(request: Request, model: type[ModelT]) -> ModelT:
-    """The query string validated into `model` (single values; repeated keys take the last)."""
-    data = {name: values[-1] for name, values in request.args.items()}
-    return validate(data, model)
+    """The query string validated into `model` (single values; repeated keys take the last).
+
+    A parameter sent empty (`?month=`) is validated as the empty string it is, not dropped."""
+    args = request.get_args(keep_blank_values=True)
+    data = {name: values[-1] for name, values in args.items()}
+    return validate(data, model, strict=False)

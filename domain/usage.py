@@ -28,7 +28,9 @@ METRICS = (EVENTS, REQUESTS)
 LIVE = "live"
 TEST = "test"
 ENVIRONMENTS = (LIVE, TEST)
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# YYYY-MM from 0001-01 (a year 0 is no date); the OpenAPI document states the same pattern.
+MONTH_PATTERN = r"^(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-(?:0[1-9]|1[0-2])$"
+_MONTH = re.compile(MONTH_PATTERN)
 
 
 def plan_named(name: str | None) -> Plan:
@@ -46,8 +48,10 @@ def plan_for(*, tenant_plan: str | None, environment: str) -> Plan:
 
 def parse_month(text: str) -> date | None:
     """The first day of a `YYYY-MM` month, or None when `text` is not one."""
-    found = _MONTH.match(text)
-    return date(int(found[1]), int(found[2]), 1) if found else None
+    if not _MONTH.fullmatch(text):
+        return None
+    year, month = text.split("-")
+    return date(int(year), int(month), 1)
 
 
 def month_days(first: date) -> list[date]:

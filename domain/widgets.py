@@ -26,16 +26,25 @@ DEFAULT_MAX_ITEMS: Final = 8
 DEFAULT_PRIMARY_COLOR: Final = "#2563EB"
 
 # Placement ids end up in Redis keys, URLs and CSS class names of the SDK: keep them plain.
-_PLACEMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_HEX_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+# Whole-string patterns (fullmatch; `$` alone would let a trailing newline through), shared with
+# the OpenAPI document so that what it calls valid is exactly what these checks accept.
+PLACEMENT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PRIMARY_COLOR_PATTERN: Final = r"^#[0-9A-Fa-f]{6}$"
+_PLACEMENT_ID = re.compile(PLACEMENT_ID_PATTERN)
+_HEX_COLOR = re.compile(PRIMARY_COLOR_PATTERN)
 # One family: a quoted name, or one or more CSS identifiers separated by spaces (Times New Roman).
-_UNQUOTED_FAMILY = re.compile(r"^[A-Za-z_-][A-Za-z0-9_-]*( [A-Za-z_-][A-Za-z0-9_-]*)*$")
-_QUOTED_FAMILY = re.compile(r"""^(?:"[A-Za-z0-9 _-]+"|'[A-Za-z0-9 _-]+')$""")
+_UNQUOTED = r"[A-Za-z_-][A-Za-z0-9_-]*(?: [A-Za-z_-][A-Za-z0-9_-]*)*"
+_QUOTED = r"""(?:"[A-Za-z0-9 _-]+"|'[A-Za-z0-9 _-]+')"""
+_UNQUOTED_FAMILY = re.compile(_UNQUOTED)
+_QUOTED_FAMILY = re.compile(_QUOTED)
+# The whole list as the document states it (check_font_family also takes other blanks than
+# spaces around the commas).
+FONT_FAMILY_PATTERN: Final = rf"^ *(?:{_UNQUOTED}|{_QUOTED}) *(?:, *(?:{_UNQUOTED}|{_QUOTED}) *)*$"
 
 
 def check_placement_id(value: str) -> str:
     """Return the placement id if it is 1-128 letters, digits, `_`, `.` or `-`; else ValueError."""
-    if not _PLACEMENT_ID.match(value):
+    if not _PLACEMENT_ID.fullmatch(value):
         raise ValueError(
             "must be 1-128 characters of letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
@@ -45,7 +54,7 @@ def check_placement_id(value: str) -> str:
 
 def check_primary_color(value: str) -> str:
     """Return the colour upper-cased if it is #RRGGBB; else ValueError."""
-    if not _HEX_COLOR.match(value):
+    if not _HEX_COLOR.fullmatch(value):
         raise ValueError("must be a hex colour like #2563EB")
     return value.upper()
 
@@ -77,7 +86,7 @@ def check_font_family(value: str) -> str:
     if not families or any(not part for part in families):
         raise ValueError("must be a comma-separated list of font family names")
     for family in families:
-        if not (_UNQUOTED_FAMILY.match(family) or _QUOTED_FAMILY.match(family)):
+        if not (_UNQUOTED_FAMILY.fullmatch(family) or _QUOTED_FAMILY.fullmatch(family)):
             raise ValueError(
                 f"{family!r} is not a font family name (letters, digits, spaces, '-' or '_', "
                 "optionally in quotes)"

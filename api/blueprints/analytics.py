@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from sanic import Blueprint, Request
@@ -40,12 +40,23 @@ Metric = Literal[
 CSV_COLUMNS = ["day", *rules.METRICS]
 
 
+# A bound of a period as the document states it: an ISO date or a date-time with its zone.
+PeriodBound = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"anyOf": [{"format": "date"}, {"format": "date-time"}]},
+    ),
+]
+
+
 class PeriodQuery(ApiModel):
     """The period: ISO dates (whole UTC days, `to` included) or date-times with a zone (`to`
     excluded); by default the last 30 UTC days including today; at most 400 days."""
 
-    from_: str | None = Field(default=None, alias="from", max_length=64)
-    to: str | None = Field(default=None, max_length=64)
+    from_: PeriodBound | None = Field(default=None, alias="from")
+    to: PeriodBound | None = None
 
 
 class OverviewQuery(PeriodQuery):

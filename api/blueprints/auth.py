@@ -19,6 +19,7 @@ from sanic.response import HTTPResponse, empty, json
 from api.openapi import CSRF_CHECKED, THROTTLED_BY_ADDRESS, document
 from api.security import issue_access_token, require_admin
 from api.validation import ApiModel, parse_body
+from domain import passwords
 from domain.errors import (
     FieldError,
     Forbidden,
@@ -73,13 +74,26 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 # apply, and an absurdly long value is still cut off before it reaches bcrypt.
 Password = Annotated[str, StringConstraints(max_length=1024)]
 ResetToken = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# A password being chosen: the document states its length (domain.passwords checks it, with the
+# list of common passwords no schema can hold).
+NewPassword = Annotated[
+    Password,
+    Field(
+        json_schema_extra={
+            "minLength": passwords.MIN_CHARACTERS,
+            "maxLength": passwords.MAX_BYTES,
+            "description": f"{passwords.MIN_CHARACTERS} characters or more, at most "
+            f"{passwords.MAX_BYTES} bytes in UTF-8, not a common password nor the email",
+        }
+    ),
+]
 
 
 class SignupBody(ApiModel):
     """A new admin account."""
 
     email: Email
-    password: Password
+    password: NewPassword
     name: Name
 
 
@@ -100,14 +114,14 @@ class ResetPasswordBody(ApiModel):
     """The token of a reset mail and the new password."""
 
     token: ResetToken
-    password: Password
+    password: NewPassword
 
 
 class ChangePasswordBody(ApiModel):
     """The current password and the new one."""
 
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class AdminRead(ApiModel):

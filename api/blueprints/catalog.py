@@ -30,7 +30,7 @@ class CatalogItemWrite(ApiModel):
     product_id: str = Field(min_length=1, max_length=rules.MAX_PRODUCT_ID_CHARS)
     name: str = Field(min_length=1, max_length=rules.MAX_NAME_CHARS)
     category: str | None = Field(default=None, max_length=rules.MAX_CATEGORY_CHARS)
-    price: float = Field(ge=0, description="at most 4 decimals")
+    price: float = Field(ge=0, le=float(rules.MAX_PRICE), description="at most 4 decimals")
     currency: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217; default: the tenant's"
     )
@@ -42,7 +42,7 @@ class CatalogItemWrite(ApiModel):
     )
     description: str | None = Field(default=None, description="at most 10 KB")
     attributes: dict[str, Any] | None = Field(default=None, description="at most 8 KB as JSON")
-    available: bool = True
+    available: bool | None = Field(default=True, description="null: true")
 
 
 class CatalogItemReplace(CatalogItemWrite):
@@ -73,7 +73,13 @@ class CatalogItemRead(ApiModel):
 class CatalogBatchWrite(ApiModel):
     """Up to 1,000 products, validated one by one."""
 
-    items: list[Any] = Field(min_length=1, max_length=rules.MAX_BATCH_ITEMS)
+    # Each item is checked by domain.catalog on its own (a bad one is rejected, not the batch);
+    # the document still states what an item is.
+    items: list[Any] = Field(
+        min_length=1,
+        max_length=rules.MAX_BATCH_ITEMS,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/CatalogItemWrite"}},
+    )
 
 
 class FieldErrorRead(ApiModel):

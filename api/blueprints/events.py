@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
@@ -74,14 +75,27 @@ class EventBatchResult(ApiModel):
     results: list[BatchItemResult]
 
 
+def _iso_text(value: Any) -> Any:
+    # Pydantic would take "0.5" as seconds since 1970: the document says an RFC 3339 date-time.
+    if isinstance(value, str) and not _ISO_MOMENT.fullmatch(value):
+        raise ValueError("Must be an ISO 8601 date-time, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+_ISO_MOMENT = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?", re.ASCII
+)
+IsoMoment = Annotated[datetime, BeforeValidator(_iso_text)]
+
+
 class EventQuery(ApiModel):
     """Filters and page of the event viewer."""
 
     event_type: Literal[EVENT_TYPES] | None = None  # type: ignore[valid-type]
     user_id: str | None = Field(default=None, min_length=1, max_length=256)
     product_id: str | None = Field(default=None, min_length=1, max_length=256)
-    since: datetime | None = Field(default=None, alias="from")
-    until: datetime | None = Field(default=None, alias="to")
+    since: IsoMoment | None = Field(default=None, alias="from")
+    until: IsoMoment | None = Field(default=None, alias="to")
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=512)
 

@@ -27,7 +27,10 @@ class ExperimentWrite(ApiModel):
     """Body of POST .../experiments and PUT .../experiments/{expId} (drafts only)."""
 
     name: NonBlank = Field(min_length=1, max_length=200)
-    placement_id: str = Field(max_length=widget_rules.PLACEMENT_ID_MAX_CHARS)
+    placement_id: str = Field(
+        max_length=widget_rules.PLACEMENT_ID_MAX_CHARS,
+        json_schema_extra={"pattern": widget_rules.PLACEMENT_ID_PATTERN},
+    )
     control_strategy: Strategy
     variant_strategy: Strategy
     traffic_split: int = Field(ge=0, le=100, strict=True, description="% of users to variant")

@@ -56,7 +56,11 @@ class TenantConfig(ApiModel):
     """A tenant's settings; unknown keys are refused so typos never pass silently."""
 
     default_strategy: STRATEGIES | None = None
-    currency: str | None = Field(default=None, description="ISO 4217 code, e.g. EUR")
+    currency: str | None = Field(
+        default=None,
+        description="ISO 4217 code, e.g. EUR",
+        json_schema_extra={"pattern": _CURRENCY.pattern},
+    )
     allowed_origins: list[str] | None = Field(default=None, max_length=50)
     rate_limits: RateLimitsConfig | None = None
     timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris")
@@ -95,7 +99,7 @@ class TenantConfig(ApiModel):
     @field_validator("currency")
     @classmethod
     def _currency_is_iso_4217(cls, value: str | None) -> str | None:
-        if value is not None and not _CURRENCY.match(value):
+        if value is not None and not _CURRENCY.fullmatch(value):
             raise ValueError("must be a three-letter ISO 4217 code in capitals, e.g. EUR")
         return value
 

@@ -28,7 +28,9 @@ bp = Blueprint("usage", url_prefix="/api/v1")
 class UsageQuery(ApiModel):
     """Which month (UTC); the current one by default."""
 
-    month: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")
+    month: str | None = Field(
+        default=None, json_schema_extra={"pattern": rules.MONTH_PATTERN}, description="YYYY-MM"
+    )
 
 
 class UsageExportQuery(UsageQuery):

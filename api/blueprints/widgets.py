@@ -26,9 +26,18 @@ PUBLIC_CACHE_CONTROL = "public, max-age=60"
 class WidgetTheme(ApiModel):
     """Colours and font of the widget; fontFamily null inherits the host page's font."""
 
-    primary_color: str = Field(default=rules.DEFAULT_PRIMARY_COLOR, description="#RRGGBB")
+    primary_color: str = Field(
+        default=rules.DEFAULT_PRIMARY_COLOR,
+        description="#RRGGBB",
+        json_schema_extra={"pattern": rules.PRIMARY_COLOR_PATTERN},
+    )
     font_family: str | None = Field(
-        default=None, description="CSS font list, e.g. '\"Open Sans\", Arial, sans-serif'"
+        default=None,
+        description="CSS font list, e.g. '\"Open Sans\", Arial, sans-serif'",
+        json_schema_extra={
+            "maxLength": rules.FONT_FAMILY_MAX_CHARS,
+            "pattern": rules.FONT_FAMILY_PATTERN,
+        },
     )
 
     @field_validator("primary_color")
@@ -72,7 +81,10 @@ class WidgetFields(ApiModel):
 class WidgetCreate(WidgetFields):
     """Body of POST /tenants/{id}/widgets."""
 
-    placement_id: str = Field(max_length=rules.PLACEMENT_ID_MAX_CHARS)
+    placement_id: str = Field(
+        max_length=rules.PLACEMENT_ID_MAX_CHARS,
+        json_schema_extra={"pattern": rules.PLACEMENT_ID_PATTERN},
+    )
 
     @field_validator("placement_id")
     @classmethod
@@ -84,7 +96,11 @@ class WidgetReplace(WidgetFields):
     """Body of PUT .../widgets/{placementId}: the whole config; placementId, if sent, must be
     the path's."""
 
-    placement_id: str | None = Field(default=None, max_length=rules.PLACEMENT_ID_MAX_CHARS)
+    placement_id: str | None = Field(
+        default=None,
+        max_length=rules.PLACEMENT_ID_MAX_CHARS,
+        json_schema_extra={"pattern": rules.PLACEMENT_ID_PATTERN},
+    )
 
 
 class WidgetThemeRead(ApiModel):

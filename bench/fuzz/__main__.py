@@ -18,8 +18,10 @@ import subprocess
 import sys
 
 from api.security import issue_access_token
+from bench.fuzz.config import describe, schemathesis_config
 from bench.harness import local_platform, make_bench_tenant
 from store.db import create_pool
+from store.tenants import create_tenant
 
 # Routes that would sign the run's admin out for the rest of it.
 EXCLUDED_PATHS = "logout|change-password"
@@ -41,6 +43,13 @@ async def fuzz(args: argparse.Namespace) -> int:
         pool = await create_pool(settings, min_size=1, max_size=2)
         try:
             tenant = await make_bench_tenant(pool, settings, permissions=["read_write"])
+            # An operator, so that the operators' console is fuzzed too, not only refused.
+            await pool.execute(
+                "UPDATE admins SET is_operator = true WHERE id = $1::uuid", tenant.admin_id
+            )
+            second = await create_tenant(
+                pool, owner_id=tenant.admin_id, name="Bench (changed and deleted)", config=None
+            )
         finally:
             await pool.close()
         platform.start(["cli.main", "worker", "--processes", "1"], "worker.log")
@@ -50,9 +59,11 @@ async def fuzz(args: argparse.Namespace) -> int:
         if document.returncode != 0:
             raise SystemExit(document.stderr)
         (platform.workdir / "openapi.json").write_text(document.stdout)
-        # Every tenant_id in a path is the run's own tenant: a random one is only ever a 404.
         config = platform.workdir / "schemathesis.toml"
-        config.write_text(f'[parameters]\n"path.tenant_id" = "{tenant.tenant_id}"\n')
+        config.write_text(
+            schemathesis_config(tenant_id=tenant.tenant_id, second_tenant_id=str(second["id"]))
+        )
+        print(describe(), flush=True)
         phases = "examples,coverage,fuzzing" + (",stateful" if args.stateful else "")
         command = [
             sys.executable,

@@ -1623,7 +1623,7 @@ export interface components {
          */
         CatalogBatchWrite: {
             /** Items */
-            items: unknown[];
+            items: components["schemas"]["CatalogItemWrite"][];
         };
         /**
          * CatalogItemRead
@@ -1713,9 +1713,10 @@ export interface components {
             } | null;
             /**
              * Available
+             * @description null: true
              * @default true
              */
-            available?: boolean;
+            available?: boolean | null;
         };
         /**
          * CatalogItemWrite
@@ -1770,9 +1771,10 @@ export interface components {
             } | null;
             /**
              * Available
+             * @description null: true
              * @default true
              */
-            available?: boolean;
+            available?: boolean | null;
         };
         /**
          * CatalogPage
@@ -1791,7 +1793,10 @@ export interface components {
         ChangePasswordBody: {
             /** Currentpassword */
             currentPassword: string;
-            /** Newpassword */
+            /**
+             * Newpassword
+             * @description 8 characters or more, at most 72 bytes in UTF-8, not a common password nor the email
+             */
             newPassword: string;
         };
         /**
@@ -2769,7 +2774,10 @@ export interface components {
         ResetPasswordBody: {
             /** Token */
             token: string;
-            /** Password */
+            /**
+             * Password
+             * @description 8 characters or more, at most 72 bytes in UTF-8, not a common password nor the email
+             */
             password: string;
         };
         /**
@@ -2867,7 +2875,10 @@ export interface components {
              * Format: email
              */
             email: string;
-            /** Password */
+            /**
+             * Password
+             * @description 8 characters or more, at most 72 bytes in UTF-8, not a common password nor the email
+             */
             password: string;
             /** Name */
             name: string;
@@ -3730,8 +3741,8 @@ export interface operations {
     get_api_v1_analytics_overview: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
             };
             header?: never;
             path?: never;
@@ -5686,7 +5697,7 @@ export interface operations {
         parameters: {
             query: {
                 userId: string;
-                strategy?: string | null;
+                strategy?: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
                 productId?: string | null;
                 placementId?: string | null;
                 limit?: number | null;
@@ -6243,8 +6254,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_breakdown: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
                 by?: "placement" | "strategy";
             };
             header?: never;
@@ -6340,8 +6351,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_export: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
                 format?: "csv";
             };
             header?: never;
@@ -6435,8 +6446,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_funnel: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
             };
             header?: never;
             path: {
@@ -6531,8 +6542,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_overview: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
                 placementId?: string | null;
                 strategy?: string | null;
             };
@@ -6629,8 +6640,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_timeseries: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
                 metric?: "impressions" | "clicks" | "ctr" | "conversions" | "conversionRate" | "revenue" | "attributedRevenue" | "events" | "activeUsers" | "buyers" | "purchasesPerUser" | "revenuePerVisitor";
                 interval?: "day" | "hour";
             };
@@ -6727,8 +6738,8 @@ export interface operations {
     get_api_v1_tenants_tenant_id_analytics_top_products: {
         parameters: {
             query?: {
-                from?: string | null;
-                to?: string | null;
+                from?: (string | unknown | unknown) | null;
+                to?: (string | unknown | unknown) | null;
                 sort?: "clicks" | "impressions" | "conversions" | "revenue" | "attributedRevenue";
                 limit?: number;
             };
