@@ -58,11 +58,16 @@ ID_FIELD = Field(min_length=1, max_length=256)
 log = logging.getLogger("recomengine.recommendations")
 
 
+def _strategy_enum(schema: dict[str, Any]) -> None:
+    """The strategies registered when the document is generated, as the field's enum."""
+    schema["enum"] = list(strategy_names())
+
+
 class RecommendationsQuery(ApiModel):
     """Query of GET /recommendations."""
 
     user_id: str = ID_FIELD
-    strategy: str | None = Field(default=None, json_schema_extra={"enum": list(STRATEGY_NAMES)})
+    strategy: str | None = Field(default=None, json_schema_extra=_strategy_enum)
     product_id: str | None = Field(default=None, min_length=1, max_length=256)
     placement_id: str | None = Field(default=None, min_length=1, max_length=128)
     limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT)

@@ -2077,12 +2077,12 @@ export interface components {
              * Controlstrategy
              * @enum {string}
              */
-            controlStrategy: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
+            controlStrategy: "collaborative" | "content_based" | "frequently_bought_together" | "trending";
             /**
              * Variantstrategy
              * @enum {string}
              */
-            variantStrategy: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
+            variantStrategy: "collaborative" | "content_based" | "frequently_bought_together" | "trending";
             /** Trafficsplit */
             trafficSplit: number;
             /**
@@ -2161,12 +2161,12 @@ export interface components {
              * Controlstrategy
              * @enum {string}
              */
-            controlStrategy: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
+            controlStrategy: "collaborative" | "content_based" | "frequently_bought_together" | "trending";
             /**
              * Variantstrategy
              * @enum {string}
              */
-            variantStrategy: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
+            variantStrategy: "collaborative" | "content_based" | "frequently_bought_together" | "trending";
             /**
              * Trafficsplit
              * @description % of users to variant
@@ -2947,7 +2947,7 @@ export interface components {
              * Defaultstrategy
              * @default null
              */
-            defaultStrategy?: ("collaborative" | "content_based" | "trending" | "frequently_bought_together") | null;
+            defaultStrategy?: ("collaborative" | "content_based" | "frequently_bought_together" | "trending") | null;
             /**
              * Currency
              * @description ISO 4217 code, e.g. EUR
@@ -3517,7 +3517,7 @@ export interface components {
              * Strategy
              * @default null
              */
-            strategy?: ("collaborative" | "content_based" | "trending" | "frequently_bought_together") | null;
+            strategy?: ("collaborative" | "content_based" | "frequently_bought_together" | "trending") | null;
             /** Placementid */
             placementId: string;
         };
@@ -3555,7 +3555,7 @@ export interface components {
             maxItems: number;
             theme: components["schemas"]["WidgetThemeRead"];
             /** Strategy */
-            strategy: ("collaborative" | "content_based" | "trending" | "frequently_bought_together") | null;
+            strategy: ("collaborative" | "content_based" | "frequently_bought_together" | "trending") | null;
             /** Createdat */
             createdAt: string;
             /** Updatedat */
@@ -3604,7 +3604,7 @@ export interface components {
              * Strategy
              * @default null
              */
-            strategy?: ("collaborative" | "content_based" | "trending" | "frequently_bought_together") | null;
+            strategy?: ("collaborative" | "content_based" | "frequently_bought_together" | "trending") | null;
             /**
              * Placementid
              * @default null
@@ -5697,7 +5697,7 @@ export interface operations {
         parameters: {
             query: {
                 userId: string;
-                strategy?: "collaborative" | "content_based" | "trending" | "frequently_bought_together";
+                strategy?: "collaborative" | "content_based" | "frequently_bought_together" | "trending";
                 productId?: string | null;
                 placementId?: string | null;
                 limit?: number | null;
