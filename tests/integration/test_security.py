@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -81,8 +82,10 @@ def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 @pytest.mark.parametrize("environment", [None, "prod", "Production", "staging", "production"])
 def test_settings_without_secrets_are_refused_unless_in_development(
-    environment: str | None, monkeypatch: pytest.MonkeyPatch
+    environment: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # Away from a checkout where `make up` left its env file, which these settings would read.
+    monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RECOMENGINE_ENVIRONMENT")
     environ = {} if environment is None else {"RECOMENGINE_ENVIRONMENT": environment}
     with pytest.raises(ValidationError, match="RECOMENGINE_JWT_SECRET"):
