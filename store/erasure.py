@@ -135,18 +135,20 @@ async def erase_user_projections(
     events: list[asyncpg.Record],
     report: ErasureReport,
 ) -> None:
-    """Remove the shopper's history, purchases, stamps, cached answers, model lists and the
-    dedupe guards of their deleted events from Redis."""
+    """Remove the shopper's history, purchases, stamps, cached and projected answers, model
+    lists and the dedupe guards of their deleted events from Redis."""
     doomed = [
         keys.user_history(tenant_id, user_id),
         keys.user_purchased(tenant_id, user_id),
         keys.user_stamp(tenant_id, user_id),
+        keys.user_answers(tenant_id, user_id),
     ]
     answers = _glob_escape(keys.answer_cache(tenant_id, user_id, "")) + "*"
     async for key in redis.scan_iter(match=answers, count=SCAN_COUNT):
         doomed.append(key)
     report.redis_keys += int(await redis.delete(*doomed))
     report.redis_members += int(await redis.srem(keys.touched_users(tenant_id), user_id))
+    report.redis_members += int(await redis.srem(keys.answer_readers(tenant_id), user_id))
     model_lists = _glob_escape(keys.model_prefix(tenant_id)) + "*:cf"
     async for key in redis.scan_iter(match=model_lists, count=SCAN_COUNT):
         report.redis_members += int(await redis.hdel(key, user_id))
