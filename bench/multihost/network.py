@@ -98,7 +98,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     taken = [net for net in taken if net.prefixlen > 0]  # the default route overlaps all
     rng = random.SystemRandom()
     for _ in range(200):
-        candidate = ipaddress.ip_network(f"10.{rng.randrange(64, 255)}.{rng.randrange(256)}.0/24")
+        candidate = ipaddress.IPv4Network(f"10.{rng.randrange(64, 255)}.{rng.randrange(256)}.0/24")
         if not any(candidate.overlaps(net) for net in taken):
             return candidate
     raise NetworkUnavailable("no free 10.x.y.0/24 subnet found")
