@@ -61,6 +61,7 @@ from cli.commands.database import upgrade
 from store.db import create_pool
 from store.settings import Settings
 from workers.broker import HEARTBEAT_TIMEOUT_MS
+from workers.metrics import queue_stats
 from workers.watchdog import WORKERS_KEY
 
 ROLES = ("data", "api", "worker-a", "worker-b")
@@ -93,8 +94,14 @@ class Takeover:
     open_transactions: int = 0  # worker-a's, holding row locks in PostgreSQL
     seconds: float | None = None  # from the cut until worker-b had acknowledged and stored all
     processed_by_b_during_cut: int = 0
+    b_waiting_on_locks: float = 0.0  # seconds of the takeover worker-b's sessions waited on locks
     back_at_work: float | None = None  # from the reconnection until worker-a heartbeats again
     restored_at: float = 0.0
+    # Messages waiting in the ingest lanes just before the cut and at the reconnection, and the
+    # seconds from the reconnection until no more waited than before the cut.
+    backlog_before: int = 0
+    backlog_at_restore: int = 0
+    caught_up: float | None = None
 
 
 @contextmanager
@@ -271,6 +278,7 @@ async def cut_and_restore(
         await until(lambda: len(run.acknowledged) >= cut_after)
         mine = consumers_of(broker, pools)["worker-a"]
         deadline = time.monotonic() + limit
+        found.backlog_before = waiting(broker)
         held: dict[str, set[str]] = {}
         for attempt in range(1, CUT_ATTEMPTS + 1):
             # The hard case: cut the moment worker-a holds messages and has written rows it
@@ -316,6 +324,8 @@ async def cut_and_restore(
             if acknowledged and await _all_stored(pool, run.tenant_id, event_ids):
                 found.seconds = time.monotonic() - cut
                 break
+            if await _waiting_on_locks(pool, worker_b):
+                found.b_waiting_on_locks += 0.2
             await asyncio.sleep(0.2)
         after_b = await asyncio.to_thread(processed, worker_b)
         if before_b is not None and after_b is not None:
@@ -324,6 +334,7 @@ async def cut_and_restore(
         await asyncio.sleep(max(0.0, cut + HEARTBEAT_TIMEOUT_MS / 1000 + 2 - time.monotonic()))
         network.restore("worker-a")
         found.restored_at, restored_wall = time.monotonic(), time.time()
+        found.backlog_at_restore = waiting(broker)
         print(f"  worker-a back after {found.restored_at - cut:.1f} s cut off", flush=True)
         while time.monotonic() < found.restored_at + limit:
             beats = [broker.zscore("dramatiq:__heartbeats__", consumer) for consumer in mine]
@@ -331,9 +342,28 @@ async def cut_and_restore(
                 found.back_at_work = time.monotonic() - found.restored_at
                 break
             await asyncio.sleep(0.1)
+        while time.monotonic() < found.restored_at + limit:
+            if waiting(broker) <= max(found.backlog_before, 2):
+                found.caught_up = time.monotonic() - found.restored_at
+                break
+            await asyncio.sleep(0.1)
     finally:
         broker.close()
     return found
+
+
+def waiting(broker: Any) -> int:
+    """Messages waiting in the ingest lanes (their tenants' sub-queues included)."""
+    return sum(stats.ready for stats in queue_stats(broker, ingest_queues().split(",")))
+
+
+async def _waiting_on_locks(pool: asyncpg.Pool, address: str) -> int:
+    """Sessions of the host at `address` waiting for a lock another session holds."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE client_addr = $1::inet"
+        " AND wait_event_type = 'Lock'"
+    )
+    return int(await pool.fetchval(query, address))
 
 
 async def _in_transaction(pool: asyncpg.Pool, address: str) -> int:
@@ -416,12 +446,18 @@ async def multihost(platform: Platform, network: Network, args: argparse.Namespa
     print(
         f"  worker-b took over worker-a's {takeover.messages} messages ({takeover.events} events) "
         f"{_seconds(takeover.seconds)} after the cut, processing "
-        f"{takeover.processed_by_b_during_cut:,} messages meanwhile"
+        f"{takeover.processed_by_b_during_cut:,} messages meanwhile (its sessions waited on "
+        f"row locks for about {takeover.b_waiting_on_locks:.0f} s of it)"
     )
     print(f"  worker-a heartbeating again {_seconds(takeover.back_at_work)} after reconnection")
     print(
-        f"  drained {drained - last:.1f} s after the last event was acknowledged, "
-        f"{drained - takeover.restored_at:.1f} s after reconnection"
+        f"  backlog: {takeover.backlog_at_restore:,} messages waiting at reconnection "
+        f"({takeover.backlog_before:,} before the cut), caught up "
+        f"{_seconds(takeover.caught_up)} after reconnection"
+    )
+    print(
+        f"  drained {drained - last:.1f} s after the last event was acknowledged "
+        f"({drained - takeover.restored_at:.1f} s after reconnection)"
     )
     for role, count in per_host.items():
         print(f"  {role} processed {count if count is not None else 'unknown'} messages")
