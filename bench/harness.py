@@ -99,7 +99,7 @@ class Platform:
     @property
     def base_url(self) -> str:
         """The api's base URL."""
-        return f"http://127.0.0.1:{self.settings.api_port}"
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
 
     def start(
         self,
@@ -108,13 +108,15 @@ class Platform:
         *,
         env: dict[str, str] | None = None,
         cwd: Path = ROOT,
+        prefix: Iterable[str] = (),
     ) -> subprocess.Popen[bytes]:
         """`python -m <module_args>` in its own session, output appended to workdir/log_name;
-        `env` adds to or overrides the platform's environment; `cwd` is the code tree run."""
+        `env` adds to or overrides the platform's environment; `cwd` is the code tree run;
+        `prefix` is a command that execs it (`ip netns exec <name>`: on another network)."""
         handle = open(self.workdir / log_name, "ab")
         self._logs.append(handle)
         process = subprocess.Popen(
-            [sys.executable, "-m", *module_args],
+            [*prefix, sys.executable, "-m", *module_args],
             env={**self.env, **(env or {})},
             cwd=cwd,
             stdout=handle,
@@ -131,13 +133,15 @@ class Platform:
         env: dict[str, str] | None = None,
         log_name: str = "api.log",
         cwd: Path = ROOT,
+        prefix: Iterable[str] = (),
     ) -> subprocess.Popen[bytes]:
-        """`recomengine api` (on `port` if given, from the code tree `cwd`), once /ready
-        answers 200."""
+        """`recomengine api` (on `port` if given, from the code tree `cwd`, exec'd by
+        `prefix`), once /ready answers 200."""
         port = port or self.settings.api_port
         env = {**(env or {}), "RECOMENGINE_API_PORT": str(port)}
-        process = self.start(["cli.main", "api"], log_name, env=env, cwd=cwd)
-        wait_ready(f"http://127.0.0.1:{port}/ready", process, self.workdir / log_name)
+        process = self.start(["cli.main", "api"], log_name, env=env, cwd=cwd, prefix=prefix)
+        ready = f"http://{self.settings.api_host}:{port}/ready"
+        wait_ready(ready, process, self.workdir / log_name)
         return process
 
     def run_cli(self, args: Iterable[str], *, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,10 @@ ALTER DEFAULT PRIVILEGES FOR ROLE {POSTGRES_USER} IN SCHEMA public
 """
 
 
+# Where the servers listen unless told otherwise: nothing outside this machine reaches them.
+LOOPBACK = "127.0.0.1"
+
+
 class ServiceError(RuntimeError):
     """A local server could not be started; the message says what to do."""
 
@@ -83,10 +87,10 @@ def wait_for_http_ok(
     return False
 
 
-def _port_open(port: int) -> bool:
+def _port_open(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def _postgres_bin(name: str) -> str:
@@ -135,29 +139,37 @@ def postgres_data_dir(wanted: Path) -> Path:
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port`."""
+    """A PostgreSQL cluster in `data_dir`, listening on `host`:`port` (the loopback address
+    unless told otherwise).
+
+    Its clients sign in without a password (trust), so by default only this machine's reach it;
+    `trusted_network` (a CIDR such as 10.20.30.0/24, for a private bench network) lets that
+    network's clients in too.
+    """
 
     data_dir: Path
     port: int
+    host: str = LOOPBACK
+    trusted_network: str | None = None
 
     @property
     def url(self) -> str:
         """The connection URL of the platform's processes (a role with DML rights only)."""
-        return f"postgresql://{POSTGRES_APP_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+        return f"postgresql://{POSTGRES_APP_USER}@{self.host}:{self.port}/{POSTGRES_DB}"
 
     @property
     def superuser_url(self) -> str:
         """The cluster superuser's URL, for administration only (clusters made by this code)."""
-        return f"postgresql://{POSTGRES_SUPERUSER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+        return f"postgresql://{POSTGRES_SUPERUSER}@{self.host}:{self.port}/{POSTGRES_DB}"
 
     @property
     def owner_url(self) -> str:
         """The connection URL of the schema owner, which runs the migrations."""
-        return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{POSTGRES_DB}"
+        return f"postgresql://{POSTGRES_USER}@{self.host}:{self.port}/{POSTGRES_DB}"
 
     def start(self) -> None:
         """Create the cluster if needed and start it; harmless when it already runs."""
-        if _port_open(self.port) and (self.data_dir / "postmaster.pid").exists():
+        if _port_open(self.port, self.host) and (self.data_dir / "postmaster.pid").exists():
             return
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if not (self.data_dir / "PG_VERSION").exists():
@@ -181,11 +193,12 @@ class PostgresServer:
                 stdout=subprocess.DEVNULL,
                 cwd="/",
             )
+        self._trust_network()
         # Ingestion writes WAL fast: checkpoints forced by a small WAL budget every minute or so
         # write every dirty page and make the next change of each page log it whole. Commits
         # stay synchronous: an accepted event is never lost.
         options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            f"-p {self.port} -c listen_addresses={self.host} -c unix_socket_directories='' "
             "-c max_connections=200 -c shared_buffers=256MB -c fsync=on "
             "-c synchronous_commit=on -c max_wal_size=4GB -c checkpoint_timeout=15min "
             "-c wal_buffers=16MB"
@@ -212,12 +225,22 @@ class PostgresServer:
         )
         self._create_database()
 
+    def _trust_network(self) -> None:
+        """Let `trusted_network`'s clients in (read when the server starts); once."""
+        if self.trusted_network is None:
+            return
+        rules = self.data_dir / "pg_hba.conf"
+        line = f"host all all {self.trusted_network} trust"
+        if line not in rules.read_text().splitlines():
+            with rules.open("a") as handle:
+                handle.write(line + "\n")
+
     def _psql(self, user: str, database: str, sql: str) -> str:
         done = subprocess.run(
             [
                 _postgres_bin("psql"),
                 "-h",
-                "127.0.0.1",
+                self.host,
                 "-p",
                 str(self.port),
                 "-U",
@@ -240,7 +263,7 @@ class PostgresServer:
             [
                 _postgres_bin("psql"),
                 "-h",
-                "127.0.0.1",
+                self.host,
                 "-p",
                 str(self.port),
                 "-U",
@@ -294,7 +317,8 @@ REDIS_USER = "recomengine"
 
 @dataclass(frozen=True)
 class RedisServer:
-    """A redis-server with its data (AOF on) in `data_dir`, listening on 127.0.0.1:`port`.
+    """A redis-server with its data (AOF on) in `data_dir`, listening on `host`:`port` (the
+    loopback address unless told otherwise).
 
     Even on a developer's machine it takes no anonymous client: every user needs the password
     made on first start (kept in `data_dir`), and the platform signs in as `recomengine`.
@@ -302,6 +326,7 @@ class RedisServer:
 
     data_dir: Path
     port: int
+    host: str = LOOPBACK
 
     @property
     def password(self) -> str:
@@ -316,7 +341,7 @@ class RedisServer:
 
     def url(self, db: int = 0) -> str:
         """The connection URL of logical database `db` (with the platform user's password)."""
-        return f"redis://{REDIS_USER}:{self.password}@127.0.0.1:{self.port}/{db}"
+        return f"redis://{REDIS_USER}:{self.password}@{self.host}:{self.port}/{db}"
 
     def _acl_file(self) -> Path:
         path = self.data_dir / "users.acl"
@@ -331,7 +356,7 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server if it is not running already."""
-        if _port_open(self.port):
+        if _port_open(self.port, self.host):
             return
         binary = shutil.which("redis-server")
         if binary is None:
@@ -345,7 +370,7 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
                 "--dir",
                 str(self.data_dir.resolve()),
                 "--appendonly",
@@ -369,7 +394,7 @@ class RedisServer:
             check=True,
         )
         deadline = time.monotonic() + 20
-        while not _port_open(self.port):
+        while not _port_open(self.port, self.host):
             if time.monotonic() > deadline:
                 raise ServiceError(f"redis-server did not start; see {self.data_dir}/redis.log")
             time.sleep(0.05)
@@ -385,5 +410,5 @@ class RedisServer:
         except (ValueError, ProcessLookupError):
             return
         deadline = time.monotonic() + 10
-        while _port_open(self.port) and time.monotonic() < deadline:
+        while _port_open(self.port, self.host) and time.monotonic() < deadline:
             time.sleep(0.05)
