@@ -29,6 +29,7 @@ from domain.holdout import BASELINE_STRATEGY, holdout_baseline
 from domain.serving import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    RANKING_FALLBACKS,
     Hydration,
     RankedCandidate,
     ServingDecision,
@@ -372,8 +373,13 @@ class RecommendationService:
             return  # the tenant's trending list, rewritten on its own
         if decision.experiment_id is not None and not lookup.field.startswith(EXPERIMENT_FIELD):
             return
-        by_trending = decision.choice.strategy == TRENDING  # the field holds the head only
-        if query.product_id and decision.choice.mode != "product" and not by_trending:
+        # A product answered by trending for every shopper (the cold-start policy's, not the
+        # ranking's fallback, which depends on the shopper's history) keeps the head only.
+        for_everyone = (
+            decision.choice.strategy == TRENDING
+            and decision.choice.fallback_reason not in RANKING_FALLBACKS
+        )
+        if query.product_id and decision.choice.mode != "product" and not for_everyone:
             return  # fell back to the shopper's own history: not the product's answer
         if query.product_id:
             key = keys.product_answers(tenant_id, query.product_id)

@@ -46,7 +46,7 @@ from domain.serving import (
 from domain.strategies.base import (
     TRENDING,
 )
-from domain.strategies.registry import strategy_names
+from domain.strategies.registry import projected_product_strategies, strategy_names
 from store import keys
 from store.models import ServingReader
 from store.usage import METER_REQUESTS, Meter
@@ -71,6 +71,9 @@ TRENDING_CATEGORIES = 200
 TRENDING_LAG_SECONDS = 1.5
 TRENDING_REWRITE_SECONDS = 0.5
 PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops being projected
+# Products whose item-context answers a publish writes ahead (the most popular): at most
+# this many keys of about 20 KB (three strategies' fields).
+PROJECTED_PRODUCTS_AT_PUBLISH = 1_000
 
 # Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
 # counts the request, meters it, reads the auth epoch, returns a cached answer when still
@@ -484,7 +487,7 @@ class AnswerProjector:
                 ranked_by_field[field] = rank(request, context, depth=PROJECTION_DEPTH)
             key = keys.user_answers(tenant_id, user_id)
             written += await self._write(
-                tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy
+                tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy, user_id
             )
         return written
 
@@ -497,8 +500,9 @@ class AnswerProjector:
         context: Any,
         ranked_by_field: Mapping[str, tuple[ServingDecision, Sequence[RankedCandidate]]],
         default_strategy: str | None,
+        reader: str | None,
     ) -> int:
-        """Hydrate the ranked fields and store them under `key`."""
+        """Hydrate the ranked fields and store them under `key` (`reader`: see `store`)."""
         if not ranked_by_field:
             return 0
         ids = list(
@@ -520,7 +524,7 @@ class AnswerProjector:
             hydration=hydration,
             model_version=context.model_version,
             default_strategy=default_strategy,
-            reader=user_id,
+            reader=reader,
         )
 
     async def store(
@@ -647,6 +651,33 @@ class AnswerProjector:
             await pipe.execute()
         return len(items)
 
+    async def project_products(self, *, tenant_id: str, product_ids: Sequence[str]) -> int:
+        """Write the item-context answers of `product_ids` for every strategy projected per
+        product (the same for every shopper); returns the products written."""
+        stamp = await _projection_stamp(self._redis, tenant_id=tenant_id, user_id=None)
+        now = datetime.now(UTC)
+        hours = [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
+        written = 0
+        for product_id in product_ids:
+            # A shopper without history: only answers that do not depend on one are kept.
+            context = await self._reader.read(
+                tenant_id=tenant_id,
+                user_id="",
+                product_id=product_id,
+                placement_id=None,
+                live_hours=hours,
+            )
+            ranked_by_field: dict[str, tuple[ServingDecision, Sequence[RankedCandidate]]] = {}
+            for strategy in projected_product_strategies():
+                request = ServingRequest(user_id="", strategy=strategy, product_id=product_id)
+                decision, ranked = rank(request, context, depth=PROJECTION_DEPTH)
+                if decision.choice.mode == "product":
+                    ranked_by_field[strategy] = (decision, ranked)
+            key = keys.product_answers(tenant_id, product_id)
+            if await self._write(tenant_id, "", key, stamp, context, ranked_by_field, None, None):
+                written += 1
+        return written
+
     async def reproject_readers(self, *, tenant_id: str, user_ids: Sequence[str]) -> int:
         """Rewrite the fields of those of `user_ids` who read projected answers (after their
         events were stored); returns the number of users projected."""
@@ -682,12 +713,17 @@ class AnswerProjector:
         return projected
 
 
-async def reproject_all_readers(redis: Redis, *, tenant_id: str, at_most: int = 10_000) -> int:
-    """After a publish: rewrite the tenant's trending list and the projected answers of its
-    reading users (up to `at_most`; the others are projected again by their next request).
-    Product answers are left to go stale: they are rewritten by their next request."""
+async def reproject_all_readers(
+    redis: Redis, *, tenant_id: str, at_most: int = 10_000, products: Sequence[str] = ()
+) -> int:
+    """After a publish: rewrite the tenant's trending list, the item-context answers of
+    `products` (the most popular: their first requests are then not computed) and the
+    projected answers of its reading users (up to `at_most`; the others are projected again
+    by their next request). Other products' answers go stale and are rewritten by their next
+    request."""
     projector = AnswerProjector(redis, ServingReader(redis))
     await projector.project_trending(tenant_id=tenant_id)
+    await projector.project_products(tenant_id=tenant_id, product_ids=products)
     users: list[str] = []
     async for member in redis.sscan_iter(keys.answer_readers(tenant_id), count=1000):
         users.append(_text(member))

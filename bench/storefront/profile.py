@@ -2,11 +2,12 @@
 
 The api is restarted under `python -m cProfile` (one Sanic process, as in the measured run),
 the same mix is replayed for a few seconds, the api is stopped (the profile is written as it
-exits) and the profile's own time per function (`tottime`: CPU time on the event loop, not
-time spent waiting for Redis) is summed into the steps a request takes, per request served
-in that phase. cProfile slows the process down (each function call costs a little), so the
-figures are scaled to the api CPU per request measured without the profiler: the shares are
-the profile's, the total is the real one.
+exits); an api started and stopped the same way without traffic gives the start-up's profile,
+taken off function by function. The profile's own time per function (`tottime`: CPU time
+on the event loop, not time spent waiting for Redis) is summed into the steps a request
+takes, per request served in that phase. cProfile slows the process down (each function
+call costs a little), so the figures are scaled to the api CPU per request measured without
+the profiler: the shares are the profile's, the total is the real one.
 """
 
 from __future__ import annotations
@@ -80,14 +81,19 @@ def _step_of(filename: str, function: str) -> str:
     return OTHER
 
 
-def breakdown(profile: Path, *, requests: int) -> Breakdown:
-    """Sum a profile's own time per step, per request."""
+def _own_times(profile: Path) -> dict[tuple[str, int, str], float]:
     stats = pstats.Stats(str(profile))
+    return {key: row[2] for key, row in stats.stats.items()}  # type: ignore[attr-defined]
+
+
+def breakdown(profile: Path, *, baseline: Path, requests: int) -> Breakdown:
+    """Sum a profile's own time per step, per request, less the `baseline` profile's (the
+    api started and stopped without traffic: imports and start-up)."""
+    before = _own_times(baseline)
     totals: dict[str, float] = {}
-    for (filename, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
-        tottime = row[2]
-        step = _step_of(filename, function)
-        totals[step] = totals.get(step, 0.0) + tottime
+    for key, tottime in _own_times(profile).items():
+        step = _step_of(key[0], key[2])
+        totals[step] = totals.get(step, 0.0) + max(0.0, tottime - before.get(key, 0.0))
     total = sum(totals.values()) or 1.0
     return Breakdown(
         requests=requests,
