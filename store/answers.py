@@ -46,7 +46,7 @@ from domain.serving import (
 from domain.strategies.base import (
     TRENDING,
 )
-from domain.strategies.registry import projected_product_strategies, strategy_names
+from domain.strategies.registry import projected_product_strategies, strategies, strategy_names
 from store import keys
 from store.models import ServingReader
 from store.usage import METER_REQUESTS, Meter
@@ -74,6 +74,9 @@ PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops bei
 # Products whose item-context answers a publish writes ahead (the most popular): at most
 # this many keys of about 20 KB (three strategies' fields).
 PROJECTED_PRODUCTS_AT_PUBLISH = 1_000
+# Users whose answers (the default and each strategy with a user answer) a publish writes
+# ahead, the most recently active first: at most this many keys of about 30 KB.
+PROJECTED_USERS_AT_PUBLISH = 2_000
 
 # Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
 # counts the request, meters it, reads the auth epoch, returns a cached answer when still
@@ -713,14 +716,28 @@ class AnswerProjector:
         return projected
 
 
+def fields_ahead() -> list[str]:
+    """The fields a user's answers are written ahead with: the default and every strategy
+    that answers a user by ranking (not a tenant-wide list, not item context only)."""
+    names = [s.name for s in strategies() if not (s.projected_for_tenant or s.needs_product)]
+    return [DEFAULT_FIELD, *names]
+
+
 async def reproject_all_readers(
-    redis: Redis, *, tenant_id: str, at_most: int = 10_000, products: Sequence[str] = ()
+    redis: Redis,
+    *,
+    tenant_id: str,
+    at_most: int = 10_000,
+    products: Sequence[str] = (),
+    active_users: Sequence[str] = (),
+    default_strategy: str | None = None,
 ) -> int:
     """After a publish: rewrite the tenant's trending list, the item-context answers of
-    `products` (the most popular: their first requests are then not computed) and the
-    projected answers of its reading users (up to `at_most`; the others are projected again
-    by their next request). Other products' answers go stale and are rewritten by their next
-    request."""
+    `products` (the most popular), the projected answers of its reading users (up to
+    `at_most`; the others are projected again by their next request), then write ahead the
+    answers of `active_users` who are not readers yet (their first requests are then not
+    computed either, and their events rewrite them). Other products' answers go stale and are
+    rewritten by their next request."""
     projector = AnswerProjector(redis, ServingReader(redis))
     await projector.project_trending(tenant_id=tenant_id)
     await projector.project_products(tenant_id=tenant_id, product_ids=products)
@@ -734,4 +751,12 @@ async def reproject_all_readers(
         projected += await projector.reproject_readers(
             tenant_id=tenant_id, user_ids=users[start : start + 200]
         )
+    readers = set(users)
+    ahead = fields_ahead()
+    for user in active_users:
+        if user not in readers:
+            await projector.project(
+                tenant_id=tenant_id, user_id=user, fields=ahead, default_strategy=default_strategy
+            )
+            projected += 1
     return projected
