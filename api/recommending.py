@@ -3,8 +3,11 @@
 route (api/blueprints/recommendations.py)  the rate-limit call carries ANSWER_LOOKUP
                                            (store.answers): its reply, an AnswerLookup
 RecommendationService.cached(lookup)       a still-valid cached answer: served as stored
-RecommendationService.answer(...)          else the user's (or product's) projected answer
-                                           when the lookup filtered it for this query,
+RecommendationService.answer(...)          else the projected answer when the lookup
+                                           filtered it for this query: the user's field, the
+                                           product's, or the tenant's trending list (a
+                                           trending request, a shopper without events: its
+                                           meta from domain.serving.decide_by_trending),
                                            else ranked from the projections and hydrated
                                            (domain.serving), cached, and projected for the
                                            next requests after the response

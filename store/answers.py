@@ -3,11 +3,16 @@ strategy (and each asked-about product's, in item context), written where their 
 and read with the request's filters in one call.
 
 A user who asks for recommendations gets a HASH `reco:{t}:answers:user:{u}` (field: the
-requested strategy, or `@default` for requests that name none), written by the api after the
-first computed answer and rewritten by the ingest worker after each group of that user's
-events. A field is a text block:
+requested strategy, `@default` for requests that name none, `@exp:{placement}` for those on a
+placement that runs an experiment), written ahead by a publish for the most recently active
+users, by the api after a computed answer, and rewritten by the ingest worker after each group
+of that user's events. A field is a text block:
 
-    stamp \n written-at (unix s) \n complete (1|0) \n head JSON \n item lines...
+    stamp \n written-at (unix s) \n flag \n head JSON \n item lines...
+
+The flag is 1 (complete: the ranking ended before the list was cut), 0 (cut), T (the answer is
+the tenant's trending list: the field holds the head only) or P (asked for by a shopper
+without events, not projected yet).
 
 `stamp` is everything the ranking read that can change without the user's key changing (auth
 epoch, published model version, the tenant's serving stamp, the user's stamp); an item line is
@@ -20,7 +25,11 @@ nothing: the api then computes the answer as before.
 Item-context answers (`productId` given: frequently bought together, similar items, item
 collaborative) do not depend on the user: they are projected per product in
 `reco:{t}:answers:product:{p}` the same way (the user's purchases are still filtered out at
-read time), by the api from the first computed answer of a product that asks for a strategy.
+read time), by a publish for the most popular products and by the api from the first computed
+answer of a product that asks for a strategy.
+
+The tenant's trending list is projected in `reco:{t}:answers:tenant` (whole and per category),
+rewritten by the ingest worker as events come, a publish and the api when it finds it stale.
 """
 
 from __future__ import annotations
