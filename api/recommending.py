@@ -3,8 +3,11 @@
 route (api/blueprints/recommendations.py)  the rate-limit call carries ANSWER_LOOKUP
                                            (store.answers): its reply, an AnswerLookup
 RecommendationService.cached(lookup)       a still-valid cached answer: served as stored
-RecommendationService.answer(...)          else the user's (or product's) projected answer
-                                           when the lookup filtered it for this query,
+RecommendationService.answer(...)          else the projected answer when the lookup
+                                           filtered it for this query: the user's field, the
+                                           product's, or the tenant's trending list (a
+                                           trending request, a shopper without events: its
+                                           meta from domain.serving.decide_by_trending),
                                            else ranked from the projections and hydrated
                                            (domain.serving), cached, and projected for the
                                            next requests after the response
@@ -29,6 +32,7 @@ from domain.holdout import BASELINE_STRATEGY, holdout_baseline
 from domain.serving import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    RANKING_FALLBACKS,
     Hydration,
     RankedCandidate,
     ServingDecision,
@@ -372,8 +376,13 @@ class RecommendationService:
             return  # the tenant's trending list, rewritten on its own
         if decision.experiment_id is not None and not lookup.field.startswith(EXPERIMENT_FIELD):
             return
-        by_trending = decision.choice.strategy == TRENDING  # the field holds the head only
-        if query.product_id and decision.choice.mode != "product" and not by_trending:
+        # A product answered by trending for every shopper (the cold-start policy's, not the
+        # ranking's fallback, which depends on the shopper's history) keeps the head only.
+        for_everyone = (
+            decision.choice.strategy == TRENDING
+            and decision.choice.fallback_reason not in RANKING_FALLBACKS
+        )
+        if query.product_id and decision.choice.mode != "product" and not for_everyone:
             return  # fell back to the shopper's own history: not the product's answer
         if query.product_id:
             key = keys.product_answers(tenant_id, query.product_id)

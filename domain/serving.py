@@ -23,6 +23,8 @@ MAX_LIMIT = 50
 NO_MODEL = "no_model_yet"
 USER_NOT_IN_MODEL = "user_not_in_model_yet"
 PRODUCT_NOT_IN_MODEL = "product_not_in_model_yet"
+# Fallbacks the ranking takes when the chosen list is empty (they depend on the shopper).
+RANKING_FALLBACKS = frozenset({NO_MODEL, USER_NOT_IN_MODEL, PRODUCT_NOT_IN_MODEL})
 
 # (productId, score, because)
 Candidate = tuple[str, float, tuple[str, ...]]

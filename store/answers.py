@@ -3,11 +3,16 @@ strategy (and each asked-about product's, in item context), written where their 
 and read with the request's filters in one call.
 
 A user who asks for recommendations gets a HASH `reco:{t}:answers:user:{u}` (field: the
-requested strategy, or `@default` for requests that name none), written by the api after the
-first computed answer and rewritten by the ingest worker after each group of that user's
-events. A field is a text block:
+requested strategy, `@default` for requests that name none, `@exp:{placement}` for those on a
+placement that runs an experiment), written ahead by a publish for the most recently active
+users, by the api after a computed answer, and rewritten by the ingest worker after each group
+of that user's events. A field is a text block:
 
-    stamp \n written-at (unix s) \n complete (1|0) \n head JSON \n item lines...
+    stamp \n written-at (unix s) \n flag \n head JSON \n item lines...
+
+The flag is 1 (complete: the ranking ended before the list was cut), 0 (cut), T (the answer is
+the tenant's trending list: the field holds the head only) or P (asked for by a shopper
+without events, not projected yet).
 
 `stamp` is everything the ranking read that can change without the user's key changing (auth
 epoch, published model version, the tenant's serving stamp, the user's stamp); an item line is
@@ -20,7 +25,11 @@ nothing: the api then computes the answer as before.
 Item-context answers (`productId` given: frequently bought together, similar items, item
 collaborative) do not depend on the user: they are projected per product in
 `reco:{t}:answers:product:{p}` the same way (the user's purchases are still filtered out at
-read time), by the api from the first computed answer of a product that asks for a strategy.
+read time), by a publish for the most popular products and by the api from the first computed
+answer of a product that asks for a strategy.
+
+The tenant's trending list is projected in `reco:{t}:answers:tenant` (whole and per category),
+rewritten by the ingest worker as events come, a publish and the api when it finds it stale.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from domain.serving import (
 from domain.strategies.base import (
     TRENDING,
 )
-from domain.strategies.registry import strategy_names
+from domain.strategies.registry import projected_product_strategies, strategies, strategy_names
 from store import keys
 from store.models import ServingReader
 from store.usage import METER_REQUESTS, Meter
@@ -71,6 +80,12 @@ TRENDING_CATEGORIES = 200
 TRENDING_LAG_SECONDS = 1.5
 TRENDING_REWRITE_SECONDS = 0.5
 PROJECTION_TTL_SECONDS = 3600  # a user (or product) nobody asks about stops being projected
+# Products whose item-context answers a publish writes ahead (the most popular): at most
+# this many keys of about 20 KB (three strategies' fields).
+PROJECTED_PRODUCTS_AT_PUBLISH = 1_000
+# Users whose answers (the default and each strategy with a user answer) a publish writes
+# ahead, the most recently active first: at most this many keys of about 30 KB.
+PROJECTED_USERS_AT_PUBLISH = 2_000
 
 # Follow-up of the rate-limit script (store.ratelimit) for GET /recommendations: one round trip
 # counts the request, meters it, reads the auth epoch, returns a cached answer when still
@@ -484,7 +499,7 @@ class AnswerProjector:
                 ranked_by_field[field] = rank(request, context, depth=PROJECTION_DEPTH)
             key = keys.user_answers(tenant_id, user_id)
             written += await self._write(
-                tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy
+                tenant_id, user_id, key, stamp, context, ranked_by_field, default_strategy, user_id
             )
         return written
 
@@ -497,8 +512,9 @@ class AnswerProjector:
         context: Any,
         ranked_by_field: Mapping[str, tuple[ServingDecision, Sequence[RankedCandidate]]],
         default_strategy: str | None,
+        reader: str | None,
     ) -> int:
-        """Hydrate the ranked fields and store them under `key`."""
+        """Hydrate the ranked fields and store them under `key` (`reader`: see `store`)."""
         if not ranked_by_field:
             return 0
         ids = list(
@@ -520,7 +536,7 @@ class AnswerProjector:
             hydration=hydration,
             model_version=context.model_version,
             default_strategy=default_strategy,
-            reader=user_id,
+            reader=reader,
         )
 
     async def store(
@@ -647,6 +663,33 @@ class AnswerProjector:
             await pipe.execute()
         return len(items)
 
+    async def project_products(self, *, tenant_id: str, product_ids: Sequence[str]) -> int:
+        """Write the item-context answers of `product_ids` for every strategy projected per
+        product (the same for every shopper); returns the products written."""
+        stamp = await _projection_stamp(self._redis, tenant_id=tenant_id, user_id=None)
+        now = datetime.now(UTC)
+        hours = [(now - timedelta(hours=h)).strftime("%Y%m%d%H") for h in (0, 1)]
+        written = 0
+        for product_id in product_ids:
+            # A shopper without history: only answers that do not depend on one are kept.
+            context = await self._reader.read(
+                tenant_id=tenant_id,
+                user_id="",
+                product_id=product_id,
+                placement_id=None,
+                live_hours=hours,
+            )
+            ranked_by_field: dict[str, tuple[ServingDecision, Sequence[RankedCandidate]]] = {}
+            for strategy in projected_product_strategies():
+                request = ServingRequest(user_id="", strategy=strategy, product_id=product_id)
+                decision, ranked = rank(request, context, depth=PROJECTION_DEPTH)
+                if decision.choice.mode == "product":
+                    ranked_by_field[strategy] = (decision, ranked)
+            key = keys.product_answers(tenant_id, product_id)
+            if await self._write(tenant_id, "", key, stamp, context, ranked_by_field, None, None):
+                written += 1
+        return written
+
     async def reproject_readers(self, *, tenant_id: str, user_ids: Sequence[str]) -> int:
         """Rewrite the fields of those of `user_ids` who read projected answers (after their
         events were stored); returns the number of users projected."""
@@ -682,12 +725,31 @@ class AnswerProjector:
         return projected
 
 
-async def reproject_all_readers(redis: Redis, *, tenant_id: str, at_most: int = 10_000) -> int:
-    """After a publish: rewrite the tenant's trending list and the projected answers of its
-    reading users (up to `at_most`; the others are projected again by their next request).
-    Product answers are left to go stale: they are rewritten by their next request."""
+def fields_ahead() -> list[str]:
+    """The fields a user's answers are written ahead with: the default and every strategy
+    that answers a user by ranking (not a tenant-wide list, not item context only)."""
+    names = [s.name for s in strategies() if not (s.projected_for_tenant or s.needs_product)]
+    return [DEFAULT_FIELD, *names]
+
+
+async def reproject_all_readers(
+    redis: Redis,
+    *,
+    tenant_id: str,
+    at_most: int = 10_000,
+    products: Sequence[str] = (),
+    active_users: Sequence[str] = (),
+    default_strategy: str | None = None,
+) -> int:
+    """After a publish: rewrite the tenant's trending list, the item-context answers of
+    `products` (the most popular), the projected answers of its reading users (up to
+    `at_most`; the others are projected again by their next request), then write ahead the
+    answers of `active_users` who are not readers yet (their first requests are then not
+    computed either, and their events rewrite them). Other products' answers go stale and are
+    rewritten by their next request."""
     projector = AnswerProjector(redis, ServingReader(redis))
     await projector.project_trending(tenant_id=tenant_id)
+    await projector.project_products(tenant_id=tenant_id, product_ids=products)
     users: list[str] = []
     async for member in redis.sscan_iter(keys.answer_readers(tenant_id), count=1000):
         users.append(_text(member))
@@ -698,4 +760,12 @@ async def reproject_all_readers(redis: Redis, *, tenant_id: str, at_most: int = 
         projected += await projector.reproject_readers(
             tenant_id=tenant_id, user_ids=users[start : start + 200]
         )
+    readers = set(users)
+    ahead = fields_ahead()
+    for user in active_users:
+        if user not in readers:
+            await projector.project(
+                tenant_id=tenant_id, user_id=user, fields=ahead, default_strategy=default_strategy
+            )
+            projected += 1
     return projected

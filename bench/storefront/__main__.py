@@ -63,6 +63,7 @@ from bench.read_path.__main__ import (
 )
 from bench.read_path.load import PATHS_SCRIPT
 from bench.storefront.load import run_storefront_wrk
+from bench.storefront.profile import Breakdown, breakdown, print_breakdown, profile_command
 from bench.storefront.sessions import interleaved, popular_products
 from bench.wrk import run_wrk, wrk_available
 from cli.localservices import free_port
@@ -89,6 +90,7 @@ class Figures:
     answered_ms: list[float]
     unanswered: int
     memory: dict[str, Any]
+    breakdown: Breakdown | None = None
 
 
 def group_cpu_seconds(session_id: int) -> float:
@@ -313,6 +315,12 @@ async def _scenario(
         )
         ceiling_after = await asyncio.to_thread(ceiling_run, args.duration)
         memory = await memory_report(redis, tenant_id)
+        found = None
+        if args.profile_seconds > 0:
+            stop_process(api, timeout=30)
+            found = await asyncio.to_thread(
+                profile_mix, platform, code, lambda: mix_run(args.profile_seconds)
+            )
     finally:
         await redis.aclose()
     return Figures(
@@ -327,7 +335,28 @@ async def _scenario(
         answered,
         unanswered,
         memory,
+        found,
     )
+
+
+def profile_mix(platform: Platform, code: Path, mix: Any) -> Breakdown | None:
+    """The api's CPU per request by step under the mix (bench.storefront.profile)."""
+    workdir, env = platform.workdir, {"RECOMENGINE_API_PORT": str(platform.settings.api_port)}
+    ready = f"{platform.base_url}/ready"
+    profiles = []
+    for name, traffic in (("idle", False), ("mix", True)):
+        out = workdir / f"api-{name}.prof"
+        log = f"api-profile-{name}.log"
+        process = platform.start(profile_command(out), log, env=env, cwd=code)
+        wait_ready(ready, process, workdir / log)
+        result = mix() if traffic else None
+        stop_process(process, timeout=60)
+        if not out.exists():
+            print(f"no profile written ({log})", flush=True)
+            return None
+        profiles.append((out, result))
+    (baseline, _), (profile, result) = profiles
+    return breakdown(profile, baseline=baseline, requests=int(result["requests"]))
 
 
 def report(figures: Figures, connections: int, duration: float) -> None:
@@ -379,6 +408,8 @@ def report(figures: Figures, connections: int, duration: float) -> None:
             f"memory, {name}: {m['keys']:,} keys, {m['bytes'] / 1e6:.1f} MB, "
             f"mean {m['mean']:,.0f} B, max {m['max']:,} B per key"
         )
+    if f.breakdown is not None:
+        print_breakdown(f.breakdown, api_cpu_us=f.api_cpu_us)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -417,6 +448,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--sessions", type=int, default=6_000, help="sessions in the list")
     parser.add_argument("--concurrent-sessions", type=int, default=300)
+    parser.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=10.0,
+        help="seconds of the mix replayed on an api under cProfile, for the breakdown (0: none)",
+    )
     parser.add_argument("--compare", metavar="REF", help="also run git REF's code, first")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data folders")
     asyncio.run(run(parser.parse_args()))

@@ -726,9 +726,11 @@ async def _projected(
 
 
 async def test_after_one_computed_answer_the_users_next_requests_are_served_from_the_projection(
-    client: httpx.Client, trained_shop: TenantContext
+    client: httpx.Client, trained_shop: TenantContext, redis: Redis
 ) -> None:
     params = {"userId": "a-user-50", "strategy": "collaborative"}
+    # The publish wrote this active user's answers ahead: gone, as for a user it did not.
+    await redis.delete(keys.user_answers(trained_shop.tenant_id, "a-user-50"))
     computed = recommend_raw(client, trained_shop, **params, limit=6)
     assert computed.headers["X-Recommendation-Projection"] == "absent"
     projected = await _projected(client, trained_shop, {**params, "limit": 4})
@@ -820,6 +822,15 @@ async def test_computed_cached_and_projected_answers_all_match_the_documented_mo
         )
     ).json()
     assert RecommendationsRead.model_validate(full).data[0].reason.because
+
+
+async def test_a_publish_writes_the_active_users_answers_ahead(
+    client: httpx.Client, trained_shop: TenantContext, redis: Redis
+) -> None:
+    fields = await redis.hkeys(keys.user_answers(trained_shop.tenant_id, "b-user-90"))
+    assert {b"@default", b"collaborative", b"content_based"} <= set(fields)
+    products = await redis.hkeys(keys.product_answers(trained_shop.tenant_id, "b3"))
+    assert b"frequently_bought_together" in set(products)
 
 
 async def test_first_requests_and_trending_requests_are_served_from_the_tenants_trending(

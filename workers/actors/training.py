@@ -15,7 +15,12 @@ import dramatiq
 from domain.evaluation import DEFAULT_NDCG_TOLERANCE, gate
 from domain.training import Progress, check_incremental, content_lists, refresh_user_lists, train
 from store import keys
-from store.answers import AnswerProjector, reproject_all_readers
+from store.answers import (
+    PROJECTED_PRODUCTS_AT_PUBLISH,
+    PROJECTED_USERS_AT_PUBLISH,
+    AnswerProjector,
+    reproject_all_readers,
+)
 from store.models import (
     REJECTED_VERSION_TTL_SECONDS,
     PublishedModel,
@@ -140,7 +145,21 @@ async def train_and_publish(
         await save_version_record(redis, tenant_id=tenant_id, record=record)
         if await make_current_unless_superseded(redis, tenant_id=tenant_id, version=version):
             progress("published")
-            await reproject_all_readers(redis, tenant_id=tenant_id)  # readers' answers, new model
+            popular = await top_products(
+                redis, tenant_id=tenant_id, version=version, n=PROJECTED_PRODUCTS_AT_PUBLISH
+            )
+            # The most recently active users (events are oldest first): their first requests
+            # are then not computed either.
+            active = list(dict.fromkeys(reversed(events.user_ids)))[:PROJECTED_USERS_AT_PUBLISH]
+            # The new model's answers: trending, the popular products', the reading users',
+            # the active users'.
+            await reproject_all_readers(
+                redis,
+                tenant_id=tenant_id,
+                products=popular,
+                active_users=active,
+                default_strategy=config.get("defaultStrategy"),
+            )
         else:
             publish = False
             superseded = True
