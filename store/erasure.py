@@ -18,6 +18,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from domain.events import dedupe_digest
+from domain.strategies.registry import served_lists
 from store import keys
 from store.counters import day_of
 from store.db import tenant_transaction
@@ -149,9 +150,11 @@ async def erase_user_projections(
     report.redis_keys += int(await redis.delete(*doomed))
     report.redis_members += int(await redis.srem(keys.touched_users(tenant_id), user_id))
     report.redis_members += int(await redis.srem(keys.answer_readers(tenant_id), user_id))
-    model_lists = _glob_escape(keys.model_prefix(tenant_id)) + "*:cf"
-    async for key in redis.scan_iter(match=model_lists, count=SCAN_COUNT):
-        report.redis_members += int(await redis.hdel(key, user_id))
+    # Every list a strategy publishes per user (domain.strategies.registry), in any version.
+    for suffix in {lst.suffix for lst in served_lists() if lst.key == "user"}:
+        model_lists = _glob_escape(keys.model_prefix(tenant_id)) + "*:" + suffix
+        async for key in redis.scan_iter(match=model_lists, count=SCAN_COUNT):
+            report.redis_members += int(await redis.hdel(key, user_id))
     if not events:
         return
     pipe = redis.pipeline(transaction=False)
