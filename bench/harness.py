@@ -205,7 +205,9 @@ def local_platform(
         platform = Platform(
             settings=settings,
             workdir=workdir,
-            env=platform_env(settings),
+            # The api and workers connect as in production: the DML-only role, which row-level
+            # security holds (the bench's own pools keep the superuser, to administer and count).
+            env={**platform_env(settings), "RECOMENGINE_DATABASE_URL": postgres.url},
             postgres=postgres,
             redis_server=redis_server,
         )
