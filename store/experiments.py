@@ -119,7 +119,7 @@ async def create_experiment(
 
 
 async def _fetch(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: asyncpg.Connection,
     *,
     tenant_id: str,
     experiment_id: str,
@@ -426,7 +426,7 @@ def _finite(value: Any) -> Any:
 
 
 async def variant_sums(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: asyncpg.Connection,
     *,
     tenant_id: str,
     experiment_id: uuid.UUID,
@@ -456,7 +456,7 @@ async def variant_sums(
 
 
 async def _live_results(
-    conn: asyncpg.Connection | asyncpg.Pool, *, tenant_id: str, row: asyncpg.Record
+    conn: asyncpg.Connection, *, tenant_id: str, row: asyncpg.Record
 ) -> dict[str, Any]:
     cap = row["revenue_cap"]
     sums = await variant_sums(conn, tenant_id=tenant_id, experiment_id=row["id"], revenue_cap=cap)
