@@ -344,3 +344,13 @@ async def test_writing_another_tenants_row_inside_a_tenants_scope_is_refused_by_
         )
         == 1
     )
+
+
+async def test_a_tenant_id_that_is_not_a_uuid_scopes_to_no_tenant_instead_of_failing(
+    two_shops: tuple[TenantContext, TenantContext], app_db: asyncpg.Pool
+) -> None:
+    # Ids from URLs reach some queries as text; such a scope sees nothing and raises nothing.
+    for bogus in ("not-a-uuid", "", "'; SELECT 1; --"):
+        async with tenant_transaction(app_db, bogus) as connection:
+            assert await connection.fetchval("SELECT count(*) FROM catalog_items") == 0
+        assert await in_tenant(app_db, bogus).fetchval("SELECT count(*) FROM events") == 0
