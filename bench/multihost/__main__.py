@@ -348,6 +348,7 @@ async def cut_and_restore(
                 break
             await asyncio.sleep(0.1)
     finally:
+        network.restore("worker-a")  # when stopped while it was cut off
         broker.close()
     return found
 

@@ -126,6 +126,7 @@ def hosts_network(roles: Iterable[str]) -> Iterator[Network]:
     tag = secrets.token_hex(3)
     bridge = f"{_PREFIX}{tag}br"
     made: list[str] = []
+    links: list[str] = []
     bridge_made = False
     try:
         subnet = _free_subnet()
@@ -142,6 +143,7 @@ def hosts_network(roles: Iterable[str]) -> Iterator[Network]:
             _ip("netns", "add", namespace)
             made.append(namespace)
             _ip("link", "add", link, "type", "veth", "peer", "name", peer)
+            links.append(link)
             _ip("link", "set", peer, "netns", namespace)
             _ip("link", "set", link, "master", bridge, "up")
             address = str(addresses[index])
@@ -152,6 +154,11 @@ def hosts_network(roles: Iterable[str]) -> Iterator[Network]:
             hosts[role] = Host(role=role, namespace=namespace, address=address, link=link)
         yield Network(tag=tag, bridge=bridge, subnet=subnet, hosts=hosts)
     finally:
+        # Links cut when the run stopped come back first: the connections of the processes
+        # killed next then close, instead of lingering in the kernel, which keeps a namespace
+        # (and its veth) alive until their retransmissions give up.
+        for link in links:
+            subprocess.run(["ip", "link", "set", link, "up"], capture_output=True, check=False)
         for namespace in made:
             _kill_everything_in(namespace)
         for namespace in made:
