@@ -4,6 +4,7 @@ row-level security reads (migrations/versions/0016_row_level_security.py)."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,34 @@ _NO_TENANT = "00000000-0000-0000-0000-000000000000"
 Isolation = Literal["serializable", "repeatable_read", "read_committed", "read_uncommitted"]
 
 
+# A database host that goes silent (a cut link, a crashed machine) must end the connection in
+# seconds: a query whose answer was lost would otherwise wait for its command timeout while the
+# rows it locked hold up other workers. asyncpg has no keepalive option, so the socket gets it.
+KEEPALIVE_IDLE_SECONDS = 10
+KEEPALIVE_INTERVAL_SECONDS = 5
+KEEPALIVE_PROBES = 3
+UNACKNOWLEDGED_WRITE_MS = 30_000
+
+
+def _keep_alive(connection: asyncpg.Connection) -> None:
+    """Turn on TCP keepalive (and a timeout for unacknowledged writes) on a TCP connection."""
+    transport = connection._transport  # asyncpg exposes no other way to reach the socket
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket has no peer to lose
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_SECONDS),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_SECONDS),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        ("TCP_USER_TIMEOUT", UNACKNOWLEDGED_WRITE_MS),
+    ):
+        if hasattr(socket, option):  # Linux names; other systems keep their defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
+    _keep_alive(connection)
     # jsonb columns come back as Python objects and go in from them.
     await connection.set_type_codec(
         "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
