@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether the process is still running (or exists under another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +47,7 @@ def _recorded_group(pid_file: Path) -> int | None:
 def leader_alive(pid_file: Path) -> bool:
     """Whether the process whose group the pid file records still runs."""
     group = _recorded_group(pid_file)
-    return group is not None and _alive(group)
+    return group is not None and process_alive(group)
 
 
 def start_group(
@@ -66,7 +67,7 @@ def stop_group(pid_file: Path, *, timeout: float = 15) -> None:
     to the survivors), then SIGKILL whatever is left after `timeout` seconds."""
     group = _recorded_group(pid_file)
     if group is not None and group_alive(group):
-        if _alive(group):
+        if process_alive(group):
             os.kill(group, signal.SIGTERM)
         else:
             os.killpg(group, signal.SIGTERM)

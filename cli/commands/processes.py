@@ -10,6 +10,7 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
+from cli.process_groups import process_alive
 from workers.queues import QUEUES
 
 
@@ -67,18 +68,8 @@ def _remove_metrics_dirs_of_dead_pools() -> None:
     """Remove the metrics folders of pools that were killed before they could remove their own."""
     for folder in Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*"):
         owner = folder.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
-        if owner.isdigit() and not _process_alive(int(owner)):
+        if owner.isdigit() and not process_alive(int(owner)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_worker(args: argparse.Namespace) -> int:
