@@ -9,7 +9,6 @@ import re
 import time
 from importlib.metadata import PackageNotFoundError, version
 
-from redis.asyncio import Redis
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
@@ -55,7 +54,7 @@ def create_app(settings: Settings | None = None, *, name: str = "recomengine") -
     async def build_pools(app: Sanic) -> None:
         app.ctx.db = await create_pool(settings)
         app.ctx.redis = create_redis(settings)
-        app.ctx.broker_redis = Redis.from_url(settings.broker_url, socket_timeout=2)
+        app.ctx.broker_redis = create_redis(settings, settings.broker_url)
         app.ctx.limiter = RateLimiter(app.ctx.redis, follow_up=ANSWER_LOOKUP)
         app.ctx.serving_reader = ServingReader(app.ctx.redis)
         app.ctx.answer_projector = AnswerProjector(app.ctx.redis, app.ctx.serving_reader)

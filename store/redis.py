@@ -6,21 +6,28 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import NoScriptError
 
 from store.settings import Settings
 
 
-def create_redis(settings: Settings) -> Redis:
-    """An asyncio Redis client for projections (lazy: connects on first use)."""
-    return Redis.from_url(
-        settings.redis_url,
+def create_redis(settings: Settings, url: str | None = None) -> Redis:
+    """An asyncio Redis client for projections (lazy: connects on first use), or for `url`.
+
+    Its pool holds at most `redis_pool_max` connections and a call waits (up to 2 s) for a free
+    one: redis-py's default pool refuses a call outright once 100 are in use, which turned a
+    burst of concurrent requests into 503s."""
+    pool = BlockingConnectionPool.from_url(
+        url or settings.redis_url,
+        max_connections=settings.redis_pool_max,
+        timeout=2,
         decode_responses=False,
         socket_timeout=2,
         socket_connect_timeout=2,
         health_check_interval=30,
     )
+    return Redis(connection_pool=pool)
 
 
 _SCRIPT_SHAS: dict[str, str] = {}

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     login_max_delay_seconds: int = Field(default=900, ge=1)
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Redis connections per process; a call waits for a free one rather than failing.
+    redis_pool_max: int = Field(default=256, ge=1)
     # Off behind PgBouncer in transaction mode, which cannot keep prepared statements.
     db_statement_cache: bool = True
     # GET /metrics answers loopback callers, or others that send `Authorization: Bearer <token>`.
