@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 
 from api.security import issue_access_token
 from bench.fuzz.config import describe, schemathesis_config
-from bench.harness import local_platform, make_bench_tenant
+from bench.harness import ROOT, local_platform, make_bench_tenant
 from store.db import create_pool
 from store.tenants import create_tenant
 
@@ -42,14 +43,20 @@ async def fuzz(args: argparse.Namespace) -> int:
         settings = platform.settings
         pool = await create_pool(settings, min_size=1, max_size=2)
         try:
-            tenant = await make_bench_tenant(pool, settings, permissions=["read_write"])
+            # The tenant's highest per-key budgets: a run sends thousands of requests a minute
+            # with its one key, and a 429 tests nothing behind it.
+            tenant = await make_bench_tenant(
+                pool,
+                settings,
+                permissions=["read_write"],
+                config={"rateLimits": {"readsPerMinute": 100_000, "writesPerMinute": 50_000}},
+            )
             # An operator, so that the operators' console is fuzzed too, not only refused.
             await pool.execute(
                 "UPDATE admins SET is_operator = true WHERE id = $1::uuid", tenant.admin_id
             )
-            second = await create_tenant(
-                pool, owner_id=tenant.admin_id, name="Bench (changed and deleted)", config=None
-            )
+            second = await create_tenant(pool, owner_id=tenant.admin_id, name="Bench (changed)")
+            third = await create_tenant(pool, owner_id=tenant.admin_id, name="Bench (deleted)")
         finally:
             await pool.close()
         platform.start(["cli.main", "worker", "--processes", "1"], "worker.log")
@@ -61,7 +68,11 @@ async def fuzz(args: argparse.Namespace) -> int:
         (platform.workdir / "openapi.json").write_text(document.stdout)
         config = platform.workdir / "schemathesis.toml"
         config.write_text(
-            schemathesis_config(tenant_id=tenant.tenant_id, second_tenant_id=str(second["id"]))
+            schemathesis_config(
+                tenant_id=tenant.tenant_id,
+                second_tenant_id=str(second["id"]),
+                third_tenant_id=str(third["id"]),
+            )
         )
         print(describe(), flush=True)
         phases = "examples,coverage,fuzzing" + (",stateful" if args.stateful else "")
@@ -93,6 +104,12 @@ async def fuzz(args: argparse.Namespace) -> int:
             str(args.seed),
         ]
         # From the run's folder: schemathesis keeps a cache of what it found where it runs.
+        # bench/fuzz/hooks.py adds the check that holds each allowed refusal to its stated rule.
+        env = {
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "bench.fuzz.hooks",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
         run = await asyncio.to_thread(
             subprocess.run,
             command,
@@ -100,6 +117,7 @@ async def fuzz(args: argparse.Namespace) -> int:
             text=True,
             check=False,
             cwd=platform.workdir,
+            env=env,
         )
         summary = run.stdout.rfind("=== SUMMARY ===")
         print(run.stdout if args.verbose or run.returncode else run.stdout[summary - 40 :])

@@ -14,7 +14,7 @@ from conftest import ROOT
 
 def test_every_request_generated_from_the_openapi_document_passes_every_check() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fuzz", "--checks", "all", "--examples", "2"],
+        [sys.executable, "-m", "bench.fuzz", "--checks", "all", "--examples", "2", "--stateful"],
         cwd=ROOT,
         capture_output=True,
         text=True,
