@@ -27,9 +27,21 @@ log = logging.getLogger("recomengine.catalog")
 class CatalogItemWrite(ApiModel):
     """A product as a merchant sends it (POST /catalog, batch items)."""
 
-    product_id: str = Field(min_length=1, max_length=rules.MAX_PRODUCT_ID_CHARS)
-    name: str = Field(min_length=1, max_length=rules.MAX_NAME_CHARS)
-    category: str | None = Field(default=None, max_length=rules.MAX_CATEGORY_CHARS)
+    product_id: str = Field(
+        min_length=1,
+        max_length=rules.MAX_PRODUCT_ID_CHARS,
+        json_schema_extra={"pattern": rules.PRODUCT_ID_PATTERN},
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=rules.MAX_NAME_CHARS,
+        json_schema_extra={"pattern": rules.NAME_PATTERN},
+    )
+    category: str | None = Field(
+        default=None,
+        max_length=rules.MAX_CATEGORY_CHARS,
+        json_schema_extra={"pattern": rules.NO_NUL_PATTERN},
+    )
     price: float = Field(ge=0, le=float(rules.MAX_PRICE), description="at most 4 decimals")
     currency: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217; default: the tenant's"
@@ -55,7 +67,10 @@ class CatalogItemReplace(CatalogItemWrite):
     """A full replacement of a product (PUT); productId, if sent, must equal the path's."""
 
     product_id: str | None = Field(  # type: ignore[assignment]
-        default=None, min_length=1, max_length=rules.MAX_PRODUCT_ID_CHARS
+        default=None,
+        min_length=1,
+        max_length=rules.MAX_PRODUCT_ID_CHARS,
+        json_schema_extra={"pattern": rules.PRODUCT_ID_PATTERN},
     )
 
 

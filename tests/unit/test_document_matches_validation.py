@@ -96,3 +96,14 @@ def test_every_exception_of_the_fuzzing_run_states_its_reason_and_is_configured(
         assert all(f'"{operation}"' in config for operation in allowance.operations)
     assert stated_fields("POST /api/v1/users/merge") == ("",)
     assert stated_fields("GET /api/v1/plans") is None
+
+
+@pytest.mark.parametrize("value", ["sku-1", " a ", "", "   ", "a\tb", "a\x00", "\u3000", "é"])
+def test_the_product_id_and_name_patterns_agree_with_the_catalog_checks(value: str) -> None:
+    for field, pattern in (
+        ("productId", catalog.PRODUCT_ID_PATTERN),
+        ("name", catalog.NAME_PATTERN),
+    ):
+        item = {"productId": "p", "name": "n", "price": 1, field: value}
+        refused = any(e.field == field for e in catalog.item_errors(item)[1])
+        assert _matches(pattern, value) is not refused, (field, value)

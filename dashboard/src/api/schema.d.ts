@@ -9258,6 +9258,16 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
+            /** @description The SDK is not built on this server (npm ci && npm run build in sdk/). */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             /** @description Any other failure, as RFC 9457 problem+json (500: quote the requestId when reporting it). */
             default: {
                 headers: {
