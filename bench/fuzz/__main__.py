@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from api.security import issue_access_token
 from bench.fuzz.config import describe, schemathesis_config
@@ -37,6 +41,37 @@ RUN_SCHEMATHESIS = (
     "import sys; sys.setrecursionlimit(5000); "
     "from schemathesis.cli import schemathesis; sys.exit(schemathesis())"
 )
+
+
+def _check_results(value: Any) -> Iterator[tuple[str, str]]:
+    """(check, status) of every check result anywhere in one event of the NDJSON report."""
+    if isinstance(value, dict):
+        checks = value.get("checks")
+        if isinstance(checks, dict):
+            for results in checks.values():
+                for result in results if isinstance(results, list) else []:
+                    if isinstance(result, dict) and "name" in result and "status" in result:
+                        yield str(result["name"]), str(result["status"]).lower()
+        for member in value.values():
+            if member is not checks:
+                yield from _check_results(member)
+    elif isinstance(value, list):
+        for member in value:
+            yield from _check_results(member)
+
+
+def check_figures(lines: Iterable[str]) -> str:
+    """How many times each check ran, passed and failed, from schemathesis' NDJSON events."""
+    figures: dict[str, Counter[str]] = {}
+    for line in lines:
+        if line.strip():
+            for name, status in _check_results(json.loads(line)):
+                figures.setdefault(name, Counter())[status] += 1
+    rows = [f"{'check':<36} {'run':>8} {'passed':>8} {'failed':>8}"]
+    for name, counts in sorted(figures.items()):
+        failed = sum(n for status, n in counts.items() if status not in ("success", "skip"))
+        rows.append(f"{name:<36} {counts.total():>8} {counts['success']:>8} {failed:>8}")
+    return "Per check:\n" + "\n".join(rows)
 
 
 async def fuzz(args: argparse.Namespace) -> int:
@@ -104,6 +139,11 @@ async def fuzz(args: argparse.Namespace) -> int:
             "2",
             "--seed",
             str(args.seed),
+            # Every event, for the per-check figures printed after the summary.
+            "--report",
+            "ndjson",
+            "--report-ndjson-path",
+            str(platform.workdir / "events.ndjson"),
         ]
         # From the run's folder: schemathesis keeps a cache of what it found where it runs.
         # bench/fuzz/hooks.py adds the check that holds each allowed refusal to its stated rule.
@@ -123,6 +163,9 @@ async def fuzz(args: argparse.Namespace) -> int:
         )
         summary = run.stdout.rfind("=== SUMMARY ===")
         print(run.stdout if args.verbose or run.returncode else run.stdout[summary - 40 :])
+        events = platform.workdir / "events.ndjson"
+        if events.exists():
+            print(check_figures(events.read_text(encoding="utf-8").splitlines()))
         if run.returncode and run.stderr:
             print(run.stderr[-3000:], file=sys.stderr)
         return run.returncode
