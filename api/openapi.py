@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,6 +30,28 @@ class Operation:
     # Error statuses this route answers beyond those its traits imply (see `_implied_errors`),
     # each with what it means here.
     errors: dict[int, str] = field(default_factory=dict)
+    # OpenAPI links of the success answer: name -> "METHOD /path" of the operation it leads to,
+    # with the values of its path parameters (a runtime expression each; a parameter the two
+    # paths share comes from the request's path).
+    links: dict[str, Link] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a created resource can be used next: `operation` ("GET /api/v1/x/{id}") with
+    `parameters` ({"id": "$response.body#/id"})."""
+
+    operation: str
+    parameters: Mapping[str, str]
+
+
+def linked(operations: Iterable[str], **parameters: str) -> dict[str, Link]:
+    """Links from one answer to each of `operations`, all taking the same `parameters`."""
+    found = {}
+    for operation in operations:
+        method, path = operation.split(" ", 1)
+        found[_operation_id(method.lower(), path)] = Link(operation, parameters)
+    return found
 
 
 # Error statuses a route documents with a decorator argument: the per-address throttle of the
@@ -60,6 +82,7 @@ def document(
     content_type: str = "application/json",
     description: str | None = None,
     errors: Mapping[int, str] | None = None,
+    links: Mapping[str, Link] | None = None,
 ) -> Callable[[F], F]:
     """Route decorator (put it outermost): attaches the operation's documentation."""
 
@@ -74,6 +97,7 @@ def document(
             content_type=content_type,
             description=description or inspect.getdoc(handler) or "",
             errors=dict(errors or {}),
+            links=dict(links or {}),
         )
         return handler
 
@@ -197,6 +221,19 @@ def _headers_of(op: Operation, status: int) -> dict[str, Any]:
     return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
+# api/headers.py refuses a NUL byte anywhere in the URL (400) before any route runs.
+_NO_NUL = "^[^\x00]*$"
+
+
+def _url_text(schema: dict[str, Any]) -> dict[str, Any]:
+    """A path or query parameter's schema, its free text stating that it holds no NUL."""
+    if schema.get("type") == "string" and not ({"pattern", "enum", "const"} & schema.keys()):
+        return {**schema, "pattern": _NO_NUL}
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_url_text(branch) for branch in schema["anyOf"]]}
+    return schema
+
+
 def _operations(app: Sanic) -> list[tuple[str, str, Operation, list[str]]]:
     found = []
     for route in app.router.routes:
@@ -222,6 +259,33 @@ def _operation_id(method: str, path: str) -> str:
     return f"{method}_{words}"
 
 
+def _add_links(
+    paths: dict[str, dict[str, Any]], operations: list[tuple[str, str, Operation, list[str]]]
+) -> None:
+    """Each operation's links on its success answers with a body; a link to an operation the
+    document lacks is a mistake caught here, not by a client."""
+    for path, method, op, params in operations:
+        if not op.links:
+            continue
+        entry = paths[path][method]
+        links = {}
+        for name, link in op.links.items():
+            target_method, target_path = link.operation.split(" ", 1)
+            target = paths.get(target_path, {}).get(target_method.lower())
+            if target is None:
+                raise ValueError(f"{method.upper()} {path} links to {link.operation}, not a route")
+            values = dict(link.parameters)
+            for parameter in target["parameters"]:
+                if parameter["in"] == "path" and parameter["name"] not in values:
+                    if parameter["name"] not in params:
+                        raise ValueError(f"{link.operation}: no value for {parameter['name']}")
+                    values[parameter["name"]] = f"$request.path.{parameter['name']}"
+            links[name] = {"operationId": target["operationId"], "parameters": values}
+        for status, response in entry["responses"].items():
+            if status.startswith("2") and "content" in response:
+                response["links"] = links
+
+
 def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every documented route of `app`."""
     operations = _operations(app)
@@ -242,7 +306,12 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
             "tags": op.tags,
             "operationId": _operation_id(method, path),
             "parameters": [
-                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": _url_text({"type": "string"}),
+                }
                 for name in params
             ],
             "responses": {},
@@ -252,7 +321,12 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
             required = set(query_schema.get("required", []))
             for name, prop in query_schema.get("properties", {}).items():
                 entry["parameters"].append(
-                    {"name": name, "in": "query", "required": name in required, "schema": prop}
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in required,
+                        "schema": _url_text(prop),
+                    }
                 )
         if op.body is not None:
             entry["requestBody"] = {
@@ -298,6 +372,7 @@ def build_document(app: Sanic, *, version: str) -> dict[str, Any]:
             # "bearer|apiKey": either scheme (alternatives).
             entry["security"] = [{scheme: []} for scheme in op.security.split("|")]
         paths.setdefault(path, {})[method] = entry
+    _add_links(paths, operations)
     return {
         "openapi": "3.1.0",
         "info": {"title": "RecomEngine API", "version": version},

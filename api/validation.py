@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, TypeVar
+import types
+from functools import cache
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from sanic import Request
 from sanic.exceptions import BadRequest
@@ -23,8 +25,35 @@ def _not_blank(value: str) -> str:
     return value.strip()
 
 
+# Some character that str.strip() keeps: what "not blank" means, as a JSON Schema pattern (an
+# unanchored pattern matches anywhere). The class lists exactly what str.isspace() calls blank.
+NON_BLANK_PATTERN = (
+    r"[^\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+
 # A name a person types: surrounding spaces dropped, nothing but spaces refused.
-NonBlank = Annotated[str, AfterValidator(_not_blank)]
+NonBlank = Annotated[
+    str, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": NON_BLANK_PATTERN})
+]
+
+
+def _is_int(annotation: Any) -> bool:
+    """Whether a field's type is int or an optional int."""
+    if annotation is int:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(arg is int for arg in get_args(annotation))
+    return False
+
+
+@cache
+def _int_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The wire names (and Python names) of a model's integer fields."""
+    names = set()
+    for name, info in model.model_fields.items():
+        if _is_int(info.annotation):
+            names.update({name, info.alias or name})
+    return frozenset(names)
 
 
 class ApiModel(BaseModel):
@@ -33,6 +62,21 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", str_strip_whitespace=False
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers_are_integers(cls, data: Any) -> Any:
+        # JSON Schema's integer is any number without a fraction (5.0 too), which strict
+        # validation would refuse as a float; a float with a fraction still is refused.
+        names = _int_fields(cls) if isinstance(data, dict) else frozenset()
+        if not names:
+            return data
+        return {
+            key: int(value)
+            if key in names and type(value) is float and value.is_integer()
+            else value
+            for key, value in data.items()
+        }
 
 
 def field_errors(error: ValidationError, *, prefix: str = "") -> list[FieldError]:

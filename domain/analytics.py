@@ -79,6 +79,13 @@ def day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
+def _within_years(year: int, *, field: str) -> None:
+    # Checked before any arithmetic: a day added to 9999-12-31, or 30 days taken from
+    # 0001-01-01 for a default `from`, would overflow the date type.
+    if not 1970 <= year <= 9998:
+        raise PeriodError(field, "Must lie between the years 1970 and 9998")
+
+
 def _parse_bound(raw: str, *, field: str, is_end: bool) -> datetime:
     text = raw.strip()
     if _DATE_ONLY.match(text):
@@ -86,6 +93,7 @@ def _parse_bound(raw: str, *, field: str, is_end: bool) -> datetime:
             day = date.fromisoformat(text)
         except ValueError as exc:
             raise PeriodError(field, "Not a valid date") from exc
+        _within_years(day.year, field=field)
         # A date as `to` includes that whole UTC day.
         return day_start(day + ONE_DAY) if is_end else day_start(day)
     try:
@@ -94,6 +102,7 @@ def _parse_bound(raw: str, *, field: str, is_end: bool) -> datetime:
         raise PeriodError(field, "Must be an ISO 8601 date or date-time") from exc
     if moment.tzinfo is None:
         raise PeriodError(field, "A date-time needs a time zone (e.g. Z or +00:00)")
+    _within_years(moment.year, field=field)
     return moment.astimezone(UTC)
 
 
@@ -102,14 +111,16 @@ def resolve_period(
 ) -> Period:
     """The period a request names: a date covers its whole UTC day, a date-time is an instant
     (to is exclusive); by default the last 30 UTC days including today."""
+    # `from` is read first: when both are wrong, it is the one named.
+    given_start = _parse_bound(from_raw, field="from", is_end=False) if from_raw else None
     end = (
         _parse_bound(to_raw, field="to", is_end=True)
         if to_raw
         else day_start(now.astimezone(UTC).date() + ONE_DAY)
     )
     start = (
-        _parse_bound(from_raw, field="from", is_end=False)
-        if from_raw
+        given_start
+        if given_start is not None
         else day_start(end.date() - timedelta(days=DEFAULT_DAYS))
         if end.time() == time(0)
         else day_start(end.date() - timedelta(days=DEFAULT_DAYS - 1))

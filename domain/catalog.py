@@ -50,6 +50,19 @@ _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _URL_SCHEMES = frozenset({"http", "https"})
 _UNSTORABLE = "must be valid Unicode text without NUL characters"
+# What `_url` accepts, as the OpenAPI document states it: http(s), an optional user part, a host
+# name, an optional port, then no blank (str.isspace) nor control character anywhere.
+_BLANK_OR_CONTROL = r"\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# The same for the texts (`_text`): a productId has no control character and a name no NUL, and
+# neither is blank (str.isspace); a category holds no NUL.
+_BLANK = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PRODUCT_ID_PATTERN = rf"^[^\x00-\x1f\x7f]*[^\x00-\x1f\x7f{_BLANK}][^\x00-\x1f\x7f]*$"
+NAME_PATTERN = rf"^[^\x00]*[^\x00{_BLANK}][^\x00]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+HTTP_URL_PATTERN = (
+    rf"^[hH][tT][tT][pP][sS]?://(?:[^{_BLANK_OR_CONTROL}/?#@]*@)?[^{_BLANK_OR_CONTROL}/?#@:\[\]]+"
+    rf"(?::[0-9]*)?(?:[/?#][^{_BLANK_OR_CONTROL}]*)?$"
+)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from api.openapi import document
+from api.openapi import document, linked
 from api.security import owned_tenant, require_admin
 from api.validation import ApiModel, NonBlank, parse_body
 from domain import apikeys
@@ -81,6 +81,9 @@ def _key(row: dict[str, Any]) -> dict[str, Any]:
     body=ApiKeyCreate,
     responses={201: ApiKeyCreated},
     security="bearer",
+    links=linked(
+        ["DELETE /api/v1/tenants/{tenant_id}/api-keys/{key_id}"], key_id="$response.body#/id"
+    ),
 )
 @require_admin
 async def create_api_key(request: Request, tenant_id: str) -> HTTPResponse:

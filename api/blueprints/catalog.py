@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from api.openapi import document
+from api.openapi import document, linked
 from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json, validate
 from domain import catalog as rules
@@ -27,18 +27,36 @@ log = logging.getLogger("recomengine.catalog")
 class CatalogItemWrite(ApiModel):
     """A product as a merchant sends it (POST /catalog, batch items)."""
 
-    product_id: str = Field(min_length=1, max_length=rules.MAX_PRODUCT_ID_CHARS)
-    name: str = Field(min_length=1, max_length=rules.MAX_NAME_CHARS)
-    category: str | None = Field(default=None, max_length=rules.MAX_CATEGORY_CHARS)
+    product_id: str = Field(
+        min_length=1,
+        max_length=rules.MAX_PRODUCT_ID_CHARS,
+        json_schema_extra={"pattern": rules.PRODUCT_ID_PATTERN},
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=rules.MAX_NAME_CHARS,
+        json_schema_extra={"pattern": rules.NAME_PATTERN},
+    )
+    category: str | None = Field(
+        default=None,
+        max_length=rules.MAX_CATEGORY_CHARS,
+        json_schema_extra={"pattern": rules.NO_NUL_PATTERN},
+    )
     price: float = Field(ge=0, le=float(rules.MAX_PRICE), description="at most 4 decimals")
     currency: str | None = Field(
         default=None, pattern=r"^[A-Z]{3}$", description="ISO 4217; default: the tenant's"
     )
     image_url: str | None = Field(
-        default=None, max_length=rules.MAX_URL_CHARS, description="absolute http(s) URL"
+        default=None,
+        max_length=rules.MAX_URL_CHARS,
+        description="absolute http(s) URL",
+        json_schema_extra={"pattern": rules.HTTP_URL_PATTERN},
     )
     url: str | None = Field(
-        default=None, max_length=rules.MAX_URL_CHARS, description="absolute http(s) URL"
+        default=None,
+        max_length=rules.MAX_URL_CHARS,
+        description="absolute http(s) URL",
+        json_schema_extra={"pattern": rules.HTTP_URL_PATTERN},
     )
     description: str | None = Field(default=None, description="at most 10 KB")
     attributes: dict[str, Any] | None = Field(default=None, description="at most 8 KB as JSON")
@@ -49,7 +67,10 @@ class CatalogItemReplace(CatalogItemWrite):
     """A full replacement of a product (PUT); productId, if sent, must equal the path's."""
 
     product_id: str | None = Field(  # type: ignore[assignment]
-        default=None, min_length=1, max_length=rules.MAX_PRODUCT_ID_CHARS
+        default=None,
+        min_length=1,
+        max_length=rules.MAX_PRODUCT_ID_CHARS,
+        json_schema_extra={"pattern": rules.PRODUCT_ID_PATTERN},
     )
 
 
@@ -188,6 +209,10 @@ async def _page(request: Request, tenant_id: str) -> tuple[list[dict[str, Any]],
     body=CatalogItemWrite,
     responses={201: CatalogItemRead, 200: CatalogItemRead},
     security="apiKey",
+    links=linked(
+        [f"{method} /api/v1/catalog/{{product_id}}" for method in ("GET", "PUT", "DELETE")],
+        product_id="$response.body#/productId",
+    ),
 )
 @require_api_key(write=True)
 async def upsert_product(request: Request) -> HTTPResponse:

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic.config import JsonDict, JsonValue
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, raw
@@ -19,7 +20,15 @@ from api.openapi import METRICS_ACCESS, document
 from api.security import admit_api_key, owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_query, read_json
 from domain.errors import FieldError, Unavailable, ValidationFailed
-from domain.events import EVENT_TYPES, batch_items, parse_event, warnings_of
+from domain.events import (
+    EVENT_TYPES,
+    MAX_PLACEMENT_ID_LENGTH,
+    MAX_PRICE,
+    RECOMMENDATION_TYPES,
+    batch_items,
+    parse_event,
+    warnings_of,
+)
 from store.event_queue import lane_backlogs_async
 from store.events import decode_cursor, encode_cursor, list_events
 from workers.broker import QUEUES
@@ -30,16 +39,67 @@ bp = Blueprint("events", url_prefix="/api/v1")
 metrics_bp = Blueprint("queue_metrics")
 
 
+# Ingestion validates events with domain.events (fast, one pass); this model only documents them,
+# so each rule check_event applies is stated here: text without NUL, the metadata fields it
+# reads, and which event types need which of them.
+_NO_NUL: JsonDict = {"pattern": "^[^\x00]*$"}
+_PLACEMENT: JsonDict = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_PLACEMENT_ID_LENGTH,
+    **_NO_NUL,
+}
+_METADATA: JsonDict = {
+    # A placementId is checked whenever it is there (null: not there); a price only on purchases.
+    "properties": {"placementId": {"anyOf": [_PLACEMENT, {"type": "null"}]}},
+    "description": "Free-form JSON, at most 4 KB encoded; `price` is required for a purchase, "
+    "`placementId` for recommendation events.",
+}
+
+
+def _needs(event_types: list[JsonValue], field: str, schema: JsonDict) -> JsonDict:
+    return {
+        "if": {"properties": {"eventType": {"enum": event_types}}, "required": ["eventType"]},
+        "then": {
+            "properties": {
+                "metadata": {
+                    "type": "object",
+                    "required": [field],
+                    "properties": {field: schema},
+                }
+            },
+            "required": ["metadata"],
+        },
+    }
+
+
 class EventCreate(ApiModel):
     """One behavioural event."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                _needs(
+                    ["purchase"], "price", {"type": "number", "minimum": 0, "maximum": MAX_PRICE}
+                ),
+                _needs([*sorted(RECOMMENDATION_TYPES)], "placementId", _PLACEMENT),
+            ]
+        }
+    )
+
     event_type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
-    user_id: str = Field(min_length=1, max_length=256)
-    product_id: str = Field(min_length=1, max_length=256)
-    timestamp: datetime | None = None
-    session_id: str | None = Field(default=None, min_length=1, max_length=256)
-    metadata: dict[str, Any] | None = None
-    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+    user_id: str = Field(min_length=1, max_length=256, json_schema_extra=_NO_NUL)
+    product_id: str = Field(min_length=1, max_length=256, json_schema_extra=_NO_NUL)
+    timestamp: datetime | None = Field(
+        default=None, description="With its offset; at most 5 minutes ahead, not before 1970"
+    )
+    session_id: str | None = Field(
+        default=None, min_length=1, max_length=256, json_schema_extra=_NO_NUL
+    )
+    metadata: dict[str, Any] | None = Field(default=None, json_schema_extra=_METADATA)
+    event_id: str | None = Field(
+        default=None, min_length=1, max_length=128, json_schema_extra=_NO_NUL
+    )
 
 
 class EventBatchCreate(ApiModel):

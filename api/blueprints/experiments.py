@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from api.openapi import document
+from api.openapi import document, linked
 from api.security import owned_tenant, require_admin_or_api_key
 from api.validation import ApiModel, NonBlank, parse_body, parse_query
 from domain import widgets as widget_rules
@@ -18,6 +18,7 @@ from store import experiments as experiment_store
 
 bp = Blueprint("experiments", url_prefix="/api/v1")
 
+EXPERIMENT = "/api/v1/tenants/{tenant_id}/experiments/{experiment_id}"
 Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 Metric = Literal["ctr", "conversion_rate", "revenue_per_visitor"]
 Status = Literal["draft", "running", "paused", "completed"]
@@ -35,9 +36,10 @@ class ExperimentWrite(ApiModel):
     variant_strategy: Strategy
     traffic_split: int = Field(ge=0, le=100, strict=True, description="% of users to variant")
     metric: Metric
+    # Stored as numeric(14, 4): a smaller cap would be saved as 0, which no test can use.
     revenue_cap: float | None = Field(
         default=None,
-        gt=0,
+        ge=0.0001,
         le=1e9,
         description="per-user revenue cap fixed before the start (capped test shown beside)",
     )
@@ -186,6 +188,17 @@ def _not_found() -> NotFound:
     body=ExperimentWrite,
     responses={201: ExperimentRead},
     security="bearer|apiKey",
+    links=linked(
+        [
+            f"GET {EXPERIMENT}",
+            f"PUT {EXPERIMENT}",
+            f"PATCH {EXPERIMENT}",
+            f"DELETE {EXPERIMENT}",
+            f"GET {EXPERIMENT}/results",
+            f"GET {EXPERIMENT}/results/daily",
+        ],
+        experiment_id="$response.body#/id",
+    ),
 )
 @require_admin_or_api_key(write=True)
 async def create_experiment(request: Request, tenant_id: str) -> HTTPResponse:

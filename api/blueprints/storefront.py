@@ -112,6 +112,7 @@ def _encoding(accept: str) -> str | None:
     summary="The storefront SDK (latest: cached 5 min; content-hashed name: immutable)",
     tags=["storefront"],
     responses={200: None, 304: None},
+    errors={503: "The SDK is not built on this server (npm ci && npm run build in sdk/)."},
     content_type="application/javascript",
 )
 async def sdk_bundle(request: Request, filename: str) -> HTTPResponse:

@@ -6,10 +6,10 @@ import re
 import zoneinfo
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
@@ -27,6 +27,14 @@ STRATEGIES = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 # An hour at most: a cached answer also outlives trending backfill and widget timing that long.
 MAX_ANSWER_CACHE_SECONDS = 3600
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
+# An origin as _origins_are_http_origins accepts it, stated in the document: http(s), a host
+# name, an optional port (0-65535), nothing after.
+_PORT = r"(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_ORIGIN_PATTERN = (
+    r"^[hH][tT][tT][pP][sS]?://"
+    r"[^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000/?#@:\[\]]+"
+    rf"(?::{_PORT})?$"
+)
 
 
 @lru_cache(maxsize=1)
@@ -61,7 +69,12 @@ class TenantConfig(ApiModel):
         description="ISO 4217 code, e.g. EUR",
         json_schema_extra={"pattern": _CURRENCY.pattern},
     )
-    allowed_origins: list[str] | None = Field(default=None, max_length=50)
+    allowed_origins: (
+        list[
+            Annotated[str, Field(json_schema_extra={"maxLength": 255, "pattern": _ORIGIN_PATTERN})]
+        ]
+        | None
+    ) = Field(default=None, max_length=50)
     rate_limits: RateLimitsConfig | None = None
     timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Paris")
     require_user_token: bool | None = Field(
@@ -147,6 +160,16 @@ class TenantCreate(ApiModel):
 
 class TenantUpdate(ApiModel):
     """Body of PUT/PATCH /tenants/{id}: any of name, config (replaced whole), status."""
+
+    # At least one of them, not null (null is "not given"), as the document states it.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": kind}}}
+                for name, kind in (("name", "string"), ("config", "object"), ("status", "string"))
+            ]
+        }
+    )
 
     name: NonBlank | None = Field(default=None, min_length=1, max_length=200)
     config: TenantConfig | None = None

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from sanic import Blueprint, Request
 from sanic.response import HTTPResponse, empty, json
 
-from api.openapi import document
+from api.openapi import document, linked
 from api.security import owned_tenant, require_admin, require_api_key
 from api.validation import ApiModel, parse_body, parse_query
 from domain import widgets as rules
@@ -21,6 +21,7 @@ bp = Blueprint("widgets", url_prefix="/api/v1")
 Layout = Literal["grid", "carousel", "list"]
 Strategy = Literal[STRATEGY_NAMES]  # type: ignore[valid-type]
 PUBLIC_CACHE_CONTROL = "public, max-age=60"
+PLACEMENT = "/api/v1/tenants/{tenant_id}/widgets/{placement_id}"
 
 
 class WidgetTheme(ApiModel):
@@ -187,6 +188,15 @@ async def list_widgets(request: Request, tenant_id: str) -> HTTPResponse:
     body=WidgetCreate,
     responses={201: WidgetRead},
     security="bearer",
+    links=linked(
+        [
+            f"GET {PLACEMENT}",
+            f"PUT {PLACEMENT}",
+            f"DELETE {PLACEMENT}",
+            "GET /api/v1/widgets/{placement_id}",
+        ],
+        placement_id="$response.body#/placementId",
+    ),
 )
 @require_admin
 async def create_widget(request: Request, tenant_id: str) -> HTTPResponse:

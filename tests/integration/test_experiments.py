@@ -155,6 +155,9 @@ def test_the_experiment_list_pages_and_filters(client: httpx.Client, tenant: Ten
         ({"metric": "revenue"}, "metric"),
         ({"revenueCap": 0}, "revenueCap"),
         ({"revenueCap": -5}, "revenueCap"),
+        # Below numeric(14, 4)'s smallest step it would be stored as 0 and break the results.
+        ({"revenueCap": 0.00004}, "revenueCap"),
+        ({"revenueCap": False}, "revenueCap"),
         ({"sequential": "yes"}, "sequential"),
         ({"winner": "variant"}, "winner"),
     ],

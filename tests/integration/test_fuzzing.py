@@ -1,7 +1,8 @@
-"""Schemathesis over the served OpenAPI document, small, with every check: with real credentials
-in a throwaway tenant, no generated request gets a server error, every answer matches the
-documented status, headers, content type and schema, what the document calls valid is accepted
-and what it calls invalid is refused (bench/fuzz/config.py lists the few stated exceptions)."""
+"""Schemathesis over the served OpenAPI document, small, with every check and the stateful phase
+(the document's links): with real credentials in a throwaway tenant, no generated request gets
+a server error, every answer matches the documented status, headers, content type and schema,
+what the document calls valid is accepted and what it calls invalid is refused
+(bench/fuzz/config.py lists the few stated exceptions)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from conftest import ROOT
 
 def test_every_request_generated_from_the_openapi_document_passes_every_check() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench.fuzz", "--checks", "all", "--examples", "2"],
+        [sys.executable, "-m", "bench.fuzz", "--checks", "all", "--examples", "2", "--stateful"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -277,3 +277,21 @@ def test_funnel_steps_nest_bitmaps_and_users_outside_them() -> None:
     ]
     assert steps[1]["rateFromPrevious"] == 0.4 and steps[3]["rateFromFirst"] == 0.1
     assert rules.funnel([0, 0, 0, 0])[1]["rateFromPrevious"] is None
+
+
+@pytest.mark.parametrize(
+    ("from_raw", "to_raw"),
+    [
+        (None, "0001-01-01"),
+        (None, "9999-12-31"),
+        ("0001-01-01T00:00:00+05:00", None),
+        ("9999-12-31T23:59:59-05:00", None),
+    ],
+)
+def test_a_bound_at_the_edge_of_the_calendar_is_a_period_error_not_an_overflow(
+    from_raw: str | None, to_raw: str | None
+) -> None:
+    with pytest.raises(PeriodError):
+        rules.resolve_period(
+            from_raw=from_raw, to_raw=to_raw, now=datetime(2026, 12, 5, tzinfo=UTC)
+        )

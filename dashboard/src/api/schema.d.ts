@@ -1964,6 +1964,7 @@ export interface components {
             productId: string;
             /**
              * Timestamp
+             * @description With its offset; at most 5 minutes ahead, not before 1970
              * @default null
              */
             timestamp?: string | null;
@@ -1974,9 +1975,12 @@ export interface components {
             sessionId?: string | null;
             /**
              * Metadata
+             * @description Free-form JSON, at most 4 KB encoded; `price` is required for a purchase, `placementId` for recommendation events.
              * @default null
              */
             metadata?: {
+                placementId?: string | null;
+            } | {
                 [key: string]: unknown;
             } | null;
             /**
@@ -1984,7 +1988,7 @@ export interface components {
              * @default null
              */
             eventId?: string | null;
-        };
+        } & (unknown & unknown);
         /**
          * EventPage
          * @description A page of events, newest first: `data` like every other list (`items`, the same list,
@@ -3310,6 +3314,12 @@ export interface components {
              * @default null
              */
             status?: ("active" | "suspended") | null;
+        } | {
+            name: string;
+        } | {
+            config: Record<string, never>;
+        } | {
+            status: string;
         };
         /**
          * TenantUsage
@@ -9242,6 +9252,16 @@ export interface operations {
             /** @description Not found, or it belongs to another tenant or admin. */
             404: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The SDK is not built on this server (npm ci && npm run build in sdk/). */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
