@@ -85,11 +85,11 @@ def post_in_chunks(
         assert response.status_code == 202, response.text
 
 
-async def wait_until(check: Any, *, within: float = 30) -> None:
+async def wait_until(check: Any, *, within: float = 30, every: float = 0.2) -> None:
     deadline = time.monotonic() + within
     while not await check():
         assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every)
 
 
 def train(settings: Settings, tenant_id: str) -> None:
@@ -705,6 +705,7 @@ async def _projected(
     *,
     within: float = 5,
     accept: Any = lambda data: True,
+    every: float = 0.2,
 ) -> httpx.Response:
     """The first answer to `params` served from the user's projection (each try excludes one
     more unknown product, so that the answer cache never answers it)."""
@@ -720,7 +721,7 @@ async def _projected(
         hit = answer.headers["X-Recommendation-Projection"] == "hit"
         return hit and bool(accept(answer.json()["data"]))
 
-    await wait_until(served, within=within)
+    await wait_until(served, within=within, every=every)
     assert answer is not None
     return answer
 
@@ -782,6 +783,7 @@ async def test_a_purchase_leaves_the_projected_answer_within_two_seconds(
         {**params, "limit": 5},
         within=2,
         accept=lambda data: bought not in {item["productId"] for item in data},
+        every=0.02,
     )
     assert time.monotonic() - started < 2
     assert len(after.json()["data"]) == 5
@@ -914,3 +916,37 @@ async def test_a_users_answer_in_an_experiments_arm_is_projected_and_served_with
     assert stopped.status_code == 200, stopped.text
     after = recommend_raw(client, trained_shop, userId="b-user-70", placementId="home-projected")
     assert after.json()["meta"]["experimentId"] is None
+
+
+async def test_a_view_is_named_in_the_next_content_based_answers_within_two_seconds(
+    client: httpx.Client, async_client: httpx.AsyncClient, trained_shop: TenantContext
+) -> None:
+    # A new shopper's product page asks before and right after the view is posted, as a
+    # storefront does: the next answers name the view, and so does the shopper's projection
+    # once the worker rewrote it.
+    user, viewed = "shopper-from-an-ad", "a17"
+    params: dict[str, Any] = {"userId": user, "strategy": "content_based", "limit": 5}
+    tries = iter(range(1000))
+
+    async def names_it(*, projected: bool) -> bool:
+        # An unknown product excluded: the answer cache cannot answer, the projection can.
+        query = {**params, "exclude": f"no-such-product-{next(tries)}"} if projected else params
+        answer = await async_client.get(
+            "/api/v1/recommendations", params=query, headers=trained_shop.write_headers
+        )
+        assert answer.status_code == 200, answer.text
+        named = any(viewed in item["reason"]["because"] for item in answer.json()["data"])
+        return named and (not projected or answer.headers["X-Recommendation-Projection"] == "hit")
+
+    assert not await names_it(projected=False)  # no events yet: trending answers
+    response = await async_client.post(
+        "/api/v1/events",
+        json={"eventType": "product_viewed", "userId": user, "productId": viewed},
+        headers=trained_shop.write_headers,
+    )
+    assert response.status_code == 202
+    started = time.monotonic()
+    await wait_until(lambda: names_it(projected=False), within=2, every=0.02)
+    named = time.monotonic() - started
+    await wait_until(lambda: names_it(projected=True), within=2, every=0.02)
+    assert named < 2 and time.monotonic() - started < 2

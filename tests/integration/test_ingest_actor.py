@@ -4,6 +4,7 @@ redelivery, crash between commit and projections, attribution, partitions."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,11 +17,17 @@ from redis.asyncio import Redis
 
 from domain.events import parse_event
 from store import keys
+from store.answers import TRENDING_REWRITE_SECONDS, AnswerProjector
 from store.counters import read_counters
 from store.events import ingest_and_project, insert_events, list_events
 from workers import runtime
 from workers.actors.attribution import reconcile_revenue_attributions
-from workers.actors.ingest import IngestGroups, MalformedMessage, ingest_events
+from workers.actors.ingest import (
+    IngestGroups,
+    MalformedMessage,
+    ReaderProjections,
+    ingest_events,
+)
 
 # Dramatiq wraps async actors to run on its worker loop; the tests await the function itself.
 ingest: Any = getattr(ingest_events.fn, "__wrapped__")  # noqa: B009
@@ -347,3 +354,32 @@ async def test_a_message_to_an_idle_worker_waits_briefly_for_others_to_share_its
     await asyncio.sleep(0.01)
     assert store.sizes == [2, 100]
     await storing
+
+
+async def test_a_readers_answers_are_rewritten_at_once_while_the_trending_list_waits_its_turn(
+    actors: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, float, tuple[str, ...]]] = []
+
+    async def reproject(self: Any, *, tenant_id: str, user_ids: list[str]) -> int:
+        calls.append(("users", time.monotonic(), tuple(user_ids)))
+        return len(user_ids)
+
+    async def trending(self: Any, *, tenant_id: str) -> int:
+        calls.append(("trending", time.monotonic(), ()))
+        return 0
+
+    monkeypatch.setattr(AnswerProjector, "reproject_readers", reproject)
+    monkeypatch.setattr(AnswerProjector, "project_trending", trending)
+    projections = ReaderProjections()
+    for user in ("first", "second", "third"):
+        touched = time.monotonic()
+        projections.touch("shop", {user})
+        await asyncio.sleep(0.05)
+        # Each shopper's answers follow their events at once, not after the trending rewrite.
+        assert ("users", (user,)) in {(kind, users) for kind, at, users in calls if at >= touched}
+    rewrites = [at for kind, at, _ in calls if kind == "trending"]
+    assert len(rewrites) == 1  # the events after the first rewrite wait for the next one
+    await asyncio.sleep(TRENDING_REWRITE_SECONDS + 0.1)
+    rewrites = [at for kind, at, _ in calls if kind == "trending"]
+    assert len(rewrites) == 2 and rewrites[1] - rewrites[0] >= TRENDING_REWRITE_SECONDS

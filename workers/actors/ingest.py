@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -205,46 +205,65 @@ class ReaderProjections:
     """Rewrites the projected answers of users whose events were just stored, after their
     message is acknowledged: users of one tenant that arrive while a run goes are coalesced
     into the next run (a debounce per user as long as the one before). The tenant's trending
-    list follows, at most every TRENDING_REWRITE_SECONDS (the lookup serves it up to
-    TRENDING_LAG_SECONDS behind the live counters)."""
+    list is rewritten beside them, at most every TRENDING_REWRITE_SECONDS (the lookup serves
+    it up to TRENDING_LAG_SECONDS behind the live counters): its wait never holds back the
+    users' answers, which must follow their events within the freshness promised for them."""
 
     def __init__(self) -> None:
         self._pending: dict[str, set[str]] = {}
         self._running: set[str] = set()
+        self._trending_due: set[str] = set()
+        self._trending_running: set[str] = set()
         self._trending_at: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def touch(self, tenant_id: str, user_ids: set[str]) -> None:
-        """Project these users' answers again, soon."""
+        """Project these users' answers again, soon, and the tenant's trending list."""
         self._pending.setdefault(tenant_id, set()).update(user_ids)
         if tenant_id not in self._running:
             self._running.add(tenant_id)
-            asyncio.get_running_loop().create_task(self._drain(tenant_id))
+            self._spawn(self._drain(tenant_id))
+        self._trending_due.add(tenant_id)
+        if tenant_id not in self._trending_running:
+            self._trending_running.add(tenant_id)
+            self._spawn(self._rewrite_trending(tenant_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # Held until done: the loop keeps only a weak reference to its tasks.
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _projector(self) -> AnswerProjector:
+        redis = redis_client()
+        return AnswerProjector(redis, ServingReader(redis))
 
     async def _drain(self, tenant_id: str) -> None:
-        trending_due = False
         try:
-            redis = redis_client()
-            projector = AnswerProjector(redis, ServingReader(redis))
-            while True:
-                users = self._pending.pop(tenant_id, None)
-                if users:
-                    await projector.reproject_readers(tenant_id=tenant_id, user_ids=sorted(users))
-                    trending_due = True
-                if not trending_due:
-                    break
-                wait = self._trending_at.get(tenant_id, 0.0) + TRENDING_REWRITE_SECONDS
-                wait -= time.monotonic()
-                if wait <= 0:
-                    self._trending_at[tenant_id] = time.monotonic()
-                    trending_due = False
-                    await projector.project_trending(tenant_id=tenant_id)
-                elif not users:
-                    await asyncio.sleep(wait)  # the last events' trending, a little later
+            projector = self._projector()
+            while users := self._pending.pop(tenant_id, None):
+                await projector.reproject_readers(tenant_id=tenant_id, user_ids=sorted(users))
         except Exception:
             # A projection left stale only sends its next request to the ranking.
             log.warning("projected answers could not be rewritten", exc_info=True)
         finally:
             self._running.discard(tenant_id)
+
+    async def _rewrite_trending(self, tenant_id: str) -> None:
+        try:
+            projector = self._projector()
+            while tenant_id in self._trending_due:
+                wait = self._trending_at.get(tenant_id, 0.0) + TRENDING_REWRITE_SECONDS
+                wait -= time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the last events' trending, a little later
+                self._trending_due.discard(tenant_id)
+                self._trending_at[tenant_id] = time.monotonic()
+                await projector.project_trending(tenant_id=tenant_id)
+        except Exception:
+            log.warning("the trending projection could not be rewritten", exc_info=True)
+        finally:
+            self._trending_running.discard(tenant_id)
 
 
 _projections: dict[asyncio.AbstractEventLoop, ReaderProjections] = {}
