@@ -6,6 +6,9 @@ and scipy, no I/O: the caller passes the events and catalog it loaded.
 
 Protocol
 --------
+Every registered strategy whose StrategySpec has an `evaluation` is scored (its `per` says
+which protocol); the gate asks the spec whether it must also beat popularity.
+
 - **Users** (collaborative, content-based, trending, and the popularity baseline): a user's
   targets are the products with a positive summed event weight in the test window that the
   user had no interaction with before it; only users with a train history and at least one
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,20 +36,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from domain.interactions import EVENT_WEIGHTS, SECONDS_PER_DAY, InteractionData, build_interactions
-from domain.strategies.base import (
-    COLLABORATIVE,
-    CONTENT_BASED,
-    FREQUENTLY_BOUGHT_TOGETHER,
-    TRENDING,
-    sparse_top_k,
-    top_k_per_row,
-)
-from domain.strategies.collaborative import CollaborativeModel
-from domain.strategies.content import ContentModel
-from domain.strategies.fbt import FrequentlyBoughtTogetherModel
-from domain.strategies.trending import TrendingModel
+from domain.strategies.base import EVAL_K, FREQUENTLY_BOUGHT_TOGETHER, ranking_lists
+from domain.strategies.registry import spec_of, strategies
 
-K = 10
+K = EVAL_K
 TEST_DAYS = 7.0
 MIN_EVAL_USERS = 20
 MIN_EVAL_BASKETS = 10
@@ -55,14 +48,9 @@ MAX_EVAL_USERS = 2_000
 MAX_EVAL_ANCHORS = 5_000
 POPULARITY = "popularity"
 DEFAULT_NDCG_TOLERANCE = 0.10
-# Strategies that learn from interactions must beat the crowd. Trending is itself a
-# short-window popularity, and content-based exists for users and products without
-# interactions: both are held to their published version only.
-POPULARITY_FLOOR = (COLLABORATIVE, FREQUENTLY_BOUGHT_TOGETHER)
 # "Worse than popularity" means by more than this share: two NDCG@10 figures a few thousandths
 # apart on a 7-day split are the same figure.
 POPULARITY_MARGIN = 0.01
-_BLOCK = 256
 
 
 def ranking_metrics(
@@ -271,102 +259,11 @@ def _held_out_baskets(
     return np.array(anchors, dtype=np.int64), anchor_targets
 
 
-def _masked_top(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
-    """Top-K columns per row after masking `seen`, -1 where nothing positive is left."""
-    scores = np.asarray(scores, dtype=np.float32).copy()
-    coo = seen.tocoo()
-    scores[coo.row, coo.col] = -np.inf
-    scores[scores <= 0] = -np.inf
-    idx, val = top_k_per_row(scores, K)
-    idx[~np.isfinite(val)] = -1
-    return idx
-
-
-def _in_blocks(rows: np.ndarray, seen: sp.csr_matrix, score: Callable[[np.ndarray], Any]) -> Any:
-    """Masked top-K of `score(rows_block) -> (b, n_items)` over blocks of rows."""
-    out = [np.zeros((0, K), dtype=np.int64)]
-    for start in range(0, rows.size, _BLOCK):
-        block = rows[start : start + _BLOCK]
-        out.append(_masked_top(score(block), seen[block]))
-    return np.vstack(out)
-
-
-def _ranking_lists(order: np.ndarray, seen: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    """The first K products of one global `order` that each row has not seen, shape (b, K)."""
-    out = np.full((rows.size, K), -1, dtype=np.int64)
-    if order.size == 0 or rows.size == 0:
-        return out
-    seen_rows = seen[rows]
-    # Enough candidates for nearly everyone; a user who has most of them gets a shorter list.
-    depth = min(order.size, K + int(np.percentile(np.diff(seen_rows.indptr), 99)) + 1)
-    head = order[:depth]
-    taken = np.asarray((seen_rows[:, head] != 0).todense())
-    rank = np.cumsum(~taken, axis=1)
-    keep = ~taken & (rank <= K)
-    r, c = np.nonzero(keep)
-    out[r, rank[r, c] - 1] = head[c]
-    return out
-
-
 def popularity_lists(split: TimeSplit) -> np.ndarray:
     """The baseline: most users per product before the cut, minus what each user has."""
     pop = split.train.interactions_per_product()
     order = np.argsort(-pop, kind="stable")
-    return _ranking_lists(order[pop[order] > 0], split.train.matrix, split.eval_rows)
-
-
-def collaborative_lists(split: TimeSplit, model: Any) -> np.ndarray:
-    """A fitted collaborative model's top-K (it leaves out seen products itself)."""
-    idx, val = model.recommend_indices(split.eval_rows, n=K)
-    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
-    out = np.full((split.eval_rows.size, K), -1, dtype=np.int64)
-    out[:, : idx.shape[1]] = idx
-    return out
-
-
-def content_lists(split: TimeSplit, catalog: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Content-based profiles of each user's aged history, scored over the catalog."""
-    model = ContentModel().fit(catalog, compute_neighbours=False)
-    data = split.train
-    weights = data.matrix.astype(np.float32).tocsr(copy=True)
-    if model.half_life_days:
-        age = np.maximum(data.now - data.last_seen.data, 0) / SECONDS_PER_DAY
-        weights.data = np.log1p(weights.data) * np.power(0.5, age / model.half_life_days).astype(
-            np.float32
-        )
-    # Columns of the content model: catalog products, in the data's index.
-    column = np.array(
-        [data.product_index.get(p, -1) for p in model.product_ids_.tolist()], dtype=np.int64
-    )
-    present = column >= 0
-    to_content = sp.csr_matrix(
-        (np.ones(int(present.sum()), dtype=np.float32), (column[present], np.flatnonzero(present))),
-        shape=(data.n_products, model.product_ids_.size),
-    )
-
-    def score(block: np.ndarray) -> np.ndarray:
-        in_content = model.profile_scores(weights[block] @ to_content)
-        full = np.zeros((block.size, data.n_products), dtype=np.float32)
-        full[:, column[present]] = in_content[:, present]
-        return full
-
-    return _in_blocks(split.eval_rows, data.matrix, score)
-
-
-def trending_lists(split: TimeSplit) -> np.ndarray:
-    """The trending ranking at the cut (last 24 h before it), minus what each user has."""
-    model = TrendingModel().fit(split.train, now=split.cut)
-    return _ranking_lists(model.ranking_, split.train.matrix, split.eval_rows)
-
-
-def fbt_lists(split: TimeSplit, model: Any) -> np.ndarray:
-    """A fitted FBT model's top-K partners of each held-out anchor."""
-    uniq, inverse = np.unique(split.anchors, return_inverse=True)
-    idx, val = sparse_top_k(model.neighbours_[uniq], K)
-    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
-    out = np.full((uniq.size, K), -1, dtype=np.int64)
-    out[:, : idx.shape[1]] = idx
-    return out[inverse.ravel()]
+    return ranking_lists(order[pop[order] > 0], split.train.matrix, split.eval_rows)
 
 
 def fbt_popularity_lists(split: TimeSplit) -> np.ndarray:
@@ -429,23 +326,26 @@ def evaluate(
     popularity = ranking_metrics(popularity_lists(split), split.targets, n_items)
     metrics[POPULARITY] = popularity
 
-    def user_strategy(name: str, recs: np.ndarray) -> None:
-        scored = ranking_metrics(recs, split.targets, n_items)
-        metrics[name] = {**scored, "popularityNdcg10": popularity["ndcg10"]}
-
-    user_strategy(COLLABORATIVE, collaborative_lists(split, CollaborativeModel().fit(split.train)))
-    if catalog:
-        user_strategy(CONTENT_BASED, content_lists(split, catalog))
-    user_strategy(TRENDING, trending_lists(split))
-    if split.anchors.size >= MIN_EVAL_BASKETS:
-        baseline = ranking_metrics(fbt_popularity_lists(split), split.anchor_targets, n_items)
-        fbt = FrequentlyBoughtTogetherModel().fit(split.train)
-        scored = ranking_metrics(fbt_lists(split, fbt), split.anchor_targets, n_items)
-        metrics[FREQUENTLY_BOUGHT_TOGETHER] = {**scored, "popularityNdcg10": baseline["ndcg10"]}
-    else:
-        details["fbtSkipped"] = (
-            f"only {split.anchors.size} held-out basket anchors (at least {MIN_EVAL_BASKETS})"
-        )
+    anchor_baseline: dict[str, float] | None = None
+    for spec in strategies():
+        scoring = spec.evaluation
+        if scoring is None or (scoring.needs_catalog and not catalog):
+            continue
+        if scoring.per == "user":
+            scored = ranking_metrics(scoring.lists(split, catalog), split.targets, n_items)
+            metrics[spec.name] = {**scored, "popularityNdcg10": popularity["ndcg10"]}
+        elif split.anchors.size >= MIN_EVAL_BASKETS:
+            if anchor_baseline is None:
+                anchor_baseline = ranking_metrics(
+                    fbt_popularity_lists(split), split.anchor_targets, n_items
+                )
+            lists = scoring.lists(split, catalog)
+            scored = ranking_metrics(lists, split.anchor_targets, n_items)
+            metrics[spec.name] = {**scored, "popularityNdcg10": anchor_baseline["ndcg10"]}
+        else:
+            details[_skipped_key(spec.name)] = (
+                f"only {split.anchors.size} held-out basket anchors (at least {MIN_EVAL_BASKETS})"
+            )
     rounded = {
         name: {m: round(v, 6) for m, v in values.items()} for name, values in metrics.items()
     }
@@ -462,6 +362,22 @@ class GateDecision:
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape ``{passed, reasons}``."""
         return {"passed": self.passed, "reasons": list(self.reasons)}
+
+
+def _skipped_key(name: str) -> str:
+    """The details' key saying why an anchor strategy was not scored (`fbtSkipped` for
+    frequently bought together, as reported before the registry)."""
+    return "fbtSkipped" if name == FREQUENTLY_BOUGHT_TOGETHER else f"{name}Skipped"
+
+
+def _beats_popularity(name: str) -> bool:
+    """Whether the gate holds a strategy to the popularity baseline (an unknown name, from
+    a version scored before its strategy went away, is not)."""
+    try:
+        scoring = spec_of(name).evaluation
+    except ValueError:
+        return False
+    return scoring is not None and scoring.beats_popularity
 
 
 def _comparable(before: Mapping[str, float], after: Mapping[str, float]) -> tuple[float, float]:
@@ -504,7 +420,7 @@ def gate(
                 )
         baseline = values.get("popularityNdcg10")
         if (
-            name in POPULARITY_FLOOR
+            _beats_popularity(name)
             and baseline is not None
             and ndcg < float(baseline) * (1.0 - POPULARITY_MARGIN)
         ):

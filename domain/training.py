@@ -12,7 +12,6 @@ import numpy as np
 from domain.cold_start import assess_readiness
 from domain.evaluation import Evaluation, GateDecision, K, evaluate, gate, held_out_ndcg
 from domain.interactions import build_interactions
-from domain.strategies.content import content_neighbour_lists
 from domain.strategies.lists import (
     ITEM_LIST_LENGTH,
     TRENDING_LENGTH,
@@ -29,8 +28,8 @@ __all__ = [
     "USER_LIST_LENGTH",
     "EventColumns",
     "TrainingResult",
+    "catalog_refreshed_lists",
     "check_incremental",
-    "content_lists",
     "refresh_user_lists",
     "train",
 ]
@@ -89,9 +88,15 @@ class TrainingResult:
         return list(self.lists.get("trending") or [])
 
 
-def content_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, list[Entry]]:
-    """Content neighbours of every catalog product (needs no interaction: serves new ones)."""
-    return content_neighbour_lists(catalog)
+def catalog_refreshed_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a catalog change rebuilds without a retrain, by list suffix: the `catalog_refresh`
+    of every registered strategy that has one (content neighbours need no interaction, so
+    new products are served at once)."""
+    lists: dict[str, Any] = {}
+    for spec in strategies():
+        if spec.catalog_refresh is not None:
+            lists.update(spec.catalog_refresh(catalog))
+    return lists
 
 
 def train(

@@ -240,21 +240,28 @@ async def update_user_lists(
     return version
 
 
-async def replace_content_lists(
-    redis: Redis, *, tenant_id: str, content_item_lists: Mapping[str, list[ListEntry]]
+async def replace_refreshed_lists(
+    redis: Redis, *, tenant_id: str, lists: Mapping[str, Any]
 ) -> str | None:
-    """Swap the current version's content lists after a catalog change (None: no model yet)."""
+    """Swap the current version's lists rebuilt after a catalog change (by suffix, as training
+    returns them: id -> entries, or the entries of a tenant list); returns the version (None:
+    no model yet)."""
     version = _text(await redis.get(keys.model_current(tenant_id)))
     if version is None:
         return None
-    key = f"{keys.model_prefix(tenant_id)}{version}:content"
-    staging = f"{key}:staging"
-    await redis.delete(staging)
-    await _hset_chunks(redis, staging, {p: _encode(v) for p, v in content_item_lists.items()})
-    if content_item_lists:
-        await redis.rename(staging, key)  # atomic: readers see the old or the new lists
-    else:
-        await redis.delete(key)
+    whole = {served.suffix for served in served_lists() if served.key == "tenant"}
+    for suffix, value in lists.items():
+        key = f"{keys.model_prefix(tenant_id)}{version}:{suffix}"
+        if suffix in whole:
+            await redis.set(key, _encode(list(value or [])))
+            continue
+        staging = f"{key}:staging"
+        await redis.delete(staging)
+        await _hset_chunks(redis, staging, {p: _encode(v) for p, v in (value or {}).items()})
+        if value:
+            await redis.rename(staging, key)  # atomic: readers see the old or the new lists
+        else:
+            await redis.delete(key)
     await redis.incr(keys.serving_stamp(tenant_id))
     return version
 

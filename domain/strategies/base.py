@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -13,6 +13,10 @@ COLLABORATIVE = "collaborative"
 CONTENT_BASED = "content_based"
 TRENDING = "trending"
 FREQUENTLY_BOUGHT_TOGETHER = "frequently_bought_together"
+
+# The offline evaluation's list length (top-K), and the rows scored at once.
+EVAL_K = 10
+EVAL_BLOCK = 256
 
 
 class NotFittedError(RuntimeError):
@@ -254,3 +258,42 @@ def budget_mask(counts: np.ndarray, budget: float, *, n_rows: int) -> np.ndarray
     n_drop = int(np.searchsorted(-remaining, -budget)) + 1
     keep[order[:n_drop]] = False
     return keep
+
+
+def masked_top(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
+    """Top-K columns per row after masking `seen`, -1 where nothing positive is left."""
+    scores = np.asarray(scores, dtype=np.float32).copy()
+    coo = seen.tocoo()
+    scores[coo.row, coo.col] = -np.inf
+    scores[scores <= 0] = -np.inf
+    idx, val = top_k_per_row(scores, EVAL_K)
+    idx[~np.isfinite(val)] = -1
+    if idx.shape[1] < EVAL_K:  # fewer products than K: the rest of each list is empty
+        idx = np.hstack([idx, np.full((idx.shape[0], EVAL_K - idx.shape[1]), -1, idx.dtype)])
+    return idx
+
+
+def in_blocks(rows: np.ndarray, seen: sp.csr_matrix, score: Callable[[np.ndarray], Any]) -> Any:
+    """Masked top-K of `score(rows_block) -> (b, n_items)` over blocks of rows."""
+    out = [np.zeros((0, EVAL_K), dtype=np.int64)]
+    for start in range(0, rows.size, EVAL_BLOCK):
+        block = rows[start : start + EVAL_BLOCK]
+        out.append(masked_top(score(block), seen[block]))
+    return np.vstack(out)
+
+
+def ranking_lists(order: np.ndarray, seen: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    """The first K products of one global `order` that each row has not seen, shape (b, K)."""
+    out = np.full((rows.size, EVAL_K), -1, dtype=np.int64)
+    if order.size == 0 or rows.size == 0:
+        return out
+    seen_rows = seen[rows]
+    # Enough candidates for nearly everyone; a user who has most of them gets a shorter list.
+    depth = min(order.size, EVAL_K + int(np.percentile(np.diff(seen_rows.indptr), 99)) + 1)
+    head = order[:depth]
+    taken = np.asarray((seen_rows[:, head] != 0).todense())
+    rank = np.cumsum(~taken, axis=1)
+    keep = ~taken & (rank <= EVAL_K)
+    r, c = np.nonzero(keep)
+    out[r, rank[r, c] - 1] = head[c]
+    return out

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from domain.interactions import SECONDS_PER_DAY, InteractionData
 from domain.strategies.base import (
     COLLABORATIVE,
+    EVAL_K,
     NotFittedError,
     Recommendation,
     budget_mask,
@@ -20,7 +21,14 @@ from domain.strategies.base import (
     top_k_per_row,
 )
 from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists, user_lists
-from domain.strategies.spec import Candidate, Readiness, ServedList, StrategySpec, TrainingInputs
+from domain.strategies.spec import (
+    Candidate,
+    Evaluated,
+    Readiness,
+    ServedList,
+    StrategySpec,
+    TrainingInputs,
+)
 
 WeightTransform = Literal["log1p", "binary", "raw"]
 # Targets whose neighbourhood Gram matrices are computed in one sparse product: a few only,
@@ -704,6 +712,17 @@ def _readiness(inputs: TrainingInputs) -> Readiness:
     )
 
 
+def evaluation_lists(split: Any, catalog: Sequence[Any]) -> np.ndarray:
+    """Offline evaluation (domain.evaluation): a model fitted on the split's training data,
+    its top-K for each scored user (it leaves out seen products itself)."""
+    model = CollaborativeModel().fit(split.train)
+    idx, val = model.recommend_indices(split.eval_rows, n=EVAL_K)
+    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
+    out = np.full((split.eval_rows.size, EVAL_K), -1, dtype=np.int64)
+    out[:, : idx.shape[1]] = idx
+    return out
+
+
 def _user_candidates(context: Any) -> Sequence[Candidate]:
     return list(context.lists.get("collaborative", []))
 
@@ -721,4 +740,5 @@ SPEC = StrategySpec(
     min_user_events=MIN_USER_EVENTS_FOR_COLLABORATIVE,
     needs_product_interactions=True,
     projected_for_products=True,
+    evaluation=Evaluated(evaluation_lists, beats_popularity=True),
 )

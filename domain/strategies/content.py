@@ -16,6 +16,7 @@ from domain.strategies.base import (
     NotFittedError,
     Recommendation,
     budget_mask,
+    in_blocks,
     indices_of,
     rows_to_sparse,
     sparse_top_k,
@@ -25,6 +26,7 @@ from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists
 from domain.strategies.spec import (
     Candidate,
     Entry,
+    Evaluated,
     Readiness,
     ServedList,
     StrategySpec,
@@ -405,6 +407,36 @@ def content_neighbour_lists(catalog: Sequence[Mapping[str, Any]]) -> dict[str, l
     return neighbour_lists(content.neighbours_, content.product_ids_, ITEM_LIST_LENGTH)
 
 
+def evaluation_lists(split: Any, catalog: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """Offline evaluation (domain.evaluation): content profiles of each scored user's aged
+    history, scored over the catalog."""
+    model = ContentModel().fit(catalog, compute_neighbours=False)
+    data = split.train
+    weights = data.matrix.astype(np.float32).tocsr(copy=True)
+    if model.half_life_days:
+        age = np.maximum(data.now - data.last_seen.data, 0) / SECONDS_PER_DAY
+        weights.data = np.log1p(weights.data) * np.power(0.5, age / model.half_life_days).astype(
+            np.float32
+        )
+    # Columns of the content model: catalog products, in the data's index.
+    column = np.array(
+        [data.product_index.get(p, -1) for p in model.product_ids_.tolist()], dtype=np.int64
+    )
+    present = column >= 0
+    to_content = sp.csr_matrix(
+        (np.ones(int(present.sum()), dtype=np.float32), (column[present], np.flatnonzero(present))),
+        shape=(data.n_products, model.product_ids_.size),
+    )
+
+    def score(block: np.ndarray) -> np.ndarray:
+        in_content = model.profile_scores(weights[block] @ to_content)
+        full = np.zeros((block.size, data.n_products), dtype=np.float32)
+        full[:, column[present]] = in_content[:, present]
+        return full
+
+    return in_blocks(split.eval_rows, data.matrix, score)
+
+
 def _readiness(inputs: TrainingInputs) -> Readiness:
     return Readiness(
         {"catalogProducts": inputs.catalog_products}, {"catalogProducts": MIN_CATALOG_PRODUCTS}
@@ -438,4 +470,8 @@ SPEC = StrategySpec(
     min_user_events=MIN_USER_EVENTS_FOR_CONTENT,
     role="similar",
     projected_for_products=True,
+    # It exists for users and products without interactions: held to its published version
+    # only, not to the popularity baseline.
+    evaluation=Evaluated(evaluation_lists, needs_catalog=True),
+    catalog_refresh=lambda catalog: {"content": content_neighbour_lists(catalog)},
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from domain.interactions import SECONDS_PER_DAY, InteractionData
 from domain.strategies.base import (
+    EVAL_K,
     FREQUENTLY_BOUGHT_TOGETHER,
     NotFittedError,
     Recommendation,
@@ -19,7 +20,7 @@ from domain.strategies.base import (
     top_k_per_row,
 )
 from domain.strategies.lists import ITEM_LIST_LENGTH, neighbour_lists
-from domain.strategies.spec import Readiness, ServedList, StrategySpec, TrainingInputs
+from domain.strategies.spec import Evaluated, Readiness, ServedList, StrategySpec, TrainingInputs
 
 
 def purchase_baskets(data: InteractionData, *, window_days: float) -> np.ndarray:
@@ -289,6 +290,18 @@ def _readiness(inputs: TrainingInputs) -> Readiness:
     )
 
 
+def evaluation_lists(split: Any, catalog: Sequence[Any]) -> np.ndarray:
+    """Offline evaluation (domain.evaluation): a model fitted on the split's training data,
+    its top-K partners of each held-out basket anchor."""
+    model = FrequentlyBoughtTogetherModel().fit(split.train)
+    uniq, inverse = np.unique(split.anchors, return_inverse=True)
+    idx, val = sparse_top_k(model.neighbours_[uniq], EVAL_K)
+    idx = np.where(np.isfinite(val) & (val > 0), idx, -1)
+    out = np.full((uniq.size, EVAL_K), -1, dtype=np.int64)
+    out[:, : idx.shape[1]] = idx
+    return out[inverse.ravel()]
+
+
 SPEC = StrategySpec(
     FREQUENTLY_BOUGHT_TOGETHER,
     lists=(ServedList("fbtItem", "fbt", "product"),),
@@ -298,4 +311,5 @@ SPEC = StrategySpec(
     needs_product_interactions=True,
     needs_product=True,
     projected_for_products=True,
+    evaluation=Evaluated(evaluation_lists, per="anchor", beats_popularity=True),
 )

@@ -1,7 +1,9 @@
 """What a strategy tells the rest of the platform about itself: the lists it publishes, how it
-trains them, when it is ready, what the cold-start policy needs of it and how serving reads
-its candidates. A strategy's module builds one StrategySpec; domain.strategies.registry lists
-them, and training, publishing, the cold-start policy and serving ask the registry."""
+trains them, when it is ready, how the offline evaluation scores it (and the publish gate
+holds it), which lists a catalog change rebuilds, what the cold-start policy needs of it and
+how serving reads its candidates. A strategy's module builds one StrategySpec;
+domain.strategies.registry lists them, and training, evaluation, the publish gate, the
+catalog refresh, the cold-start policy and serving ask the registry."""
 
 from __future__ import annotations
 
@@ -54,6 +56,30 @@ class Readiness:
     thresholds: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """How the offline evaluation (domain.evaluation) scores a strategy on a time split.
+
+    `lists(split, catalog)` returns an int array of shape (rows, K) of product indexes of the
+    split's training data (-1: none): one row per scored user (`per` "user", in the order of
+    `split.eval_rows`, against what each went on to want) or per held-out basket anchor (`per`
+    "anchor", in the order of `split.anchors`, against the rest of its basket). Each is
+    reported beside the popularity baseline of its protocol; the publish gate holds every
+    evaluated strategy to its published version, and to that baseline when
+    `beats_popularity` (strategies that learn from interactions must beat the crowd).
+    """
+
+    lists: Callable[[Any, Sequence[Mapping[str, Any]]], Any]
+    per: Literal["user", "anchor"] = "user"
+    needs_catalog: bool = False  # skipped for a tenant without catalog
+    beats_popularity: bool = False
+
+
+# A catalog refresh: the lists (by `suffix`, as `train` returns them) rebuilt from the catalog
+# alone, swapped into the published version without a retrain.
+CatalogRefresh = Callable[[Sequence[Mapping[str, Any]]], Mapping[str, Any]]
+
+
 def _nothing(_context: Any) -> Sequence[Candidate]:
     return ()
 
@@ -85,6 +111,10 @@ class StrategySpec:
     projected_for_products: bool = False
     # Its answer is one list per tenant (and per category), the same for every shopper.
     projected_for_tenant: bool = False
+    # How the offline evaluation scores it (None: not evaluated, and so never gated).
+    evaluation: Evaluated | None = None
+    # What a catalog change rebuilds without a retrain (None: its lists wait for the next one).
+    catalog_refresh: CatalogRefresh | None = None
 
     def assess(self, inputs: TrainingInputs) -> tuple[bool, Readiness]:
         """Whether every count reaches its minimum, and the counts."""

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Self
 
 import numpy as np
 
 from domain.interactions import InteractionData
-from domain.strategies.base import TRENDING, NotFittedError, Recommendation
+from domain.strategies.base import TRENDING, NotFittedError, Recommendation, ranking_lists
 from domain.strategies.lists import TRENDING_LENGTH
-from domain.strategies.spec import Candidate, Readiness, ServedList, StrategySpec, TrainingInputs
+from domain.strategies.spec import (
+    Candidate,
+    Evaluated,
+    Readiness,
+    ServedList,
+    StrategySpec,
+    TrainingInputs,
+)
 
 
 class TrendingModel:
@@ -123,6 +130,13 @@ def trending_candidates(context: Any) -> list[Candidate]:
     return [(pid, score, ()) for pid, score in ranked]
 
 
+def evaluation_lists(split: Any, catalog: Sequence[Any]) -> np.ndarray:
+    """Offline evaluation (domain.evaluation): the trending ranking at the split's cut (the
+    last 24 h before it), minus what each scored user has."""
+    model = TrendingModel().fit(split.train, now=split.cut)
+    return ranking_lists(model.ranking_, split.train.matrix, split.eval_rows)
+
+
 SPEC = StrategySpec(
     TRENDING,
     lists=(ServedList("trending", "trending", "tenant"),),
@@ -132,4 +146,6 @@ SPEC = StrategySpec(
     min_user_events=0,
     role="last_resort",
     projected_for_tenant=True,
+    # A short-window popularity itself: held to its published version only.
+    evaluation=Evaluated(evaluation_lists),
 )

@@ -1,30 +1,36 @@
 """A new strategy is its module plus one registration: registered here through the registry's
-public API only, it is trained, published, chosen by the cold-start policy, ranked by serving
-and projected and served by the lookup script, against the real Redis."""
+public API only, it is trained, published, evaluated offline and held by the publish gate,
+rebuilt by a catalog change, chosen by the cold-start policy, ranked by serving and projected
+and served by the lookup script, against the real Redis."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import TenantContext
 from redis.asyncio import Redis
 
 from domain.cold_start import COLD_START_USER, ReadinessReport, choose_strategy
+from domain.evaluation import evaluate, gate
 from domain.serving import ServingRequest, rank
+from domain.strategies.base import ranking_lists
 from domain.strategies.registry import register, strategy_names, unregister
 from domain.strategies.spec import (
     Candidate,
+    Evaluated,
     Readiness,
     ServedList,
     StrategySpec,
     TrainingInputs,
 )
-from domain.training import EventColumns, train
+from domain.training import EventColumns, catalog_refreshed_lists, train
 from store import keys
 from store.answers import (
     ANSWER_LOOKUP,
@@ -34,7 +40,7 @@ from store.answers import (
     decode_lookup,
     lookup_args,
 )
-from store.models import PublishedModel, ServingReader, publish_model
+from store.models import PublishedModel, ServingReader, publish_model, replace_refreshed_lists
 from store.ratelimit import RateLimiter, Window
 
 CHEAPEST = "cheapest_first"
@@ -42,10 +48,22 @@ CHEAPEST = "cheapest_first"
 # ---- the whole strategy: what would be its module under domain/strategies ----
 
 
+def _cheapest_list(catalog: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """The catalog, cheapest first."""
+    ranked = sorted(catalog, key=lambda item: (float(item["price"]), item["productId"]))
+    return [[str(item["productId"]), 1.0 / (1 + i), []] for i, item in enumerate(ranked)]
+
+
 def _train_cheapest(inputs: TrainingInputs) -> dict[str, Any]:
-    """The catalog, cheapest first: one list for the tenant."""
-    ranked = sorted(inputs.catalog, key=lambda item: (float(item["price"]), item["productId"]))
-    return {"cheap": [[str(item["productId"]), 1.0 / (1 + i), []] for i, item in enumerate(ranked)]}
+    """One list for the tenant."""
+    return {"cheap": _cheapest_list(inputs.catalog)}
+
+
+def _cheapest_evaluation_lists(split: Any, catalog: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """The same order for every scored user, minus what each has (as served)."""
+    index = split.train.product_index
+    order = [index[p] for p, _, _ in _cheapest_list(catalog) if p in index]
+    return ranking_lists(np.array(order, dtype=np.int64), split.train.matrix, split.eval_rows)
 
 
 def _cheapest_readiness(inputs: TrainingInputs) -> Readiness:
@@ -63,6 +81,8 @@ SPEC = StrategySpec(
     readiness=_cheapest_readiness,
     user_candidates=_cheapest_candidates,
     min_user_events=2,
+    evaluation=Evaluated(_cheapest_evaluation_lists, needs_catalog=True),
+    catalog_refresh=lambda catalog: {"cheap": _cheapest_list(catalog)},
 )
 
 # ---- the test ----
@@ -177,3 +197,105 @@ def test_the_cold_start_policy_reads_a_registered_strategys_minimum_events(
     assert (cold.strategy, cold.fallback_reason) == ("trending", COLD_START_USER)
     warm = choose_strategy(requested=CHEAPEST, readiness=ready, user_event_count=2)
     assert warm.fallback_reason != COLD_START_USER
+
+
+DAY = 86_400.0
+NOW = 1_700_000_000.0
+
+
+def _returning_shoppers(users: int = 60) -> dict[str, list[Any]]:
+    """Shoppers who bought two products weeks ago and came back this week for a third: the
+    cheap ones for even shoppers (cheapest_first guesses them), dear ones for odd shoppers."""
+    columns: dict[str, list[Any]] = {"users": [], "products": [], "types": [], "times": []}
+    for u in range(users):
+        cheap = u % 2 == 0
+        picks = ["p1", "p3", "p2"] if cheap else ["p4", "p0", "p2"]
+        for k, product in enumerate(picks):
+            columns["users"].append(f"u{u}")
+            columns["products"].append(product)
+            columns["types"].append("purchase")
+            columns["times"].append(NOW - (20, 19, 2)[k] * DAY + u)
+    return columns
+
+
+def _evaluate(shop: dict[str, list[Any]]) -> dict[str, dict[str, float]]:
+    evaluation = evaluate(
+        user_ids=shop["users"],
+        product_ids=shop["products"],
+        event_types=shop["types"],
+        timestamps=shop["times"],
+        session_ids=None,
+        catalog=CATALOG,
+        now=NOW,
+    )
+    assert evaluation.skipped is None, evaluation.skipped
+    return evaluation.metrics
+
+
+def test_a_registered_strategy_is_evaluated_offline_and_held_by_the_publish_gate(
+    registered: StrategySpec,
+) -> None:
+    shop = _returning_shoppers()
+    metrics = _evaluate(shop)
+    # Scored beside the built-in strategies, on the same protocol and baseline.
+    assert {CHEAPEST, "collaborative", "trending"} <= metrics.keys()
+    assert metrics[CHEAPEST]["hr10"] == 1.0  # p2, the only product left, is in every list
+    assert metrics[CHEAPEST]["popularityNdcg10"] == metrics["popularity"]["ndcg10"]
+    # A version whose cheapest_first lost most of its NDCG against the published one is held.
+    better = {**metrics[CHEAPEST], "ndcg10": 2 * metrics[CHEAPEST]["ndcg10"]}
+    published = {**metrics, CHEAPEST: better}
+    held = gate(candidate=metrics, published=published)
+    assert not held.passed
+    assert [r for r in held.reasons if r.startswith(f"{CHEAPEST}:")]
+    # Not declared to beat popularity: a score below the baseline alone does not hold it.
+    below = {CHEAPEST: {**metrics[CHEAPEST], "ndcg10": 0.0, "popularityNdcg10": 0.5}}
+    assert gate(candidate=below, published=None).passed
+
+
+def test_a_strategy_registered_without_an_evaluation_is_neither_scored_nor_gated(
+    registered: StrategySpec,
+) -> None:
+    register(replace(SPEC, name="unscored_cheapest", evaluation=None))
+    try:
+        metrics = _evaluate(_returning_shoppers())
+    finally:
+        unregister("unscored_cheapest")
+    assert CHEAPEST in metrics and "unscored_cheapest" not in metrics
+    assert gate(candidate=metrics, published=None).passed
+
+
+async def test_a_catalog_change_rebuilds_a_registered_strategys_lists_without_a_retrain(
+    redis: Redis, tenant: TenantContext, registered: StrategySpec
+) -> None:
+    tenant_id = tenant.tenant_id
+    result = train(events=_events(), catalog=CATALOG, now=1_700_000_100.0, with_evaluation=False)
+    await publish_model(
+        redis,
+        tenant_id=tenant_id,
+        model=PublishedModel(
+            version="v-refresh",
+            lists=result.lists,
+            product_interactions=result.product_interactions,
+            meta={"readiness": result.readiness, "version": "v-refresh"},
+        ),
+    )
+    # p4 is now the cheapest: the catalog refresh (the catalog actor's) rebuilds the list.
+    changed = [{**item, "price": 1.0} if item["productId"] == "p4" else item for item in CATALOG]
+    lists = catalog_refreshed_lists(changed)
+    assert {"cheap", "content"} <= lists.keys()
+    stamp = await redis.get(keys.serving_stamp(tenant_id))
+    assert await replace_refreshed_lists(redis, tenant_id=tenant_id, lists=lists) == "v-refresh"
+    assert await redis.get(keys.serving_stamp(tenant_id)) != stamp  # projections go stale
+    history = {"product_viewed|p0": 1.0, "product_viewed|p1": 2.0}
+    await redis.zadd(keys.user_history(tenant_id, "shopper"), history)
+    context = await ServingReader(redis).read(
+        tenant_id=tenant_id,
+        user_id="shopper",
+        product_id=None,
+        placement_id=None,
+        live_hours=["1970010100", "1970010101"],
+    )
+    _, ranked = rank(ServingRequest(user_id="shopper", strategy=CHEAPEST), context)
+    assert [c.product_id for c in ranked[:3]] == ["p4", "p1", "p3"]
+    # The built-in content lists were rebuilt in the same version.
+    assert await redis.hlen(f"{keys.model_prefix(tenant_id)}v-refresh:content") == len(CATALOG)

@@ -184,7 +184,7 @@ def test_the_gate_rejects_a_regression_beyond_the_tolerance_and_a_loss_to_popula
 def test_a_shuffled_collaborative_model_is_rejected_by_the_gate(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from domain import evaluation
+    from domain.strategies import collaborative
     from domain.strategies.collaborative import CollaborativeModel
 
     honest = run(block_shop())
@@ -197,7 +197,8 @@ def test_a_shuffled_collaborative_model_is_rejected_by_the_gate(
             rng = np.random.default_rng(0)
             return rng.integers(0, self.values_.shape[1], idx.shape), np.ones_like(val)
 
-    monkeypatch.setattr(evaluation, "CollaborativeModel", Shuffled)
+    # The model the collaborative strategy's evaluation (its StrategySpec's) fits.
+    monkeypatch.setattr(collaborative, "CollaborativeModel", Shuffled)
     broken = run(block_shop())
     decision = gate(candidate=broken.metrics, published=honest.metrics)
     assert not decision.passed
@@ -243,9 +244,9 @@ def test_the_incremental_check_rejects_lists_worse_than_those_published() -> Non
 def test_a_global_ranking_skips_what_each_user_already_has() -> None:
     import scipy.sparse as sp
 
-    from domain.evaluation import _ranking_lists
+    from domain.strategies.base import ranking_lists
 
     seen = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=np.float32))
-    lists = _ranking_lists(np.array([5, 3, 1, 0]), seen, np.array([0, 1]))
+    lists = ranking_lists(np.array([5, 3, 1, 0]), seen, np.array([0, 1]))
     assert lists[0].tolist() == [5, 1, 0] + [-1] * 7
     assert lists[1].tolist() == [-1] * 10

@@ -13,7 +13,13 @@ from typing import Any
 import dramatiq
 
 from domain.evaluation import DEFAULT_NDCG_TOLERANCE, gate
-from domain.training import Progress, check_incremental, content_lists, refresh_user_lists, train
+from domain.training import (
+    Progress,
+    catalog_refreshed_lists,
+    check_incremental,
+    refresh_user_lists,
+    train,
+)
 from store import keys
 from store.answers import (
     PROJECTED_PRODUCTS_AT_PUBLISH,
@@ -32,7 +38,7 @@ from store.models import (
     read_item_lists,
     read_user_lists,
     read_version_record,
-    replace_content_lists,
+    replace_refreshed_lists,
     save_version_record,
     top_products,
     update_user_lists,
@@ -192,12 +198,11 @@ async def train_and_publish(
 
 
 async def refresh_content(*, tenant_id: str) -> None:
-    """After catalog changes: new content lists in the current version, or a first training."""
+    """After catalog changes: the lists the registered strategies rebuild from the catalog
+    (StrategySpec.catalog_refresh) swapped into the current version, or a first training."""
     catalog = await load_catalog(await db_pool(), tenant_id=tenant_id)
-    lists = await asyncio.to_thread(content_lists, catalog)
-    version = await replace_content_lists(
-        redis_client(), tenant_id=tenant_id, content_item_lists=lists
-    )
+    lists = await asyncio.to_thread(catalog_refreshed_lists, catalog)
+    version = await replace_refreshed_lists(redis_client(), tenant_id=tenant_id, lists=lists)
     if version is None:
         await train_and_publish(tenant_id=tenant_id)
 
