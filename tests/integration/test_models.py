@@ -34,7 +34,7 @@ DAY = timedelta(days=1)
 BROKEN_RETRAIN = """
 import asyncio, json, sys
 import numpy as np
-from domain import evaluation, training
+from domain.strategies import collaborative
 from domain.strategies.collaborative import CollaborativeModel
 
 class Shuffled(CollaborativeModel):
@@ -43,8 +43,7 @@ class Shuffled(CollaborativeModel):
         rng = np.random.default_rng(0)
         return rng.integers(0, self.values_.shape[1], idx.shape), np.ones_like(val)
 
-evaluation.CollaborativeModel = Shuffled
-training.CollaborativeModel = Shuffled
+collaborative.CollaborativeModel = Shuffled  # what its training and its evaluation fit
 from workers.actors.training import _recorded, train_and_publish
 
 async def main():
