@@ -593,28 +593,44 @@ async def test_an_incremental_retrain_rescores_only_the_touched_users(
     assert not {f"b{i}" for i in range(1, 7)} & set(products)
 
 
+async def _running_experiment(
+    async_client: httpx.AsyncClient,
+    shop: TenantContext,
+    placement_id: str,
+    *,
+    control: str,
+    variant: str,
+) -> str:
+    """A 50/50 experiment on this placement, created and started by the shop's admin."""
+    base = f"/api/v1/tenants/{shop.tenant_id}/experiments"
+    created = await async_client.post(
+        base,
+        json={
+            "name": f"{control} vs {variant} on {placement_id}",
+            "placementId": placement_id,
+            "controlStrategy": control,
+            "variantStrategy": variant,
+            "trafficSplit": 50,
+            "metric": "ctr",
+        },
+        headers=shop.admin_headers,
+    )
+    assert created.status_code == 201, created.text
+    experiment_id: str = created.json()["id"]
+    started = await async_client.patch(
+        f"{base}/{experiment_id}", json={"status": "running"}, headers=shop.admin_headers
+    )
+    assert started.status_code == 200
+    return experiment_id
+
+
 async def test_an_experiment_assigns_users_and_counts_their_impressions_clicks_and_purchases(
     async_client: httpx.AsyncClient, trained_shop: TenantContext, db: asyncpg.Pool
 ) -> None:
     base = f"/api/v1/tenants/{trained_shop.tenant_id}/experiments"
-    created = await async_client.post(
-        base,
-        json={
-            "name": "collaborative vs trending",
-            "placementId": "home-exp",
-            "controlStrategy": "collaborative",
-            "variantStrategy": "trending",
-            "trafficSplit": 50,
-            "metric": "ctr",
-        },
-        headers=trained_shop.admin_headers,
+    experiment_id = await _running_experiment(
+        async_client, trained_shop, "home-exp", control="collaborative", variant="trending"
     )
-    assert created.status_code == 201, created.text
-    experiment_id = created.json()["id"]
-    started = await async_client.patch(
-        f"{base}/{experiment_id}", json={"status": "running"}, headers=trained_shop.admin_headers
-    )
-    assert started.status_code == 200
     seen: dict[str, str] = {}
     events: list[dict[str, Any]] = []
     for u in range(40):
@@ -881,24 +897,9 @@ async def test_a_users_answer_in_an_experiments_arm_is_projected_and_served_with
     from domain.experiments.assignment import assign_variant
 
     base = f"/api/v1/tenants/{trained_shop.tenant_id}/experiments"
-    created = await async_client.post(
-        base,
-        json={
-            "name": "content vs trending, projected",
-            "placementId": "home-projected",
-            "controlStrategy": "content_based",
-            "variantStrategy": "trending",
-            "trafficSplit": 50,
-            "metric": "ctr",
-        },
-        headers=trained_shop.admin_headers,
+    experiment_id = await _running_experiment(
+        async_client, trained_shop, "home-projected", control="content_based", variant="trending"
     )
-    assert created.status_code == 201, created.text
-    experiment_id = created.json()["id"]
-    started = await async_client.patch(
-        f"{base}/{experiment_id}", json={"status": "running"}, headers=trained_shop.admin_headers
-    )
-    assert started.status_code == 200
     for user in ("b-user-70", "b-user-71", "b-user-72", "never-seen-in-experiment"):
         params = {"userId": user, "placementId": "home-projected", "limit": 4}
         computed = recommend_raw(client, trained_shop, **params)

@@ -30,7 +30,7 @@ from domain.strategies.spec import (
     StrategySpec,
     TrainingInputs,
 )
-from domain.training import EventColumns, catalog_refreshed_lists, train
+from domain.training import EventColumns, TrainingResult, catalog_refreshed_lists, train
 from store import keys
 from store.answers import (
     ANSWER_LOOKUP,
@@ -113,26 +113,36 @@ def _events() -> EventColumns:
     )
 
 
+def _train() -> TrainingResult:
+    """The shop's lists, every registered strategy's, without the offline evaluation."""
+    return train(events=_events(), catalog=CATALOG, now=1_700_000_100.0, with_evaluation=False)
+
+
+async def _publish(redis: Redis, tenant_id: str, result: TrainingResult, version: str) -> None:
+    """Publish a training's lists as the tenant's current version."""
+    await publish_model(
+        redis,
+        tenant_id=tenant_id,
+        model=PublishedModel(
+            version=version,
+            lists=result.lists,
+            product_interactions=result.product_interactions,
+            meta={"readiness": result.readiness, "version": version},
+        ),
+    )
+
+
 async def test_a_registered_strategy_is_trained_published_and_served_from_its_projection(
     redis: Redis, tenant: TenantContext, registered: StrategySpec
 ) -> None:
     tenant_id = tenant.tenant_id
-    result = train(events=_events(), catalog=CATALOG, now=1_700_000_100.0, with_evaluation=False)
+    result = _train()
     # Trained beside the built-in strategies, with its own readiness.
     assert [e[0] for e in result.lists["cheap"]] == ["p1", "p3", "p2", "p0", "p4"]
     assert result.readiness[CHEAPEST]["ready"] is True
     assert result.lists["cf"] is not None  # the built-in ones still train
     # Published with the version's other lists.
-    await publish_model(
-        redis,
-        tenant_id=tenant_id,
-        model=PublishedModel(
-            version="v-extra",
-            lists=result.lists,
-            product_interactions=result.product_interactions,
-            meta={"readiness": result.readiness, "version": "v-extra"},
-        ),
-    )
+    await _publish(redis, tenant_id, result, "v-extra")
     assert await redis.exists(f"{keys.model_prefix(tenant_id)}v-extra:cheap")
     cards = {
         item["productId"]: json.dumps({"name": item["name"], "category": item["category"]})
@@ -268,17 +278,7 @@ async def test_a_catalog_change_rebuilds_a_registered_strategys_lists_without_a_
     redis: Redis, tenant: TenantContext, registered: StrategySpec
 ) -> None:
     tenant_id = tenant.tenant_id
-    result = train(events=_events(), catalog=CATALOG, now=1_700_000_100.0, with_evaluation=False)
-    await publish_model(
-        redis,
-        tenant_id=tenant_id,
-        model=PublishedModel(
-            version="v-refresh",
-            lists=result.lists,
-            product_interactions=result.product_interactions,
-            meta={"readiness": result.readiness, "version": "v-refresh"},
-        ),
-    )
+    await _publish(redis, tenant_id, _train(), "v-refresh")
     # p4 is now the cheapest: the catalog refresh (the catalog actor's) rebuilds the list.
     changed = [{**item, "price": 1.0} if item["productId"] == "p4" else item for item in CATALOG]
     lists = catalog_refreshed_lists(changed)
