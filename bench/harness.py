@@ -296,6 +296,7 @@ class KeepAliveAnswers(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiter: asyncio.Future[tuple[int, bytes, float]] | None = None
         self._status = self._length = -1
+        self._lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -303,7 +304,14 @@ class KeepAliveAnswers(asyncio.Protocol):
     def expect(self) -> asyncio.Future[tuple[int, bytes, float]]:
         """The next answer: (status, body, perf_counter moment its last byte was read)."""
         self._waiter = asyncio.get_running_loop().create_future()
+        if self._lost is not None:  # closed while idle (the api's keep-alive timeout)
+            self._waiter.set_exception(self._lost)
         return self._waiter
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection can still carry a request."""
+        return self._lost is None
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -328,5 +336,6 @@ class KeepAliveAnswers(asyncio.Protocol):
             self._waiter.set_result(answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = exc or ConnectionError("the api closed the connection")
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(exc or ConnectionError("the api closed the connection"))
+            self._waiter.set_exception(self._lost)

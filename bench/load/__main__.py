@@ -5,8 +5,8 @@
 On its own PostgreSQL, Redis, api and ingest worker, with a tenant whose catalog and events are
 loaded and whose models are trained, it first measures each path's maximum (closed loop, 32
 connections, 15 s): `GET /recommendations` for rotating shoppers (read) and `POST /events`
-(write). Then, for each share of that maximum, it sends each path's requests on a fixed
-schedule for `--minutes`: a request waits for a free connection (at most 256) but its latency
+(write: the events answered 202 over the time until the worker has stored them all). Then, for each share of that maximum, it sends each path's requests on a fixed
+schedule for `--minutes`, once the ingest queues are empty: a request waits for a free connection (at most 256) but its latency
 runs from its scheduled moment, so a slow answer is never hidden by the client sending less.
 It prints p50/p95/p99, the error rate, the ingest queue's largest lag, and each process's
 resident memory before and after each phase (a leak shows as growth phase after phase).
@@ -37,6 +37,9 @@ from store.db import create_pool
 from workers.metrics import queue_stats
 
 MAX_CONNECTIONS = 256
+# An answer not read whole by then counts as failed (its connection is dropped), so that a lost
+# answer cannot hold a connection, and the phase, for ever.
+ANSWER_TIMEOUT_SECONDS = 30.0
 USERS = 5_000
 PRODUCTS = 1_000
 
@@ -49,7 +52,7 @@ class Connection(KeepAliveAnswers):
         assert self.transport is not None
         answered = self.expect()
         self.transport.write(request)
-        status, _, _ = await answered
+        status, _, _ = await asyncio.wait_for(answered, ANSWER_TIMEOUT_SECONDS)
         return status
 
 
@@ -93,12 +96,17 @@ class Pool:
         self._freed = asyncio.Condition()
 
     async def take(self) -> Connection:
-        """An idle connection, a new one, or the next one freed."""
+        """An idle connection still open, a new one, or the next one freed."""
         async with self._freed:
-            while not self._idle and self._opened >= MAX_CONNECTIONS:
+            while True:
+                while self._idle and not self._idle[-1].open:
+                    self._idle.pop()  # the api closed it while it waited here
+                    self._opened -= 1
+                if self._idle:
+                    return self._idle.pop()
+                if self._opened < MAX_CONNECTIONS:
+                    break
                 await self._freed.wait()
-            if self._idle:
-                return self._idle.pop()
             self._opened += 1
         _, connection = await asyncio.get_running_loop().create_connection(
             Connection, *self._address
@@ -111,6 +119,8 @@ class Pool:
             if healthy:
                 self._idle.append(connection)
             else:
+                if connection.transport is not None:
+                    connection.transport.close()
                 self._opened -= 1
             self._freed.notify()
 
@@ -156,9 +166,10 @@ async def open_model(
             if status >= 429:
                 failed += 1
                 statuses[status] = statuses.get(status, 0) + 1
-        except OSError:
+        except (OSError, TimeoutError):
             healthy = False
             failed += 1
+            statuses[0] = statuses.get(0, 0) + 1  # no answer: a broken or silent connection
         finally:
             await pool.give_back(connection, healthy=healthy)
         latencies.append((time.perf_counter() - scheduled) * 1000)
@@ -175,7 +186,7 @@ async def open_model(
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     if statuses:
-        print(f"  failed answers by status: {statuses}")
+        print(f"  failed answers by status (0: none read): {statuses}")
     return latencies, failed
 
 
@@ -267,6 +278,17 @@ async def seed_tenant(platform: Platform) -> str:
     return key
 
 
+async def drain(broker: Any, queues: list[str]) -> float:
+    """Wait until the ingest queues hold nothing (what earlier phases queued is stored), so
+    that a phase does not pay for the one before it; the seconds it took."""
+    started = time.perf_counter()
+    while True:
+        stats = await asyncio.to_thread(queue_stats, broker, queues)
+        if all(q.ready + q.unacked + q.delayed == 0 for q in stats):
+            return time.perf_counter() - started
+        await asyncio.sleep(0.5)
+
+
 async def open_model_phase(
     pool: Pool,
     path: LoadPath,
@@ -302,7 +324,8 @@ async def open_model_phase(
 async def run(args: argparse.Namespace) -> None:
     """Bring the stack up, measure the maxima, then each share of them."""
     with local_platform("recomengine-load-") as platform:
-        queues = f"{ingest_queues()},catalog"
+        ingest = ingest_queues().split(",")
+        queues = ",".join([*ingest, "catalog"])
         worker = platform.start(["cli.main", "worker", "--queues", queues], "worker.log")
         api = await asyncio.to_thread(platform.start_api)
         key = await seed_tenant(platform)
@@ -320,14 +343,25 @@ async def run(args: argparse.Namespace) -> None:
         broker: Any = SyncRedis.from_url(platform.settings.broker_url)
         maxima = {}
         for path in paths:
-            maxima[path.name] = await closed_loop_rate(
-                pool, path, seconds=args.max_seconds, connections=32
-            )
-            print(f"{path.name}: maximum {maxima[path.name]:,.0f}/s (closed loop, 32 connections)")
+            answered = await closed_loop_rate(pool, path, seconds=args.max_seconds, connections=32)
+            how = "closed loop, 32 connections"
+            maxima[path.name] = answered
+            if path.name == "write":
+                # Accepting is not the whole path: the maximum is what gets stored by the time
+                # the queue is empty again (a share of the api's rate alone could outrun the
+                # worker and grow the queue for the whole phase).
+                draining = await drain(broker, ingest)
+                maxima["write"] = answered * args.max_seconds / (args.max_seconds + draining)
+                how += f", stored end to end: {answered:,.0f}/s answered, {draining:.1f} s to drain"
+            print(f"{path.name}: maximum {maxima[path.name]:,.0f}/s ({how})")
         for share in args.shares:
             for path in paths:
                 rate = share * maxima[path.name]
-                print(f"{path.name} at {share:.0%} ({rate:,.0f}/s for {args.minutes:g} min):")
+                waited = await drain(broker, ingest)
+                print(
+                    f"{path.name} at {share:.0%} ({rate:,.0f}/s for {args.minutes:g} min, "
+                    f"after {waited:.1f} s for the ingest queues to drain):"
+                )
                 await open_model_phase(pool, path, broker, roots, rate=rate, minutes=args.minutes)
         broker.close()
 

@@ -31,4 +31,4 @@ def test_reads_and_writes_at_half_their_maximum_report_their_figures_and_never_a
     assert all(int(rate.replace(",", "")) > 0 for _, rate in maxima)
     phases = re.findall(r"p50 [\d.]+ ms, p95 [\d.]+ ms, p99 [\d.]+ ms", run.stdout)
     assert len(phases) == 2 and run.stdout.count("resident MB before -> after") == 2, run.stdout
-    assert not re.search(r"failed answers by status: .*\b500\b", run.stdout), run.stdout
+    assert not re.search(r"failed answers by status[^:]*: .*\b500\b", run.stdout), run.stdout
