@@ -5,11 +5,13 @@
 On its own PostgreSQL, Redis, api and ingest worker, with a tenant whose catalog and events are
 loaded and whose models are trained, it first measures each path's maximum (closed loop, 32
 connections, 15 s): `GET /recommendations` for rotating shoppers (read) and `POST /events`
-(write: the events answered 202 over the time until the worker has stored them all). Then, for each share of that maximum, it sends each path's requests on a fixed
-schedule for `--minutes`, once the ingest queues are empty: a request waits for a free connection (at most 256) but its latency
-runs from its scheduled moment, so a slow answer is never hidden by the client sending less.
-It prints p50/p95/p99, the error rate, the ingest queue's largest lag, and each process's
-resident memory before and after each phase (a leak shows as growth phase after phase).
+(write: the events answered 202 over the time until the worker has stored them all). Then,
+for each share of that maximum, it sends each path's requests on a fixed schedule for
+`--minutes`, once the ingest queues are empty: a request waits for a free connection (at most
+256) but its latency runs from its scheduled moment, so a slow answer is never hidden by the
+client sending less. It prints p50/p95/p99, the error rate, the ingest queue's largest lag,
+and each process's resident memory before and after each phase (a leak shows as growth phase
+after phase).
 """
 
 from __future__ import annotations
