@@ -172,7 +172,9 @@ if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 14 then
   local status, source, head, trending_status = 'none', '', '', ''
   local items_raw, items_from, complete = nil, 0, false
   -- The tenant's trending projection (the category's own list when one is asked for): valid
-  -- for its model and catalog, and behind the live counters by at most TRENDING_LAG s.
+  -- for its model and catalog, and behind the live counters (their stamp and hour) by at
+  -- most TRENDING_LAG s.
+  local live_now = trending .. '@' .. ARGV[ab + 3]
   local function from_trending()
     local category = ARGV[ab + 6]
     local raw = category ~= '' and redis.call('HGET', KEYS[kb + 13], 'trending@' .. category)
@@ -185,7 +187,7 @@ if not extra[5] and ARGV[ab + 4] ~= '' and #KEYS >= kb + 14 then
     local age = now_s - written
     local n = #tenant_current
     if string.sub(stamp, 1, n + 1) ~= tenant_current .. '|' or age > max_age
-        or (string.sub(stamp, n + 2) ~= trending and age > TRENDING_LAG) then
+        or (string.sub(stamp, n + 2) ~= live_now and age > TRENDING_LAG) then
       trending_status = 'stale'
       return false
     end
@@ -602,8 +604,13 @@ class AnswerProjector:
             # Read before the counters: a count that moves meanwhile only looks newer.
             pipe.hget(keys.trending_stamp(tenant_id), "n")
             epoch, version, serving, counter = await pipe.execute()
-        stamp = "|".join([_text(epoch) or "0", _text(version), _text(serving), _text(counter)])
         now = datetime.now(UTC)
+        # The live counters' hour beside their stamp: when the hour turns, the counters read
+        # change without a new event, and the list is written again as if one had come.
+        hour = int(now.timestamp()) // 3600
+        stamp = "|".join(
+            [_text(epoch) or "0", _text(version), _text(serving), f"{_text(counter)}@{hour}"]
+        )
         context = await self._reader.read(
             tenant_id=tenant_id,
             user_id="",

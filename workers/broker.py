@@ -7,12 +7,16 @@ made here at import time; it opens no connection until the first message is sent
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from typing import Any
 
 import dramatiq
 import orjson
+import redis
 import ujson
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.encoder import Encoder, MessageData
 from dramatiq.errors import DecodeError
@@ -54,6 +58,57 @@ HEARTBEAT_TIMEOUT_MS = 10_000
 MAINTENANCE_CHANCE = 250_000
 # Dead-lettered messages are kept a week for `recomengine dlq list|replay`.
 DEAD_MESSAGE_TTL_MS = 7 * 24 * 3600 * 1000
+# How long a retry that the broker could not take waits before it is queued again.
+RETRY_ENQUEUE_PAUSE_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+class _EnqueueUntilQueued:
+    """The broker as Retries sees it: its `enqueue` is tried again while Redis is unreachable."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = broker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    def enqueue(
+        self, message: dramatiq.Message[Any], *, delay: int | None = None
+    ) -> dramatiq.Message[Any]:
+        while True:
+            try:
+                return self._broker.enqueue(message, delay=delay)
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                log.warning(
+                    "the retry of message %s could not be queued (%s); trying again in %.1f s",
+                    message.message_id,
+                    error,
+                    RETRY_ENQUEUE_PAUSE_SECONDS,
+                )
+                time.sleep(RETRY_ENQUEUE_PAUSE_SECONDS)
+
+
+class RetriesThroughOutages(Retries):
+    """Dramatiq's Retries, with a retry queued even when the broker is down as it is queued.
+
+    Dramatiq logs and drops an error of this middleware, then acknowledges the message (it tries
+    the acknowledgement again until Redis is back): a message that failed because Redis died
+    (its rows stored, its projections not) would be acknowledged with its retry never queued,
+    and its projections never applied. The retry waits for Redis as the acknowledgement does.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """Queue the retry of a failed message (see the class), or fail it as Retries does."""
+        retrying: Any = _EnqueueUntilQueued(broker)
+        super().after_process_message(retrying, message, result=result, exception=exception)
 
 
 class FastJSONEncoder(Encoder):
@@ -144,7 +199,7 @@ def build_broker(url: str) -> LaneBroker:
             Pipelines(),
             # A message failing this often is poison: it goes to the dead-letter queue at once
             # instead of after Dramatiq's default 20 tries spread over a month.
-            Retries(max_retries=3, min_backoff=500, max_backoff=10_000),
+            RetriesThroughOutages(max_retries=3, min_backoff=500, max_backoff=10_000),
             CurrentMessage(),
             AsyncIO(),
             WorkerMetrics(QUEUES, registry),

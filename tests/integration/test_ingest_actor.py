@@ -49,6 +49,14 @@ def _message(tenant_id: str, **fields: Any) -> Any:
     return parse_event(raw, tenant_id=tenant_id, now=datetime.now(UTC)).to_message()
 
 
+def _now() -> datetime:
+    """Now, or a second before today began while less than an hour of it has passed: the
+    events a test dates up to an hour back then fall on the day whose counters it reads."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(seconds=1) if now - midnight < timedelta(hours=1) else now
+
+
 def _at(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -86,7 +94,7 @@ async def test_the_same_message_delivered_twice_stores_counts_and_attributes_onc
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     click = _message(
         t,
         eventType="recommendation_clicked",
@@ -115,7 +123,7 @@ async def test_a_crash_after_the_commit_is_healed_by_the_redelivery(
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     events = [_message(t, productId=f"sku-{i}", timestamp=_at(now)) for i in range(3)]
     # The worker died right after the commit: rows exist, projections were never touched.
     await insert_events(db, tenant_id=t, events=events)
@@ -129,7 +137,7 @@ async def test_a_client_event_id_is_stored_once_even_with_another_timestamp(
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     first = _message(t, eventId="retry-1", timestamp=_at(now - timedelta(seconds=5)))
     retry = _message(t, eventId="retry-1", timestamp=_at(now))
     await ingest(t, [first])
@@ -144,7 +152,7 @@ async def test_messages_queued_with_every_field_spelled_out_are_stored_like_slim
     # Earlier releases queued every optional field, null or empty: such messages may still
     # wait in the queue or the dead-letter queue when a new worker starts.
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     slim = _message(t, userId="slim", timestamp=_at(now))
     assert set(slim) == {"id", "type", "user", "product", "ts", "flags"}
     spelled = {
@@ -184,7 +192,7 @@ async def test_a_purchase_is_attributed_only_within_30_minutes_of_the_click(
     db: asyncpg.Pool,
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     click = _message(
         t,
         eventType="recommendation_clicked",
@@ -201,7 +209,7 @@ async def test_two_clicks_and_one_purchase_attribute_to_the_last_click_only(
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     clicks = [
         _message(
             t,
@@ -223,7 +231,7 @@ async def test_a_purchase_before_its_click_arrives_is_attributed_by_reconciliati
     actors: None, tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     purchase = _message(t, eventType="purchase", timestamp=_at(now), metadata={"price": 99})
     late_click = _message(
         t,
@@ -277,7 +285,7 @@ async def test_messages_waiting_together_are_stored_in_one_go_and_a_poison_one_f
     tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     store = _RecordingStore(db, redis, held=True)
     groups = IngestGroups(store, in_flight=1, linger=0)
     first = [_message(t, productId="sku-a", timestamp=_at(now))]
@@ -298,7 +306,7 @@ async def test_two_events_with_one_client_event_id_stored_together_make_one_row(
     tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     first = _message(t, eventId="retry-2", timestamp=_at(now - timedelta(seconds=5)))
     retry = _message(t, eventId="retry-2", timestamp=_at(now))
     assert await ingest_and_project(db, redis, tenant_id=t, events=[first, retry]) == 1
@@ -311,7 +319,7 @@ async def test_a_second_group_starts_beside_a_running_one_only_for_a_real_backlo
     tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     store = _RecordingStore(db, redis, held=True)
 
     def message(first: int, size: int) -> list[Any]:
@@ -338,7 +346,7 @@ async def test_a_message_to_an_idle_worker_waits_briefly_for_others_to_share_its
     tenant: TenantContext, db: asyncpg.Pool, redis: Redis
 ) -> None:
     t = tenant.tenant_id
-    now = datetime.now(UTC)
+    now = _now()
     store = _RecordingStore(db, redis, held=False)
 
     groups = IngestGroups(store, linger=0.05)

@@ -107,8 +107,11 @@ async def test_a_projection_of_another_stamp_or_too_short_is_not_served(
     assert (await _read(redis, tenant.tenant_id, "nobody", _args())).projection == "absent"
 
 
-async def _trending(redis: Redis, tenant: str, *, counter: str = "", age: int = 0) -> None:
-    """The tenant's trending projection, written now - `age` s behind trending stamp `counter`."""
+async def _trending(
+    redis: Redis, tenant: str, *, counter: str = "", age: int = 0, hour: int = 1
+) -> None:
+    """The tenant's trending projection, written now - `age` s behind trending stamp `counter`
+    with the live counters of `hour` (the hour `_read` asks in)."""
     items = [
         ServedItem(p, 1.0 / (i + 1), "trending", (), {"name": p, "category": c})
         for i, (p, c) in enumerate(CARDS.items())
@@ -119,7 +122,7 @@ async def _trending(redis: Redis, tenant: str, *, counter: str = "", age: int = 
         ("trending@shoes", [i for i in items if i.card["category"] == "Shoes"]),
     ):
         field = encode_field(
-            stamp=f"0|||{counter}",
+            stamp=f"0|||{counter}@{hour}",
             written_at=int(time.time()) - age,
             complete=True,
             head={"modelVersion": None},
@@ -162,6 +165,14 @@ async def test_the_trending_projection_is_served_behind_the_live_counters_for_a_
     await _trending(redis, tenant_id, counter="", age=2)
     behind = await _read(redis, tenant_id, "shopper", asked)
     assert (behind.projection, behind.trending) == ("stale", "stale")
+    # The hour turned: the live counters it read are no longer the ones a request reads.
+    await _trending(redis, tenant_id, counter="1", hour=0)
+    assert (await _read(redis, tenant_id, "shopper", asked)).projection == "hit"
+    await _trending(redis, tenant_id, counter="1", age=2, hour=0)
+    turned = await _read(redis, tenant_id, "shopper", asked)
+    assert (turned.projection, turned.trending) == ("stale", "stale")
+    await _trending(redis, tenant_id, counter="1", age=2)
+    assert (await _read(redis, tenant_id, "shopper", asked)).projection == "hit"
     await redis.delete(keys.tenant_answers(tenant_id))
     gone = await _read(redis, tenant_id, "shopper", asked)
     assert (gone.projection, gone.trending) == ("absent", "absent")

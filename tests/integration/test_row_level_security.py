@@ -178,7 +178,9 @@ async def _seed(
         headers=shop.admin_headers,
     )
     assert answer.status_code == 200, answer.text
-    await analytics_store.refresh_tenant_days(app_db, tenant_id=shop.tenant_id, days=[now.date()])
+    # The events' day and today: the same day unless the seeding began just after midnight.
+    days = [(now - timedelta(minutes=10)).date(), now.date()]
+    await analytics_store.refresh_tenant_days(app_db, tenant_id=shop.tenant_id, days=days)
     # A pending note (an event stored after the refresh) and a usage alert (80% of Sandbox).
     answer = await http.post(
         "/api/v1/events",
