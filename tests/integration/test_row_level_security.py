@@ -164,11 +164,14 @@ async def _seed(
         "/api/v1/events/batch", json={"events": events}, headers=shop.write_headers
     )
     assert answer.status_code == 202 and answer.json()["accepted"] == len(events), answer.text
-    # The worker stores them as the platform role, in the tenant's scope.
+    # The worker stores them (and the catalog) as the platform role, in the tenant's scope.
     scoped = in_tenant(app_db, shop.tenant_id)
     deadline = asyncio.get_running_loop().time() + 30
     while await scoped.fetchval("SELECT count(*) FROM revenue_attributions") < 3:
         assert asyncio.get_running_loop().time() < deadline, "events were not stored in time"
+        await asyncio.sleep(0.2)
+    while await scoped.fetchval("SELECT count(*) FROM catalog_items") < len(products):
+        assert asyncio.get_running_loop().time() < deadline, "the catalog was not stored in time"
         await asyncio.sleep(0.2)
     answer = await http.delete("/api/v1/users/erased", headers=shop.write_headers)
     assert answer.status_code in (200, 202, 204), answer.text
