@@ -365,6 +365,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"after {waited:.1f} s for the ingest queues to drain):"
                 )
                 await open_model_phase(pool, path, broker, roots, rate=rate, minutes=args.minutes)
+        print(f"the ingest queues drained {await drain(broker, ingest):.1f} s after the last phase")
         broker.close()
 
 

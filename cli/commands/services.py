@@ -33,11 +33,11 @@ PROCESSES = {
         "--processes",
         "1",
         "--threads",
-        "4",
+        "32",
     ],
     # Bulk ingestion (large batches, replays) has its own pool, so it never holds up live
     # events (store.event_queue).
-    "worker-bulk": ["worker", "--queues", "ingest_bulk", "--processes", "1", "--threads", "4"],
+    "worker-bulk": ["worker", "--queues", "ingest_bulk", "--processes", "1", "--threads", "32"],
     # Training has its own pool, so a long fit never holds up ingestion.
     "worker-training": ["worker", "--queues", "training", "--processes", "1", "--threads", "1"],
     "scheduler": ["scheduler"],
