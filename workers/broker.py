@@ -90,7 +90,7 @@ class _EnqueueUntilQueued:
 
 
 class RetriesThroughOutages(Retries):
-    """Dramatiq's Retries, with a retry queued even when the broker is down as it is queued.
+    """Dramatiq's Retries, whose retry waits for the broker when the broker is down.
 
     Dramatiq logs and drops an error of this middleware, then acknowledges the message (it tries
     the acknowledgement again until Redis is back): a message that failed because Redis died

@@ -26,18 +26,11 @@ API_PORT = 5008
 WEB_PORT = 3112
 PROCESSES = {
     "api": ["api"],
-    "worker": [
-        "worker",
-        "--queues",
-        "ingest,catalog,projections,maintenance",
-        "--processes",
-        "1",
-        "--threads",
-        "32",
-    ],
+    # Ingestion pools take the worker's default threads (cli.commands.processes).
+    "worker": ["worker", "--queues", "ingest,catalog,projections,maintenance", "--processes", "1"],
     # Bulk ingestion (large batches, replays) has its own pool, so it never holds up live
     # events (store.event_queue).
-    "worker-bulk": ["worker", "--queues", "ingest_bulk", "--processes", "1", "--threads", "32"],
+    "worker-bulk": ["worker", "--queues", "ingest_bulk", "--processes", "1"],
     # Training has its own pool, so a long fit never holds up ingestion.
     "worker-training": ["worker", "--queues", "training", "--processes", "1", "--threads", "1"],
     "scheduler": ["scheduler"],
